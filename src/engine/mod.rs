@@ -1,0 +1,17 @@
+//! The numeric core: batch matrices, GEMM, random numbers, training tapes and the Adam optimizer.
+//!
+//! Everything here is generic over [`Real`] so that the same transform code runs in `f32` for
+//! training and sampling and in `f64` for the finite-difference checks in the tests.
+
+pub mod adam;
+pub mod gemm;
+pub mod matrix;
+pub mod real;
+pub mod rng;
+pub mod tape;
+
+pub use adam::{Adam, AdamConfig};
+pub use matrix::Matrix;
+pub use real::Real;
+pub use rng::Rng;
+pub use tape::Tape;

@@ -1,0 +1,5 @@
+//! hepflow: normalizing flows for collider events, with a hand-written numeric core.
+
+pub mod engine;
+pub mod nn;
+pub mod transforms;

@@ -1,0 +1,294 @@
+//! Multi-layer perceptron conditioner with ReLU activations and hand-written backward pass.
+//!
+//! `h_0 = input`, `h_l = relu(h_{l-1} W_l^T + b_l)` for hidden layers, `out = h_L W_out^T + b_out`.
+//! With `residual = true`, hidden layers of equal width add a skip connection:
+//! `h_l = h_{l-1} + relu(h_{l-1} W_l^T + b_l)`.
+//! The output layer starts at zero, so every coupling layer starts as the identity (Glow's
+//! initialisation), which keeps the first training steps stable.
+
+use crate::engine::gemm::{gemm_nn, gemm_nt, gemm_tn};
+use crate::engine::{Matrix, Real, Rng, Tape};
+use crate::transforms::Param;
+use serde::{Deserialize, Serialize};
+
+/// Shape of an [`Mlp`].
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct MlpConfig {
+    /// Input width (features read by the conditioner plus the context width).
+    pub in_dim: usize,
+    /// Widths of the hidden layers, e.g. `[128, 128]`.
+    pub hidden: Vec<usize>,
+    /// Output width.
+    pub out_dim: usize,
+    /// Skip connections between hidden layers of equal width.
+    #[serde(default)]
+    pub residual: bool,
+}
+
+/// A dense ReLU network; parameters are `layers.{l}.weight` (`out x in`) and `layers.{l}.bias`.
+#[derive(Clone, Debug)]
+pub struct Mlp<T> {
+    config: MlpConfig,
+    params: Vec<Param<T>>, // weight, bias, weight, bias, ...
+}
+
+impl<T: Real> Mlp<T> {
+    /// A network with PyTorch's default uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)) initialisation,
+    /// except the output layer, which starts at zero.
+    pub fn new(config: MlpConfig, rng: &mut Rng) -> Self {
+        let mut params = Vec::new();
+        let widths = Self::widths_of(&config);
+        let n_layers = widths.len() - 1;
+        for l in 0..n_layers {
+            let (fan_in, fan_out) = (widths[l], widths[l + 1]);
+            let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
+            let last = l + 1 == n_layers;
+            let w = (0..fan_in * fan_out)
+                .map(|_| {
+                    if last {
+                        T::zero()
+                    } else {
+                        T::c(rng.uniform_range(-bound, bound))
+                    }
+                })
+                .collect();
+            let b = (0..fan_out)
+                .map(|_| {
+                    if last {
+                        T::zero()
+                    } else {
+                        T::c(rng.uniform_range(-bound, bound))
+                    }
+                })
+                .collect();
+            params.push(Param::new(
+                format!("layers.{l}.weight"),
+                vec![fan_out, fan_in],
+                w,
+            ));
+            params.push(Param::new(format!("layers.{l}.bias"), vec![fan_out], b));
+        }
+        Self { config, params }
+    }
+
+    fn widths_of(c: &MlpConfig) -> Vec<usize> {
+        let mut w = vec![c.in_dim];
+        w.extend_from_slice(&c.hidden);
+        w.push(c.out_dim);
+        w
+    }
+
+    /// The network's shape.
+    pub fn config(&self) -> &MlpConfig {
+        &self.config
+    }
+
+    /// Parameters in gradient order.
+    pub fn params(&self) -> Vec<&Param<T>> {
+        self.params.iter().collect()
+    }
+
+    /// Mutable parameters in gradient order.
+    pub fn params_mut(&mut self) -> Vec<&mut Param<T>> {
+        self.params.iter_mut().collect()
+    }
+
+    /// Total number of scalars in the parameters.
+    pub fn num_params(&self) -> usize {
+        self.params.iter().map(|p| p.data.len()).sum()
+    }
+
+    fn n_layers(&self) -> usize {
+        self.params.len() / 2
+    }
+
+    fn skip(&self, l: usize) -> bool {
+        // Residual connections only between hidden layers of equal width (not input/output).
+        self.config.residual
+            && l > 0
+            && l < self.n_layers() - 1
+            && self.params[2 * l].shape[0] == self.params[2 * l].shape[1]
+    }
+
+    /// One dense layer `out = act(inp W^T + b) (+ inp if skip)`.
+    fn layer(&self, l: usize, inp: &Matrix<T>, out: &mut Matrix<T>) {
+        let w = &self.params[2 * l];
+        let b = &self.params[2 * l + 1].data;
+        let (fan_out, fan_in) = (w.shape[0], w.shape[1]);
+        let n = inp.rows();
+        out.resize(n, fan_out);
+        gemm_nt(
+            n,
+            fan_in,
+            fan_out,
+            T::one(),
+            inp.as_slice(),
+            &w.data,
+            T::zero(),
+            out.as_mut_slice(),
+        );
+        let last = l + 1 == self.n_layers();
+        let skip = self.skip(l);
+        let o = out.as_mut_slice();
+        let x = inp.as_slice();
+        for i in 0..n {
+            let row = &mut o[i * fan_out..(i + 1) * fan_out];
+            if last {
+                for (v, bb) in row.iter_mut().zip(b) {
+                    *v += *bb;
+                }
+            } else if skip {
+                let xr = &x[i * fan_in..(i + 1) * fan_in];
+                for ((v, bb), xv) in row.iter_mut().zip(b).zip(xr) {
+                    *v = (*v + *bb).max(T::zero()) + *xv;
+                }
+            } else {
+                for (v, bb) in row.iter_mut().zip(b) {
+                    *v = (*v + *bb).max(T::zero());
+                }
+            }
+        }
+    }
+
+    /// Evaluation: `out = mlp(input)`.
+    pub fn forward(&self, input: &Matrix<T>, out: &mut Matrix<T>) {
+        let mut a = Matrix::zeros(0, 0);
+        let mut b = Matrix::zeros(0, 0);
+        let nl = self.n_layers();
+        if nl == 1 {
+            self.layer(0, input, out);
+            return;
+        }
+        self.layer(0, input, &mut a);
+        for l in 1..nl - 1 {
+            self.layer(l, &a, &mut b);
+            std::mem::swap(&mut a, &mut b);
+        }
+        self.layer(nl - 1, &a, out);
+    }
+
+    /// Training forward pass: like [`Mlp::forward`], saving hidden activations in `tape.mats`.
+    pub fn forward_train(&self, input: &Matrix<T>, out: &mut Matrix<T>, tape: &mut Tape<T>) {
+        let nl = self.n_layers();
+        while tape.mats.len() < nl - 1 {
+            tape.mats.push(Matrix::zeros(0, 0));
+        }
+        for l in 0..nl - 1 {
+            let (done, rest) = tape.mats.split_at_mut(l);
+            let inp = if l == 0 { input } else { &done[l - 1] };
+            self.layer(l, inp, &mut rest[0]);
+        }
+        let inp = if nl == 1 { input } else { &tape.mats[nl - 2] };
+        self.layer(nl - 1, inp, out);
+    }
+
+    /// Backward pass: given `dout = dL/d out`, adds `dL/d theta` into `grads` (length
+    /// [`Mlp::num_params`]) and, when asked, writes `dL/d input` into `dinput`.
+    /// `scratch` is a tape of reusable buffers (two slots).
+    pub fn backward(
+        &self,
+        input: &Matrix<T>,
+        tape: &Tape<T>,
+        dout: &Matrix<T>,
+        dinput: Option<&mut Matrix<T>>,
+        grads: &mut [T],
+        scratch: &mut Tape<T>,
+    ) {
+        let nl = self.n_layers();
+        let n = input.rows();
+        // Offsets of each parameter inside `grads`.
+        let mut offsets = Vec::with_capacity(self.params.len() + 1);
+        let mut acc = 0;
+        for p in &self.params {
+            offsets.push(acc);
+            acc += p.data.len();
+        }
+        let mut cur = std::mem::take(scratch.mat(0, 0, 0));
+        let mut nxt = std::mem::take(scratch.mat(1, 0, 0));
+        cur.copy_from(dout);
+        let mut dinput = dinput;
+        for l in (0..nl).rev() {
+            let w = &self.params[2 * l];
+            let (fan_out, fan_in) = (w.shape[0], w.shape[1]);
+            let inp = if l == 0 { input } else { &tape.mats[l - 1] };
+            // cur = dL/d(pre-activation) of layer l (already masked by relu' for hidden layers).
+            let (gw, rest) = grads[offsets[2 * l]..].split_at_mut(fan_out * fan_in);
+            gemm_tn(
+                fan_out,
+                n,
+                fan_in,
+                T::one(),
+                cur.as_slice(),
+                inp.as_slice(),
+                T::one(),
+                gw,
+            );
+            let gb = &mut rest[..fan_out];
+            for i in 0..n {
+                for (g, v) in gb.iter_mut().zip(cur.row(i)) {
+                    *g += *v;
+                }
+            }
+            if l == 0 && dinput.is_none() {
+                break;
+            }
+            let target: &mut Matrix<T> = if l == 0 {
+                dinput.as_deref_mut().expect("checked")
+            } else {
+                &mut nxt
+            };
+            target.resize(n, fan_in);
+            gemm_nn(
+                n,
+                fan_out,
+                fan_in,
+                T::one(),
+                cur.as_slice(),
+                &w.data,
+                T::zero(),
+                target.as_mut_slice(),
+            );
+            if l == 0 {
+                break;
+            }
+            // Residual: d h_{l-1} also receives dcur directly (the skip), where layer l skips.
+            let skip_grad = self.skip(l);
+            if skip_grad {
+                // The gradient reaching layer l's output is dout_l; with skip,
+                // d inp += dout_l. Here `cur` was already masked by relu', so we need the
+                // unmasked dout_l, kept in slot 2 of the scratch tape.
+                let du = &scratch.mats[2];
+                for (t, u) in nxt.as_mut_slice().iter_mut().zip(du.as_slice()) {
+                    *t += *u;
+                }
+            }
+            // Mask by relu' of layer l-1 (its output h_{l-1} > 0 <=> pre-activation > 0; for a
+            // residual layer the relu part is h - h_in, handled via the saved activations).
+            let h = &tape.mats[l - 1];
+            if self.skip(l - 1) {
+                let hin = &tape.mats[l - 2];
+                let du = scratch.mat(2, n, fan_in);
+                du.copy_from(&nxt);
+                for ((g, hv), hi) in nxt
+                    .as_mut_slice()
+                    .iter_mut()
+                    .zip(h.as_slice())
+                    .zip(hin.as_slice())
+                {
+                    if *hv - *hi <= T::zero() {
+                        *g = T::zero();
+                    }
+                }
+            } else {
+                for (g, hv) in nxt.as_mut_slice().iter_mut().zip(h.as_slice()) {
+                    if *hv <= T::zero() {
+                        *g = T::zero();
+                    }
+                }
+            }
+            std::mem::swap(&mut cur, &mut nxt);
+        }
+        *scratch.mat(0, 0, 0) = cur;
+        *scratch.mat(1, 0, 0) = nxt;
+    }
+}

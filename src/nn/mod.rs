@@ -1,0 +1,5 @@
+//! Conditioner networks: the MLP used by coupling layers.
+
+pub mod mlp;
+
+pub use mlp::{Mlp, MlpConfig};

@@ -1,0 +1,85 @@
+//! STUB: to be implemented.
+
+use super::{LayerSpec, Param, Transform};
+use crate::engine::{Matrix, Real, Tape};
+use serde::{Deserialize, Serialize};
+
+/// Fixed permutation: `y_j = x_{perm[j]}`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PermutationConfig {
+    /// `y_j = x_{perm[j]}`.
+    pub perm: Vec<usize>,
+}
+
+/// STUB
+#[derive(Clone, Debug)]
+pub struct Permutation<T> {
+    config: PermutationConfig,
+    _p: Vec<Param<T>>,
+}
+
+impl<T: Real> Permutation<T> {
+    /// STUB
+    pub fn new(config: PermutationConfig) -> Self {
+        Self {
+            config,
+            _p: Vec::new(),
+        }
+    }
+}
+
+impl<T: Real> Transform<T> for Permutation<T> {
+    fn spec(&self) -> LayerSpec {
+        LayerSpec::Permutation(self.config.clone())
+    }
+    fn dim(&self) -> usize {
+        unimplemented!()
+    }
+    fn params(&self) -> Vec<&Param<T>> {
+        unimplemented!()
+    }
+    fn params_mut(&mut self) -> Vec<&mut Param<T>> {
+        unimplemented!()
+    }
+    fn forward(
+        &self,
+        _x: &Matrix<T>,
+        _ctx: Option<&Matrix<T>>,
+        _y: &mut Matrix<T>,
+        _ladj: &mut [T],
+    ) {
+        unimplemented!()
+    }
+    fn inverse(
+        &self,
+        _y: &Matrix<T>,
+        _ctx: Option<&Matrix<T>>,
+        _x: &mut Matrix<T>,
+        _ladj: &mut [T],
+    ) {
+        unimplemented!()
+    }
+    fn forward_train(
+        &self,
+        _x: &Matrix<T>,
+        _ctx: Option<&Matrix<T>>,
+        _y: &mut Matrix<T>,
+        _ladj: &mut [T],
+        _tape: &mut Tape<T>,
+    ) {
+        unimplemented!()
+    }
+    fn backward(
+        &self,
+        _x: &Matrix<T>,
+        _y: &Matrix<T>,
+        _ctx: Option<&Matrix<T>>,
+        _tape: &mut Tape<T>,
+        _dy: &Matrix<T>,
+        _dladj: &[T],
+        _dx: &mut Matrix<T>,
+        _grads: &mut [T],
+    ) {
+        unimplemented!()
+    }
+}

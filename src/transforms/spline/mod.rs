@@ -1,0 +1,1 @@
+//! STUB: shared spline math (bin search, piecewise-linear, piecewise-quadratic, rational-quadratic).

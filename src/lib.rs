@@ -3,3 +3,8 @@
 pub mod engine;
 pub mod nn;
 pub mod transforms;
+pub mod flow;
+pub mod train;
+pub mod fsutil;
+pub mod model;
+pub mod presets;

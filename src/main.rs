@@ -1,3 +1,10 @@
+//! The `hepflow` command line: a thin shell over the library.
+
+mod cli;
+
 fn main() {
-    println!("Hello, world!");
+    if let Err(e) = cli::run() {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
 }

@@ -57,3 +57,87 @@ impl LayerSpec {
         }
     }
 }
+
+fn check_perm(perm: &[usize], dim: usize, what: &str) -> Result<(), String> {
+    let mut seen = vec![false; dim];
+    if perm.len() != dim {
+        return Err(format!("{what} has {} entries, expected {dim}", perm.len()));
+    }
+    for &p in perm {
+        if p >= dim || std::mem::replace(&mut seen[p], true) {
+            return Err(format!("{what} is not a permutation of 0..{dim}"));
+        }
+    }
+    Ok(())
+}
+
+fn check_mask(mask: &[bool], dim: usize) -> Result<(), String> {
+    if mask.len() != dim {
+        return Err(format!("mask has {} entries, expected {dim}", mask.len()));
+    }
+    if mask.iter().all(|m| *m) || mask.iter().all(|m| !*m) {
+        return Err("mask must mark some features as transformed and some as conditioning".into());
+    }
+    Ok(())
+}
+
+fn check_hidden(hidden: &[usize]) -> Result<(), String> {
+    if hidden.iter().any(|h| *h == 0 || *h > 1 << 16) {
+        return Err(format!("hidden widths {hidden:?} must be between 1 and 65536"));
+    }
+    Ok(())
+}
+
+impl LayerSpec {
+    /// Checks that this layer is consistent with `dim` features, so that a hand-edited or
+    /// corrupted model file gives an error instead of a panic.
+    pub fn validate(&self, dim: usize) -> Result<(), String> {
+        match self {
+            LayerSpec::AffineCoupling(c) => {
+                check_mask(&c.mask, dim)?;
+                check_hidden(&c.hidden)?;
+                if !(c.scale_clamp > 0.0 && c.scale_clamp.is_finite()) {
+                    return Err("scale_clamp must be positive".into());
+                }
+            }
+            LayerSpec::Permutation(c) => check_perm(&c.perm, dim, "perm")?,
+            LayerSpec::LuLinear(c) => {
+                if c.dim != dim {
+                    return Err(format!("dim {} != {dim}", c.dim));
+                }
+                check_perm(&c.perm, dim, "perm")?;
+            }
+            LayerSpec::BatchNorm(c) => {
+                if c.dim != dim {
+                    return Err(format!("dim {} != {dim}", c.dim));
+                }
+                if !(0.0..1.0).contains(&c.momentum) || c.eps.is_nan() || c.eps <= 0.0 {
+                    return Err("momentum must be in [0, 1) and eps > 0".into());
+                }
+            }
+            LayerSpec::ActNorm(c) => {
+                if c.dim != dim {
+                    return Err(format!("dim {} != {dim}", c.dim));
+                }
+            }
+            LayerSpec::SplineCoupling(c) => {
+                check_mask(&c.mask, dim)?;
+                check_hidden(&c.hidden)?;
+                if c.bins == 0 || c.bins > 64 {
+                    return Err(format!("bins = {} must be between 1 and 64", c.bins));
+                }
+                if !(c.bound > 0.0 && c.bound.is_finite()) {
+                    return Err("bound must be positive".into());
+                }
+            }
+            LayerSpec::Maf(c) => {
+                if c.dim != dim {
+                    return Err(format!("dim {} != {dim}", c.dim));
+                }
+                check_hidden(&c.hidden)?;
+                check_perm(&c.order, dim, "order")?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,60 @@
+//! `hepflow log-prob`.
+
+use super::data::{columns, load_table};
+use anyhow::{Context, Result};
+use clap::Args;
+use hepflow::engine::Matrix;
+use hepflow::io::{Format, Table, write_table};
+use hepflow::model::{Model, encode_context};
+use std::path::PathBuf;
+
+/// Arguments of `hepflow log-prob`.
+#[derive(Args, Debug)]
+pub struct LogProbArgs {
+    /// Model directory.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Events to evaluate (columns matched to the model's features by name).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Force the input format.
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Output file with one column `log_prob` (nats, original units).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Worker threads.
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+/// Runs `hepflow log-prob`.
+pub fn run(a: LogProbArgs) -> Result<()> {
+    super::set_threads(a.threads)?;
+    let model = Model::load(&a.model)?;
+    let t = load_table(&a.data, a.format.as_deref())?;
+    let x = columns(&t, &model.config.features, &a.data)?;
+    let ctx = if model.config.context.is_empty() {
+        None
+    } else {
+        let names: Vec<String> = model.config.context.iter().map(|c| c.name().to_string()).collect();
+        let raw = columns(&t, &names, &a.data)?;
+        Some(encode_context(&model.config.context, &raw).with_context(|| format!("{}", a.data.display()))?)
+    };
+    if let Some(p) = &model.config.preprocessing {
+        for (col, count) in p.out_of_range(&x.cast::<f64>()) {
+            eprintln!(
+                "warning: {}: {count} event(s) have {} outside the range seen in training; their density is evaluated at the edge of that range",
+                a.data.display(),
+                model.config.features[col]
+            );
+        }
+    }
+    let lp = model.log_prob(&x, ctx.as_ref());
+    let data = Matrix::from_vec(lp.len(), 1, lp.iter().map(|v| *v as f32).collect()).context("log_prob")?;
+    let format = Format::from_path(&a.out).with_context(|| format!("{}: unknown output extension", a.out.display()))?;
+    write_table(&a.out, &Table { columns: vec!["log_prob".into()], data }, format)?;
+    let mean = lp.iter().sum::<f64>() / lp.len().max(1) as f64;
+    println!("wrote {} log-densities to {} (mean log p = {mean:.4} nats)", lp.len(), a.out.display());
+    Ok(())
+}

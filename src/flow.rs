@@ -1,0 +1,232 @@
+//! A normalizing flow: a standard-normal base distribution and a chain of transforms.
+//!
+//! `log p(x | c) = log N(f(x; c); 0, I) + sum_k log|det J_{f_k}|`, where `f = f_K o ... o f_1` maps
+//! data to the base space; sampling draws `z ~ N(0, I)` and returns `f^{-1}(z)`.
+//! Evaluation work is split over the batch into fixed chunks that run in parallel with rayon;
+//! the chunking never depends on the thread count, so results are identical for any number of
+//! threads.
+
+use crate::engine::{Matrix, Real, Rng};
+use crate::transforms::{LayerSpec, Param, Transform};
+use rayon::prelude::*;
+
+/// Rows per parallel work item in evaluation passes (log-prob, sampling).
+pub const EVAL_CHUNK_ROWS: usize = 1024;
+
+/// `log N(z; 0, I)` of one row.
+#[inline]
+pub fn std_normal_log_prob<T: Real>(z: &[T]) -> T {
+    let half_log_2pi = T::c(0.5 * (2.0 * std::f64::consts::PI).ln());
+    let mut acc = T::zero();
+    for &v in z {
+        acc += v * v;
+    }
+    -T::c(0.5) * acc - half_log_2pi * T::c(z.len() as f64)
+}
+
+/// Draws the base-space vector of event `index` for sample seed `seed` (reproducible per event).
+pub fn base_sample<T: Real>(seed: u64, index: u64, out: &mut [T]) {
+    let mut rng = Rng::stream(seed, index);
+    for v in out.iter_mut() {
+        *v = T::c(rng.normal());
+    }
+}
+
+/// A normalizing flow over `dim` features with an optional context of `context_dim` values.
+pub struct Flow<T: Real> {
+    dim: usize,
+    context_dim: usize,
+    layers: Vec<Box<dyn Transform<T>>>,
+}
+
+impl<T: Real> Flow<T> {
+    /// A flow from already-built layers (all must have the same `dim`).
+    pub fn new(dim: usize, context_dim: usize, layers: Vec<Box<dyn Transform<T>>>) -> Self {
+        debug_assert!(layers.iter().all(|l| l.dim() == dim));
+        Self { dim, context_dim, layers }
+    }
+
+    /// Builds every layer of `specs` with fresh parameters drawn from `Rng::new(seed)`.
+    pub fn from_specs(dim: usize, context_dim: usize, specs: &[LayerSpec], seed: u64) -> Self {
+        let mut rng = Rng::new(seed);
+        let layers = specs.iter().map(|s| s.build::<T>(&mut rng)).collect();
+        Self::new(dim, context_dim, layers)
+    }
+
+    /// The layer descriptions.
+    pub fn specs(&self) -> Vec<LayerSpec> {
+        self.layers.iter().map(|l| l.spec()).collect()
+    }
+
+    /// Number of features.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Width of the context vector (0 = unconditional).
+    pub fn context_dim(&self) -> usize {
+        self.context_dim
+    }
+
+    /// The layers, data side first.
+    pub fn layers(&self) -> &[Box<dyn Transform<T>>] {
+        &self.layers
+    }
+
+    /// Mutable layers.
+    pub fn layers_mut(&mut self) -> &mut [Box<dyn Transform<T>>] {
+        &mut self.layers
+    }
+
+    /// Total number of trainable scalars.
+    pub fn num_params(&self) -> usize {
+        self.layers.iter().map(|l| l.num_params()).sum()
+    }
+
+    /// All trainable parameters concatenated in gradient order.
+    pub fn param_vector(&self) -> Vec<T> {
+        let mut v = Vec::with_capacity(self.num_params());
+        for l in &self.layers {
+            for p in l.params() {
+                v.extend_from_slice(&p.data);
+            }
+        }
+        v
+    }
+
+    /// Overwrites all trainable parameters from a vector laid out like [`Flow::param_vector`].
+    pub fn set_param_vector(&mut self, v: &[T]) {
+        let mut off = 0;
+        for l in &mut self.layers {
+            for p in l.params_mut() {
+                let n = p.data.len();
+                p.data.copy_from_slice(&v[off..off + n]);
+                off += n;
+            }
+        }
+    }
+
+    /// All buffers (non-trainable state such as running statistics) concatenated.
+    pub fn buffer_vector(&self) -> Vec<T> {
+        let mut v = Vec::new();
+        for l in &self.layers {
+            for p in l.buffers() {
+                v.extend_from_slice(&p.data);
+            }
+        }
+        v
+    }
+
+    /// Overwrites all buffers from a vector laid out like [`Flow::buffer_vector`].
+    pub fn set_buffer_vector(&mut self, v: &[T]) {
+        let mut off = 0;
+        for l in &mut self.layers {
+            for p in l.buffers_mut() {
+                let n = p.data.len();
+                p.data.copy_from_slice(&v[off..off + n]);
+                off += n;
+            }
+        }
+    }
+
+    /// Every parameter and buffer with its full name `layers.{k}.{name}`.
+    pub fn named_tensors(&self) -> Vec<(String, &Param<T>)> {
+        let mut out = Vec::new();
+        for (k, l) in self.layers.iter().enumerate() {
+            for p in l.params().into_iter().chain(l.buffers()) {
+                out.push((format!("layers.{k}.{}", p.name), p));
+            }
+        }
+        out
+    }
+
+    /// Data -> base space on one chunk (no parallelism): returns `z` and `log|det dz/dx|`.
+    pub fn forward_chunk(&self, x: &Matrix<T>, ctx: Option<&Matrix<T>>) -> (Matrix<T>, Vec<T>) {
+        let mut ladj = vec![T::zero(); x.rows()];
+        let mut a = x.clone();
+        let mut b = Matrix::zeros(0, 0);
+        for l in &self.layers {
+            l.forward(&a, ctx, &mut b, &mut ladj);
+            std::mem::swap(&mut a, &mut b);
+        }
+        (a, ladj)
+    }
+
+    /// Base space -> data on one chunk: returns `x` and `log|det dx/dz|`.
+    pub fn inverse_chunk(&self, z: &Matrix<T>, ctx: Option<&Matrix<T>>) -> (Matrix<T>, Vec<T>) {
+        let mut ladj = vec![T::zero(); z.rows()];
+        let mut a = z.clone();
+        let mut b = Matrix::zeros(0, 0);
+        for l in self.layers.iter().rev() {
+            l.inverse(&a, ctx, &mut b, &mut ladj);
+            std::mem::swap(&mut a, &mut b);
+        }
+        (a, ladj)
+    }
+
+    /// Runs `f` over fixed chunks of rows in parallel and stitches the results back in order.
+    fn par_chunks(
+        &self,
+        x: &Matrix<T>,
+        ctx: Option<&Matrix<T>>,
+        f: impl Fn(&Matrix<T>, Option<&Matrix<T>>) -> (Matrix<T>, Vec<T>) + Sync,
+    ) -> (Matrix<T>, Vec<T>) {
+        let n = x.rows();
+        let starts: Vec<usize> = (0..n).step_by(EVAL_CHUNK_ROWS).collect();
+        let parts: Vec<(Matrix<T>, Vec<T>)> = starts
+            .par_iter()
+            .map(|&s| {
+                let e = (s + EVAL_CHUNK_ROWS).min(n);
+                let c = ctx.map(|c| c.slice_rows(s, e));
+                f(&x.slice_rows(s, e), c.as_ref())
+            })
+            .collect();
+        let mut data = Vec::with_capacity(n * self.dim);
+        let mut ladj = Vec::with_capacity(n);
+        for (m, l) in parts {
+            data.extend_from_slice(m.as_slice());
+            ladj.extend_from_slice(&l);
+        }
+        (Matrix::from_vec(n, self.dim, data).unwrap_or_else(|| Matrix::zeros(n, self.dim)), ladj)
+    }
+
+    /// Data -> base space for a whole batch (parallel): `z` and `log|det dz/dx|`.
+    pub fn forward(&self, x: &Matrix<T>, ctx: Option<&Matrix<T>>) -> (Matrix<T>, Vec<T>) {
+        self.par_chunks(x, ctx, |a, c| self.forward_chunk(a, c))
+    }
+
+    /// Base space -> data for a whole batch (parallel): `x` and `log|det dx/dz|`.
+    pub fn inverse(&self, z: &Matrix<T>, ctx: Option<&Matrix<T>>) -> (Matrix<T>, Vec<T>) {
+        self.par_chunks(z, ctx, |a, c| self.inverse_chunk(a, c))
+    }
+
+    /// `log p(x | c)` per row.
+    pub fn log_prob(&self, x: &Matrix<T>, ctx: Option<&Matrix<T>>) -> Vec<T> {
+        let (z, ladj) = self.forward(x, ctx);
+        (0..x.rows()).map(|i| std_normal_log_prob(z.row(i)) + ladj[i]).collect()
+    }
+
+    /// Draws events `start..start + n` of the sample with seed `seed` (event `i` depends only on
+    /// `(seed, i)`), returning them with their log-densities `log p(x) = log N(z) - log|det dx/dz|`.
+    pub fn sample_range(&self, start: u64, n: usize, seed: u64, ctx: Option<&Matrix<T>>) -> (Matrix<T>, Vec<T>) {
+        let d = self.dim;
+        let mut z = Matrix::zeros(n, d);
+        z.as_mut_slice()
+            .par_chunks_mut(d.max(1))
+            .enumerate()
+            .for_each(|(i, row)| base_sample(seed, start + i as u64, row));
+        let (x, ladj) = self.inverse(&z, ctx);
+        let lp = (0..n).map(|i| std_normal_log_prob(z.row(i)) - ladj[i]).collect();
+        (x, lp)
+    }
+
+    /// Draws `n` events with seed `seed`.
+    pub fn sample(&self, n: usize, seed: u64, ctx: Option<&Matrix<T>>) -> Matrix<T> {
+        self.sample_range(0, n, seed, ctx).0
+    }
+
+    /// Draws `n` events with their log-densities.
+    pub fn sample_and_log_prob(&self, n: usize, seed: u64, ctx: Option<&Matrix<T>>) -> (Matrix<T>, Vec<T>) {
+        self.sample_range(0, n, seed, ctx)
+    }
+}

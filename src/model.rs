@@ -1,0 +1,322 @@
+//! A trained model on disk: `model.json` (architecture, preprocessing, feature names, context
+//! encoding, training metadata) and `model.safetensors` (every parameter and buffer, f32).
+//!
+//! The density of an event in original (physical) units is
+//! `log p(x | c) = log p_flow(g(x) | e(c)) + log|det dg/dx|`, where `g` is the preprocessing chain
+//! (min-max -> logit -> standardize) and `e` the context encoding.
+
+use crate::engine::{Matrix, Rng};
+use crate::flow::Flow;
+use crate::fsutil::atomic_write;
+use crate::preprocess::Preprocessor;
+use crate::transforms::LayerSpec;
+use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+/// Version of the on-disk format written by this build.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Errors loading or saving a model directory.
+#[derive(Debug, Error)]
+pub enum ModelError {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// model.json is not valid.
+    #[error("{path}: invalid model description: {message}")]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The weights file is corrupt or does not match the architecture.
+    #[error("{path}: {message}")]
+    Weights {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong (names the tensor).
+        message: String,
+    },
+    /// The input does not fit the model.
+    #[error("{0}")]
+    Input(String),
+}
+
+/// One context column: how a data column becomes part of the context vector.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ContextColumn {
+    /// One-hot encoding over the listed values.
+    Categorical {
+        /// Column name.
+        name: String,
+        /// Allowed values, in one-hot order.
+        values: Vec<f64>,
+    },
+    /// Standardised continuous value `(v - mean) / std`.
+    Continuous {
+        /// Column name.
+        name: String,
+        /// Training mean.
+        mean: f64,
+        /// Training standard deviation.
+        std: f64,
+    },
+}
+
+impl ContextColumn {
+    /// Column name.
+    pub fn name(&self) -> &str {
+        match self {
+            ContextColumn::Categorical { name, .. } | ContextColumn::Continuous { name, .. } => name,
+        }
+    }
+
+    /// Width of this column's encoding.
+    pub fn width(&self) -> usize {
+        match self {
+            ContextColumn::Categorical { values, .. } => values.len(),
+            ContextColumn::Continuous { .. } => 1,
+        }
+    }
+
+    /// Fits the encoding of `name` on its values: categorical when it has at most 16 distinct
+    /// integer values, continuous otherwise.
+    pub fn fit(name: &str, values: &[f32]) -> Result<Self, ModelError> {
+        let mut distinct: Vec<f64> = values.iter().map(|v| *v as f64).collect();
+        distinct.sort_by(f64::total_cmp);
+        distinct.dedup();
+        if distinct.is_empty() {
+            return Err(ModelError::Input(format!("context column '{name}' is empty")));
+        }
+        if distinct.len() <= 16 && distinct.iter().all(|v| v.fract() == 0.0) {
+            return Ok(ContextColumn::Categorical { name: name.to_string(), values: distinct });
+        }
+        let n = values.len() as f64;
+        let mean = values.iter().map(|v| *v as f64).sum::<f64>() / n;
+        let var = values.iter().map(|v| (*v as f64 - mean).powi(2)).sum::<f64>() / n;
+        if var <= 0.0 {
+            return Err(ModelError::Input(format!("context column '{name}' is constant")));
+        }
+        Ok(ContextColumn::Continuous { name: name.to_string(), mean, std: var.sqrt() })
+    }
+
+    /// Writes the encoding of `v` into `out` (length [`ContextColumn::width`]).
+    pub fn encode(&self, v: f64, out: &mut [f32]) -> Result<(), ModelError> {
+        match self {
+            ContextColumn::Categorical { name, values } => {
+                out.fill(0.0);
+                let k = values.iter().position(|x| *x == v).ok_or_else(|| {
+                    ModelError::Input(format!("context column '{name}': value {v} was not seen in training (allowed: {values:?})"))
+                })?;
+                out[k] = 1.0;
+            }
+            ContextColumn::Continuous { mean, std, .. } => out[0] = ((v - mean) / std) as f32,
+        }
+        Ok(())
+    }
+}
+
+/// Encodes rows of raw context values (one column per [`ContextColumn`]) into context vectors.
+pub fn encode_context(columns: &[ContextColumn], raw: &Matrix<f32>) -> Result<Matrix<f32>, ModelError> {
+    let width: usize = columns.iter().map(|c| c.width()).sum();
+    let mut out = Matrix::zeros(raw.rows(), width);
+    for i in 0..raw.rows() {
+        let mut off = 0;
+        for (j, c) in columns.iter().enumerate() {
+            let w = c.width();
+            c.encode(raw.get(i, j) as f64, &mut out.row_mut(i)[off..off + w])?;
+            off += w;
+        }
+    }
+    Ok(out)
+}
+
+/// The JSON half of a model.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ModelConfig {
+    /// On-disk format version.
+    pub format_version: u32,
+    /// Name of the preset the layers came from.
+    pub preset: String,
+    /// Feature names, in column order.
+    pub features: Vec<String>,
+    /// Context encoding (empty for an unconditional model).
+    #[serde(default)]
+    pub context: Vec<ContextColumn>,
+    /// Preprocessing chain (None = the flow sees the raw values).
+    pub preprocessing: Option<Preprocessor>,
+    /// The flow's layers, data side first.
+    pub layers: Vec<LayerSpec>,
+    /// Free-form training metadata (configuration, data checksum, best epoch, ...).
+    #[serde(default)]
+    pub training: serde_json::Value,
+}
+
+/// A model: configuration plus the flow with its trained values.
+pub struct Model {
+    /// Architecture and metadata.
+    pub config: ModelConfig,
+    /// The flow (f32).
+    pub flow: Flow<f32>,
+}
+
+impl Model {
+    /// A fresh model with parameters initialised from `seed`.
+    pub fn new(config: ModelConfig, seed: u64) -> Self {
+        let ctx: usize = config.context.iter().map(|c| c.width()).sum();
+        let flow = Flow::from_specs(config.features.len(), ctx, &config.layers, seed);
+        Self { config, flow }
+    }
+
+    /// Number of features.
+    pub fn dim(&self) -> usize {
+        self.config.features.len()
+    }
+
+    /// Maps physical-unit events into the flow's space: returns the transformed events and the
+    /// per-event preprocessing log-determinant. `rng` enables dequantisation noise (training).
+    pub fn to_model_space(&self, x: &Matrix<f32>, rng: Option<&mut Rng>) -> (Matrix<f32>, Vec<f64>) {
+        match &self.config.preprocessing {
+            Some(p) => {
+                let (z, l) = p.forward(&x.cast::<f64>(), rng);
+                (z.cast(), l)
+            }
+            None => (x.clone(), vec![0.0; x.rows()]),
+        }
+    }
+
+    /// Maps flow-space events back to physical units.
+    pub fn to_physical(&self, z: &Matrix<f32>) -> Matrix<f32> {
+        match &self.config.preprocessing {
+            Some(p) => p.inverse(&z.cast::<f64>()).cast(),
+            None => z.clone(),
+        }
+    }
+
+    /// `log p(x | c)` per event in physical units (`ctx` already encoded).
+    pub fn log_prob(&self, x: &Matrix<f32>, ctx: Option<&Matrix<f32>>) -> Vec<f64> {
+        let (z, pre) = self.to_model_space(x, None);
+        let lp = self.flow.log_prob(&z, ctx);
+        lp.iter().zip(&pre).map(|(a, b)| *a as f64 + b).collect()
+    }
+
+    /// Events `start..start+n` of the sample with seed `seed`, in physical units.
+    pub fn sample_range(&self, start: u64, n: usize, seed: u64, ctx: Option<&Matrix<f32>>) -> Matrix<f32> {
+        let (z, _) = self.flow.sample_range(start, n, seed, ctx);
+        self.to_physical(&z)
+    }
+
+    /// Writes `dir/model.json` and `dir/model.safetensors` atomically.
+    pub fn save(&self, dir: &Path) -> Result<(), ModelError> {
+        std::fs::create_dir_all(dir).map_err(|e| ModelError::Io { path: dir.to_path_buf(), source: e })?;
+        let json_path = dir.join("model.json");
+        let mut config = self.config.clone();
+        config.layers = self.flow.specs();
+        let json = serde_json::to_vec_pretty(&config)
+            .map_err(|e| ModelError::Json { path: json_path.clone(), message: e.to_string() })?;
+        let st_path = dir.join("model.safetensors");
+        let bytes = self.weights_bytes().map_err(|m| ModelError::Weights { path: st_path.clone(), message: m })?;
+        atomic_write(&st_path, &bytes).map_err(|e| ModelError::Io { path: st_path.clone(), source: e })?;
+        atomic_write(&json_path, &json).map_err(|e| ModelError::Io { path: json_path, source: e })?;
+        Ok(())
+    }
+
+    /// The safetensors bytes of every parameter and buffer.
+    pub fn weights_bytes(&self) -> Result<Vec<u8>, String> {
+        let named = self.flow.named_tensors();
+        let raw: Vec<(String, Vec<usize>, Vec<u8>)> = named
+            .iter()
+            .map(|(n, p)| (n.clone(), p.shape.clone(), p.data.iter().flat_map(|v| v.to_le_bytes()).collect()))
+            .collect();
+        let mut views = BTreeMap::new();
+        for (n, shape, bytes) in &raw {
+            let v = TensorView::new(Dtype::F32, shape.clone(), bytes).map_err(|e| format!("tensor {n}: {e}"))?;
+            views.insert(n.clone(), v);
+        }
+        safetensors::serialize(views, None).map_err(|e| e.to_string())
+    }
+
+    /// Loads a model directory, checking every tensor's presence, dtype, shape and finiteness.
+    pub fn load(dir: &Path) -> Result<Model, ModelError> {
+        let json_path = dir.join("model.json");
+        if !dir.is_dir() {
+            return Err(ModelError::Io {
+                path: dir.to_path_buf(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "model directory not found"),
+            });
+        }
+        let text = std::fs::read(&json_path).map_err(|e| ModelError::Io { path: json_path.clone(), source: e })?;
+        let config: ModelConfig =
+            serde_json::from_slice(&text).map_err(|e| ModelError::Json { path: json_path.clone(), message: e.to_string() })?;
+        if config.format_version > FORMAT_VERSION {
+            return Err(ModelError::Json {
+                path: json_path,
+                message: format!("format version {} is newer than this hepflow ({FORMAT_VERSION})", config.format_version),
+            });
+        }
+        let dim = config.features.len();
+        for (k, l) in config.layers.iter().enumerate() {
+            if let Err(m) = l.validate(dim) {
+                return Err(ModelError::Json { path: json_path.clone(), message: format!("layer {k} ({}): {m}", l.kind()) });
+            }
+        }
+        if let Some(p) = &config.preprocessing
+            && p.features.len() != dim
+        {
+            return Err(ModelError::Json {
+                path: json_path,
+                message: format!("preprocessing has {} features but the model has {dim}", p.features.len()),
+            });
+        }
+        let st_path = dir.join("model.safetensors");
+        let bytes = std::fs::read(&st_path).map_err(|e| ModelError::Io { path: st_path.clone(), source: e })?;
+        let mut model = Model::new(config, 0);
+        model.load_weights(&bytes).map_err(|m| ModelError::Weights { path: st_path, message: m })?;
+        Ok(model)
+    }
+
+    /// Overwrites every parameter and buffer from safetensors bytes.
+    pub fn load_weights(&mut self, bytes: &[u8]) -> Result<(), String> {
+        let st = SafeTensors::deserialize(bytes).map_err(|e| format!("not a valid safetensors file: {e}"))?;
+        let expected: usize = self.flow.named_tensors().len();
+        if st.len() != expected {
+            return Err(format!("holds {} tensors but the architecture in model.json needs {expected}", st.len()));
+        }
+        for (k, layer) in self.flow.layers_mut().iter_mut().enumerate() {
+            for p in layer.params_mut().into_iter() {
+                fill_tensor(&st, &format!("layers.{k}.{}", p.name), &p.shape, &mut p.data)?;
+            }
+            for p in layer.buffers_mut().into_iter() {
+                fill_tensor(&st, &format!("layers.{k}.{}", p.name), &p.shape, &mut p.data)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn fill_tensor(st: &SafeTensors<'_>, name: &str, shape: &[usize], out: &mut [f32]) -> Result<(), String> {
+    let t = st.tensor(name).map_err(|_| format!("tensor '{name}' is missing"))?;
+    if t.dtype() != Dtype::F32 {
+        return Err(format!("tensor '{name}' has dtype {:?}, expected F32", t.dtype()));
+    }
+    if t.shape() != shape {
+        return Err(format!("tensor '{name}' has shape {:?}, expected {:?}", t.shape(), shape));
+    }
+    for (o, c) in out.iter_mut().zip(t.data().chunks_exact(4)) {
+        *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+    }
+    if let Some(i) = out.iter().position(|v| !v.is_finite()) {
+        return Err(format!("tensor '{name}' holds a non-finite value at index {i}"));
+    }
+    Ok(())
+}

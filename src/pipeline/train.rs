@@ -1,0 +1,291 @@
+//! The training job: split, fit preprocessing on the training split, train with early stopping,
+//! checkpoint every epoch, and write `model.json`, `model.safetensors`, `history.csv` and
+//! `training.png` atomically.
+
+use super::fnv1a64;
+use crate::engine::{Matrix, Rng};
+use crate::evaluate::plot_training_curves;
+use crate::flow::Flow;
+use crate::fsutil::atomic_write;
+use crate::model::{ContextColumn, Model, ModelConfig, ModelError, encode_context, FORMAT_VERSION};
+use crate::preprocess::Preprocessor;
+use crate::presets::{Preset, PresetOptions, build_specs};
+use crate::train::{EpochEnd, TrainConfig, TrainObserver, TrainState, fit, initial_state};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Everything a training run needs.
+#[derive(Clone, Debug)]
+pub struct TrainJob {
+    /// Feature names (columns of `features`).
+    pub feature_names: Vec<String>,
+    /// Events x features, physical units.
+    pub features: Matrix<f32>,
+    /// Context column names (empty = unconditional).
+    pub context_names: Vec<String>,
+    /// Raw context values, events x context columns.
+    pub context: Option<Matrix<f32>>,
+    /// Architecture.
+    pub preset: Preset,
+    /// Architecture size.
+    pub preset_options: PresetOptions,
+    /// Optimisation.
+    pub train: TrainConfig,
+    /// Fraction of events held out for validation / early stopping.
+    pub val_fraction: f64,
+    /// Min-max margin of the preprocessing (fraction of the range added on each side).
+    pub margin: f64,
+    /// Indices of discrete features (dequantised); `None` = detect columns with <= 8 distinct values.
+    pub discrete: Option<Vec<usize>>,
+    /// Output directory.
+    pub out_dir: PathBuf,
+    /// Continue from `out_dir/checkpoint` when it exists.
+    pub resume: bool,
+    /// Free-form description of the data source for the metadata (file name, selection).
+    pub data_description: String,
+}
+
+/// What a finished training run reports.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrainSummary {
+    /// Best validation NLL, nats per event, original units.
+    pub best_val_nll: f64,
+    /// Epoch of the best model.
+    pub best_epoch: usize,
+    /// Epochs run.
+    pub epochs_run: usize,
+    /// Whether early stopping ended the run.
+    pub early_stopped: bool,
+    /// Training and validation events.
+    pub n_train: usize,
+    /// Validation events.
+    pub n_val: usize,
+    /// Roll-backs after non-finite losses.
+    pub rollbacks: usize,
+    /// Trainable parameters.
+    pub num_params: usize,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+}
+
+/// Deterministic train/validation split of row indices by `seed`.
+pub fn split_indices(n: usize, val_fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
+    let mut idx: Vec<usize> = (0..n).collect();
+    Rng::stream(seed, 0xDA7A).shuffle(&mut idx);
+    let n_val = ((n as f64 * val_fraction).round() as usize).clamp(1.min(n), n.saturating_sub(1));
+    let val = idx[..n_val].to_vec();
+    let train = idx[n_val..].to_vec();
+    (train, val)
+}
+
+/// Rows `idx` of `m`.
+pub fn take_rows(m: &Matrix<f32>, idx: &[usize]) -> Matrix<f32> {
+    let mut out = Matrix::zeros(idx.len(), m.cols());
+    for (r, &i) in idx.iter().enumerate() {
+        out.row_mut(r).copy_from_slice(m.row(i));
+    }
+    out
+}
+
+fn detect_discrete(x: &Matrix<f32>) -> Vec<usize> {
+    (0..x.cols())
+        .filter(|&j| {
+            let mut vals: Vec<u32> = Vec::new();
+            for i in 0..x.rows() {
+                let b = x.get(i, j).to_bits();
+                if !vals.contains(&b) {
+                    vals.push(b);
+                    if vals.len() > 8 {
+                        return false;
+                    }
+                }
+            }
+            vals.len() > 1
+        })
+        .collect()
+}
+
+/// The checkpoint written after every epoch (`out_dir/checkpoint/`).
+#[derive(Serialize, Deserialize)]
+struct Checkpoint {
+    state: TrainState,
+    data_checksum: String,
+    config_checksum: String,
+}
+
+fn io_err(path: &Path, e: impl std::fmt::Display) -> ModelError {
+    ModelError::Io { path: path.to_path_buf(), source: std::io::Error::other(e.to_string()) }
+}
+
+struct CheckpointWriter<'a> {
+    dir: PathBuf,
+    data_checksum: String,
+    config_checksum: String,
+    inner: &'a mut dyn TrainObserver,
+}
+
+impl TrainObserver for CheckpointWriter<'_> {
+    fn on_step(&mut self, epoch: usize, step: usize, steps: usize, loss: f64) {
+        self.inner.on_step(epoch, step, steps, loss);
+    }
+    fn on_rollback(&mut self, epoch: usize, new_lr: f64) {
+        self.inner.on_rollback(epoch, new_lr);
+    }
+    fn on_epoch_end(&mut self, flow: &Flow<f32>, end: &EpochEnd<'_>) -> Result<(), String> {
+        std::fs::create_dir_all(&self.dir).map_err(|e| format!("{}: {e}", self.dir.display()))?;
+        // Weights of the *current* flow (not the best): resuming continues from here.
+        let names = flow.named_tensors();
+        let raw: Vec<(String, Vec<usize>, Vec<u8>)> = names
+            .iter()
+            .map(|(n, p)| (n.clone(), p.shape.clone(), p.data.iter().flat_map(|v| v.to_le_bytes()).collect()))
+            .collect();
+        let mut views = std::collections::BTreeMap::new();
+        for (n, s, b) in &raw {
+            let v = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).map_err(|e| e.to_string())?;
+            views.insert(n.clone(), v);
+        }
+        let bytes = safetensors::serialize(views, None).map_err(|e| e.to_string())?;
+        let ck = Checkpoint {
+            state: end.state.clone(),
+            data_checksum: self.data_checksum.clone(),
+            config_checksum: self.config_checksum.clone(),
+        };
+        let json = serde_json::to_vec(&ck).map_err(|e| e.to_string())?;
+        atomic_write(&self.dir.join("weights.safetensors"), &bytes).map_err(|e| e.to_string())?;
+        atomic_write(&self.dir.join("state.json"), &json).map_err(|e| e.to_string())?;
+        self.inner.on_epoch_end(flow, end)
+    }
+}
+
+/// Trains a model as described by `job`, reporting progress to `observer`.
+pub fn train_model(job: &TrainJob, observer: &mut dyn TrainObserver) -> Result<TrainSummary, ModelError> {
+    let t0 = std::time::Instant::now();
+    let n = job.features.rows();
+    let d = job.features.cols();
+    if n < 10 {
+        return Err(ModelError::Input(format!("need at least 10 events to train, got {n}")));
+    }
+    let (tr_idx, va_idx) = split_indices(n, job.val_fraction, job.train.seed);
+    let x_train = take_rows(&job.features, &tr_idx);
+    let x_val = take_rows(&job.features, &va_idx);
+    let discrete = job.discrete.clone().unwrap_or_else(|| detect_discrete(&x_train));
+    let pre = Preprocessor::fit(&x_train.cast::<f64>(), &job.feature_names, &discrete, job.margin)
+        .map_err(|e| ModelError::Input(e.to_string()))?;
+    // Context encoding, fitted on the training split.
+    let mut context_cols = Vec::new();
+    let (c_train, c_val) = match &job.context {
+        Some(c) => {
+            let raw_train = take_rows(c, &tr_idx);
+            for (j, name) in job.context_names.iter().enumerate() {
+                let col: Vec<f32> = (0..raw_train.rows()).map(|i| raw_train.get(i, j)).collect();
+                context_cols.push(ContextColumn::fit(name, &col)?);
+            }
+            let raw_val = take_rows(c, &va_idx);
+            (Some(encode_context(&context_cols, &raw_train)?), Some(encode_context(&context_cols, &raw_val)?))
+        }
+        None => (None, None),
+    };
+    let mut opts = job.preset_options.clone();
+    opts.context_dim = context_cols.iter().map(|c| c.width()).sum();
+    let specs = build_specs(job.preset, d, &opts, job.train.seed);
+    let data_checksum = format!(
+        "{:016x}",
+        fnv1a64(job.features.as_slice().iter().flat_map(|v| v.to_le_bytes()).chain(
+            job.context.as_ref().map(|c| c.as_slice().to_vec()).unwrap_or_default().into_iter().flat_map(|v| v.to_le_bytes())
+        ))
+    );
+    let training_meta = serde_json::json!({
+        "data": job.data_description,
+        "data_checksum": data_checksum,
+        "n_events": n,
+        "n_train": tr_idx.len(),
+        "n_val": va_idx.len(),
+        "val_fraction": job.val_fraction,
+        "margin": job.margin,
+        "preset_options": opts,
+        "config": job.train,
+    });
+    let config = ModelConfig {
+        format_version: FORMAT_VERSION,
+        preset: job.preset.name().to_string(),
+        features: job.feature_names.clone(),
+        context: context_cols,
+        preprocessing: Some(pre),
+        layers: specs,
+        training: training_meta,
+    };
+    let config_checksum = format!("{:016x}", fnv1a64(serde_json::to_vec(&config).unwrap_or_default()));
+    let mut model = Model::new(config, job.train.seed);
+    let mut deq_rng = Rng::stream(job.train.seed, 0xDE0);
+    let (z_train, _) = model.to_model_space(&x_train, Some(&mut deq_rng));
+    let (z_val, pre_val) = model.to_model_space(&x_val, None);
+    let mean_pre_val = pre_val.iter().sum::<f64>() / pre_val.len().max(1) as f64;
+
+    let ck_dir = job.out_dir.join("checkpoint");
+    let mut state = initial_state(&model.flow, &job.train);
+    if job.resume && ck_dir.join("state.json").exists() {
+        let p = ck_dir.join("state.json");
+        let text = std::fs::read(&p).map_err(|e| ModelError::Io { path: p.clone(), source: e })?;
+        let ck: Checkpoint = serde_json::from_slice(&text).map_err(|e| ModelError::Json { path: p.clone(), message: e.to_string() })?;
+        if ck.data_checksum != data_checksum || ck.config_checksum != config_checksum {
+            return Err(ModelError::Input(format!(
+                "{}: the checkpoint was made with other data or settings; remove it or drop --resume",
+                ck_dir.display()
+            )));
+        }
+        let wp = ck_dir.join("weights.safetensors");
+        let bytes = std::fs::read(&wp).map_err(|e| ModelError::Io { path: wp.clone(), source: e })?;
+        model.load_weights(&bytes).map_err(|m| ModelError::Weights { path: wp, message: m })?;
+        state = ck.state;
+    }
+    std::fs::create_dir_all(&job.out_dir).map_err(|e| io_err(&job.out_dir, e))?;
+    let state = {
+        let mut writer = CheckpointWriter {
+            dir: ck_dir.clone(),
+            data_checksum: data_checksum.clone(),
+            config_checksum,
+            inner: observer,
+        };
+        fit(&mut model.flow, &z_train, c_train.as_ref(), &z_val, c_val.as_ref(), &job.train, state, &mut writer)
+            .map_err(|e| ModelError::Input(e.to_string()))?
+    };
+    let to_orig = |v: f64| v - mean_pre_val;
+    let best_val_nll = to_orig(state.best_val);
+    let rollbacks: usize = state.history.iter().map(|h| h.rollbacks).sum();
+    if let Some(obj) = model.config.training.as_object_mut() {
+        obj.insert("best_epoch".into(), state.best_epoch.into());
+        obj.insert("best_val_nll".into(), serde_json::json!(best_val_nll));
+        obj.insert("epochs_run".into(), state.epoch.into());
+        obj.insert("early_stopped".into(), state.stopped.into());
+        obj.insert("rollbacks".into(), rollbacks.into());
+    }
+    model.save(&job.out_dir)?;
+    // history.csv in original units. The training NLL uses the training split's mean
+    // preprocessing log-det (dequantised), so both columns are comparable.
+    let (_, pre_train) = model.to_model_space(&x_train, None);
+    let mean_pre_train = pre_train.iter().sum::<f64>() / pre_train.len().max(1) as f64;
+    let mut csv = String::from("epoch,train_nll,val_nll,lr,seconds\n");
+    let mut curves = Vec::new();
+    for h in &state.history {
+        let (a, b) = (h.train_nll - mean_pre_train, to_orig(h.val_nll));
+        csv.push_str(&format!("{},{},{},{},{:.3}\n", h.epoch, a, b, h.lr, h.seconds));
+        curves.push((h.epoch, a, b));
+    }
+    let hp = job.out_dir.join("history.csv");
+    atomic_write(&hp, csv.as_bytes()).map_err(|e| ModelError::Io { path: hp, source: e })?;
+    if !curves.is_empty() {
+        let pp = job.out_dir.join("training.png");
+        plot_training_curves(&curves, &pp).map_err(|e| io_err(&pp, e))?;
+    }
+    Ok(TrainSummary {
+        best_val_nll,
+        best_epoch: state.best_epoch,
+        epochs_run: state.epoch,
+        early_stopped: state.stopped,
+        n_train: tr_idx.len(),
+        n_val: va_idx.len(),
+        rollbacks,
+        num_params: model.flow.num_params(),
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}

@@ -1,0 +1,169 @@
+//! Ready-made flow architectures with sensible defaults (10 blocks, conditioners 2 x 128).
+//!
+//! - `realnvp`: [random permutation, affine coupling (half split)] x blocks (Dinh et al. 2016).
+//! - `glow`: [batch norm, LU linear, affine coupling (half split)] x blocks, the seminar's model
+//!   (Kingma & Dhariwal 2018 with batch norm in place of ActNorm).
+//! - `pq-spline`: [LU linear, piecewise-quadratic coupling] x blocks (Mueller et al. 2019).
+//! - `rq-spline`: [LU linear, rational-quadratic coupling, K = 8 bins, tails at +-5] x blocks,
+//!   residual conditioners (Durkan et al. 2019, Neural Spline Flows) - the default.
+//! - `maf`: [MAF with a MADE conditioner, alternating reversed/random orders] x blocks
+//!   (Papamakarios et al. 2017).
+
+use crate::engine::Rng;
+use crate::transforms::{
+    AffineCouplingConfig, BatchNormConfig, LayerSpec, LuLinearConfig, MafConfig, PermutationConfig,
+    SplineCouplingConfig, SplineKind, half_mask,
+};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// A named flow architecture.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Preset {
+    /// Affine couplings with random permutations.
+    Realnvp,
+    /// Batch norm + LU linear + affine coupling (the seminar's model).
+    Glow,
+    /// LU linear + piecewise-quadratic coupling.
+    PqSpline,
+    /// LU linear + rational-quadratic spline coupling (default).
+    RqSpline,
+    /// Masked autoregressive flow.
+    Maf,
+}
+
+impl Preset {
+    /// Every preset, in documentation order.
+    pub const ALL: [Preset; 5] = [Preset::Realnvp, Preset::Glow, Preset::PqSpline, Preset::RqSpline, Preset::Maf];
+
+    /// The preset `hepflow train` uses without `--model`.
+    pub const DEFAULT: Preset = Preset::RqSpline;
+
+    /// Command-line name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::Realnvp => "realnvp",
+            Preset::Glow => "glow",
+            Preset::PqSpline => "pq-spline",
+            Preset::RqSpline => "rq-spline",
+            Preset::Maf => "maf",
+        }
+    }
+
+    /// Default options of this preset.
+    pub fn default_options(self) -> PresetOptions {
+        let mut o = PresetOptions::default();
+        match self {
+            Preset::RqSpline => {
+                o.bins = 8;
+                o.residual = true;
+            }
+            Preset::PqSpline => {
+                o.bins = 8;
+                o.residual = true;
+            }
+            _ => {}
+        }
+        o
+    }
+}
+
+impl fmt::Display for Preset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Preset {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Preset::ALL
+            .iter()
+            .copied()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| format!("unknown model '{s}' (expected one of: realnvp, glow, pq-spline, rq-spline, maf)"))
+    }
+}
+
+/// Size knobs shared by the presets.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PresetOptions {
+    /// Number of blocks.
+    pub blocks: usize,
+    /// Hidden widths of every conditioner.
+    pub hidden: Vec<usize>,
+    /// Spline bins `K`.
+    pub bins: usize,
+    /// Spline interval `[-B, B]`.
+    pub bound: f64,
+    /// Residual conditioners.
+    pub residual: bool,
+    /// Context width (conditional flows).
+    pub context_dim: usize,
+}
+
+impl Default for PresetOptions {
+    fn default() -> Self {
+        Self { blocks: 10, hidden: vec![128, 128], bins: 8, bound: 5.0, residual: false, context_dim: 0 }
+    }
+}
+
+/// The layer list of `preset` for `dim` features; fixed random choices come from `seed`.
+pub fn build_specs(preset: Preset, dim: usize, opts: &PresetOptions, seed: u64) -> Vec<LayerSpec> {
+    let mut rng = Rng::new(seed ^ 0x5eed_0f_f10e);
+    let mut specs = Vec::new();
+    for b in 0..opts.blocks {
+        let flip = b % 2 == 1;
+        match preset {
+            Preset::Realnvp => {
+                if b > 0 {
+                    specs.push(LayerSpec::Permutation(PermutationConfig { perm: rng.permutation(dim) }));
+                }
+                specs.push(LayerSpec::AffineCoupling(AffineCouplingConfig {
+                    mask: half_mask(dim, flip),
+                    hidden: opts.hidden.clone(),
+                    context_dim: opts.context_dim,
+                    scale_clamp: 3.0,
+                    residual: opts.residual,
+                }));
+            }
+            Preset::Glow => {
+                specs.push(LayerSpec::BatchNorm(BatchNormConfig { dim, momentum: 0.9, eps: 1e-5 }));
+                specs.push(LayerSpec::LuLinear(LuLinearConfig::random(dim, &mut rng)));
+                specs.push(LayerSpec::AffineCoupling(AffineCouplingConfig {
+                    mask: half_mask(dim, flip),
+                    hidden: opts.hidden.clone(),
+                    context_dim: opts.context_dim,
+                    scale_clamp: 3.0,
+                    residual: opts.residual,
+                }));
+            }
+            Preset::PqSpline | Preset::RqSpline => {
+                specs.push(LayerSpec::LuLinear(LuLinearConfig::random(dim, &mut rng)));
+                specs.push(LayerSpec::SplineCoupling(SplineCouplingConfig {
+                    mask: half_mask(dim, flip),
+                    hidden: opts.hidden.clone(),
+                    context_dim: opts.context_dim,
+                    residual: opts.residual,
+                    kind: if preset == Preset::PqSpline { SplineKind::Quadratic } else { SplineKind::RationalQuadratic },
+                    bins: opts.bins,
+                    bound: opts.bound,
+                }));
+            }
+            Preset::Maf => {
+                let order: Vec<usize> = if b % 2 == 0 { (0..dim).collect() } else { (0..dim).rev().collect() };
+                let order = if b >= 2 { rng.permutation(dim) } else { order };
+                specs.push(LayerSpec::Maf(MafConfig {
+                    dim,
+                    hidden: opts.hidden.clone(),
+                    context_dim: opts.context_dim,
+                    order,
+                    scale_clamp: 3.0,
+                }));
+            }
+        }
+    }
+    specs
+}

@@ -1,0 +1,503 @@
+//! Maximum-likelihood training: the data-parallel gradient step and the epoch loop.
+//!
+//! Loss: `L = -(1/n) sum_i [log N(f(x_i); 0, I) + log|det J_f(x_i)|]`. Its gradient with respect to
+//! the base-space output is `dL/dz_i = z_i / n` and with respect to every layer's log-det is
+//! `-1/n`; each layer's hand-written backward pass carries these back to its inputs and parameters.
+//!
+//! A batch is cut into fixed chunks of `chunk_rows` events. Chunks run in parallel (rayon), each
+//! with its own reusable workspace (activations, tapes, gradient buffer), so a step allocates
+//! nothing once warm; the chunk gradients are then summed in chunk order. Because chunking does not
+//! depend on the thread count, training is bit-for-bit reproducible for a given seed. Layers with
+//! batch statistics (batch norm) use the statistics of their chunk.
+
+use crate::engine::{Adam, AdamConfig, Matrix, Real, Rng, Tape};
+use crate::flow::{Flow, std_normal_log_prob};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Training failures.
+#[derive(Debug, Error)]
+pub enum TrainError {
+    /// Too little data for the requested batch size or validation split.
+    #[error("not enough training data: {0}")]
+    NotEnoughData(String),
+    /// The loss stayed non-finite after repeated roll-backs and learning-rate cuts.
+    #[error("training diverged: the loss or gradient stayed NaN/inf after {0} roll-backs (last learning rate {1:e}); try a lower --lr or more preprocessing margin")]
+    Diverged(usize, f64),
+    /// A checkpoint callback failed.
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
+}
+
+/// Learning-rate schedule.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum Schedule {
+    /// Constant learning rate.
+    Constant,
+    /// Cosine decay from `lr` to `lr * 0.01` over all epochs (per step).
+    Cosine,
+    /// Halve the learning rate after `patience` epochs without validation improvement.
+    Plateau {
+        /// Epochs without improvement before a cut.
+        patience: usize,
+        /// Multiplicative cut.
+        factor: f64,
+    },
+}
+
+/// Hyper-parameters of a training run.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct TrainConfig {
+    /// Maximum number of passes over the training data.
+    pub epochs: usize,
+    /// Events per optimizer step.
+    pub batch_size: usize,
+    /// Peak learning rate of Adam.
+    pub lr: f64,
+    /// Learning-rate schedule.
+    pub schedule: Schedule,
+    /// Gradient-norm clipping threshold (global L2 norm).
+    pub clip_grad_norm: f64,
+    /// Early stopping: stop after this many epochs without validation improvement.
+    pub patience: usize,
+    /// Adam hyper-parameters (including decoupled weight decay).
+    pub adam: AdamConfig,
+    /// Seed of the batch shuffling.
+    pub seed: u64,
+    /// Events per parallel work item (fixed, so results do not depend on the thread count).
+    pub chunk_rows: usize,
+    /// Polyak/EMA weight averaging decay (0 = off); validation and the saved model use the average.
+    #[serde(default)]
+    pub ema_decay: f64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 100,
+            batch_size: 512,
+            lr: 1e-3,
+            schedule: Schedule::Cosine,
+            clip_grad_norm: 5.0,
+            patience: 15,
+            adam: AdamConfig::default(),
+            seed: 0,
+            chunk_rows: 128,
+            ema_decay: 0.0,
+        }
+    }
+}
+
+/// Reusable memory of one chunk of a training step.
+#[derive(Default)]
+struct ChunkWorkspace<T> {
+    acts: Vec<Matrix<T>>,
+    ctx: Matrix<T>,
+    ladj: Vec<T>,
+    tapes: Vec<Tape<T>>,
+    grads: Vec<T>,
+    dy: Matrix<T>,
+    dx: Matrix<T>,
+    dladj: Vec<T>,
+    loss: f64,
+}
+
+/// The data-parallel gradient engine: computes the mean NLL of a batch and its gradient.
+pub struct GradientEngine<T: Real> {
+    workspaces: Vec<ChunkWorkspace<T>>,
+    grads: Vec<T>,
+    chunk_rows: usize,
+}
+
+impl<T: Real> GradientEngine<T> {
+    /// An engine for `flow` cutting batches into chunks of `chunk_rows` events.
+    pub fn new(flow: &Flow<T>, chunk_rows: usize) -> Self {
+        Self { workspaces: Vec::new(), grads: vec![T::zero(); flow.num_params()], chunk_rows: chunk_rows.max(1) }
+    }
+
+    /// The gradient of the last [`GradientEngine::loss_and_grad`] call.
+    pub fn grads(&self) -> &[T] {
+        &self.grads
+    }
+
+    /// Mean NLL of the batch `x` (with context `ctx`) and its gradient (see [`GradientEngine::grads`]).
+    pub fn loss_and_grad(&mut self, flow: &Flow<T>, x: &Matrix<T>, ctx: Option<&Matrix<T>>) -> f64 {
+        let n = x.rows();
+        let d = flow.dim();
+        let n_chunks = n.div_ceil(self.chunk_rows);
+        while self.workspaces.len() < n_chunks {
+            self.workspaces.push(ChunkWorkspace::default());
+        }
+        let layers = flow.layers();
+        let np: Vec<usize> = layers.iter().map(|l| l.num_params()).collect();
+        let total: usize = np.iter().sum();
+        let inv_n = T::c(1.0 / n as f64);
+        let chunk_rows = self.chunk_rows;
+        self.workspaces[..n_chunks].par_iter_mut().enumerate().for_each(|(c, ws)| {
+            let s = c * chunk_rows;
+            let e = (s + chunk_rows).min(n);
+            let m = e - s;
+            let nl = layers.len();
+            while ws.acts.len() < nl + 1 {
+                ws.acts.push(Matrix::zeros(0, 0));
+            }
+            while ws.tapes.len() < nl {
+                ws.tapes.push(Tape::default());
+            }
+            ws.acts[0].resize(m, d);
+            ws.acts[0].as_mut_slice().copy_from_slice(&x.as_slice()[s * d..e * d]);
+            let has_ctx = if let Some(cm) = ctx {
+                let cd = cm.cols();
+                ws.ctx.resize(m, cd);
+                ws.ctx.as_mut_slice().copy_from_slice(&cm.as_slice()[s * cd..e * cd]);
+                true
+            } else {
+                false
+            };
+            ws.ladj.clear();
+            ws.ladj.resize(m, T::zero());
+            for (k, layer) in layers.iter().enumerate() {
+                let (lo, hi) = ws.acts.split_at_mut(k + 1);
+                let cref = if has_ctx { Some(&ws.ctx) } else { None };
+                layer.forward_train(&lo[k], cref, &mut hi[0], &mut ws.ladj, &mut ws.tapes[k]);
+            }
+            // Loss and its gradient at the base space.
+            let z = &ws.acts[nl];
+            let mut loss = 0.0;
+            ws.dy.resize(m, d);
+            for i in 0..m {
+                let lp = std_normal_log_prob(z.row(i)) + ws.ladj[i];
+                loss -= lp.to_f64().unwrap_or(f64::NAN);
+                for (g, v) in ws.dy.row_mut(i).iter_mut().zip(z.row(i)) {
+                    *g = *v * inv_n;
+                }
+            }
+            ws.loss = loss;
+            ws.dladj.clear();
+            ws.dladj.resize(m, -inv_n);
+            ws.grads.clear();
+            ws.grads.resize(total, T::zero());
+            let mut off = total;
+            for k in (0..nl).rev() {
+                off -= np[k];
+                let cref = if has_ctx { Some(&ws.ctx) } else { None };
+                layers[k].backward(
+                    &ws.acts[k],
+                    &ws.acts[k + 1],
+                    cref,
+                    &mut ws.tapes[k],
+                    &ws.dy,
+                    &ws.dladj,
+                    &mut ws.dx,
+                    &mut ws.grads[off..off + np[k]],
+                );
+                std::mem::swap(&mut ws.dy, &mut ws.dx);
+            }
+        });
+        // Deterministic reduction in chunk order.
+        self.grads.clear();
+        self.grads.resize(total, T::zero());
+        let mut loss = 0.0;
+        for ws in &self.workspaces[..n_chunks] {
+            loss += ws.loss;
+            for (g, v) in self.grads.iter_mut().zip(&ws.grads) {
+                *g += *v;
+            }
+        }
+        loss / n as f64
+    }
+
+    /// Hands the tapes of the last step to layers that keep running statistics.
+    pub fn end_step(&self, flow: &mut Flow<T>, n_rows: usize) {
+        let n_chunks = n_rows.div_ceil(self.chunk_rows);
+        for (k, layer) in flow.layers_mut().iter_mut().enumerate() {
+            let tapes: Vec<&Tape<T>> = self.workspaces[..n_chunks].iter().map(|w| &w.tapes[k]).collect();
+            layer.end_step(&tapes);
+        }
+    }
+}
+
+/// Mean NLL (model space) of `x` under `flow`, evaluated in parallel.
+pub fn mean_nll<T: Real>(flow: &Flow<T>, x: &Matrix<T>, ctx: Option<&Matrix<T>>) -> f64 {
+    let lp = flow.log_prob(x, ctx);
+    let s: f64 = lp.iter().map(|v| v.to_f64().unwrap_or(f64::NAN)).sum();
+    -s / x.rows().max(1) as f64
+}
+
+/// One line of the training history.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct EpochRecord {
+    /// 1-based epoch.
+    pub epoch: usize,
+    /// Mean training NLL over the epoch's steps (model space).
+    pub train_nll: f64,
+    /// Validation NLL after the epoch (model space).
+    pub val_nll: f64,
+    /// Learning rate at the end of the epoch.
+    pub lr: f64,
+    /// Wall-clock seconds of the epoch.
+    pub seconds: f64,
+    /// Training events processed per second.
+    pub events_per_second: f64,
+    /// Roll-backs after a non-finite loss during the epoch.
+    pub rollbacks: usize,
+}
+
+/// Everything needed to continue a run exactly where it stopped.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrainState {
+    /// Epochs completed.
+    pub epoch: usize,
+    /// Optimizer steps taken.
+    pub step: u64,
+    /// Current learning-rate multiplier from roll-backs and plateau cuts.
+    pub lr_scale: f64,
+    /// Best validation NLL so far.
+    pub best_val: f64,
+    /// Epoch of the best validation NLL.
+    pub best_epoch: usize,
+    /// Epochs since the plateau scheduler last saw an improvement.
+    pub plateau_wait: usize,
+    /// History so far.
+    pub history: Vec<EpochRecord>,
+    /// Adam state.
+    pub adam: Adam,
+    /// Parameters of the best model (flat).
+    pub best_params: Vec<f32>,
+    /// Buffers (running statistics) of the best model (flat).
+    pub best_buffers: Vec<f32>,
+    /// EMA of the parameters (flat; empty when off).
+    pub ema_params: Vec<f32>,
+    /// Whether early stopping fired.
+    pub stopped: bool,
+}
+
+/// What the epoch loop reports to its caller after each epoch.
+pub struct EpochEnd<'a> {
+    /// The record just appended to the history.
+    pub record: &'a EpochRecord,
+    /// The full state (for checkpoints).
+    pub state: &'a TrainState,
+}
+
+/// Progress callbacks of [`fit`] (the CLI draws progress bars with them).
+pub trait TrainObserver {
+    /// Called after every optimizer step with the epoch, the step within the epoch, the number of steps per epoch and the batch loss.
+    fn on_step(&mut self, _epoch: usize, _step: usize, _steps: usize, _loss: f64) {}
+    /// Called after every epoch; an error aborts training.
+    fn on_epoch_end(&mut self, _flow: &Flow<f32>, _end: &EpochEnd<'_>) -> Result<(), String> {
+        Ok(())
+    }
+    /// Called when a non-finite loss or gradient forced a roll-back.
+    fn on_rollback(&mut self, _epoch: usize, _new_lr: f64) {}
+}
+
+/// An observer that does nothing.
+pub struct Silent;
+impl TrainObserver for Silent {}
+
+fn lr_at(cfg: &TrainConfig, state: &TrainState, step: u64, total_steps: u64) -> f64 {
+    let base = cfg.lr * state.lr_scale;
+    match cfg.schedule {
+        Schedule::Constant | Schedule::Plateau { .. } => base,
+        Schedule::Cosine => {
+            let t = (step as f64 / total_steps.max(1) as f64).min(1.0);
+            let min = 0.01;
+            base * (min + (1.0 - min) * 0.5 * (1.0 + (std::f64::consts::PI * t).cos()))
+        }
+    }
+}
+
+/// Fresh training state for `flow`.
+pub fn initial_state(flow: &Flow<f32>, cfg: &TrainConfig) -> TrainState {
+    let p = flow.param_vector();
+    TrainState {
+        epoch: 0,
+        step: 0,
+        lr_scale: 1.0,
+        best_val: f64::INFINITY,
+        best_epoch: 0,
+        plateau_wait: 0,
+        history: Vec::new(),
+        adam: Adam::new(p.len(), cfg.adam.clone()),
+        best_params: p.clone(),
+        best_buffers: flow.buffer_vector(),
+        ema_params: if cfg.ema_decay > 0.0 { p } else { Vec::new() },
+        stopped: false,
+    }
+}
+
+/// Trains `flow` by maximum likelihood on `train` and early-stops on `val` (both already in model
+/// space), starting from `state` (fresh from [`initial_state`] or loaded from a checkpoint). On
+/// return the flow holds the best parameters seen.
+#[allow(clippy::too_many_arguments)]
+pub fn fit(
+    flow: &mut Flow<f32>,
+    train: &Matrix<f32>,
+    train_ctx: Option<&Matrix<f32>>,
+    val: &Matrix<f32>,
+    val_ctx: Option<&Matrix<f32>>,
+    cfg: &TrainConfig,
+    mut state: TrainState,
+    observer: &mut dyn TrainObserver,
+) -> Result<TrainState, TrainError> {
+    let n = train.rows();
+    if n < 2 || val.rows() == 0 {
+        return Err(TrainError::NotEnoughData(format!("{n} training and {} validation events", val.rows())));
+    }
+    let batch = cfg.batch_size.clamp(1, n);
+    let steps_per_epoch = n / batch;
+    let total_steps = (steps_per_epoch * cfg.epochs) as u64;
+    let d = flow.dim();
+    let cd = train_ctx.map_or(0, |c| c.cols());
+    let mut engine = GradientEngine::new(flow, cfg.chunk_rows);
+    let mut xb = Matrix::zeros(batch, d);
+    let mut cb = Matrix::zeros(batch, cd);
+    if state.epoch == 0 && state.step == 0 {
+        // Data-dependent initialisation (ActNorm) on the first batch, layer by layer.
+        let first = train.slice_rows(0, batch.min(n));
+        let fctx = train_ctx.map(|c| c.slice_rows(0, batch.min(n)));
+        let mut a = first;
+        for layer in flow.layers_mut() {
+            layer.data_init(&a, fctx.as_ref());
+            let mut b = Matrix::zeros(0, 0);
+            let mut l = vec![0.0; a.rows()];
+            layer.forward(&a, fctx.as_ref(), &mut b, &mut l);
+            a = b;
+        }
+        state.best_params = flow.param_vector();
+        state.best_buffers = flow.buffer_vector();
+        if cfg.ema_decay > 0.0 {
+            state.ema_params = state.best_params.clone();
+        }
+    }
+    let mut total_rollbacks = 0usize;
+    while state.epoch < cfg.epochs && !state.stopped {
+        let epoch = state.epoch + 1;
+        let t0 = std::time::Instant::now();
+        let mut order: Vec<usize> = (0..n).collect();
+        Rng::stream(cfg.seed, epoch as u64).shuffle(&mut order);
+        let mut good = (flow.param_vector(), state.adam.clone(), state.ema_params.clone(), flow.buffer_vector());
+        let mut loss_sum = 0.0;
+        let mut loss_count = 0usize;
+        let mut rollbacks = 0usize;
+        for s in 0..steps_per_epoch {
+            let idx = &order[s * batch..(s + 1) * batch];
+            for (r, &i) in idx.iter().enumerate() {
+                xb.row_mut(r).copy_from_slice(train.row(i));
+                if let Some(c) = train_ctx {
+                    cb.row_mut(r).copy_from_slice(c.row(i));
+                }
+            }
+            let loss = engine.loss_and_grad(flow, &xb, train_ctx.map(|_| &cb));
+            let grads = engine.grads();
+            let mut norm2 = 0.0f64;
+            for g in grads {
+                let g = *g as f64;
+                norm2 += g * g;
+            }
+            if !loss.is_finite() || !norm2.is_finite() {
+                // Roll back to the last good state and lower the learning rate.
+                rollbacks += 1;
+                total_rollbacks += 1;
+                if total_rollbacks > 20 {
+                    return Err(TrainError::Diverged(total_rollbacks, lr_at(cfg, &state, state.step, total_steps)));
+                }
+                flow.set_param_vector(&good.0);
+                flow.set_buffer_vector(&good.3);
+                state.adam = good.1.clone();
+                state.ema_params = good.2.clone();
+                state.lr_scale *= 0.5;
+                observer.on_rollback(epoch, lr_at(cfg, &state, state.step, total_steps));
+                continue;
+            }
+            let scale = if norm2.sqrt() > cfg.clip_grad_norm { cfg.clip_grad_norm / norm2.sqrt() } else { 1.0 };
+            let lr = lr_at(cfg, &state, state.step, total_steps);
+            let mut params = flow.param_vector();
+            if scale < 1.0 {
+                let g: Vec<f32> = grads.iter().map(|g| g * scale as f32).collect();
+                state.adam.step(&mut params, &g, lr);
+            } else {
+                state.adam.step(&mut params, grads, lr);
+            }
+            flow.set_param_vector(&params);
+            engine.end_step(flow, batch);
+            if cfg.ema_decay > 0.0 {
+                let a = cfg.ema_decay as f32;
+                for (e, p) in state.ema_params.iter_mut().zip(&params) {
+                    *e = a * *e + (1.0 - a) * *p;
+                }
+            }
+            state.step += 1;
+            loss_sum += loss;
+            loss_count += 1;
+            if s % 50 == 49 {
+                good = (params, state.adam.clone(), state.ema_params.clone(), flow.buffer_vector());
+            }
+            observer.on_step(epoch, s + 1, steps_per_epoch, loss);
+        }
+        // Validate with the averaged weights when EMA is on.
+        let current = flow.param_vector();
+        if cfg.ema_decay > 0.0 {
+            flow.set_param_vector(&state.ema_params);
+        }
+        let mut val_nll = mean_nll(flow, val, val_ctx);
+        if !val_nll.is_finite() {
+            // The parameters went bad without a non-finite training loss: roll back.
+            flow.set_param_vector(&good.0);
+            flow.set_buffer_vector(&good.3);
+            state.adam = good.1.clone();
+            state.ema_params = good.2.clone();
+            state.lr_scale *= 0.5;
+            rollbacks += 1;
+            total_rollbacks += 1;
+            observer.on_rollback(epoch, lr_at(cfg, &state, state.step, total_steps));
+            if total_rollbacks > 20 {
+                return Err(TrainError::Diverged(total_rollbacks, lr_at(cfg, &state, state.step, total_steps)));
+            }
+            val_nll = mean_nll(flow, val, val_ctx);
+        }
+        let evaluated = flow.param_vector();
+        if cfg.ema_decay > 0.0 {
+            flow.set_param_vector(&current);
+        }
+        if val_nll < state.best_val {
+            state.best_val = val_nll;
+            state.best_epoch = epoch;
+            state.best_params = evaluated;
+            state.best_buffers = flow.buffer_vector();
+            state.plateau_wait = 0;
+        } else {
+            state.plateau_wait += 1;
+            if let Schedule::Plateau { patience, factor } = cfg.schedule
+                && state.plateau_wait >= patience
+            {
+                state.lr_scale *= factor;
+                state.plateau_wait = 0;
+            }
+        }
+        if epoch - state.best_epoch >= cfg.patience {
+            state.stopped = true;
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        let record = EpochRecord {
+            epoch,
+            train_nll: if loss_count > 0 { loss_sum / loss_count as f64 } else { f64::NAN },
+            val_nll,
+            lr: lr_at(cfg, &state, state.step, total_steps),
+            seconds: secs,
+            events_per_second: (loss_count * batch) as f64 / secs.max(1e-9),
+            rollbacks,
+        };
+        state.epoch = epoch;
+        state.history.push(record.clone());
+        observer
+            .on_epoch_end(flow, &EpochEnd { record: &record, state: &state })
+            .map_err(TrainError::Checkpoint)?;
+    }
+    flow.set_param_vector(&state.best_params);
+    flow.set_buffer_vector(&state.best_buffers);
+    Ok(state)
+}

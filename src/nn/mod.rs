@@ -1,5 +1,7 @@
-//! Conditioner networks: the MLP used by coupling layers.
+//! Conditioner networks: the MLP used by coupling layers and the masked MADE used by MAF.
 
+pub mod made;
 pub mod mlp;
 
+pub use made::{Made, MadeConfig};
 pub use mlp::{Mlp, MlpConfig};

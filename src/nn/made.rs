@@ -1,0 +1,533 @@
+//! MADE: masked autoencoder for distribution estimation (Germain, Gregor, Murray & Larochelle 2015).
+//!
+//! A dense ReLU network `h_l = relu(h_{l-1} (M_l ⊙ W_l)^T + b_l)`, `out = h_L (M_out ⊙ W_out)^T + b_out`
+//! whose binary masks `M` make output block `b` of feature `d` depend only on the features that
+//! precede `d` in the autoregressive `order` (plus the unmasked context).
+//!
+//! Degrees: feature `order[k]` has degree `m(order[k]) = k + 1` (1..D); hidden unit `k` of every
+//! layer has degree `m_k = (k mod (D-1)) + 1` (deterministic cycling over 1..D-1; degree 0 when
+//! D = 1, so such units read only the context). Masks:
+//! hidden `M[k, j] = [m_k >= m_j]`, output `M[(b, d), j] = [m(d) > m_j]`. Context inputs have no
+//! degree: every first-layer hidden unit (or every output when there are no hidden layers) sees them.
+//!
+//! Input layout: the `D` features in their natural column order, followed by the `C` context
+//! columns. Output layout: column `b * D + d` is block `b` (0..`out_per_feature`) of feature `d`.
+//!
+//! Masking strategy: the stored parameters are the *raw* weights `W`; every call multiplies the
+//! 0/1 mask into a copy `M ⊙ W` once and uses it in the products. The gradient of the raw weights
+//! is `M ⊙ dL/d(M ⊙ W)`, which is exact (masked entries do not influence the output, so their
+//! gradient is exactly zero), and the autoregressive property holds whatever values the raw
+//! weights take (e.g. after an optimizer step or an arbitrary parameter load).
+//!
+//! The output layer starts at zero, so a MAF layer starts as the identity, like [`crate::nn::Mlp`].
+
+use crate::engine::gemm::{gemm_nn, gemm_nt, gemm_tn};
+use crate::engine::{Matrix, Real, Rng, Tape};
+use crate::transforms::Param;
+use serde::{Deserialize, Serialize};
+
+/// Errors in a [`MadeConfig`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MadeError {
+    /// The order is not a permutation of `0..dim`.
+    #[error("autoregressive order {order:?} is not a permutation of 0..{dim}")]
+    InvalidOrder {
+        /// The offending order.
+        order: Vec<usize>,
+        /// The number of features.
+        dim: usize,
+    },
+    /// `out_per_feature` is zero.
+    #[error("out_per_feature must be at least 1")]
+    NoOutputs,
+}
+
+/// Shape of a [`Made`] network.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct MadeConfig {
+    /// Number of autoregressive features `D`.
+    pub dim: usize,
+    /// Widths of the hidden layers.
+    pub hidden: Vec<usize>,
+    /// Width `C` of the context vector (0 = unconditional); context inputs are unmasked.
+    #[serde(default)]
+    pub context_dim: usize,
+    /// Number of output values per feature (2 for an affine MAF: log-scale and shift).
+    pub out_per_feature: usize,
+    /// Autoregressive order: feature `order[k]` is the k-th to be generated.
+    pub order: Vec<usize>,
+}
+
+impl MadeConfig {
+    /// Checks that `order` is a permutation of `0..dim` and that there is at least one output
+    /// per feature.
+    pub fn validate(&self) -> Result<(), MadeError> {
+        if self.out_per_feature == 0 {
+            return Err(MadeError::NoOutputs);
+        }
+        let mut seen = vec![false; self.dim];
+        let ok = self.order.len() == self.dim
+            && self
+                .order
+                .iter()
+                .all(|&d| d < self.dim && !std::mem::replace(&mut seen[d], true));
+        if ok {
+            Ok(())
+        } else {
+            Err(MadeError::InvalidOrder {
+                order: self.order.clone(),
+                dim: self.dim,
+            })
+        }
+    }
+}
+
+/// A masked (autoregressive) ReLU network; parameters are `layers.{l}.weight` (`out x in`, raw,
+/// unmasked values) and `layers.{l}.bias`.
+#[derive(Clone, Debug)]
+pub struct Made<T> {
+    config: MadeConfig,
+    params: Vec<Param<T>>, // weight, bias, weight, bias, ...
+    masks: Vec<Vec<T>>,    // one 0/1 mask per layer, same shape as the weight
+}
+
+impl<T: Real> Made<T> {
+    /// A network with uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)) hidden weights and biases and a
+    /// zero output layer.
+    pub fn new(config: MadeConfig, rng: &mut Rng) -> Result<Self, MadeError> {
+        config.validate()?;
+        let d = config.dim;
+        let c = config.context_dim;
+        // Degrees of the input features (context columns get none).
+        let mut deg_in = vec![0usize; d];
+        for (k, &f) in config.order.iter().enumerate() {
+            deg_in[f] = k + 1;
+        }
+        let hidden_deg = |width: usize| -> Vec<usize> {
+            (0..width)
+                .map(|k| if d > 1 { k % (d - 1) + 1 } else { 0 })
+                .collect()
+        };
+        let mut widths = vec![d + c];
+        widths.extend_from_slice(&config.hidden);
+        widths.push(config.out_per_feature * d);
+        let n_layers = widths.len() - 1;
+        let mut params = Vec::with_capacity(2 * n_layers);
+        let mut masks = Vec::with_capacity(n_layers);
+        // Degrees of the current layer's inputs; `None` marks an unmasked context input.
+        let mut prev: Vec<Option<usize>> = deg_in
+            .iter()
+            .map(|&m| Some(m))
+            .chain(std::iter::repeat_n(None, c))
+            .collect();
+        for l in 0..n_layers {
+            let (fan_in, fan_out) = (widths[l], widths[l + 1]);
+            let last = l + 1 == n_layers;
+            let out_deg: Vec<usize> = if last {
+                (0..fan_out).map(|o| deg_in[o % d]).collect()
+            } else {
+                hidden_deg(fan_out)
+            };
+            let mut mask = vec![T::zero(); fan_out * fan_in];
+            for (o, &mo) in out_deg.iter().enumerate() {
+                for (j, pj) in prev.iter().enumerate() {
+                    let on = match pj {
+                        None => true,
+                        Some(mj) if last => mo > *mj,
+                        Some(mj) => mo >= *mj,
+                    };
+                    if on {
+                        mask[o * fan_in + j] = T::one();
+                    }
+                }
+            }
+            let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
+            let mut draw = |n: usize| -> Vec<T> {
+                (0..n)
+                    .map(|_| {
+                        if last {
+                            T::zero()
+                        } else {
+                            T::c(rng.uniform_range(-bound, bound))
+                        }
+                    })
+                    .collect()
+            };
+            let w = draw(fan_in * fan_out);
+            let b = draw(fan_out);
+            params.push(Param::new(
+                format!("layers.{l}.weight"),
+                vec![fan_out, fan_in],
+                w,
+            ));
+            params.push(Param::new(format!("layers.{l}.bias"), vec![fan_out], b));
+            masks.push(mask);
+            prev = out_deg.into_iter().map(Some).collect();
+        }
+        Ok(Self {
+            config,
+            params,
+            masks,
+        })
+    }
+
+    /// The network's shape.
+    pub fn config(&self) -> &MadeConfig {
+        &self.config
+    }
+
+    /// Parameters in gradient order.
+    pub fn params(&self) -> Vec<&Param<T>> {
+        self.params.iter().collect()
+    }
+
+    /// Mutable parameters in gradient order.
+    pub fn params_mut(&mut self) -> Vec<&mut Param<T>> {
+        self.params.iter_mut().collect()
+    }
+
+    /// Total number of scalars in the parameters.
+    pub fn num_params(&self) -> usize {
+        self.params.iter().map(|p| p.data.len()).sum()
+    }
+
+    /// The 0/1 mask of layer `l` (same shape as `layers.{l}.weight`), if the layer exists.
+    pub fn mask(&self, l: usize) -> Option<&[T]> {
+        self.masks.get(l).map(|m| m.as_slice())
+    }
+
+    fn n_layers(&self) -> usize {
+        self.masks.len()
+    }
+
+    /// Writes `M_l ⊙ W_l` into `out` (shape `fan_out x fan_in`).
+    fn masked_weight(&self, l: usize, out: &mut Matrix<T>) {
+        let w = &self.params[2 * l];
+        out.resize(w.shape[0], w.shape[1]);
+        for ((o, wv), mv) in out
+            .as_mut_slice()
+            .iter_mut()
+            .zip(&w.data)
+            .zip(&self.masks[l])
+        {
+            *o = *wv * *mv;
+        }
+    }
+
+    /// One layer `out = act(inp Wm^T + b)` with a pre-masked weight `wm`.
+    fn layer(&self, l: usize, wm: &Matrix<T>, inp: &Matrix<T>, out: &mut Matrix<T>) {
+        let b = &self.params[2 * l + 1].data;
+        let (fan_out, fan_in) = (wm.rows(), wm.cols());
+        let n = inp.rows();
+        out.resize(n, fan_out);
+        gemm_nt(
+            n,
+            fan_in,
+            fan_out,
+            T::one(),
+            inp.as_slice(),
+            wm.as_slice(),
+            T::zero(),
+            out.as_mut_slice(),
+        );
+        let last = l + 1 == self.n_layers();
+        for i in 0..n {
+            let row = out.row_mut(i);
+            if last {
+                for (v, bb) in row.iter_mut().zip(b) {
+                    *v += *bb;
+                }
+            } else {
+                for (v, bb) in row.iter_mut().zip(b) {
+                    *v = (*v + *bb).max(T::zero());
+                }
+            }
+        }
+    }
+
+    /// Evaluation: `out = made(input)`, `input` = `[x (D columns), context (C columns)]`,
+    /// `out` = `out_per_feature * D` columns (resized here).
+    pub fn forward(&self, input: &Matrix<T>, out: &mut Matrix<T>) {
+        let nl = self.n_layers();
+        let mut wm = Matrix::zeros(0, 0);
+        let mut a = input.clone();
+        let mut b = Matrix::zeros(0, 0);
+        for l in 0..nl {
+            self.masked_weight(l, &mut wm);
+            if l + 1 == nl {
+                self.layer(l, &wm, &a, out);
+            } else {
+                self.layer(l, &wm, &a, &mut b);
+                std::mem::swap(&mut a, &mut b);
+            }
+        }
+    }
+
+    /// Training forward pass: like [`Made::forward`], saving the hidden activations in
+    /// `tape.mats[0..L-1]` and the masked weights in `tape.mats[L-1..2L-1]` (L = number of layers).
+    pub fn forward_train(&self, input: &Matrix<T>, out: &mut Matrix<T>, tape: &mut Tape<T>) {
+        let nl = self.n_layers();
+        let _ = tape.mat(2 * nl - 2, 0, 0); // make sure every slot exists
+        for l in 0..nl {
+            let mut wm = std::mem::take(&mut tape.mats[nl - 1 + l]);
+            self.masked_weight(l, &mut wm);
+            if l + 1 == nl {
+                let inp = if l == 0 { input } else { &tape.mats[l - 1] };
+                self.layer(l, &wm, inp, out);
+            } else {
+                let (done, rest) = tape.mats.split_at_mut(l);
+                let inp = if l == 0 { input } else { &done[l - 1] };
+                self.layer(l, &wm, inp, &mut rest[0]);
+            }
+            tape.mats[nl - 1 + l] = wm;
+        }
+    }
+
+    /// Backward pass of [`Made::forward_train`]: given `dout = dL/d out`, adds `dL/d theta` into
+    /// `grads` (length [`Made::num_params`]; masked weight entries receive exactly zero) and, when
+    /// asked, writes `dL/d input` (D + C columns) into `dinput`. `scratch` holds reusable buffers.
+    pub fn backward(
+        &self,
+        input: &Matrix<T>,
+        tape: &Tape<T>,
+        dout: &Matrix<T>,
+        dinput: Option<&mut Matrix<T>>,
+        grads: &mut [T],
+        scratch: &mut Tape<T>,
+    ) {
+        let nl = self.n_layers();
+        let n = input.rows();
+        let mut offsets = Vec::with_capacity(self.params.len());
+        let mut acc = 0;
+        for p in &self.params {
+            offsets.push(acc);
+            acc += p.data.len();
+        }
+        let mut cur = std::mem::take(scratch.mat(0, 0, 0));
+        let mut nxt = std::mem::take(scratch.mat(1, 0, 0));
+        let mut gtmp = std::mem::take(scratch.mat(2, 0, 0));
+        cur.copy_from(dout);
+        let mut dinput = dinput;
+        for l in (0..nl).rev() {
+            let wm = &tape.mats[nl - 1 + l];
+            let (fan_out, fan_in) = (wm.rows(), wm.cols());
+            let inp = if l == 0 { input } else { &tape.mats[l - 1] };
+            // cur = dL/d(pre-activation) of layer l.
+            gtmp.resize(fan_out, fan_in);
+            gemm_tn(
+                fan_out,
+                n,
+                fan_in,
+                T::one(),
+                cur.as_slice(),
+                inp.as_slice(),
+                T::zero(),
+                gtmp.as_mut_slice(),
+            );
+            let (gw, rest) = grads[offsets[2 * l]..].split_at_mut(fan_out * fan_in);
+            for ((g, v), m) in gw.iter_mut().zip(gtmp.as_slice()).zip(&self.masks[l]) {
+                *g += *v * *m;
+            }
+            let gb = &mut rest[..fan_out];
+            for i in 0..n {
+                for (g, v) in gb.iter_mut().zip(cur.row(i)) {
+                    *g += *v;
+                }
+            }
+            if l == 0 && dinput.is_none() {
+                break;
+            }
+            let target: &mut Matrix<T> = match (l, dinput.as_deref_mut()) {
+                (0, Some(di)) => di,
+                _ => &mut nxt,
+            };
+            target.resize(n, fan_in);
+            gemm_nn(
+                n,
+                fan_out,
+                fan_in,
+                T::one(),
+                cur.as_slice(),
+                wm.as_slice(),
+                T::zero(),
+                target.as_mut_slice(),
+            );
+            if l == 0 {
+                break;
+            }
+            // relu' of layer l-1: its output is positive exactly where the pre-activation is.
+            let h = &tape.mats[l - 1];
+            for (g, hv) in nxt.as_mut_slice().iter_mut().zip(h.as_slice()) {
+                if *hv <= T::zero() {
+                    *g = T::zero();
+                }
+            }
+            std::mem::swap(&mut cur, &mut nxt);
+        }
+        *scratch.mat(0, 0, 0) = cur;
+        *scratch.mat(1, 0, 0) = nxt;
+        *scratch.mat(2, 0, 0) = gtmp;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn made(d: usize, c: usize, hidden: Vec<usize>, seed: u64) -> (Made<f64>, Vec<usize>) {
+        let mut rng = Rng::new(seed);
+        let order = rng.permutation(d);
+        let mut m = Made::new(
+            MadeConfig {
+                dim: d,
+                hidden,
+                context_dim: c,
+                out_per_feature: 2,
+                order: order.clone(),
+            },
+            &mut rng,
+        )
+        .expect("valid config");
+        // Random raw weights everywhere, masked entries included: the masks must still hold.
+        for p in m.params_mut() {
+            for v in p.data.iter_mut() {
+                *v = rng.normal() * 0.5;
+            }
+        }
+        (m, order)
+    }
+
+    /// Jacobian structure by finite differences: output (b, d) depends on input feature j only if
+    /// j precedes d in the order; every allowed dependence is actually realised somewhere; the
+    /// context reaches every output that has a hidden path.
+    fn check_autoregressive(d: usize, c: usize, hidden: Vec<usize>, seed: u64) {
+        let deep = !hidden.is_empty();
+        let (m, order) = made(d, c, hidden, seed);
+        let mut pos = vec![0; d];
+        for (k, &f) in order.iter().enumerate() {
+            pos[f] = k;
+        }
+        let mut rng = Rng::new(seed + 100);
+        let n = 16;
+        let x = Matrix::from_fn(n, d + c, |_, _| rng.normal());
+        let mut base = Matrix::zeros(0, 0);
+        m.forward(&x, &mut base);
+        assert_eq!(base.cols(), 2 * d);
+        for j in 0..d + c {
+            let mut xp = x.clone();
+            for i in 0..n {
+                xp.set(i, j, x.get(i, j) + 0.37);
+            }
+            let mut out = Matrix::zeros(0, 0);
+            m.forward(&xp, &mut out);
+            for o in 0..2 * d {
+                let f = o % d;
+                let changed = (0..n).any(|i| out.get(i, o) != base.get(i, o));
+                // With hidden layers, the first feature's outputs see no hidden unit (degrees
+                // 1..D-1 < 1 fails), so they are constants unless D = 1 (degree-0 units).
+                let allowed = if j >= d {
+                    !deep || pos[f] > 0 || d == 1
+                } else {
+                    pos[j] < pos[f]
+                };
+                if !allowed {
+                    assert!(!changed, "output {o} (feature {f}) depends on feature {j}");
+                } else {
+                    assert!(
+                        changed,
+                        "output {o} (feature {f}) does not see input {j} (order {order:?})"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn autoregressive_structure_holds() {
+        check_autoregressive(5, 0, vec![16, 16], 1);
+        check_autoregressive(5, 3, vec![16, 16], 2);
+        check_autoregressive(4, 2, vec![], 3);
+        check_autoregressive(1, 2, vec![8], 4);
+    }
+
+    #[test]
+    fn backward_matches_finite_differences() {
+        let (mut m, _) = made(5, 3, vec![16, 16], 5);
+        let mut rng = Rng::new(9);
+        let n = 7;
+        let x = Matrix::from_fn(n, 8, |_, _| rng.normal());
+        let w = Matrix::from_fn(n, 10, |_, _| rng.normal());
+        let loss = |m: &Made<f64>, x: &Matrix<f64>| -> f64 {
+            let mut o = Matrix::zeros(0, 0);
+            m.forward(x, &mut o);
+            o.as_slice()
+                .iter()
+                .zip(w.as_slice())
+                .map(|(a, b)| a * b)
+                .sum()
+        };
+        let mut tape = Tape::default();
+        let mut out = Matrix::zeros(0, 0);
+        m.forward_train(&x, &mut out, &mut tape);
+        let mut plain = Matrix::zeros(0, 0);
+        m.forward(&x, &mut plain);
+        assert_eq!(out, plain);
+        let mut grads = vec![0.0; m.num_params()];
+        let mut dx = Matrix::zeros(0, 0);
+        let mut scratch = Tape::default();
+        m.backward(&x, &tape, &w, Some(&mut dx), &mut grads, &mut scratch);
+        let eps = 1e-6;
+        for i in 0..n {
+            for j in 0..8 {
+                let (mut xp, mut xm) = (x.clone(), x.clone());
+                xp.set(i, j, x.get(i, j) + eps);
+                xm.set(i, j, x.get(i, j) - eps);
+                let fd = (loss(&m, &xp) - loss(&m, &xm)) / (2.0 * eps);
+                assert!((fd - dx.get(i, j)).abs() < 1e-6 * (1.0 + fd.abs()));
+            }
+        }
+        let sizes: Vec<usize> = m.params().iter().map(|p| p.data.len()).collect();
+        let mut flat = 0;
+        let mut masked_zero = 0;
+        for (pi, &sz) in sizes.iter().enumerate() {
+            for k in (0..sz).step_by(3) {
+                let orig = m.params()[pi].data[k];
+                m.params_mut()[pi].data[k] = orig + eps;
+                let lp = loss(&m, &x);
+                m.params_mut()[pi].data[k] = orig - eps;
+                let lm = loss(&m, &x);
+                m.params_mut()[pi].data[k] = orig;
+                let fd = (lp - lm) / (2.0 * eps);
+                let g = grads[flat + k];
+                assert!(
+                    (fd - g).abs() < 1e-6 * (1.0 + fd.abs()),
+                    "param {pi}[{k}]: {g} vs {fd}"
+                );
+                if pi % 2 == 0 && m.mask(pi / 2).is_some_and(|mk| mk[k] == 0.0) {
+                    assert_eq!(g, 0.0);
+                    masked_zero += 1;
+                }
+            }
+            flat += sz;
+        }
+        assert!(masked_zero > 0, "no masked weight was checked");
+    }
+
+    #[test]
+    fn rejects_bad_orders() {
+        let mut rng = Rng::new(0);
+        for order in [vec![0, 1], vec![0, 0, 1], vec![0, 1, 3]] {
+            let cfg = MadeConfig {
+                dim: 3,
+                hidden: vec![4],
+                context_dim: 0,
+                out_per_feature: 2,
+                order,
+            };
+            assert!(matches!(
+                Made::<f64>::new(cfg, &mut rng),
+                Err(MadeError::InvalidOrder { .. })
+            ));
+        }
+    }
+}

@@ -4,7 +4,8 @@
 //! - widths `w_k = w_min + (1 - w_min K) softmax(u^w)_k`, knots `x_0 = -B`,
 //!   `x_k = -B + 2B sum_{j<k} w_j`, `x_K = B`; heights and `y_k` likewise from `u^h`;
 //! - knot derivatives `d_0 = d_K = 1` (so the identity tails join with slope 1) and
-//!   `d_k = d_min + softplus(u^d_{k-1})` for `k = 1..K-1`.
+//!   `d_k = d_min + softplus(u^d_{k-1} + c)` for `k = 1..K-1`, with `c = ln(e^{1 - d_min} - 1)` so that
+//!   zero parameters give `d_k = 1`: a freshly initialised layer (zero conditioner output) is the identity.
 //!
 //! In bin `k`, with `W = x_{k+1} - x_k`, `H = y_{k+1} - y_k`, `s = H / W`,
 //! `xi = (x - x_k) / W` and `t = xi (1 - xi)`:
@@ -24,6 +25,9 @@ use super::{
     MAX_BINS, MAX_KNOTS, MIN_BIN_HEIGHT, MIN_BIN_WIDTH, MIN_DERIVATIVE, Spline1d, search_bin,
     softmax, softmax_backward, softplus, softplus_grad,
 };
+
+/// Shift of the derivative parameters: `softplus(c) = 1 - d_min`, so zero parameters give slope 1.
+const DERIVATIVE_SHIFT: f64 = 0.539_742_417_236_952_2;
 use crate::engine::Real;
 
 /// The rational-quadratic spline of Durkan et al. 2019 (see the module documentation).
@@ -83,7 +87,7 @@ impl<T: Real> Knots<T> {
         s.ds[0] = T::one();
         s.ds[bins] = T::one();
         for k in 1..bins {
-            s.ds[k] = md + softplus(theta[2 * bins + k - 1]);
+            s.ds[k] = md + softplus(theta[2 * bins + k - 1] + T::c(DERIVATIVE_SHIFT));
         }
         s
     }
@@ -265,10 +269,10 @@ impl Spline1d for RationalQuadratic {
         );
         // Interior derivatives d_j = d_min + softplus(u^d_{j-1}), j = 1..K-1.
         if k >= 1 {
-            gtheta[2 * bins + k - 1] += g_d0 * softplus_grad(theta[2 * bins + k - 1]);
+            gtheta[2 * bins + k - 1] += g_d0 * softplus_grad(theta[2 * bins + k - 1] + T::c(DERIVATIVE_SHIFT));
         }
         if k + 1 < bins {
-            gtheta[2 * bins + k] += g_d1 * softplus_grad(theta[2 * bins + k]);
+            gtheta[2 * bins + k] += g_d1 * softplus_grad(theta[2 * bins + k] + T::c(DERIVATIVE_SHIFT));
         }
         gx
     }

@@ -2,4 +2,5 @@
 
 pub mod engine;
 pub mod nn;
+pub mod preprocess;
 pub mod transforms;

@@ -2,6 +2,7 @@
 
 pub mod engine;
 pub mod nn;
+pub mod preprocess;
 pub mod transforms;
 pub mod flow;
 pub mod train;

@@ -63,7 +63,7 @@ pub fn generate_for(model: &Model, n: usize, seed: u64, ctx_raw: Option<&Matrix<
     while s < n {
         let b = batch.min(n - s);
         let c = ctx.as_ref().map(|c| c.slice_rows(s, s + b));
-        let x = model.sample_range(s as u64, b, seed, c.as_ref());
+        let x = model.sample_range(s as u64, b, seed, c.as_ref())?;
         data.extend_from_slice(x.as_slice());
         s += b;
     }
@@ -90,7 +90,7 @@ pub fn evaluate_model(
         Some(raw) => Some(encode_context(&model.config.context, raw)?),
         None => None,
     };
-    let lp = model.log_prob(reference, ctx.as_ref());
+    let lp = model.log_prob(reference, ctx.as_ref())?;
     let (gen_x, gen_ctx_raw) = match generated {
         Some(g) => g,
         None => {

@@ -294,6 +294,11 @@ impl Model {
             }
         }
         if let Some(p) = &config.preprocessing
+            && let Err(e) = p.validate()
+        {
+            return Err(ModelError::Json { path: json_path, message: format!("preprocessing: {e}") });
+        }
+        if let Some(p) = &config.preprocessing
             && p.features.len() != dim
         {
             return Err(ModelError::Json {

@@ -8,6 +8,7 @@
 pub mod c2st;
 pub mod gbdt;
 pub mod metrics;
+pub mod physics;
 pub mod plots;
 pub mod report;
 
@@ -18,6 +19,7 @@ use rayon::prelude::*;
 use crate::engine::Matrix;
 pub use c2st::{C2stConfig, C2stResult, c2st_auc, c2st_auc_with, c2st_mc_vs_mc};
 pub use gbdt::{Gbdt, GbdtConfig};
+pub use physics::physics_check;
 pub use plots::plot_training_curves;
 pub use report::{FeatureMetrics, Metrics, PhysicsMetrics, write_report};
 

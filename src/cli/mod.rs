@@ -56,7 +56,10 @@ pub fn set_threads(threads: Option<usize>) -> Result<()> {
         if t == 0 {
             anyhow::bail!("--threads must be at least 1");
         }
-        rayon::ThreadPoolBuilder::new().num_threads(t).build_global().ok();
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(t)
+            .build_global()
+            .ok();
     }
     Ok(())
 }

@@ -45,8 +45,8 @@ fn small_csv(dir: &Path, n: usize) -> PathBuf {
     };
     for i in 0..n {
         let label = i % 2;
-        let g1 = (-2.0 * (1.0 - u()).ln()).sqrt() * (6.283185307 * u()).cos();
-        let g2 = (-2.0 * (1.0 - u()).ln()).sqrt() * (6.283185307 * u()).cos();
+        let g1 = (-2.0 * (1.0 - u()).ln()).sqrt() * (std::f64::consts::TAU * u()).cos();
+        let g2 = (-2.0 * (1.0 - u()).ln()).sqrt() * (std::f64::consts::TAU * u()).cos();
         let a = g1 + label as f64;
         let b = 0.5 * a + 0.3 * g2;
         let c = (a * a + 0.1 * u()).sqrt() + 1.0;

@@ -64,7 +64,7 @@ impl TrainObserver for TrainProgress {
         });
         pb.set_prefix(format!("{} epoch {epoch}", self.label));
         pb.set_position(step as u64);
-        if step % 10 == 0 || step == steps {
+        if step.is_multiple_of(10) || step == steps {
             pb.set_message(format!("loss {loss:.4}"));
         }
     }

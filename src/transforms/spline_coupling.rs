@@ -52,6 +52,9 @@ pub struct SplineCouplingConfig {
     /// Residual connections in the conditioner.
     #[serde(default)]
     pub residual: bool,
+    /// Dropout probability of the conditioner's hidden units in training.
+    #[serde(default)]
+    pub dropout: f64,
     /// The spline family.
     pub kind: SplineKind,
     /// Number of bins `K`.
@@ -95,6 +98,7 @@ impl<T: Real> SplineCoupling<T> {
                 hidden: config.hidden.clone(),
                 out_dim: n_par * tr.len(),
                 residual: config.residual,
+                dropout: config.dropout,
             },
             rng,
         );
@@ -246,10 +250,12 @@ impl<T: Real> Transform<T> for SplineCoupling<T> {
         gather_input(x, &self.id, ctx, tape.mat(0, n, 0));
         let mut h = std::mem::take(tape.mat(1, 0, 0));
         {
+            let tape_seed = tape.seed;
             let (mats, children) = (&tape.mats, &mut tape.children);
             while children.is_empty() {
                 children.push(Tape::default());
             }
+            children[0].seed = tape_seed;
             self.net.forward_train(&mats[0], &mut h, &mut children[0]);
         }
         y.copy_from(x);
@@ -312,6 +318,7 @@ mod tests {
             hidden: vec![16, 16],
             context_dim: ctx,
             residual,
+            dropout: 0.0,
             kind: SplineKind::RationalQuadratic,
             bins,
             bound: 5.0,

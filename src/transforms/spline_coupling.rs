@@ -152,6 +152,30 @@ impl<T: Real> SplineCoupling<T> {
         }
     }
 
+    /// Multiplies the bin-width and bin-height (vertex) logits of every transformed feature by
+    /// `1/sqrt(H)` (`H` = width of the conditioner's last hidden layer), as nflows does: the
+    /// bins then move more slowly than the derivatives during training, which regularises the
+    /// spline. Applied to the conditioner output and, by the chain rule, to its gradient.
+    fn scale_bin_logits(&self, h: &mut Matrix<T>) {
+        let hidden = self.config.hidden.last().copied().unwrap_or(1).max(1);
+        let c = T::c(1.0 / (hidden as f64).sqrt());
+        let k = self.config.bins;
+        let n_bin = match self.config.kind {
+            SplineKind::Linear => k,
+            SplineKind::Quadratic => 2 * k + 1,
+            SplineKind::RationalQuadratic => 2 * k,
+        };
+        let p = self.n_par;
+        for i in 0..h.rows() {
+            let row = h.row_mut(i);
+            for j in 0..self.tr.len() {
+                for v in &mut row[j * p..j * p + n_bin] {
+                    *v *= c;
+                }
+            }
+        }
+    }
+
     /// Fills `dh` (zeroed here) with `dL/dtheta` and writes the spline part of `dx`.
     fn spline_backward(
         &self,
@@ -225,6 +249,7 @@ impl<T: Real> Transform<T> for SplineCoupling<T> {
         let mut h = Matrix::zeros(0, 0);
         gather_input(x, &self.id, ctx, &mut inp);
         self.net.forward(&inp, &mut h);
+        self.scale_bin_logits(&mut h);
         y.copy_from(x);
         self.apply(&h, y, ladj, false);
     }
@@ -234,6 +259,7 @@ impl<T: Real> Transform<T> for SplineCoupling<T> {
         let mut h = Matrix::zeros(0, 0);
         gather_input(y, &self.id, ctx, &mut inp);
         self.net.forward(&inp, &mut h);
+        self.scale_bin_logits(&mut h);
         x.copy_from(y);
         self.apply(&h, x, ladj, true);
     }
@@ -257,6 +283,7 @@ impl<T: Real> Transform<T> for SplineCoupling<T> {
             }
             children[0].seed = tape_seed;
             self.net.forward_train(&mats[0], &mut h, &mut children[0]);
+            self.scale_bin_logits(&mut h);
         }
         y.copy_from(x);
         self.apply(&h, y, ladj, false);
@@ -279,6 +306,8 @@ impl<T: Real> Transform<T> for SplineCoupling<T> {
         // dL/d(conditioner output) into slot 2.
         let mut dh = std::mem::take(tape.mat(2, n, self.n_par * self.tr.len()));
         self.spline_backward(x, &tape.mats[1], dy, dladj, dx, &mut dh);
+        // Chain rule through the fixed scaling of the bin logits.
+        self.scale_bin_logits(&mut dh);
         let mut dinp = std::mem::take(tape.mat(3, 0, 0));
         {
             while tape.children.len() < 2 {

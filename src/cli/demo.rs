@@ -25,8 +25,8 @@ pub struct DemoArgs {
     /// Output directory.
     #[arg(long, default_value = "hepflow-demo")]
     pub out: PathBuf,
-    /// Maximum epochs per model.
-    #[arg(long, default_value_t = 30)]
+    /// Maximum epochs per model (early stopping may end sooner).
+    #[arg(long, default_value_t = 60)]
     pub epochs: usize,
     /// Use at most this many events per class (smaller = faster; 0 = all).
     #[arg(long, default_value_t = 0)]

@@ -31,7 +31,7 @@ pub struct TrainArgs {
     /// Conditional flow on these columns (comma separated), e.g. label.
     #[arg(long)]
     pub condition: Option<String>,
-    /// Architecture: glow, realnvp, pq-spline, rq-spline (default), maf.
+    /// Architecture: glow, realnvp, pq-spline (default), rq-spline, maf.
     #[arg(long)]
     pub model: Option<String>,
     /// Number of flow blocks.

@@ -190,11 +190,20 @@ impl<T: Real> Mlp<T> {
                 if self.skip(l) {
                     for (o, x) in out.iter_mut().zip(inp.as_slice()) {
                         let r = *o - *x;
-                        *o = *x + if rng.uniform() < p { T::zero() } else { r * scale };
+                        *o = *x
+                            + if rng.uniform() < p {
+                                T::zero()
+                            } else {
+                                r * scale
+                            };
                     }
                 } else {
                     for o in out.iter_mut() {
-                        *o = if rng.uniform() < p { T::zero() } else { *o * scale };
+                        *o = if rng.uniform() < p {
+                            T::zero()
+                        } else {
+                            *o * scale
+                        };
                     }
                 }
             }
@@ -293,12 +302,25 @@ impl<T: Real> Mlp<T> {
                 let hin = &tape.mats[l - 2];
                 let du = scratch.mat(2, n, fan_in);
                 du.copy_from(&nxt);
-                for ((g, hv), hi) in nxt.as_mut_slice().iter_mut().zip(h.as_slice()).zip(hin.as_slice()) {
-                    *g = if *hv - *hi <= T::zero() { T::zero() } else { *g * keep };
+                for ((g, hv), hi) in nxt
+                    .as_mut_slice()
+                    .iter_mut()
+                    .zip(h.as_slice())
+                    .zip(hin.as_slice())
+                {
+                    *g = if *hv - *hi <= T::zero() {
+                        T::zero()
+                    } else {
+                        *g * keep
+                    };
                 }
             } else {
                 for (g, hv) in nxt.as_mut_slice().iter_mut().zip(h.as_slice()) {
-                    *g = if *hv <= T::zero() { T::zero() } else { *g * keep };
+                    *g = if *hv <= T::zero() {
+                        T::zero()
+                    } else {
+                        *g * keep
+                    };
                 }
             }
             std::mem::swap(&mut cur, &mut nxt);

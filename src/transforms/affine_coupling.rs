@@ -246,7 +246,12 @@ mod tests {
         layer_with_dropout(mask, ctx, residual, 0.0)
     }
 
-    fn layer_with_dropout(mask: Vec<bool>, ctx: usize, residual: bool, dropout: f64) -> AffineCoupling<f64> {
+    fn layer_with_dropout(
+        mask: Vec<bool>,
+        ctx: usize,
+        residual: bool,
+        dropout: f64,
+    ) -> AffineCoupling<f64> {
         let mut rng = Rng::new(3);
         AffineCoupling::new(
             AffineCouplingConfig {
@@ -274,7 +279,15 @@ mod tests {
         // Training mode drops hidden units (fixed mask for a fixed tape seed); the gradient check
         // runs in training mode, the round trip in evaluation mode.
         for residual in [false, true] {
-            check_transform(Box::new(layer_with_dropout(alternating_mask(5, false), 2, residual, 0.3)), &CheckOptions::default());
+            check_transform(
+                Box::new(layer_with_dropout(
+                    alternating_mask(5, false),
+                    2,
+                    residual,
+                    0.3,
+                )),
+                &CheckOptions::default(),
+            );
         }
         // The mask really drops units: training output differs from evaluation output.
         let mut l = layer_with_dropout(alternating_mask(4, false), 0, true, 0.5);

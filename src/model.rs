@@ -185,33 +185,56 @@ impl Model {
 
     /// Maps physical-unit events into the flow's space: returns the transformed events and the
     /// per-event preprocessing log-determinant. `rng` enables dequantisation noise (training).
-    pub fn to_model_space(&self, x: &Matrix<f32>, rng: Option<&mut Rng>) -> (Matrix<f32>, Vec<f64>) {
+    pub fn to_model_space(&self, x: &Matrix<f32>, rng: Option<&mut Rng>) -> Result<(Matrix<f32>, Vec<f64>), ModelError> {
+        self.check_width(x)?;
         match &self.config.preprocessing {
             Some(p) => {
-                let (z, l) = p.forward(&x.cast::<f64>(), rng);
-                (z.cast(), l)
+                let (z, l) = p.forward(&x.cast::<f64>(), rng).map_err(|e| ModelError::Input(e.to_string()))?;
+                Ok((z.cast(), l))
             }
-            None => (x.clone(), vec![0.0; x.rows()]),
+            None => Ok((x.clone(), vec![0.0; x.rows()])),
         }
     }
 
+    fn check_width(&self, x: &Matrix<f32>) -> Result<(), ModelError> {
+        if x.cols() != self.dim() {
+            return Err(ModelError::Input(format!("{} columns given, the model has {} features", x.cols(), self.dim())));
+        }
+        Ok(())
+    }
+
     /// Maps flow-space events back to physical units.
-    pub fn to_physical(&self, z: &Matrix<f32>) -> Matrix<f32> {
+    pub fn to_physical(&self, z: &Matrix<f32>) -> Result<Matrix<f32>, ModelError> {
         match &self.config.preprocessing {
-            Some(p) => p.inverse(&z.cast::<f64>()).cast(),
-            None => z.clone(),
+            Some(p) => Ok(p.inverse(&z.cast::<f64>()).map_err(|e| ModelError::Input(e.to_string()))?.cast()),
+            None => Ok(z.clone()),
         }
     }
 
     /// `log p(x | c)` per event in physical units (`ctx` already encoded).
-    pub fn log_prob(&self, x: &Matrix<f32>, ctx: Option<&Matrix<f32>>) -> Vec<f64> {
-        let (z, pre) = self.to_model_space(x, None);
+    pub fn log_prob(&self, x: &Matrix<f32>, ctx: Option<&Matrix<f32>>) -> Result<Vec<f64>, ModelError> {
+        self.check_context(x.rows(), ctx)?;
+        let (z, pre) = self.to_model_space(x, None)?;
         let lp = self.flow.log_prob(&z, ctx);
-        lp.iter().zip(&pre).map(|(a, b)| *a as f64 + b).collect()
+        Ok(lp.iter().zip(&pre).map(|(a, b)| *a as f64 + b).collect())
+    }
+
+    fn check_context(&self, rows: usize, ctx: Option<&Matrix<f32>>) -> Result<(), ModelError> {
+        let want = self.flow.context_dim();
+        match ctx {
+            None if want > 0 => Err(ModelError::Input("the model is conditional: a context is required".into())),
+            Some(c) if c.cols() != want || c.rows() != rows => Err(ModelError::Input(format!(
+                "context of {} x {} given, expected {rows} x {want}",
+                c.rows(),
+                c.cols()
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// Events `start..start+n` of the sample with seed `seed`, in physical units.
-    pub fn sample_range(&self, start: u64, n: usize, seed: u64, ctx: Option<&Matrix<f32>>) -> Matrix<f32> {
+    pub fn sample_range(&self, start: u64, n: usize, seed: u64, ctx: Option<&Matrix<f32>>) -> Result<Matrix<f32>, ModelError> {
+        self.check_context(n, ctx)?;
         let (z, _) = self.flow.sample_range(start, n, seed, ctx);
         self.to_physical(&z)
     }
@@ -269,6 +292,11 @@ impl Model {
             if let Err(m) = l.validate(dim) {
                 return Err(ModelError::Json { path: json_path.clone(), message: format!("layer {k} ({}): {m}", l.kind()) });
             }
+        }
+        if let Some(p) = &config.preprocessing
+            && let Err(e) = p.validate()
+        {
+            return Err(ModelError::Json { path: json_path, message: format!("preprocessing: {e}") });
         }
         if let Some(p) = &config.preprocessing
             && p.features.len() != dim

@@ -50,7 +50,7 @@ pub fn run(a: LogProbArgs) -> Result<()> {
             );
         }
     }
-    let lp = model.log_prob(&x, ctx.as_ref());
+    let lp = model.log_prob(&x, ctx.as_ref())?;
     let data = Matrix::from_vec(lp.len(), 1, lp.iter().map(|v| *v as f32).collect()).context("log_prob")?;
     let format = Format::from_path(&a.out).with_context(|| format!("{}: unknown output extension", a.out.display()))?;
     write_table(&a.out, &Table { columns: vec!["log_prob".into()], data }, format)?;

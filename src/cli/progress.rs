@@ -29,14 +29,14 @@ pub fn bar(total: u64, msg: &str) -> ProgressBar {
 pub struct TrainProgress {
     label: String,
     pb: Option<ProgressBar>,
-    /// Offset from model-space NLL to original units (validation split).
-    pub val_offset: f64,
+    /// Abort after this epoch (simulated interruption).
+    pub stop_after: Option<usize>,
 }
 
 impl TrainProgress {
     /// A new observer; `label` prefixes every line (e.g. "background").
     pub fn new(label: &str) -> Self {
-        Self { label: label.to_string(), pb: None, val_offset: 0.0 }
+        Self { label: label.to_string(), pb: None, stop_after: None }
     }
 }
 
@@ -75,6 +75,9 @@ impl TrainObserver for TrainProgress {
             "{} epoch {:>3}: train {:.4}  val {:.4} (model space)  lr {:.2e}  {:.0} ev/s  {:.1}s{best}",
             self.label, r.epoch, r.train_nll, r.val_nll, r.lr, r.events_per_second, r.seconds
         );
+        if self.stop_after == Some(r.epoch) {
+            return Err(format!("stopped after epoch {} as requested (--stop-after); continue with --resume", r.epoch));
+        }
         Ok(())
     }
 }

@@ -76,6 +76,9 @@ pub struct TrainArgs {
     /// Output directory.
     #[arg(long)]
     pub out: PathBuf,
+    /// Stop (as if interrupted) after this epoch, leaving the checkpoint (for testing --resume).
+    #[arg(long, hide = true)]
+    pub stop_after: Option<usize>,
 }
 
 /// Options a `--config` TOML file may set.
@@ -233,6 +236,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         job.out_dir.display()
     );
     let mut obs = TrainProgress::new("train");
+    obs.stop_after = a.stop_after;
     let s = train_model(&job, &mut obs)?;
     println!(
         "best validation NLL {:.4} nats/event (original units) at epoch {} of {}{}; {} parameters; {:.1} s; model in {}",

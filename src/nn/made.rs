@@ -6,7 +6,9 @@
 //!
 //! Degrees: feature `order[k]` has degree `m(order[k]) = k + 1` (1..D); hidden unit `k` of every
 //! layer has degree `m_k = (k mod (D-1)) + 1` (deterministic cycling over 1..D-1; degree 0 when
-//! D = 1, so such units read only the context). Masks:
+//! D = 1, so such units read only the context). With a context, hidden degrees cycle over 0..D-1
+//! instead (`m_k = k mod D`), so that degree-0 units, which read only the context, make even the
+//! first feature's scale and shift depend on it. Masks:
 //! hidden `M[k, j] = [m_k >= m_j]`, output `M[(b, d), j] = [m(d) > m_j]`. Context inputs have no
 //! degree: every first-layer hidden unit (or every output when there are no hidden layers) sees them.
 //!
@@ -105,7 +107,17 @@ impl<T: Real> Made<T> {
         }
         let hidden_deg = |width: usize| -> Vec<usize> {
             (0..width)
-                .map(|k| if d > 1 { k % (d - 1) + 1 } else { 0 })
+                .map(|k| {
+                    if c > 0 {
+                        // With a context, degree-0 units (context only) let the first feature's
+                        // parameters depend on the context.
+                        k % d
+                    } else if d > 1 {
+                        k % (d - 1) + 1
+                    } else {
+                        0
+                    }
+                })
                 .collect()
         };
         let mut widths = vec![d + c];
@@ -401,7 +413,6 @@ mod tests {
     /// j precedes d in the order; every allowed dependence is actually realised somewhere; the
     /// context reaches every output that has a hidden path.
     fn check_autoregressive(d: usize, c: usize, hidden: Vec<usize>, seed: u64) {
-        let deep = !hidden.is_empty();
         let (m, order) = made(d, c, hidden, seed);
         let mut pos = vec![0; d];
         for (k, &f) in order.iter().enumerate() {
@@ -423,10 +434,10 @@ mod tests {
             for o in 0..2 * d {
                 let f = o % d;
                 let changed = (0..n).any(|i| out.get(i, o) != base.get(i, o));
-                // With hidden layers, the first feature's outputs see no hidden unit (degrees
-                // 1..D-1 < 1 fails), so they are constants unless D = 1 (degree-0 units).
+                // With a context, degree-0 hidden units (context only) reach every output,
+                // including the first feature's.
                 let allowed = if j >= d {
-                    !deep || pos[f] > 0 || d == 1
+                    true
                 } else {
                     pos[j] < pos[f]
                 };

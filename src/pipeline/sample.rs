@@ -160,7 +160,7 @@ pub fn sample_to_file(model: &Model, job: &SampleJob, progress: &mut dyn FnMut(u
             SampleContext::Fixed(v) => Some(Matrix::from_fn(b, v.len(), |_, j| v[j])),
             SampleContext::PerEvent(m) => Some(m.slice_rows(first as usize, first as usize + b)),
         };
-        let x = model.sample_range(first, b, job.seed, ctx.as_ref());
+        let x = model.sample_range(first, b, job.seed, ctx.as_ref())?;
         let x = match &job.context_columns {
             Some((_, raw)) => {
                 let d = x.cols();

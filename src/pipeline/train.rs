@@ -217,8 +217,8 @@ pub fn train_model(job: &TrainJob, observer: &mut dyn TrainObserver) -> Result<T
     let config_checksum = format!("{:016x}", fnv1a64(serde_json::to_vec(&config).unwrap_or_default()));
     let mut model = Model::new(config, job.train.seed);
     let mut deq_rng = Rng::stream(job.train.seed, 0xDE0);
-    let (z_train, _) = model.to_model_space(&x_train, Some(&mut deq_rng));
-    let (z_val, pre_val) = model.to_model_space(&x_val, None);
+    let (z_train, _) = model.to_model_space(&x_train, Some(&mut deq_rng))?;
+    let (z_val, pre_val) = model.to_model_space(&x_val, None)?;
     let mean_pre_val = pre_val.iter().sum::<f64>() / pre_val.len().max(1) as f64;
 
     let ck_dir = job.out_dir.join("checkpoint");
@@ -262,7 +262,7 @@ pub fn train_model(job: &TrainJob, observer: &mut dyn TrainObserver) -> Result<T
     model.save(&job.out_dir)?;
     // history.csv in original units. The training NLL uses the training split's mean
     // preprocessing log-det (dequantised), so both columns are comparable.
-    let (_, pre_train) = model.to_model_space(&x_train, None);
+    let (_, pre_train) = model.to_model_space(&x_train, None)?;
     let mean_pre_train = pre_train.iter().sum::<f64>() / pre_train.len().max(1) as f64;
     let mut csv = String::from("epoch,train_nll,val_nll,lr,seconds\n");
     let mut curves = Vec::new();

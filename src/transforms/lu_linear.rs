@@ -1,6 +1,31 @@
-//! STUB: to be implemented.
+//! Glow's invertible linear layer in LU form (Kingma & Dhariwal 2018), for tabular features.
+//!
+//! `z = W x` with `W = P L (U + diag(s))`, where `P` is a fixed permutation, `L` is unit
+//! lower-triangular (trainable strictly-lower part `lower`), `U` is strictly upper-triangular
+//! (trainable `upper`) and `s = exp(log_s) > 0` (trainable `log_s`). Then
+//!
+//! `log|det dz/dx| = sum_i log s_i = sum_i log_s_i`,
+//!
+//! and the inverse `x = W^{-1} z` is computed exactly by two triangular solves (no explicit
+//! inverse): `w = P^T z`, `L v = w` (forward substitution), `(U + diag(s)) x = v` (back
+//! substitution).
+//!
+//! Sign convention: the diagonal is kept positive through `s = exp(log_s)`. This loses no
+//! generality at initialisation: `W0` is a random orthogonal matrix, and flipping the sign of a
+//! column of an orthogonal matrix keeps it orthogonal, so the initial signs are absorbed into the
+//! columns (`W0 = Q D` with `D = diag(sign(u_ii))`). The sign of `det W` is then fixed to
+//! `det P` for the whole training, exactly as in Glow (which freezes `sign(s)`).
+//!
+//! Initialisation (`LuLinear::new`): draw a Gaussian matrix, orthonormalise it (`Q`), factor
+//! `Q = P' L U` with partial pivoting (so `|L_ij| <= 1` and no pivot is small), and start from
+//! `W0 = P L U D = (P P'^T) Q D`, which is orthogonal for *any* configured permutation `P`
+//! (a permutation times an orthogonal matrix is orthogonal). If the factorisation ever meets a
+//! pivot below `1e-12` (impossible for an orthogonal matrix up to rounding), the layer starts from
+//! `L = I`, `U = 0`, `s = 1`, i.e. `W0 = P`.
 
+use super::permutation::{PermutationError, validate_permutation};
 use super::{LayerSpec, Param, Transform};
+use crate::engine::gemm::{gemm_nn, gemm_nt, gemm_tn};
 use crate::engine::{Matrix, Real, Rng, Tape};
 use serde::{Deserialize, Serialize};
 
@@ -13,20 +38,177 @@ pub struct LuLinearConfig {
     pub perm: Vec<usize>,
 }
 
-/// STUB
+impl LuLinearConfig {
+    /// `P = I`.
+    pub fn new(dim: usize) -> Self {
+        Self {
+            dim,
+            perm: (0..dim).collect(),
+        }
+    }
+
+    /// A uniformly random fixed permutation `P` drawn from `rng`. (Any `P` gives an orthogonal
+    /// initial `W`; see the module documentation.)
+    pub fn random(dim: usize, rng: &mut Rng) -> Self {
+        Self {
+            dim,
+            perm: rng.permutation(dim),
+        }
+    }
+
+    /// Checks that `perm` is a permutation of `0..dim` (an empty `perm` means `P = I`).
+    pub fn validate(&self) -> Result<(), PermutationError> {
+        if self.perm.is_empty() && self.dim > 0 {
+            return Ok(());
+        }
+        if self.perm.len() != self.dim {
+            return Err(PermutationError::WrongLength {
+                expected: self.dim,
+                got: self.perm.len(),
+            });
+        }
+        validate_permutation(&self.perm)
+    }
+}
+
+/// Index of `(i, j)`, `j < i`, in the packed strictly-lower part (row-major).
+#[inline]
+fn lower_idx(i: usize, j: usize) -> usize {
+    i * (i - 1) / 2 + j
+}
+
+/// Index of `(i, j)`, `j > i`, in the packed strictly-upper part (row-major) of a `d x d` matrix.
+#[inline]
+fn upper_idx(d: usize, i: usize, j: usize) -> usize {
+    i * (d - 1) - i * (i.saturating_sub(1)) / 2 + (j - i - 1)
+}
+
+/// Orthonormalises the columns of a square matrix (modified Gram-Schmidt, applied twice).
+fn orthonormalize(a: &mut [f64], d: usize) {
+    for c in 0..d {
+        for _ in 0..2 {
+            for p in 0..c {
+                let dot: f64 = (0..d).map(|r| a[r * d + c] * a[r * d + p]).sum();
+                for r in 0..d {
+                    a[r * d + c] -= dot * a[r * d + p];
+                }
+            }
+        }
+        let norm: f64 = (0..d).map(|r| a[r * d + c].powi(2)).sum::<f64>().sqrt();
+        for r in 0..d {
+            a[r * d + c] /= norm;
+        }
+    }
+}
+
+/// LU with partial pivoting in place: afterwards the strictly lower part of `a` holds `L` and the
+/// upper part (with diagonal) holds `U`. `None` when a pivot is below `1e-12` or not finite.
+fn lu_partial_pivot(a: &mut [f64], d: usize) -> Option<()> {
+    for c in 0..d {
+        let p = (c..d).max_by(|&i, &j| a[i * d + c].abs().total_cmp(&a[j * d + c].abs()))?;
+        if p != c {
+            for k in 0..d {
+                a.swap(c * d + k, p * d + k);
+            }
+        }
+        let piv = a[c * d + c];
+        if piv.abs() < 1e-12 || !piv.is_finite() {
+            return None;
+        }
+        for r in c + 1..d {
+            let f = a[r * d + c] / piv;
+            a[r * d + c] = f;
+            for k in c + 1..d {
+                a[r * d + k] -= f * a[c * d + k];
+            }
+        }
+    }
+    Some(())
+}
+
+/// Glow LU linear layer `z = P L (U + diag(exp(log_s))) x`.
 #[derive(Clone, Debug)]
 pub struct LuLinear<T> {
     config: LuLinearConfig,
-    _p: Vec<Param<T>>,
+    /// Strictly-lower part of `L`, packed row-major, `d (d - 1) / 2` values.
+    lower: Param<T>,
+    /// Strictly-upper part of `U`, packed row-major, `d (d - 1) / 2` values.
+    upper: Param<T>,
+    /// `log s`, `d` values.
+    log_s: Param<T>,
 }
 
 impl<T: Real> LuLinear<T> {
-    /// STUB
-    pub fn new(config: LuLinearConfig, _rng: &mut Rng) -> Self {
-        Self {
-            config,
-            _p: Vec::new(),
+    /// A new layer initialised to a random orthogonal `W0` (see the module documentation).
+    /// An invalid `perm` (see [`LuLinearConfig::validate`], which loaders should call first) is
+    /// replaced by the identity instead of panicking.
+    pub fn new(mut config: LuLinearConfig, rng: &mut Rng) -> Self {
+        let d = config.dim;
+        if config.validate().is_err() || config.perm.is_empty() {
+            config.perm = (0..d).collect();
         }
+        let m = d * d.saturating_sub(1) / 2;
+        let mut lower = vec![0.0; m];
+        let mut upper = vec![0.0; m];
+        let mut log_s = vec![0.0; d];
+        let mut a: Vec<f64> = (0..d * d).map(|_| rng.normal()).collect();
+        orthonormalize(&mut a, d);
+        if a.iter().all(|v| v.is_finite()) && lu_partial_pivot(&mut a, d).is_some() {
+            for i in 0..d {
+                for j in 0..i {
+                    lower[lower_idx(i, j)] = a[i * d + j];
+                }
+                // Column signs D = diag(sign(u_jj)) make every diagonal entry positive.
+                log_s[i] = a[i * d + i].abs().ln();
+                for j in i + 1..d {
+                    upper[upper_idx(d, i, j)] = a[i * d + j] * a[j * d + j].signum();
+                }
+            }
+        }
+        let cast = |v: Vec<f64>| v.into_iter().map(T::c).collect::<Vec<T>>();
+        Self {
+            lower: Param::new("lower", vec![m], cast(lower)),
+            upper: Param::new("upper", vec![m], cast(upper)),
+            log_s: Param::new("log_s", vec![d], cast(log_s)),
+            config,
+        }
+    }
+
+    /// Dense `L` (unit diagonal) and `U + diag(s)`, row-major `d x d`.
+    fn dense_factors(&self) -> (Vec<T>, Vec<T>) {
+        let d = self.config.dim;
+        let mut l = vec![T::zero(); d * d];
+        let mut u = vec![T::zero(); d * d];
+        for i in 0..d {
+            l[i * d + i] = T::one();
+            for j in 0..i {
+                l[i * d + j] = self.lower.data[lower_idx(i, j)];
+            }
+            u[i * d + i] = self.log_s.data[i].exp();
+            for j in i + 1..d {
+                u[i * d + j] = self.upper.data[upper_idx(d, i, j)];
+            }
+        }
+        (l, u)
+    }
+
+    /// The dense weight `W = P L (U + diag(s))`, row-major `d x d`.
+    pub fn weight(&self) -> Vec<T> {
+        let d = self.config.dim;
+        let (l, u) = self.dense_factors();
+        let mut a = vec![T::zero(); d * d];
+        gemm_nn(d, d, d, T::one(), &l, &u, T::zero(), &mut a);
+        let mut w = vec![T::zero(); d * d];
+        for i in 0..d {
+            let p = self.config.perm[i];
+            w[i * d..(i + 1) * d].copy_from_slice(&a[p * d..(p + 1) * d]);
+        }
+        w
+    }
+
+    /// `sum_i log s_i`.
+    fn log_det(&self) -> T {
+        self.log_s.data.iter().copied().sum()
     }
 }
 
@@ -34,54 +216,268 @@ impl<T: Real> Transform<T> for LuLinear<T> {
     fn spec(&self) -> LayerSpec {
         LayerSpec::LuLinear(self.config.clone())
     }
+
     fn dim(&self) -> usize {
-        unimplemented!()
+        self.config.dim
     }
+
     fn params(&self) -> Vec<&Param<T>> {
-        unimplemented!()
+        vec![&self.lower, &self.upper, &self.log_s]
     }
+
     fn params_mut(&mut self) -> Vec<&mut Param<T>> {
-        unimplemented!()
+        vec![&mut self.lower, &mut self.upper, &mut self.log_s]
     }
-    fn forward(
-        &self,
-        _x: &Matrix<T>,
-        _ctx: Option<&Matrix<T>>,
-        _y: &mut Matrix<T>,
-        _ladj: &mut [T],
-    ) {
-        unimplemented!()
+
+    fn forward(&self, x: &Matrix<T>, _ctx: Option<&Matrix<T>>, y: &mut Matrix<T>, ladj: &mut [T]) {
+        let d = self.config.dim;
+        let n = x.rows();
+        let w = self.weight();
+        y.resize(n, d);
+        // Z = X W^T (one event per row).
+        gemm_nt(
+            n,
+            d,
+            d,
+            T::one(),
+            x.as_slice(),
+            &w,
+            T::zero(),
+            y.as_mut_slice(),
+        );
+        let ld = self.log_det();
+        for l in ladj.iter_mut().take(n) {
+            *l += ld;
+        }
     }
-    fn inverse(
-        &self,
-        _y: &Matrix<T>,
-        _ctx: Option<&Matrix<T>>,
-        _x: &mut Matrix<T>,
-        _ladj: &mut [T],
-    ) {
-        unimplemented!()
+
+    fn inverse(&self, y: &Matrix<T>, _ctx: Option<&Matrix<T>>, x: &mut Matrix<T>, ladj: &mut [T]) {
+        let d = self.config.dim;
+        let n = y.rows();
+        let (l, u) = self.dense_factors();
+        x.resize(n, d);
+        let mut v = vec![T::zero(); d];
+        for r in 0..n {
+            let yr = y.row(r);
+            // w = P^T z: w_{perm[i]} = z_i.
+            for (i, &p) in self.config.perm.iter().enumerate() {
+                v[p] = yr[i];
+            }
+            // L v = w (unit lower), in place.
+            for i in 0..d {
+                let mut acc = v[i];
+                for j in 0..i {
+                    acc -= l[i * d + j] * v[j];
+                }
+                v[i] = acc;
+            }
+            // (U + diag(s)) x = v, back substitution.
+            let xr = x.row_mut(r);
+            for i in (0..d).rev() {
+                let mut acc = v[i];
+                for j in i + 1..d {
+                    acc -= u[i * d + j] * xr[j];
+                }
+                xr[i] = acc / u[i * d + i];
+            }
+        }
+        let ld = self.log_det();
+        for l in ladj.iter_mut().take(n) {
+            *l -= ld;
+        }
     }
+
     fn forward_train(
         &self,
-        _x: &Matrix<T>,
-        _ctx: Option<&Matrix<T>>,
-        _y: &mut Matrix<T>,
-        _ladj: &mut [T],
+        x: &Matrix<T>,
+        ctx: Option<&Matrix<T>>,
+        y: &mut Matrix<T>,
+        ladj: &mut [T],
         _tape: &mut Tape<T>,
     ) {
-        unimplemented!()
+        self.forward(x, ctx, y, ladj);
     }
+
     fn backward(
         &self,
-        _x: &Matrix<T>,
+        x: &Matrix<T>,
         _y: &Matrix<T>,
         _ctx: Option<&Matrix<T>>,
         _tape: &mut Tape<T>,
-        _dy: &Matrix<T>,
-        _dladj: &[T],
-        _dx: &mut Matrix<T>,
-        _grads: &mut [T],
+        dy: &Matrix<T>,
+        dladj: &[T],
+        dx: &mut Matrix<T>,
+        grads: &mut [T],
     ) {
-        unimplemented!()
+        let d = self.config.dim;
+        let n = x.rows();
+        let m = d * d.saturating_sub(1) / 2;
+        let (l, u) = self.dense_factors();
+        let w = self.weight();
+        // dX = dZ W.
+        dx.resize(n, d);
+        gemm_nn(
+            n,
+            d,
+            d,
+            T::one(),
+            dy.as_slice(),
+            &w,
+            T::zero(),
+            dx.as_mut_slice(),
+        );
+        // dW = dZ^T X, then dA with A = L U~ and W = P A: dA_{perm[i], :} = dW_{i, :}.
+        let mut dw = vec![T::zero(); d * d];
+        gemm_tn(
+            d,
+            n,
+            d,
+            T::one(),
+            dy.as_slice(),
+            x.as_slice(),
+            T::zero(),
+            &mut dw,
+        );
+        let mut da = vec![T::zero(); d * d];
+        for i in 0..d {
+            let p = self.config.perm[i];
+            da[p * d..(p + 1) * d].copy_from_slice(&dw[i * d..(i + 1) * d]);
+        }
+        // dL = dA U~^T, dU~ = L^T dA.
+        let mut dl = vec![T::zero(); d * d];
+        gemm_nt(d, d, d, T::one(), &da, &u, T::zero(), &mut dl);
+        let mut du = vec![T::zero(); d * d];
+        gemm_tn(d, d, d, T::one(), &l, &da, T::zero(), &mut du);
+        let sum_dladj: T = dladj.iter().copied().sum();
+        let (gl, rest) = grads.split_at_mut(m);
+        let (gu, gs) = rest.split_at_mut(m);
+        for i in 0..d {
+            for j in 0..i {
+                gl[lower_idx(i, j)] += dl[i * d + j];
+            }
+            for j in i + 1..d {
+                gu[upper_idx(d, i, j)] += du[i * d + j];
+            }
+            // s_i = exp(log_s_i): d s / d log_s = s; d ladj / d log_s_i = 1 per row.
+            gs[i] += du[i * d + i] * u[i * d + i] + sum_dladj;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transforms::testing::{CheckOptions, check_transform, check_transform_f32};
+
+    #[test]
+    fn packed_indices_cover_each_slot_once() {
+        for d in 1..7 {
+            let m = d * (d - 1) / 2;
+            let mut lo = vec![0; m];
+            let mut up = vec![0; m];
+            for i in 0..d {
+                for j in 0..i {
+                    lo[lower_idx(i, j)] += 1;
+                }
+                for j in i + 1..d {
+                    up[upper_idx(d, i, j)] += 1;
+                }
+            }
+            assert!(lo.iter().all(|&c| c == 1) && up.iter().all(|&c| c == 1));
+        }
+    }
+
+    #[test]
+    fn initial_weight_is_orthogonal_for_any_permutation() {
+        let mut rng = Rng::new(21);
+        for perm_seed in 0..4 {
+            let cfg = LuLinearConfig::random(6, &mut Rng::new(perm_seed));
+            let t = LuLinear::<f64>::new(cfg, &mut rng);
+            let w = t.weight();
+            for i in 0..6 {
+                for j in 0..6 {
+                    let dot: f64 = (0..6).map(|k| w[k * 6 + i] * w[k * 6 + j]).sum();
+                    let want = if i == j { 1.0 } else { 0.0 };
+                    assert!((dot - want).abs() < 1e-12, "W^T W [{i},{j}] = {dot}");
+                }
+            }
+            // |det W| = 1, so sum log s = 0.
+            assert!(t.log_det().abs() < 1e-12);
+            assert!(t.lower.data.iter().all(|v| v.abs() <= 1.0 + 1e-12));
+        }
+    }
+
+    #[test]
+    fn passes_all_checks() {
+        let mut rng = Rng::new(4);
+        let cfg = LuLinearConfig::random(5, &mut rng);
+        // Keep the initial (orthogonal) weights.
+        let keep = CheckOptions {
+            param_scale: 0.0,
+            ..CheckOptions::default()
+        };
+        check_transform(Box::new(LuLinear::<f64>::new(cfg.clone(), &mut rng)), &keep);
+        // Random L, U, log s.
+        check_transform(
+            Box::new(LuLinear::<f64>::new(cfg.clone(), &mut rng)),
+            &CheckOptions::default(),
+        );
+        check_transform_f32(
+            Box::new(LuLinear::<f32>::new(cfg, &mut rng)),
+            &CheckOptions::default(),
+        );
+    }
+
+    #[test]
+    fn forward_matches_dense_product_and_logdet() {
+        let mut rng = Rng::new(8);
+        let cfg = LuLinearConfig {
+            dim: 3,
+            perm: vec![2, 0, 1],
+        };
+        let mut t = LuLinear::<f64>::new(cfg, &mut rng);
+        t.lower.data = vec![0.5, -0.25, 2.0];
+        t.upper.data = vec![1.0, -1.0, 0.5];
+        t.log_s.data = vec![0.1, -0.2, 0.3];
+        // L U~ by hand.
+        let l = [[1.0, 0.0, 0.0], [0.5, 1.0, 0.0], [-0.25, 2.0, 1.0]];
+        let s = [0.1f64.exp(), (-0.2f64).exp(), 0.3f64.exp()];
+        let u = [[s[0], 1.0, -1.0], [0.0, s[1], 0.5], [0.0, 0.0, s[2]]];
+        let x = [0.3, -1.2, 2.5];
+        let ux: Vec<f64> = (0..3)
+            .map(|i| (0..3).map(|k| u[i][k] * x[k]).sum())
+            .collect();
+        let lux: Vec<f64> = (0..3)
+            .map(|i| (0..3).map(|k| l[i][k] * ux[k]).sum())
+            .collect();
+        let want = [lux[2], lux[0], lux[1]];
+        let xm = Matrix::from_vec(1, 3, x.to_vec()).unwrap();
+        let mut z = Matrix::zeros(0, 0);
+        let mut ld = vec![0.0];
+        t.forward(&xm, None, &mut z, &mut ld);
+        for (i, w) in want.iter().enumerate() {
+            assert!((z.get(0, i) - w).abs() < 1e-12);
+        }
+        assert!((ld[0] - 0.2).abs() < 1e-12);
+    }
+
+    #[test]
+    fn invalid_config_is_reported_and_replaced() {
+        let bad = LuLinearConfig {
+            dim: 3,
+            perm: vec![0, 1],
+        };
+        assert!(matches!(
+            bad.validate(),
+            Err(PermutationError::WrongLength {
+                expected: 3,
+                got: 2
+            })
+        ));
+        let t = LuLinear::<f64>::new(bad, &mut Rng::new(1));
+        match t.spec() {
+            LayerSpec::LuLinear(c) => assert_eq!(c.perm, vec![0, 1, 2]),
+            other => panic!("unexpected spec {other:?}"),
+        }
     }
 }

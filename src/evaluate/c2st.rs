@@ -1,0 +1,268 @@
+//! Classifier two-sample test (C2ST): train a classifier to tell sample A (label 0) from
+//! sample B (label 1) and measure its out-of-fold ROC AUC. AUC = 0.5 means the classifier
+//! cannot distinguish the samples; AUC = 1 means perfect separation.
+
+use super::EvalError;
+use super::gbdt::{Gbdt, GbdtConfig};
+use crate::engine::{Matrix, Rng};
+
+/// Settings of the classifier two-sample test.
+#[derive(Clone, Debug, PartialEq)]
+pub struct C2stConfig {
+    /// Number of cross-validation folds (at least 2).
+    pub folds: usize,
+    /// Cap on the number of events taken from each sample after balancing.
+    pub max_events: usize,
+    /// Classifier hyper-parameters.
+    pub gbdt: GbdtConfig,
+}
+
+impl Default for C2stConfig {
+    fn default() -> Self {
+        Self {
+            folds: 5,
+            max_events: 20_000,
+            gbdt: GbdtConfig::default(),
+        }
+    }
+}
+
+/// Outcome of a C2ST.
+#[derive(Clone, Debug, PartialEq)]
+pub struct C2stResult {
+    /// Mean AUC over the folds.
+    pub auc: f64,
+    /// Standard error of the mean AUC: `std(fold AUCs) / sqrt(folds)`.
+    pub auc_err: f64,
+    /// AUC of each fold.
+    pub fold_aucs: Vec<f64>,
+    /// Out-of-fold classifier scores `P(B | x)` of the events used from sample A.
+    pub scores_a: Vec<f64>,
+    /// Out-of-fold classifier scores `P(B | x)` of the events used from sample B.
+    pub scores_b: Vec<f64>,
+}
+
+/// ROC AUC by the Mann-Whitney statistic: `AUC = (R_1 - n_1 (n_1 + 1)/2) / (n_0 n_1)`, where
+/// `R_1` is the rank sum of the class-1 scores in the pooled sample (ties get average ranks).
+/// Equals `P(s_1 > s_0) + 0.5 P(s_1 = s_0)`. Returns 0.5 when a class is empty.
+pub fn auc_mann_whitney(scores_0: &[f64], scores_1: &[f64]) -> f64 {
+    let (n0, n1) = (scores_0.len(), scores_1.len());
+    if n0 == 0 || n1 == 0 {
+        return 0.5;
+    }
+    let mut all: Vec<(f64, bool)> = scores_0
+        .iter()
+        .map(|&s| (s, false))
+        .chain(scores_1.iter().map(|&s| (s, true)))
+        .collect();
+    all.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut r1 = 0.0;
+    let mut i = 0;
+    while i < all.len() {
+        let mut j = i;
+        while j + 1 < all.len() && all[j + 1].0 == all[i].0 {
+            j += 1;
+        }
+        let avg_rank = (i + j) as f64 / 2.0 + 1.0;
+        r1 += avg_rank * all[i..=j].iter().filter(|e| e.1).count() as f64;
+        i = j + 1;
+    }
+    (r1 - n1 as f64 * (n1 as f64 + 1.0) / 2.0) / (n0 as f64 * n1 as f64)
+}
+
+fn to_f64_rows(m: &Matrix<f32>, idx: &[usize]) -> Vec<f64> {
+    idx.iter()
+        .flat_map(|&i| m.row(i).iter().map(|&v| v as f64))
+        .collect()
+}
+
+/// C2ST with the default settings ([`C2stConfig::default`], but `folds` as given):
+/// see [`c2st_auc_with`].
+pub fn c2st_auc(
+    a: &Matrix<f32>,
+    b: &Matrix<f32>,
+    folds: usize,
+    seed: u64,
+) -> Result<C2stResult, EvalError> {
+    let cfg = C2stConfig {
+        folds,
+        ..C2stConfig::default()
+    };
+    c2st_auc_with(a, b, &cfg, seed)
+}
+
+/// Classifier two-sample test between `a` (label 0) and `b` (label 1).
+///
+/// Both samples are balanced to `n = min(rows(a), rows(b), max_events)` events by random
+/// subsampling; the events are split into `k = folds` stratified folds; for each fold a
+/// [`Gbdt`] is trained on the other `k - 1` folds and the fold's AUC computed by
+/// [`auc_mann_whitney`]. Returns the mean AUC, `std(AUC_fold) / sqrt(k)` (`k - 1`
+/// denominator) and the out-of-fold scores.
+pub fn c2st_auc_with(
+    a: &Matrix<f32>,
+    b: &Matrix<f32>,
+    cfg: &C2stConfig,
+    seed: u64,
+) -> Result<C2stResult, EvalError> {
+    let d = a.cols();
+    if b.cols() != d {
+        return Err(EvalError::Shape(format!(
+            "C2ST samples have {} and {} columns",
+            d,
+            b.cols()
+        )));
+    }
+    let k = cfg.folds.max(2);
+    let n = a.rows().min(b.rows()).min(cfg.max_events.max(1));
+    if n < 2 * k {
+        return Err(EvalError::TooFewEvents(format!(
+            "C2ST needs at least {} events per sample, got {}",
+            2 * k,
+            n
+        )));
+    }
+    let mut rng = Rng::new(seed);
+    let mut ia = rng.permutation(a.rows());
+    ia.truncate(n);
+    let mut ib = rng.permutation(b.rows());
+    ib.truncate(n);
+    let xa = to_f64_rows(a, &ia);
+    let xb = to_f64_rows(b, &ib);
+    // fold of event i (within each sample, already randomly ordered) is i % k
+    let mut scores_a = vec![0.0; n];
+    let mut scores_b = vec![0.0; n];
+    let mut fold_aucs = Vec::with_capacity(k);
+    for fold in 0..k {
+        let mut x = Vec::with_capacity(2 * n * d);
+        let mut y = Vec::with_capacity(2 * n);
+        for i in (0..n).filter(|i| i % k != fold) {
+            x.extend_from_slice(&xa[i * d..(i + 1) * d]);
+            y.push(0.0);
+            x.extend_from_slice(&xb[i * d..(i + 1) * d]);
+            y.push(1.0);
+        }
+        let model = Gbdt::fit(&x, d, &y, &cfg.gbdt)
+            .ok_or_else(|| EvalError::TooFewEvents("C2ST training set is empty".into()))?;
+        let test: Vec<usize> = (0..n).filter(|i| i % k == fold).collect();
+        let ta: Vec<f64> = test
+            .iter()
+            .flat_map(|&i| xa[i * d..(i + 1) * d].iter().copied())
+            .collect();
+        let tb: Vec<f64> = test
+            .iter()
+            .flat_map(|&i| xb[i * d..(i + 1) * d].iter().copied())
+            .collect();
+        let pa = model.predict_proba(&ta);
+        let pb = model.predict_proba(&tb);
+        fold_aucs.push(auc_mann_whitney(&pa, &pb));
+        for (t, &i) in test.iter().enumerate() {
+            scores_a[i] = pa[t];
+            scores_b[i] = pb[t];
+        }
+    }
+    let mean = fold_aucs.iter().sum::<f64>() / k as f64;
+    let var = fold_aucs
+        .iter()
+        .map(|v| (v - mean) * (v - mean))
+        .sum::<f64>()
+        / (k - 1) as f64;
+    Ok(C2stResult {
+        auc: mean,
+        auc_err: var.sqrt() / (k as f64).sqrt(),
+        fold_aucs,
+        scores_a,
+        scores_b,
+    })
+}
+
+/// [`c2st_mc_vs_mc_with`] with the default settings ([`C2stConfig::default`]).
+pub fn c2st_mc_vs_mc(reference: &Matrix<f32>, seed: u64) -> Result<Option<C2stResult>, EvalError> {
+    c2st_mc_vs_mc_with(reference, &C2stConfig::default(), seed)
+}
+
+/// Reference-vs-reference C2ST: splits `reference` randomly into two halves and runs
+/// [`c2st_auc_with`] between them, giving the AUC a perfect generator would reach with the
+/// available statistics. `Ok(None)` when the reference has fewer than 2,000 events.
+pub fn c2st_mc_vs_mc_with(
+    reference: &Matrix<f32>,
+    cfg: &C2stConfig,
+    seed: u64,
+) -> Result<Option<C2stResult>, EvalError> {
+    let n = reference.rows();
+    if n < 2000 {
+        return Ok(None);
+    }
+    let d = reference.cols();
+    let mut rng = Rng::new(seed ^ 0x9e37_79b9_7f4a_7c15);
+    let perm = rng.permutation(n);
+    let half = n / 2;
+    let take = |idx: &[usize]| -> Matrix<f32> {
+        let data: Vec<f32> = idx
+            .iter()
+            .flat_map(|&i| reference.row(i).iter().copied())
+            .collect();
+        Matrix::from_fn(idx.len(), d, |i, j| data[i * d + j])
+    };
+    let a = take(&perm[..half]);
+    let b = take(&perm[half..2 * half]);
+    c2st_auc_with(&a, &b, cfg, seed.wrapping_add(1)).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gaussian(rng: &mut Rng, n: usize, d: usize, shift: f64) -> Matrix<f32> {
+        Matrix::from_fn(n, d, |_, _| (rng.normal() + shift) as f32)
+    }
+
+    fn fast_cfg() -> C2stConfig {
+        C2stConfig {
+            folds: 5,
+            max_events: 20_000,
+            gbdt: GbdtConfig {
+                n_trees: 20,
+                ..GbdtConfig::default()
+            },
+        }
+    }
+
+    #[test]
+    fn auc_known_values() {
+        assert_eq!(auc_mann_whitney(&[0.1, 0.2], &[0.3, 0.4]), 1.0);
+        assert_eq!(auc_mann_whitney(&[0.3, 0.4], &[0.1, 0.2]), 0.0);
+        assert_eq!(auc_mann_whitney(&[0.5, 0.5], &[0.5, 0.5]), 0.5);
+        // one pair of 4 inverted: 0.75
+        assert_eq!(auc_mann_whitney(&[0.1, 0.35], &[0.3, 0.4]), 0.75);
+    }
+
+    #[test]
+    fn same_distribution_gives_half() {
+        let mut rng = Rng::new(21);
+        let a = gaussian(&mut rng, 4000, 4, 0.0);
+        let b = gaussian(&mut rng, 5000, 4, 0.0);
+        let r = c2st_auc_with(&a, &b, &fast_cfg(), 1).unwrap();
+        assert!((r.auc - 0.5).abs() < 0.03, "auc {}", r.auc);
+        assert_eq!(r.scores_a.len(), 4000);
+        assert_eq!(r.scores_b.len(), 4000);
+        assert_eq!(r.fold_aucs.len(), 5);
+        assert!(r.auc_err > 0.0 && r.auc_err < 0.03);
+    }
+
+    #[test]
+    fn separated_distributions_give_high_auc() {
+        let mut rng = Rng::new(22);
+        let a = gaussian(&mut rng, 2000, 4, 0.0);
+        let b = gaussian(&mut rng, 2000, 4, 1.5);
+        let r = c2st_auc_with(&a, &b, &fast_cfg(), 2).unwrap();
+        assert!(r.auc > 0.95, "auc {}", r.auc);
+        let mc = c2st_mc_vs_mc_with(&a, &fast_cfg(), 3).unwrap().unwrap();
+        assert!((mc.auc - 0.5).abs() < 0.06, "mc auc {}", mc.auc);
+        assert!(
+            c2st_mc_vs_mc_with(&a.slice_rows(0, 1999), &fast_cfg(), 3)
+                .unwrap()
+                .is_none()
+        );
+        assert!(c2st_auc_with(&a, &gaussian(&mut rng, 10, 3, 0.0), &fast_cfg(), 1).is_err());
+    }
+}

@@ -1,0 +1,237 @@
+//! Evaluation of generated events against a Monte Carlo (MC) reference sample.
+//!
+//! [`evaluate`] computes per-feature binned chi2, Kolmogorov-Smirnov and Wasserstein-1 metrics,
+//! the correlation-matrix difference, the Frechet distance in the reference's standardized
+//! feature space, the test NLL and a classifier two-sample test (C2ST, our own boosted trees).
+//! [`write_report`] writes `metrics.json`, PNG+SVG plots and a self-contained `report.html`.
+
+pub mod c2st;
+pub mod gbdt;
+pub mod metrics;
+pub mod physics;
+pub mod plots;
+pub mod report;
+
+use std::path::PathBuf;
+
+use rayon::prelude::*;
+
+use crate::engine::Matrix;
+pub use c2st::{C2stConfig, C2stResult, c2st_auc, c2st_auc_with, c2st_mc_vs_mc};
+pub use gbdt::{Gbdt, GbdtConfig};
+pub use physics::physics_check;
+pub use plots::plot_training_curves;
+pub use report::{FeatureMetrics, Metrics, PhysicsMetrics, write_report};
+
+/// Errors of the evaluation and report code.
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    /// Inconsistent shapes of the inputs.
+    #[error("shape mismatch: {0}")]
+    Shape(String),
+    /// Not enough events for a metric.
+    #[error("too few events: {0}")]
+    TooFewEvents(String),
+    /// File-system error.
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        /// The file or directory concerned.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A plot could not be drawn or saved.
+    #[error("plotting failed: {0}")]
+    Plot(String),
+    /// JSON serialisation failed.
+    #[error("JSON serialisation failed: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Settings of [`evaluate`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct EvalOptions {
+    /// Number of histogram bins per feature (between the reference's 0.5% and 99.5% quantiles).
+    pub nbins: usize,
+    /// Classifier two-sample test settings.
+    pub c2st: C2stConfig,
+    /// Also run the MC-vs-MC C2ST (reference split in halves) as a baseline.
+    pub mc_vs_mc: bool,
+    /// Seed of the subsampling and fold assignment.
+    pub seed: u64,
+    /// Physics-level metrics computed by the caller, copied into the report.
+    pub physics: Option<PhysicsMetrics>,
+}
+
+impl Default for EvalOptions {
+    fn default() -> Self {
+        Self {
+            nbins: 40,
+            c2st: C2stConfig::default(),
+            mc_vs_mc: true,
+            seed: 1234,
+            physics: None,
+        }
+    }
+}
+
+/// Binned distributions of one feature: `edges.len() = reference.len() + 1`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FeatureHistogram {
+    /// Bin edges (from the reference; under/overflow merged into the edge bins).
+    pub edges: Vec<f64>,
+    /// Reference (MC) counts per bin.
+    pub reference: Vec<f64>,
+    /// Generated counts per bin.
+    pub generated: Vec<f64>,
+}
+
+/// Everything [`evaluate`] computed: the JSON metrics plus the data behind the plots.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Evaluation {
+    /// The headline and per-feature metrics (serialised to `metrics.json`).
+    pub metrics: Metrics,
+    /// Feature names.
+    pub names: Vec<String>,
+    /// Per-feature histograms.
+    pub histograms: Vec<FeatureHistogram>,
+    /// Correlation matrix of the reference (row-major `d x d`).
+    pub corr_reference: Vec<f64>,
+    /// Correlation matrix of the generated sample (row-major `d x d`).
+    pub corr_generated: Vec<f64>,
+    /// The C2ST reference (label 0) vs generated (label 1).
+    pub c2st: C2stResult,
+    /// The MC-vs-MC C2ST baseline, when run and the reference is large enough.
+    pub c2st_mc_vs_mc: Option<C2stResult>,
+    /// Reference events dropped for containing non-finite values.
+    pub dropped_reference: usize,
+    /// Generated events dropped for containing non-finite values.
+    pub dropped_generated: usize,
+    /// Non-finite log-densities skipped in the test NLL.
+    pub nll_skipped: usize,
+}
+
+/// Rows of `m` whose values are all finite, as an `f32` matrix and an `f64` row-major vector,
+/// plus the number of dropped rows.
+fn finite_rows(m: &Matrix<f32>) -> (Matrix<f32>, Vec<f64>, usize) {
+    let d = m.cols();
+    let mut data32 = Vec::with_capacity(m.rows() * d);
+    let mut kept = 0;
+    for i in 0..m.rows() {
+        let r = m.row(i);
+        if r.iter().all(|v| v.is_finite()) {
+            data32.extend_from_slice(r);
+            kept += 1;
+        }
+    }
+    let data64 = data32.iter().map(|&v| v as f64).collect();
+    let mat = Matrix::from_vec(kept, d, data32).unwrap_or_else(|| Matrix::zeros(0, d));
+    (mat, data64, m.rows() - kept)
+}
+
+/// Compares `generated` to `reference` (both `events x features`, columns named by `names`).
+///
+/// Events with a non-finite value are dropped (counted in the result). `log_prob_reference`
+/// holds the model's per-event `log p(x)` on held-out reference events; the test NLL is
+/// NaN (`null` in JSON) when it is `None`. Errors on inconsistent shapes or when a sample has
+/// fewer events than the C2ST needs (2 per fold).
+pub fn evaluate(
+    reference: &Matrix<f32>,
+    generated: &Matrix<f32>,
+    names: &[String],
+    log_prob_reference: Option<&[f64]>,
+    options: &EvalOptions,
+) -> Result<Evaluation, EvalError> {
+    let d = names.len();
+    if d == 0 || reference.cols() != d || generated.cols() != d {
+        return Err(EvalError::Shape(format!(
+            "{} names, reference has {} columns, generated has {}",
+            d,
+            reference.cols(),
+            generated.cols()
+        )));
+    }
+    let (ref32, ref64, dropped_reference) = finite_rows(reference);
+    let (gen32, gen64, dropped_generated) = finite_rows(generated);
+    let (nr, ng) = (ref32.rows(), gen32.rows());
+    if nr < 2 || ng < 2 {
+        return Err(EvalError::TooFewEvents(format!(
+            "{nr} finite reference and {ng} finite generated events"
+        )));
+    }
+
+    let per_feature: Vec<(FeatureMetrics, FeatureHistogram)> = (0..d)
+        .into_par_iter()
+        .map(|f| {
+            let rs = metrics::sorted_finite(
+                &ref64.iter().skip(f).step_by(d).copied().collect::<Vec<_>>(),
+            );
+            let gs = metrics::sorted_finite(
+                &gen64.iter().skip(f).step_by(d).copied().collect::<Vec<_>>(),
+            );
+            let edges = metrics::reference_edges(&rs, options.nbins);
+            let hr = metrics::histogram(&rs, &edges);
+            let hg = metrics::histogram(&gs, &edges);
+            let chi = metrics::chi2_two_sample(&hr, &hg);
+            let ks = metrics::ks_two_sample(&rs, &gs);
+            (
+                FeatureMetrics {
+                    name: names[f].clone(),
+                    chi2_ndf: chi.chi2_ndf(),
+                    chi2_p: chi.p_value,
+                    ks: ks.d,
+                    ks_p: ks.p_value,
+                    w1_over_std: metrics::w1_over_std(&rs, &gs),
+                },
+                FeatureHistogram {
+                    edges,
+                    reference: hr,
+                    generated: hg,
+                },
+            )
+        })
+        .collect();
+    let (features, histograms): (Vec<_>, Vec<_>) = per_feature.into_iter().unzip();
+
+    let corr_reference = metrics::correlation_matrix(&ref64, d);
+    let corr_generated = metrics::correlation_matrix(&gen64, d);
+    let corr_frobenius = metrics::frobenius_diff(&corr_generated, &corr_reference);
+    let frechet_distance = metrics::frechet_distance_standardized(&ref64, &gen64, d);
+
+    let (test_nll, test_nll_err, nll_skipped) = match log_prob_reference {
+        Some(lp) => metrics::mean_nll(lp),
+        None => (f64::NAN, f64::NAN, 0),
+    };
+
+    let c2st = c2st_auc_with(&ref32, &gen32, &options.c2st, options.seed)?;
+    let c2st_mc_vs_mc = if options.mc_vs_mc {
+        c2st::c2st_mc_vs_mc_with(&ref32, &options.c2st, options.seed.wrapping_add(17))?
+    } else {
+        None
+    };
+
+    Ok(Evaluation {
+        metrics: Metrics {
+            test_nll,
+            test_nll_err,
+            c2st_auc: c2st.auc,
+            c2st_auc_err: c2st.auc_err,
+            c2st_auc_mc_vs_mc: c2st_mc_vs_mc.as_ref().map(|r| r.auc),
+            frechet_distance,
+            corr_frobenius,
+            n_generated: ng,
+            n_reference: nr,
+            features,
+            physics: options.physics.clone(),
+        },
+        names: names.to_vec(),
+        histograms,
+        corr_reference,
+        corr_generated,
+        c2st,
+        c2st_mc_vs_mc,
+        dropped_reference,
+        dropped_generated,
+        nll_skipped,
+    })
+}

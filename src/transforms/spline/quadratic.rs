@@ -1,0 +1,427 @@
+//! Piecewise-quadratic monotone spline (Müller et al. 2019, "Neural Importance Sampling").
+//!
+//! On `[-B, B]` the input is mapped to the unit interval, `u = (x + B) / (2B)`, and pushed
+//! through the CDF of a piecewise-linear density with `K` bins of widths `W` and `K + 1` vertex
+//! heights `V`:
+//!
+//! ```text
+//! W = m + (1 - m K) softmax(theta_w)                        (m = MIN_BIN_WIDTH, sum W = 1)
+//! V_k = (softplus(theta_v,k) + 1e-3) / A,   A = sum_k (Vhat_k + Vhat_{k+1}) / 2 W_k
+//! X_b = sum_{k<b} W_k,  alpha = (u - X_b) / W_b            (bin b holds u)
+//! q(u) = lerp(V_b, V_{b+1}, alpha)                          (density, integrates to 1)
+//! C(u) = sum_{k<b} (V_k + V_{k+1}) / 2 W_k + alpha V_b W_b + alpha^2 / 2 (V_{b+1} - V_b) W_b
+//! y = 2B C(u) - B,   log f'(x) = log q(u)
+//! ```
+//!
+//! The inverse solves `(V_{b+1} - V_b) alpha^2 + 2 V_b alpha - 2 (C - S_b) / W_b = 0` with the
+//! cancellation-free root `alpha = 2c / (b + sqrt(b^2 - 4ac))`. Outside `[-B, B]` the map is the
+//! identity with log-derivative 0 and no parameter gradient.
+
+use super::{MIN_BIN_WIDTH, Spline1d};
+use crate::engine::Real;
+use std::ops::{Deref, DerefMut};
+
+/// Largest buffer kept on the stack (`bins + 1` for `bins <= 64`).
+const STACK: usize = 65;
+
+/// Offset added to the softplus of the vertex parameters (keeps the density positive).
+const MIN_VERTEX: f64 = 1e-3;
+
+/// A zero-initialised scratch slice: on the stack up to [`STACK`] entries, on the heap beyond.
+struct Buf<T> {
+    arr: [T; STACK],
+    heap: Vec<T>,
+    len: usize,
+}
+
+impl<T: Real> Buf<T> {
+    fn zeros(len: usize) -> Self {
+        Self {
+            arr: [T::zero(); STACK],
+            heap: if len > STACK {
+                vec![T::zero(); len]
+            } else {
+                Vec::new()
+            },
+            len,
+        }
+    }
+}
+
+impl<T> Deref for Buf<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        if self.len <= STACK {
+            &self.arr[..self.len]
+        } else {
+            &self.heap
+        }
+    }
+}
+
+impl<T> DerefMut for Buf<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        if self.len <= STACK {
+            &mut self.arr[..self.len]
+        } else {
+            &mut self.heap
+        }
+    }
+}
+
+/// Minimum bin width actually used: `MIN_BIN_WIDTH`, lowered to `0.5/K` for absurdly many bins
+/// so that `1 - m K` stays positive.
+fn min_width(bins: usize) -> f64 {
+    MIN_BIN_WIDTH.min(0.5 / bins as f64)
+}
+
+/// Whether the spline is active (valid shape and bound); otherwise the map is the identity.
+fn active<T: Real>(theta: &[T], bins: usize, bound: T) -> bool {
+    debug_assert_eq!(
+        theta.len(),
+        Quadratic::n_params(bins),
+        "quadratic spline: theta length"
+    );
+    bins >= 1 && theta.len() > 2 * bins && bound > T::zero() && bound.is_finite()
+}
+
+/// `log(1 + e^t)` without overflow.
+fn softplus<T: Real>(t: T) -> T {
+    t.max(T::zero()) + (-t.abs()).exp().ln_1p()
+}
+
+/// `1 / (1 + e^{-t})` without overflow.
+fn sigmoid<T: Real>(t: T) -> T {
+    if t >= T::zero() {
+        T::one() / (T::one() + (-t).exp())
+    } else {
+        let e = t.exp();
+        e / (T::one() + e)
+    }
+}
+
+/// Normalised spline of one feature.
+struct Knots<T> {
+    /// `softmax(theta_w)`.
+    p: Buf<T>,
+    /// Bin widths `W` (sum 1).
+    w: Buf<T>,
+    /// Normalised vertices `V = vh / A`.
+    v: Buf<T>,
+    /// Knot positions in `u` (`x[0] = 0`, `x[K] = 1` exactly).
+    x: Buf<T>,
+    /// CDF at the knots (`s[0] = 0`, `s[K] = 1` exactly).
+    s: Buf<T>,
+    /// Area normaliser `A`.
+    area: T,
+    /// `1 - m K`, the softmax scale.
+    scale: T,
+}
+
+impl<T: Real> Knots<T> {
+    fn new(theta: &[T], bins: usize) -> Self {
+        let m = min_width(bins);
+        let scale = T::c(1.0 - m * bins as f64);
+        let half = T::c(0.5);
+        let (tw, tv) = theta.split_at(bins);
+        let mut p = Buf::zeros(bins);
+        let mut w = Buf::zeros(bins);
+        let mut vh = Buf::zeros(bins + 1);
+        let mut v = Buf::zeros(bins + 1);
+        let mut x = Buf::zeros(bins + 1);
+        let mut s = Buf::zeros(bins + 1);
+        let mx = tw.iter().fold(T::neg_infinity(), |a, &t| a.max(t));
+        let mut z = T::zero();
+        for k in 0..bins {
+            p[k] = (tw[k] - mx).exp();
+            z += p[k];
+        }
+        for k in 0..=bins {
+            vh[k] = softplus(tv[k]) + T::c(MIN_VERTEX);
+        }
+        let mut area = T::zero();
+        let mut acc = T::zero();
+        for k in 0..bins {
+            p[k] /= z;
+            w[k] = T::c(m) + scale * p[k];
+            x[k] = acc;
+            acc += w[k];
+            area += half * (vh[k] + vh[k + 1]) * w[k];
+        }
+        x[bins] = T::one();
+        for k in 0..=bins {
+            v[k] = vh[k] / area;
+        }
+        let mut acc = T::zero();
+        for k in 0..bins {
+            s[k] = acc;
+            acc += half * (v[k] + v[k + 1]) * w[k];
+        }
+        s[bins] = T::one();
+        Self {
+            p,
+            w,
+            v,
+            x,
+            s,
+            area,
+            scale,
+        }
+    }
+
+    /// Bin `b` of `u` in `[0, 1]` and the relative position `alpha` in it.
+    fn locate(&self, u: T) -> (usize, T) {
+        let bins = self.w.len();
+        let b = self.x[1..bins].partition_point(|&k| k <= u);
+        let alpha = ((u - self.x[b]) / (self.x[b + 1] - self.x[b]))
+            .max(T::zero())
+            .min(T::one());
+        (b, alpha)
+    }
+
+    /// Density `q = lerp(V_b, V_{b+1}, alpha)` (both vertices positive, so no cancellation).
+    fn density(&self, b: usize, alpha: T) -> T {
+        self.v[b] * (T::one() - alpha) + self.v[b + 1] * alpha
+    }
+}
+
+/// Piecewise-quadratic CDF spline; `theta` = `K` unnormalised bin widths, then `K + 1`
+/// unnormalised vertex heights of the piecewise-linear density.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Quadratic;
+
+impl Spline1d for Quadratic {
+    /// `2K + 1` parameters: `K` widths and `K + 1` vertex heights.
+    fn n_params(bins: usize) -> usize {
+        2 * bins + 1
+    }
+
+    /// `y = 2B C(u) - B` and `log f'(x) = log q(u)`.
+    ///
+    /// Evaluated as `C = lerp(S_b, S_{b+1}, g)` with the in-bin mass fraction
+    /// `g = alpha (V_b (2 - alpha) + alpha V_{b+1}) / (V_b + V_{b+1})`, which equals the formula
+    /// above and lands exactly on the knots, so `f(+-B) = +-B` exactly.
+    fn forward<T: Real>(x: T, theta: &[T], bins: usize, bound: T) -> (T, T) {
+        if !active(theta, bins, bound) || !(-bound..=bound).contains(&x) {
+            return (x, T::zero());
+        }
+        let kn = Knots::new(theta, bins);
+        let two_b = bound + bound;
+        let u = ((x + bound) / two_b).max(T::zero()).min(T::one());
+        let (b, alpha) = kn.locate(u);
+        let (v0, v1) = (kn.v[b], kn.v[b + 1]);
+        let g = (alpha * (v0 * (T::c(2.0) - alpha) + alpha * v1) / (v0 + v1)).min(T::one());
+        let c = kn.s[b] * (T::one() - g) + kn.s[b + 1] * g;
+        let y = (two_b * c - bound).max(-bound).min(bound);
+        (y, kn.density(b, alpha).ln())
+    }
+
+    /// Finds the bin of `c = (y + B)/(2B)` among the knot CDF values, then with the in-bin mass
+    /// fraction `f = (c - S_b) / (S_{b+1} - S_b)` solves
+    /// `(V_{b+1} - V_b) alpha^2 + 2 V_b alpha - f (V_b + V_{b+1}) = 0` as
+    /// `alpha = f (V_b + V_{b+1}) / (V_b + sqrt((1 - f) V_b^2 + f V_{b+1}^2))`,
+    /// stable for any `V_{b+1} - V_b`. Log-derivative `-log q(u)`.
+    fn inverse<T: Real>(y: T, theta: &[T], bins: usize, bound: T) -> (T, T) {
+        if !active(theta, bins, bound) || !(-bound..=bound).contains(&y) {
+            return (y, T::zero());
+        }
+        let kn = Knots::new(theta, bins);
+        let two_b = bound + bound;
+        let c = ((y + bound) / two_b).max(T::zero()).min(T::one());
+        let b = kn.s[1..bins].partition_point(|&s| s <= c);
+        let f = ((c - kn.s[b]) / (kn.s[b + 1] - kn.s[b]))
+            .max(T::zero())
+            .min(T::one());
+        let (v0, v1) = (kn.v[b], kn.v[b + 1]);
+        let disc = (T::one() - f) * v0 * v0 + f * v1 * v1;
+        let alpha = (f * (v0 + v1) / (v0 + disc.sqrt()))
+            .max(T::zero())
+            .min(T::one());
+        let u = kn.x[b] * (T::one() - alpha) + kn.x[b + 1] * alpha;
+        let x = (two_b * u - bound).max(-bound).min(bound);
+        (x, -kn.density(b, alpha).ln())
+    }
+
+    /// Exact gradients. With `t = alpha W_b`, `D = V_{b+1} - V_b`, `gC = 2B gy`, `gq = gl / q`:
+    ///
+    /// ```text
+    /// dL/dx     = gy q + gq D / (2B W_b)
+    /// dL/dW_j   = gC ((V_j + V_{j+1})/2 - q) - gq D / W_b            (j < b)
+    /// dL/dW_b   = -gC alpha^2 D / 2 - gq alpha D / W_b
+    /// dL/dV_j  += gC W_j / 2 into V_j and V_{j+1}                      (j < b)
+    /// dL/dV_b  += gC W_b (alpha - alpha^2/2) + gq (1 - alpha)
+    /// dL/dV_b+1 += gC W_b alpha^2 / 2 + gq alpha
+    /// ```
+    ///
+    /// then through `V = Vhat / A` (with `P = sum_k dL/dV_k V_k`:
+    /// `dL/dVhat_j = (dL/dV_j - P dA/dVhat_j) / A`, `dL/dW_j -= P (V_j + V_{j+1}) / 2`), the
+    /// softplus (`sigmoid`) and the width softmax (`s p_i (g_i - sum_j p_j g_j)`).
+    fn backward<T: Real>(
+        x: T,
+        theta: &[T],
+        bins: usize,
+        bound: T,
+        gy: T,
+        gl: T,
+        gtheta: &mut [T],
+    ) -> T {
+        if !active(theta, bins, bound) || !(-bound..=bound).contains(&x) {
+            return gy;
+        }
+        let kn = Knots::new(theta, bins);
+        let half = T::c(0.5);
+        let two_b = bound + bound;
+        let u = ((x + bound) / two_b).max(T::zero()).min(T::one());
+        let (b, alpha) = kn.locate(u);
+        let (v0, v1) = (kn.v[b], kn.v[b + 1]);
+        let wb = kn.w[b];
+        let d = v1 - v0;
+        let q = kn.density(b, alpha);
+        let gc = two_b * gy;
+        let gq = gl / q;
+        let dx = gy * q + gq * d / (wb * two_b);
+
+        let mut gw: Buf<T> = Buf::zeros(bins);
+        let mut gv: Buf<T> = Buf::zeros(bins + 1);
+        let shift = -gq * d / wb;
+        for j in 0..b {
+            let wj = kn.w[j];
+            gw[j] = gc * (half * (kn.v[j] + kn.v[j + 1]) - q) + shift;
+            gv[j] += gc * half * wj;
+            gv[j + 1] += gc * half * wj;
+        }
+        let a2 = alpha * alpha;
+        gw[b] = -gc * a2 * half * d + shift * alpha;
+        gv[b] += gc * wb * (alpha - half * a2) + gq * (T::one() - alpha);
+        gv[b + 1] += gc * wb * half * a2 + gq * alpha;
+
+        // Area normalisation V = Vhat / A.
+        let pdot: T = gv.iter().zip(kn.v.iter()).map(|(&g, &v)| g * v).sum();
+        let (gtw, gtv) = gtheta.split_at_mut(bins);
+        let tv = &theta[bins..];
+        for j in 0..=bins {
+            let mut da = T::zero();
+            if j >= 1 {
+                da += half * kn.w[j - 1];
+            }
+            if j < bins {
+                da += half * kn.w[j];
+                gw[j] -= pdot * half * (kn.v[j] + kn.v[j + 1]);
+            }
+            let gvh = (gv[j] - pdot * da) / kn.area;
+            gtv[j] += gvh * sigmoid(tv[j]);
+        }
+        // Width softmax.
+        let dot: T = gw.iter().zip(kn.p.iter()).map(|(&g, &p)| g * p).sum();
+        for i in 0..bins {
+            gtw[i] += kn.scale * kn.p[i] * (gw[i] - dot);
+        }
+        dx
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::linear::checks::*;
+    use super::*;
+    use crate::engine::Rng;
+
+    /// Knot positions in `x` coordinates.
+    fn knots_x(theta: &[f64], bins: usize, bound: f64) -> Vec<f64> {
+        Knots::new(theta, bins)
+            .x
+            .iter()
+            .map(|&u| -bound + 2.0 * bound * u)
+            .collect()
+    }
+
+    #[test]
+    fn n_params_is_two_k_plus_one() {
+        assert_eq!(Quadratic::n_params(8), 17);
+    }
+
+    #[test]
+    fn constant_theta_is_identity() {
+        // Equal widths and equal vertices: uniform density, C(u) = u.
+        let th = vec![0.4f64; 13];
+        for &x in &[-2.5, -1.0, 0.0, 0.3, 2.9] {
+            let (y, ld) = Quadratic::forward(x, &th, 6, 3.0);
+            assert!((y - x).abs() < 1e-12 && ld.abs() < 1e-12, "{x}: {y} {ld}");
+        }
+    }
+
+    #[test]
+    fn round_trip_f64_and_f32() {
+        let mut rng = Rng::new(11);
+        for &(bins, bound) in &[(1, 1.0), (5, 3.0), (16, 4.5), (70, 2.0)] {
+            let th = random_theta(&mut rng, 2 * bins + 1, 1.0);
+            roundtrip_f64::<Quadratic>(bins, bound, &th, 1e-10);
+            roundtrip_f32::<Quadratic>(bins, bound, &th, 1e-5);
+        }
+    }
+
+    #[test]
+    fn inverse_is_stable_for_nearly_equal_vertices() {
+        // V_{b+1} - V_b ~ 1e-12 relative: the naive root formula would cancel catastrophically.
+        let bins = 4;
+        let mut th = vec![0.0; 2 * bins + 1];
+        th[bins + 2] = 1e-9;
+        th[0] = 0.7;
+        roundtrip_f64::<Quadratic>(bins, 2.0, &th, 1e-12);
+        roundtrip_f32::<Quadratic>(bins, 2.0, &th, 2e-6);
+    }
+
+    #[test]
+    fn logdet_matches_finite_differences() {
+        let mut rng = Rng::new(12);
+        for &(bins, bound) in &[(5, 3.0), (12, 1.5)] {
+            let th = random_theta(&mut rng, 2 * bins + 1, 1.0);
+            let xs = points_off_knots(&mut rng, bound, &knots_x(&th, bins, bound), 30, 1e-4);
+            logdet_fd::<Quadratic>(bins, bound, &th, &xs, 1e-6);
+        }
+    }
+
+    #[test]
+    fn backward_matches_finite_differences() {
+        let mut rng = Rng::new(13);
+        for &(bins, bound) in &[(1, 2.0), (6, 3.0), (10, 1.0)] {
+            let th = random_theta(&mut rng, 2 * bins + 1, 1.0);
+            let xs = points_off_knots(&mut rng, bound, &knots_x(&th, bins, bound), 12, 1e-4);
+            backward_fd::<Quadratic>(bins, bound, &th, &xs, &mut rng, 1e-6);
+        }
+    }
+
+    #[test]
+    fn density_integrates_to_one() {
+        let mut rng = Rng::new(14);
+        for &(bins, bound) in &[(3, 1.0), (9, 5.0)] {
+            let th = random_theta(&mut rng, 2 * bins + 1, 1.5);
+            integrates_to_one::<Quadratic>(bins, bound, &th, &knots_x(&th, bins, bound));
+        }
+    }
+
+    #[test]
+    fn finite_at_knots_bounds_and_outliers() {
+        let mut rng = Rng::new(15);
+        for scale in [1.0, 30.0] {
+            let th = random_theta(&mut rng, 17, scale);
+            finite_everywhere::<Quadratic>(8, 3.0, &th, &knots_x(&th, 8, 3.0));
+        }
+        // Extreme logits: minimum widths and the vertex floor, still invertible.
+        let th = vec![1e3, -1e3, 0.0, -1e3, -1e3, 1e3, -50.0, 40.0, 0.0];
+        finite_everywhere::<Quadratic>(4, 2.0, &th, &knots_x(&th, 4, 2.0));
+        roundtrip_f64::<Quadratic>(4, 2.0, &th, 1e-8);
+    }
+
+    #[test]
+    fn degenerate_shapes_are_identity() {
+        let th = [0.3, -0.2, 0.1];
+        assert_eq!(Quadratic::forward(0.5, &th, 1, 0.0), (0.5, 0.0));
+        assert_eq!(Quadratic::inverse(0.5, &th, 1, f64::NAN), (0.5, 0.0));
+        assert_eq!(Quadratic::forward(0.5, &[0.0], 0, 1.0), (0.5, 0.0));
+        // NaN passes through the identity branch instead of being clamped onto the spline.
+        let th = [0.3, -0.2, 0.1];
+        let (y, ld) = Quadratic::forward(f64::NAN, &th, 1, 1.0);
+        assert!(y.is_nan() && ld == 0.0);
+    }
+}

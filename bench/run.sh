@@ -117,6 +117,26 @@ for other in ("nflows", "zuko"):
         continue
     print(f"training: hepflow / {other} = {hf['train_events_per_s'] / o['train_events_per_s']:.2f}x")
     print(f"sampling: hepflow / {other} = {hf['sample_events_per_s'] / o['sample_events_per_s']:.2f}x")
+# CPU time (user + system, all threads): events per CPU-second. At --threads 1 this measures the
+# work itself and is robust to a shared machine (time spent waiting for a core is not counted);
+# with more threads it also counts threads spinning while they wait for work.
+if all("train_events_per_cpu_s" in r for r in rows.values() if "skipped" not in r):
+    print()
+    print("per CPU-second (user+sys of all threads; robust to other load at --threads 1):")
+    print(f"{'side':<10} | {'train ev/CPU-s':>15} | {'sample ev/CPU-s':>16}")
+    for side in ("hepflow", "nflows", "zuko"):
+        r = rows.get(side)
+        if r is None or "skipped" in r:
+            continue
+        print(f"{side:<10} | {r['train_events_per_cpu_s']:>15,.0f} | {r['sample_events_per_cpu_s']:>16,.0f}")
+    for other in ("nflows", "zuko"):
+        o = rows.get(other)
+        if hf is None or o is None or "skipped" in o:
+            continue
+        print(f"training per CPU-second: hepflow / {other} = "
+              f"{hf['train_events_per_cpu_s'] / o['train_events_per_cpu_s']:.2f}x")
+        print(f"sampling per CPU-second: hepflow / {other} = "
+              f"{hf['sample_events_per_cpu_s'] / o['sample_events_per_cpu_s']:.2f}x")
 # Noise check: the fastest of the 3 timed repeats on each side (a shared machine slows some repeats).
 best_hf = min((min(c["train_step_repeats_s"]) for c in chunks), default=None)
 for other in ("nflows", "zuko"):

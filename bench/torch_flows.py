@@ -22,6 +22,7 @@ import sys
 import time
 
 import numpy as np
+from importlib.metadata import PackageNotFoundError, version as pkg_version
 
 # HIGGS column order (after the label): 0 lepton_pT, 1 lepton_eta, 2 lepton_phi,
 # 3 missing_energy_magnitude, 4 missing_energy_phi, 5 jet1_pt, 6 jet1_eta, 7 jet1_phi,
@@ -52,6 +53,13 @@ def load_higgs18(path):
     return ((x - mu) / sd).astype(np.float32)
 
 
+def dist_version(name):
+    try:
+        return pkg_version(name)
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def emit(obj):
     print(json.dumps(obj), flush=True)
 
@@ -68,25 +76,30 @@ def time_training(step_fn, data, torch):
         step_fn(batches[k % n_batches])
         k += 1
     times = []
+    cpu_times = []
     loss = float("nan")
     for _ in range(REPEATS):
+        c0 = time.process_time()
         t0 = time.perf_counter()
         for _ in range(STEPS):
             loss = step_fn(batches[k % n_batches])
             k += 1
         times.append((time.perf_counter() - t0) / STEPS)
-    return statistics.median(times), times, loss
+        cpu_times.append((time.process_time() - c0) / STEPS)
+    return statistics.median(times), times, statistics.median(cpu_times), cpu_times, loss
 
 
 def time_sampling(sample_fn):
     sample_fn(N_SAMPLE_WARMUP)
+    c0 = time.process_time()
     t0 = time.perf_counter()
     out = sample_fn(N_SAMPLE)
     dt = time.perf_counter() - t0
+    cpu = time.process_time() - c0
     if tuple(out.shape) != (N_SAMPLE, 18):
         raise RuntimeError(f"sample shape {tuple(out.shape)}")
     finite = bool(np.isfinite(out.numpy()).all())
-    return dt, finite
+    return dt, cpu, finite
 
 
 def build_nflows(torch, hidden):
@@ -131,8 +144,6 @@ def build_nflows(torch, hidden):
 
 
 def bench_nflows(torch, data, threads):
-    import nflows
-
     torch.manual_seed(0)
     flow = build_nflows(torch, (128, 128))
     opt = torch.optim.Adam(flow.parameters(), lr=1e-3)
@@ -146,17 +157,17 @@ def bench_nflows(torch, data, threads):
         return loss.item()
 
     flow.train()
-    step_t, times, loss = time_training(step, data, torch)
+    step_t, times, cpu_t, cpu_times, loss = time_training(step, data, torch)
     flow.eval()
 
     def sample(n):
         with torch.no_grad():
             return flow.sample(n)
 
-    sample_t, finite = time_sampling(sample)
+    sample_t, sample_cpu, finite = time_sampling(sample)
     emit({
         "side": "nflows",
-        "version": getattr(nflows, "__version__", "unknown"),
+        "version": dist_version("nflows"),
         "torch": torch.__version__,
         "threads": threads,
         "params": n_params,
@@ -166,6 +177,11 @@ def bench_nflows(torch, data, threads):
         "last_loss": loss,
         "sample_s": sample_t,
         "sample_events_per_s": N_SAMPLE / sample_t,
+        "train_step_cpu_s": cpu_t,
+        "train_step_cpu_repeats_s": cpu_times,
+        "train_events_per_cpu_s": BATCH / cpu_t,
+        "sample_cpu_s": sample_cpu,
+        "sample_events_per_cpu_s": N_SAMPLE / sample_cpu,
         "sample_finite": finite,
     })
 
@@ -193,16 +209,16 @@ def bench_zuko(torch, data, threads):
         opt.step()
         return loss.item()
 
-    step_t, times, loss = time_training(step, data, torch)
+    step_t, times, cpu_t, cpu_times, loss = time_training(step, data, torch)
 
     def sample(n):
         with torch.no_grad():
             return flow().sample((n,))
 
-    sample_t, finite = time_sampling(sample)
+    sample_t, sample_cpu, finite = time_sampling(sample)
     emit({
         "side": "zuko",
-        "version": getattr(zuko, "__version__", "unknown"),
+        "version": dist_version("zuko"),
         "torch": torch.__version__,
         "threads": threads,
         "params": n_params,
@@ -212,6 +228,11 @@ def bench_zuko(torch, data, threads):
         "last_loss": loss,
         "sample_s": sample_t,
         "sample_events_per_s": N_SAMPLE / sample_t,
+        "train_step_cpu_s": cpu_t,
+        "train_step_cpu_repeats_s": cpu_times,
+        "train_events_per_cpu_s": BATCH / cpu_t,
+        "sample_cpu_s": sample_cpu,
+        "sample_events_per_cpu_s": N_SAMPLE / sample_cpu,
         "sample_finite": finite,
     })
 

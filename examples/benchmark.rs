@@ -166,6 +166,19 @@ fn build_flow(seed: u64) -> Flow<f32> {
     flow
 }
 
+/// CPU seconds (user + system, all threads) this process has used so far, from `/proc/self/stat`
+/// (Linux; `None` elsewhere). Clock ticks are taken as 1/100 s, Linux's `USER_HZ` on x86-64.
+/// At `--threads 1` it measures the work itself, unaffected by time the process spent waiting
+/// for a core on a shared machine.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
 fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(|a, b| a.total_cmp(b));
@@ -246,13 +259,22 @@ fn main() -> Result<()> {
     let mut summary = json!({"side": "hepflow", "version": env!("CARGO_PKG_VERSION"),
                              "threads": rayon::current_num_threads(), "params": probe.num_params()});
     if args.train {
-        let (best_chunk, best_step) = bench_training(&args, &batches)?;
-        summary["chunk_rows"] = json!(best_chunk);
-        summary["train_step_s"] = json!(best_step);
-        summary["train_events_per_s"] = json!(BATCH as f64 / best_step);
+        let r = bench_training(&args, &batches)?;
+        summary["chunk_rows"] = json!(r.chunk);
+        summary["train_step_s"] = json!(r.step);
+        summary["train_events_per_s"] = json!(BATCH as f64 / r.step);
+        if let Some((chunk, cpu)) = r.best_cpu {
+            summary["train_cpu_chunk_rows"] = json!(chunk);
+            summary["train_step_cpu_s"] = json!(cpu);
+            summary["train_events_per_cpu_s"] = json!(BATCH as f64 / cpu);
+        }
     }
     if args.sample {
-        let (sample_s, finite, draw_s, inverse_s) = bench_sampling(args.seed)?;
+        let (sample_s, sample_cpu, finite, draw_s, inverse_s) = bench_sampling(args.seed)?;
+        if let Some(c) = sample_cpu {
+            summary["sample_cpu_s"] = json!(c);
+            summary["sample_events_per_cpu_s"] = json!(N_SAMPLE as f64 / c);
+        }
         summary["sample_s"] = json!(sample_s);
         summary["sample_events_per_s"] = json!(N_SAMPLE as f64 / sample_s);
         summary["sample_finite"] = json!(finite);
@@ -262,10 +284,11 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// Times training for every chunk size; returns the fastest `(chunk_rows, step seconds)`.
-fn bench_training(args: &Args, batches: &[Matrix<f32>]) -> Result<(usize, f64)> {
+/// Times training for every chunk size.
+fn bench_training(args: &Args, batches: &[Matrix<f32>]) -> Result<TrainResult> {
     let n_batches = batches.len();
     let mut best: Option<(usize, f64)> = None;
+    let mut best_cpu: Option<(usize, f64)> = None;
     for &chunk in &args.chunks {
         let mut flow = build_flow(args.seed);
         let mut engine = GradientEngine::new(&flow, chunk);
@@ -284,8 +307,10 @@ fn bench_training(args: &Args, batches: &[Matrix<f32>]) -> Result<(usize, f64)> 
         }
         let mut sec = Sections::default();
         let mut times = Vec::new();
+        let mut cpu_times = Vec::new();
         let mut loss = f64::NAN;
         for _ in 0..REPEATS {
+            let c0 = cpu_seconds();
             let t0 = Instant::now();
             for _ in 0..STEPS {
                 loss = train_step(
@@ -298,13 +323,18 @@ fn bench_training(args: &Args, batches: &[Matrix<f32>]) -> Result<(usize, f64)> 
                 k += 1;
             }
             times.push(t0.elapsed().as_secs_f64() / STEPS as f64);
+            if let (Some(a), Some(b)) = (c0, cpu_seconds()) {
+                cpu_times.push((b - a) / STEPS as f64);
+            }
         }
         let step = median(&times);
+        let cpu_step = (!cpu_times.is_empty()).then(|| median(&cpu_times));
         let total = (REPEATS * STEPS) as f64;
         println!(
             "{}",
             json!({"side": "hepflow-chunk", "chunk_rows": chunk, "train_step_s": step,
                    "train_step_repeats_s": times, "train_events_per_s": BATCH as f64 / step, "last_loss": loss,
+                   "train_step_cpu_s": cpu_step, "train_step_cpu_repeats_s": cpu_times,
                    "sections_s_per_step": {"loss_and_grad": sec.grad / total, "grad_norm": sec.norm / total,
                                            "adam": sec.adam / total, "param_copies_and_end_step": sec.params / total}})
         );
@@ -314,20 +344,40 @@ fn bench_training(args: &Args, batches: &[Matrix<f32>]) -> Result<(usize, f64)> 
         if best.is_none_or(|(_, t)| step < t) {
             best = Some((chunk, step));
         }
+        if let Some(c) = cpu_step
+            && best_cpu.is_none_or(|(_, t)| c < t)
+        {
+            best_cpu = Some((chunk, c));
+        }
     }
-    best.context("no chunk size timed")
+    let (chunk, step) = best.context("no chunk size timed")?;
+    Ok(TrainResult {
+        chunk,
+        step,
+        best_cpu,
+    })
 }
 
-/// Times `flow.sample(1_000_000)`; returns (seconds, all finite, base-draw seconds, inverse-pass seconds).
-fn bench_sampling(seed: u64) -> Result<(f64, bool, f64, f64)> {
+/// The fastest chunk size by wall-clock time, and the cheapest by CPU time.
+struct TrainResult {
+    chunk: usize,
+    step: f64,
+    best_cpu: Option<(usize, f64)>,
+}
+
+/// Times `flow.sample(1_000_000)`; returns (seconds, CPU seconds, all finite, base-draw seconds,
+/// inverse-pass seconds).
+fn bench_sampling(seed: u64) -> Result<(f64, Option<f64>, bool, f64, f64)> {
     let flow = build_flow(seed);
     let warm = flow.sample(N_SAMPLE_WARMUP, 7, None);
     if warm.rows() != N_SAMPLE_WARMUP {
         bail!("warm-up sample has {} rows", warm.rows());
     }
+    let c0 = cpu_seconds();
     let t0 = Instant::now();
     let x = flow.sample(N_SAMPLE, 11, None);
     let sample_s = t0.elapsed().as_secs_f64();
+    let sample_cpu = c0.zip(cpu_seconds()).map(|(a, b)| b - a);
     if x.rows() != N_SAMPLE || x.cols() != DIM {
         bail!("sample has shape {} x {}", x.rows(), x.cols());
     }
@@ -350,5 +400,5 @@ fn bench_sampling(seed: u64) -> Result<(f64, bool, f64, f64)> {
     let inverse_s = t0.elapsed().as_secs_f64();
     std::hint::black_box(&xi);
 
-    Ok((sample_s, finite, draw_s, inverse_s))
+    Ok((sample_s, sample_cpu, finite, draw_s, inverse_s))
 }

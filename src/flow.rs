@@ -43,7 +43,11 @@ impl<T: Real> Flow<T> {
     /// A flow from already-built layers (all must have the same `dim`).
     pub fn new(dim: usize, context_dim: usize, layers: Vec<Box<dyn Transform<T>>>) -> Self {
         debug_assert!(layers.iter().all(|l| l.dim() == dim));
-        Self { dim, context_dim, layers }
+        Self {
+            dim,
+            context_dim,
+            layers,
+        }
     }
 
     /// Builds every layer of `specs` with fresh parameters drawn from `Rng::new(seed)`.
@@ -187,7 +191,10 @@ impl<T: Real> Flow<T> {
             data.extend_from_slice(m.as_slice());
             ladj.extend_from_slice(&l);
         }
-        (Matrix::from_vec(n, self.dim, data).unwrap_or_else(|| Matrix::zeros(n, self.dim)), ladj)
+        (
+            Matrix::from_vec(n, self.dim, data).unwrap_or_else(|| Matrix::zeros(n, self.dim)),
+            ladj,
+        )
     }
 
     /// Data -> base space for a whole batch (parallel): `z` and `log|det dz/dx|`.
@@ -203,12 +210,20 @@ impl<T: Real> Flow<T> {
     /// `log p(x | c)` per row.
     pub fn log_prob(&self, x: &Matrix<T>, ctx: Option<&Matrix<T>>) -> Vec<T> {
         let (z, ladj) = self.forward(x, ctx);
-        (0..x.rows()).map(|i| std_normal_log_prob(z.row(i)) + ladj[i]).collect()
+        (0..x.rows())
+            .map(|i| std_normal_log_prob(z.row(i)) + ladj[i])
+            .collect()
     }
 
     /// Draws events `start..start + n` of the sample with seed `seed` (event `i` depends only on
     /// `(seed, i)`), returning them with their log-densities `log p(x) = log N(z) - log|det dx/dz|`.
-    pub fn sample_range(&self, start: u64, n: usize, seed: u64, ctx: Option<&Matrix<T>>) -> (Matrix<T>, Vec<T>) {
+    pub fn sample_range(
+        &self,
+        start: u64,
+        n: usize,
+        seed: u64,
+        ctx: Option<&Matrix<T>>,
+    ) -> (Matrix<T>, Vec<T>) {
         let d = self.dim;
         let mut z = Matrix::zeros(n, d);
         z.as_mut_slice()
@@ -216,7 +231,9 @@ impl<T: Real> Flow<T> {
             .enumerate()
             .for_each(|(i, row)| base_sample(seed, start + i as u64, row));
         let (x, ladj) = self.inverse(&z, ctx);
-        let lp = (0..n).map(|i| std_normal_log_prob(z.row(i)) - ladj[i]).collect();
+        let lp = (0..n)
+            .map(|i| std_normal_log_prob(z.row(i)) - ladj[i])
+            .collect();
         (x, lp)
     }
 
@@ -226,7 +243,12 @@ impl<T: Real> Flow<T> {
     }
 
     /// Draws `n` events with their log-densities.
-    pub fn sample_and_log_prob(&self, n: usize, seed: u64, ctx: Option<&Matrix<T>>) -> (Matrix<T>, Vec<T>) {
+    pub fn sample_and_log_prob(
+        &self,
+        n: usize,
+        seed: u64,
+        ctx: Option<&Matrix<T>>,
+    ) -> (Matrix<T>, Vec<T>) {
         self.sample_range(0, n, seed, ctx)
     }
 }

@@ -1,12 +1,17 @@
 //! hepflow: normalizing flows for collider events, with a hand-written numeric core.
 
+// Batched numeric kernels index rows and per-row log-dets side by side on purpose.
+#![allow(clippy::needless_range_loop)]
+
 pub mod engine;
 pub mod evaluate;
-pub mod nn;
-pub mod preprocess;
-pub mod transforms;
 pub mod flow;
-pub mod train;
 pub mod fsutil;
+pub mod io;
 pub mod model;
+pub mod nn;
+pub mod pipeline;
+pub mod preprocess;
 pub mod presets;
+pub mod train;
+pub mod transforms;

@@ -77,7 +77,9 @@ impl ContextColumn {
     /// Column name.
     pub fn name(&self) -> &str {
         match self {
-            ContextColumn::Categorical { name, .. } | ContextColumn::Continuous { name, .. } => name,
+            ContextColumn::Categorical { name, .. } | ContextColumn::Continuous { name, .. } => {
+                name
+            }
         }
     }
 
@@ -96,18 +98,33 @@ impl ContextColumn {
         distinct.sort_by(f64::total_cmp);
         distinct.dedup();
         if distinct.is_empty() {
-            return Err(ModelError::Input(format!("context column '{name}' is empty")));
+            return Err(ModelError::Input(format!(
+                "context column '{name}' is empty"
+            )));
         }
         if distinct.len() <= 16 && distinct.iter().all(|v| v.fract() == 0.0) {
-            return Ok(ContextColumn::Categorical { name: name.to_string(), values: distinct });
+            return Ok(ContextColumn::Categorical {
+                name: name.to_string(),
+                values: distinct,
+            });
         }
         let n = values.len() as f64;
         let mean = values.iter().map(|v| *v as f64).sum::<f64>() / n;
-        let var = values.iter().map(|v| (*v as f64 - mean).powi(2)).sum::<f64>() / n;
+        let var = values
+            .iter()
+            .map(|v| (*v as f64 - mean).powi(2))
+            .sum::<f64>()
+            / n;
         if var <= 0.0 {
-            return Err(ModelError::Input(format!("context column '{name}' is constant")));
+            return Err(ModelError::Input(format!(
+                "context column '{name}' is constant"
+            )));
         }
-        Ok(ContextColumn::Continuous { name: name.to_string(), mean, std: var.sqrt() })
+        Ok(ContextColumn::Continuous {
+            name: name.to_string(),
+            mean,
+            std: var.sqrt(),
+        })
     }
 
     /// Writes the encoding of `v` into `out` (length [`ContextColumn::width`]).
@@ -127,7 +144,10 @@ impl ContextColumn {
 }
 
 /// Encodes rows of raw context values (one column per [`ContextColumn`]) into context vectors.
-pub fn encode_context(columns: &[ContextColumn], raw: &Matrix<f32>) -> Result<Matrix<f32>, ModelError> {
+pub fn encode_context(
+    columns: &[ContextColumn],
+    raw: &Matrix<f32>,
+) -> Result<Matrix<f32>, ModelError> {
     let width: usize = columns.iter().map(|c| c.width()).sum();
     let mut out = Matrix::zeros(raw.rows(), width);
     for i in 0..raw.rows() {
@@ -185,11 +205,17 @@ impl Model {
 
     /// Maps physical-unit events into the flow's space: returns the transformed events and the
     /// per-event preprocessing log-determinant. `rng` enables dequantisation noise (training).
-    pub fn to_model_space(&self, x: &Matrix<f32>, rng: Option<&mut Rng>) -> Result<(Matrix<f32>, Vec<f64>), ModelError> {
+    pub fn to_model_space(
+        &self,
+        x: &Matrix<f32>,
+        rng: Option<&mut Rng>,
+    ) -> Result<(Matrix<f32>, Vec<f64>), ModelError> {
         self.check_width(x)?;
         match &self.config.preprocessing {
             Some(p) => {
-                let (z, l) = p.forward(&x.cast::<f64>(), rng).map_err(|e| ModelError::Input(e.to_string()))?;
+                let (z, l) = p
+                    .forward(&x.cast::<f64>(), rng)
+                    .map_err(|e| ModelError::Input(e.to_string()))?;
                 Ok((z.cast(), l))
             }
             None => Ok((x.clone(), vec![0.0; x.rows()])),
@@ -198,7 +224,11 @@ impl Model {
 
     fn check_width(&self, x: &Matrix<f32>) -> Result<(), ModelError> {
         if x.cols() != self.dim() {
-            return Err(ModelError::Input(format!("{} columns given, the model has {} features", x.cols(), self.dim())));
+            return Err(ModelError::Input(format!(
+                "{} columns given, the model has {} features",
+                x.cols(),
+                self.dim()
+            )));
         }
         Ok(())
     }
@@ -206,13 +236,20 @@ impl Model {
     /// Maps flow-space events back to physical units.
     pub fn to_physical(&self, z: &Matrix<f32>) -> Result<Matrix<f32>, ModelError> {
         match &self.config.preprocessing {
-            Some(p) => Ok(p.inverse(&z.cast::<f64>()).map_err(|e| ModelError::Input(e.to_string()))?.cast()),
+            Some(p) => Ok(p
+                .inverse(&z.cast::<f64>())
+                .map_err(|e| ModelError::Input(e.to_string()))?
+                .cast()),
             None => Ok(z.clone()),
         }
     }
 
     /// `log p(x | c)` per event in physical units (`ctx` already encoded).
-    pub fn log_prob(&self, x: &Matrix<f32>, ctx: Option<&Matrix<f32>>) -> Result<Vec<f64>, ModelError> {
+    pub fn log_prob(
+        &self,
+        x: &Matrix<f32>,
+        ctx: Option<&Matrix<f32>>,
+    ) -> Result<Vec<f64>, ModelError> {
         self.check_context(x.rows(), ctx)?;
         let (z, pre) = self.to_model_space(x, None)?;
         let lp = self.flow.log_prob(&z, ctx);
@@ -222,7 +259,9 @@ impl Model {
     fn check_context(&self, rows: usize, ctx: Option<&Matrix<f32>>) -> Result<(), ModelError> {
         let want = self.flow.context_dim();
         match ctx {
-            None if want > 0 => Err(ModelError::Input("the model is conditional: a context is required".into())),
+            None if want > 0 => Err(ModelError::Input(
+                "the model is conditional: a context is required".into(),
+            )),
             Some(c) if c.cols() != want || c.rows() != rows => Err(ModelError::Input(format!(
                 "context of {} x {} given, expected {rows} x {want}",
                 c.rows(),
@@ -233,7 +272,13 @@ impl Model {
     }
 
     /// Events `start..start+n` of the sample with seed `seed`, in physical units.
-    pub fn sample_range(&self, start: u64, n: usize, seed: u64, ctx: Option<&Matrix<f32>>) -> Result<Matrix<f32>, ModelError> {
+    pub fn sample_range(
+        &self,
+        start: u64,
+        n: usize,
+        seed: u64,
+        ctx: Option<&Matrix<f32>>,
+    ) -> Result<Matrix<f32>, ModelError> {
         self.check_context(n, ctx)?;
         let (z, _) = self.flow.sample_range(start, n, seed, ctx);
         self.to_physical(&z)
@@ -241,16 +286,30 @@ impl Model {
 
     /// Writes `dir/model.json` and `dir/model.safetensors` atomically.
     pub fn save(&self, dir: &Path) -> Result<(), ModelError> {
-        std::fs::create_dir_all(dir).map_err(|e| ModelError::Io { path: dir.to_path_buf(), source: e })?;
+        std::fs::create_dir_all(dir).map_err(|e| ModelError::Io {
+            path: dir.to_path_buf(),
+            source: e,
+        })?;
         let json_path = dir.join("model.json");
         let mut config = self.config.clone();
         config.layers = self.flow.specs();
-        let json = serde_json::to_vec_pretty(&config)
-            .map_err(|e| ModelError::Json { path: json_path.clone(), message: e.to_string() })?;
+        let json = serde_json::to_vec_pretty(&config).map_err(|e| ModelError::Json {
+            path: json_path.clone(),
+            message: e.to_string(),
+        })?;
         let st_path = dir.join("model.safetensors");
-        let bytes = self.weights_bytes().map_err(|m| ModelError::Weights { path: st_path.clone(), message: m })?;
-        atomic_write(&st_path, &bytes).map_err(|e| ModelError::Io { path: st_path.clone(), source: e })?;
-        atomic_write(&json_path, &json).map_err(|e| ModelError::Io { path: json_path, source: e })?;
+        let bytes = self.weights_bytes().map_err(|m| ModelError::Weights {
+            path: st_path.clone(),
+            message: m,
+        })?;
+        atomic_write(&st_path, &bytes).map_err(|e| ModelError::Io {
+            path: st_path.clone(),
+            source: e,
+        })?;
+        atomic_write(&json_path, &json).map_err(|e| ModelError::Io {
+            path: json_path,
+            source: e,
+        })?;
         Ok(())
     }
 
@@ -259,11 +318,18 @@ impl Model {
         let named = self.flow.named_tensors();
         let raw: Vec<(String, Vec<usize>, Vec<u8>)> = named
             .iter()
-            .map(|(n, p)| (n.clone(), p.shape.clone(), p.data.iter().flat_map(|v| v.to_le_bytes()).collect()))
+            .map(|(n, p)| {
+                (
+                    n.clone(),
+                    p.shape.clone(),
+                    p.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                )
+            })
             .collect();
         let mut views = BTreeMap::new();
         for (n, shape, bytes) in &raw {
-            let v = TensorView::new(Dtype::F32, shape.clone(), bytes).map_err(|e| format!("tensor {n}: {e}"))?;
+            let v = TensorView::new(Dtype::F32, shape.clone(), bytes)
+                .map_err(|e| format!("tensor {n}: {e}"))?;
             views.insert(n.clone(), v);
         }
         safetensors::serialize(views, None).map_err(|e| e.to_string())
@@ -275,76 +341,134 @@ impl Model {
         if !dir.is_dir() {
             return Err(ModelError::Io {
                 path: dir.to_path_buf(),
-                source: std::io::Error::new(std::io::ErrorKind::NotFound, "model directory not found"),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "model directory not found",
+                ),
             });
         }
-        let text = std::fs::read(&json_path).map_err(|e| ModelError::Io { path: json_path.clone(), source: e })?;
-        let config: ModelConfig =
-            serde_json::from_slice(&text).map_err(|e| ModelError::Json { path: json_path.clone(), message: e.to_string() })?;
+        let text = std::fs::read(&json_path).map_err(|e| ModelError::Io {
+            path: json_path.clone(),
+            source: e,
+        })?;
+        let config: ModelConfig = serde_json::from_slice(&text).map_err(|e| ModelError::Json {
+            path: json_path.clone(),
+            message: e.to_string(),
+        })?;
         if config.format_version > FORMAT_VERSION {
             return Err(ModelError::Json {
                 path: json_path,
-                message: format!("format version {} is newer than this hepflow ({FORMAT_VERSION})", config.format_version),
+                message: format!(
+                    "format version {} is newer than this hepflow ({FORMAT_VERSION})",
+                    config.format_version
+                ),
             });
         }
         let dim = config.features.len();
         for (k, l) in config.layers.iter().enumerate() {
             if let Err(m) = l.validate(dim) {
-                return Err(ModelError::Json { path: json_path.clone(), message: format!("layer {k} ({}): {m}", l.kind()) });
+                return Err(ModelError::Json {
+                    path: json_path.clone(),
+                    message: format!("layer {k} ({}): {m}", l.kind()),
+                });
             }
         }
         if let Some(p) = &config.preprocessing
             && let Err(e) = p.validate()
         {
-            return Err(ModelError::Json { path: json_path, message: format!("preprocessing: {e}") });
+            return Err(ModelError::Json {
+                path: json_path,
+                message: format!("preprocessing: {e}"),
+            });
         }
         if let Some(p) = &config.preprocessing
             && p.features.len() != dim
         {
             return Err(ModelError::Json {
                 path: json_path,
-                message: format!("preprocessing has {} features but the model has {dim}", p.features.len()),
+                message: format!(
+                    "preprocessing has {} features but the model has {dim}",
+                    p.features.len()
+                ),
             });
         }
         let st_path = dir.join("model.safetensors");
-        let bytes = std::fs::read(&st_path).map_err(|e| ModelError::Io { path: st_path.clone(), source: e })?;
+        let bytes = std::fs::read(&st_path).map_err(|e| ModelError::Io {
+            path: st_path.clone(),
+            source: e,
+        })?;
         let mut model = Model::new(config, 0);
-        model.load_weights(&bytes).map_err(|m| ModelError::Weights { path: st_path, message: m })?;
+        model
+            .load_weights(&bytes)
+            .map_err(|m| ModelError::Weights {
+                path: st_path,
+                message: m,
+            })?;
         Ok(model)
     }
 
     /// Overwrites every parameter and buffer from safetensors bytes.
     pub fn load_weights(&mut self, bytes: &[u8]) -> Result<(), String> {
-        let st = SafeTensors::deserialize(bytes).map_err(|e| format!("not a valid safetensors file: {e}"))?;
+        let st = SafeTensors::deserialize(bytes)
+            .map_err(|e| format!("not a valid safetensors file: {e}"))?;
         let expected: usize = self.flow.named_tensors().len();
         if st.len() != expected {
-            return Err(format!("holds {} tensors but the architecture in model.json needs {expected}", st.len()));
+            return Err(format!(
+                "holds {} tensors but the architecture in model.json needs {expected}",
+                st.len()
+            ));
         }
         for (k, layer) in self.flow.layers_mut().iter_mut().enumerate() {
             for p in layer.params_mut().into_iter() {
-                fill_tensor(&st, &format!("layers.{k}.{}", p.name), &p.shape, &mut p.data)?;
+                fill_tensor(
+                    &st,
+                    &format!("layers.{k}.{}", p.name),
+                    &p.shape,
+                    &mut p.data,
+                )?;
             }
             for p in layer.buffers_mut().into_iter() {
-                fill_tensor(&st, &format!("layers.{k}.{}", p.name), &p.shape, &mut p.data)?;
+                fill_tensor(
+                    &st,
+                    &format!("layers.{k}.{}", p.name),
+                    &p.shape,
+                    &mut p.data,
+                )?;
             }
         }
         Ok(())
     }
 }
 
-fn fill_tensor(st: &SafeTensors<'_>, name: &str, shape: &[usize], out: &mut [f32]) -> Result<(), String> {
-    let t = st.tensor(name).map_err(|_| format!("tensor '{name}' is missing"))?;
+fn fill_tensor(
+    st: &SafeTensors<'_>,
+    name: &str,
+    shape: &[usize],
+    out: &mut [f32],
+) -> Result<(), String> {
+    let t = st
+        .tensor(name)
+        .map_err(|_| format!("tensor '{name}' is missing"))?;
     if t.dtype() != Dtype::F32 {
-        return Err(format!("tensor '{name}' has dtype {:?}, expected F32", t.dtype()));
+        return Err(format!(
+            "tensor '{name}' has dtype {:?}, expected F32",
+            t.dtype()
+        ));
     }
     if t.shape() != shape {
-        return Err(format!("tensor '{name}' has shape {:?}, expected {:?}", t.shape(), shape));
+        return Err(format!(
+            "tensor '{name}' has shape {:?}, expected {:?}",
+            t.shape(),
+            shape
+        ));
     }
     for (o, c) in out.iter_mut().zip(t.data().chunks_exact(4)) {
         *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
     }
     if let Some(i) = out.iter().position(|v| !v.is_finite()) {
-        return Err(format!("tensor '{name}' holds a non-finite value at index {i}"));
+        return Err(format!(
+            "tensor '{name}' holds a non-finite value at index {i}"
+        ));
     }
     Ok(())
 }

@@ -129,6 +129,12 @@ pub struct FeaturePrep {
     pub mean: f64,
     /// Population standard deviation of the logit values over the fit data.
     pub std: f64,
+    /// Continuous features: the fitted data's range `[min, max]`. Values outside it are outside
+    /// the support the flow was trained on; they are evaluated at the nearest end of the range
+    /// (a guarded recovery, counted by [`Preprocessor::out_of_range`]) instead of deep in the
+    /// logit's tail, where a flow's extrapolation is meaningless.
+    #[serde(default)]
+    pub data_range: Option<(f64, f64)>,
 }
 
 /// Logit of `u` clamped to `[U_CLAMP, 1 - U_CLAMP]`; returns `(logit, clamped u)`.
@@ -177,7 +183,13 @@ impl FeaturePrep {
     #[inline]
     fn forward_one(&self, x: f64, noise: f64) -> (f64, f64) {
         let raw = match &self.kind {
-            FeatureKind::Continuous => (x - self.lo) / (self.hi - self.lo),
+            FeatureKind::Continuous => {
+                let x = match self.data_range {
+                    Some((mn, mx)) if x.is_finite() => x.clamp(mn, mx),
+                    _ => x,
+                };
+                (x - self.lo) / (self.hi - self.lo)
+            }
             FeatureKind::Discrete { values } => {
                 let k = nearest_index(values, x);
                 (k as f64 + noise) / values.len().max(1) as f64
@@ -214,7 +226,10 @@ impl FeaturePrep {
             return true;
         }
         match &self.kind {
-            FeatureKind::Continuous => !(x > self.lo && x < self.hi),
+            FeatureKind::Continuous => match self.data_range {
+                Some((mn, mx)) => !(x >= mn && x <= mx),
+                None => !(x > self.lo && x < self.hi),
+            },
             FeatureKind::Discrete { values } => values.get(nearest_index(values, x)) != Some(&x),
         }
     }
@@ -283,6 +298,7 @@ impl Preprocessor {
                     hi: k,
                     mean: 0.0,
                     std: 1.0,
+                    data_range: None,
                 }
             } else {
                 let (mn, mx) = col
@@ -303,6 +319,7 @@ impl Preprocessor {
                     hi: mx + margin * w,
                     mean: 0.0,
                     std: 1.0,
+                    data_range: Some((mn, mx)),
                 }
             };
             // Logit values (mean 0, std 1 give z = y).
@@ -498,8 +515,18 @@ mod tests {
 
     #[test]
     fn ladj_matches_finite_difference_logdet() {
-        let x = data(40, 2);
-        let p = Preprocessor::fit(&x, &names(4), &[], 0.05).unwrap();
+        let fit_data = data(40, 2);
+        let p = Preprocessor::fit(&fit_data, &names(4), &[], 0.05).unwrap();
+        // Interior points (averages of two data points): away from the ends of the fitted
+        // range, where values are clamped.
+        let range = |j: usize| {
+            (0..40).map(|i| fit_data.get(i, j)).fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)))
+        };
+        let x = Matrix::from_fn(40, 4, |i, j| {
+            let (mn, mx) = range(j);
+            let t = (0.5 * (fit_data.get(i, j) + fit_data.get((i + 7) % 40, j)) - mn) / (mx - mn);
+            mn + (0.05 + 0.9 * t) * (mx - mn)
+        });
         let (_, l) = p.forward(&x, None).unwrap();
         for (i, li) in l.iter().enumerate().take(10) {
             let mut jac = vec![0.0; 16];

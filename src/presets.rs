@@ -36,7 +36,13 @@ pub enum Preset {
 
 impl Preset {
     /// Every preset, in documentation order.
-    pub const ALL: [Preset; 5] = [Preset::Realnvp, Preset::Glow, Preset::PqSpline, Preset::RqSpline, Preset::Maf];
+    pub const ALL: [Preset; 5] = [
+        Preset::Realnvp,
+        Preset::Glow,
+        Preset::PqSpline,
+        Preset::RqSpline,
+        Preset::Maf,
+    ];
 
     /// The preset `hepflow train` uses without `--model`.
     pub const DEFAULT: Preset = Preset::RqSpline;
@@ -106,20 +112,29 @@ pub struct PresetOptions {
 
 impl Default for PresetOptions {
     fn default() -> Self {
-        Self { blocks: 10, hidden: vec![128, 128], bins: 8, bound: 5.0, residual: false, context_dim: 0 }
+        Self {
+            blocks: 10,
+            hidden: vec![128, 128],
+            bins: 8,
+            bound: 5.0,
+            residual: false,
+            context_dim: 0,
+        }
     }
 }
 
 /// The layer list of `preset` for `dim` features; fixed random choices come from `seed`.
 pub fn build_specs(preset: Preset, dim: usize, opts: &PresetOptions, seed: u64) -> Vec<LayerSpec> {
-    let mut rng = Rng::new(seed ^ 0x5eed_0f_f10e);
+    let mut rng = Rng::new(seed ^ 0x5EED_F10E);
     let mut specs = Vec::new();
     for b in 0..opts.blocks {
         let flip = b % 2 == 1;
         match preset {
             Preset::Realnvp => {
                 if b > 0 {
-                    specs.push(LayerSpec::Permutation(PermutationConfig { perm: rng.permutation(dim) }));
+                    specs.push(LayerSpec::Permutation(PermutationConfig {
+                        perm: rng.permutation(dim),
+                    }));
                 }
                 specs.push(LayerSpec::AffineCoupling(AffineCouplingConfig {
                     mask: half_mask(dim, flip),
@@ -130,7 +145,11 @@ pub fn build_specs(preset: Preset, dim: usize, opts: &PresetOptions, seed: u64) 
                 }));
             }
             Preset::Glow => {
-                specs.push(LayerSpec::BatchNorm(BatchNormConfig { dim, momentum: 0.9, eps: 1e-5 }));
+                specs.push(LayerSpec::BatchNorm(BatchNormConfig {
+                    dim,
+                    momentum: 0.9,
+                    eps: 1e-5,
+                }));
                 specs.push(LayerSpec::LuLinear(LuLinearConfig::random(dim, &mut rng)));
                 specs.push(LayerSpec::AffineCoupling(AffineCouplingConfig {
                     mask: half_mask(dim, flip),
@@ -147,13 +166,21 @@ pub fn build_specs(preset: Preset, dim: usize, opts: &PresetOptions, seed: u64) 
                     hidden: opts.hidden.clone(),
                     context_dim: opts.context_dim,
                     residual: opts.residual,
-                    kind: if preset == Preset::PqSpline { SplineKind::Quadratic } else { SplineKind::RationalQuadratic },
+                    kind: if preset == Preset::PqSpline {
+                        SplineKind::Quadratic
+                    } else {
+                        SplineKind::RationalQuadratic
+                    },
                     bins: opts.bins,
                     bound: opts.bound,
                 }));
             }
             Preset::Maf => {
-                let order: Vec<usize> = if b % 2 == 0 { (0..dim).collect() } else { (0..dim).rev().collect() };
+                let order: Vec<usize> = if b % 2 == 0 {
+                    (0..dim).collect()
+                } else {
+                    (0..dim).rev().collect()
+                };
                 let order = if b >= 2 { rng.permutation(dim) } else { order };
                 specs.push(LayerSpec::Maf(MafConfig {
                     dim,

@@ -23,7 +23,9 @@ pub enum TrainError {
     #[error("not enough training data: {0}")]
     NotEnoughData(String),
     /// The loss stayed non-finite after repeated roll-backs and learning-rate cuts.
-    #[error("training diverged: the loss or gradient stayed NaN/inf after {0} roll-backs (last learning rate {1:e}); try a lower --lr or more preprocessing margin")]
+    #[error(
+        "training diverged: the loss or gradient stayed NaN/inf after {0} roll-backs (last learning rate {1:e}); try a lower --lr or more preprocessing margin"
+    )]
     Diverged(usize, f64),
     /// A checkpoint callback failed.
     #[error("checkpoint: {0}")]
@@ -114,7 +116,11 @@ pub struct GradientEngine<T: Real> {
 impl<T: Real> GradientEngine<T> {
     /// An engine for `flow` cutting batches into chunks of `chunk_rows` events.
     pub fn new(flow: &Flow<T>, chunk_rows: usize) -> Self {
-        Self { workspaces: Vec::new(), grads: vec![T::zero(); flow.num_params()], chunk_rows: chunk_rows.max(1) }
+        Self {
+            workspaces: Vec::new(),
+            grads: vec![T::zero(); flow.num_params()],
+            chunk_rows: chunk_rows.max(1),
+        }
     }
 
     /// The gradient of the last [`GradientEngine::loss_and_grad`] call.
@@ -135,67 +141,74 @@ impl<T: Real> GradientEngine<T> {
         let total: usize = np.iter().sum();
         let inv_n = T::c(1.0 / n as f64);
         let chunk_rows = self.chunk_rows;
-        self.workspaces[..n_chunks].par_iter_mut().enumerate().for_each(|(c, ws)| {
-            let s = c * chunk_rows;
-            let e = (s + chunk_rows).min(n);
-            let m = e - s;
-            let nl = layers.len();
-            while ws.acts.len() < nl + 1 {
-                ws.acts.push(Matrix::zeros(0, 0));
-            }
-            while ws.tapes.len() < nl {
-                ws.tapes.push(Tape::default());
-            }
-            ws.acts[0].resize(m, d);
-            ws.acts[0].as_mut_slice().copy_from_slice(&x.as_slice()[s * d..e * d]);
-            let has_ctx = if let Some(cm) = ctx {
-                let cd = cm.cols();
-                ws.ctx.resize(m, cd);
-                ws.ctx.as_mut_slice().copy_from_slice(&cm.as_slice()[s * cd..e * cd]);
-                true
-            } else {
-                false
-            };
-            ws.ladj.clear();
-            ws.ladj.resize(m, T::zero());
-            for (k, layer) in layers.iter().enumerate() {
-                let (lo, hi) = ws.acts.split_at_mut(k + 1);
-                let cref = if has_ctx { Some(&ws.ctx) } else { None };
-                layer.forward_train(&lo[k], cref, &mut hi[0], &mut ws.ladj, &mut ws.tapes[k]);
-            }
-            // Loss and its gradient at the base space.
-            let z = &ws.acts[nl];
-            let mut loss = 0.0;
-            ws.dy.resize(m, d);
-            for i in 0..m {
-                let lp = std_normal_log_prob(z.row(i)) + ws.ladj[i];
-                loss -= lp.to_f64().unwrap_or(f64::NAN);
-                for (g, v) in ws.dy.row_mut(i).iter_mut().zip(z.row(i)) {
-                    *g = *v * inv_n;
+        self.workspaces[..n_chunks]
+            .par_iter_mut()
+            .enumerate()
+            .for_each(|(c, ws)| {
+                let s = c * chunk_rows;
+                let e = (s + chunk_rows).min(n);
+                let m = e - s;
+                let nl = layers.len();
+                while ws.acts.len() < nl + 1 {
+                    ws.acts.push(Matrix::zeros(0, 0));
                 }
-            }
-            ws.loss = loss;
-            ws.dladj.clear();
-            ws.dladj.resize(m, -inv_n);
-            ws.grads.clear();
-            ws.grads.resize(total, T::zero());
-            let mut off = total;
-            for k in (0..nl).rev() {
-                off -= np[k];
-                let cref = if has_ctx { Some(&ws.ctx) } else { None };
-                layers[k].backward(
-                    &ws.acts[k],
-                    &ws.acts[k + 1],
-                    cref,
-                    &mut ws.tapes[k],
-                    &ws.dy,
-                    &ws.dladj,
-                    &mut ws.dx,
-                    &mut ws.grads[off..off + np[k]],
-                );
-                std::mem::swap(&mut ws.dy, &mut ws.dx);
-            }
-        });
+                while ws.tapes.len() < nl {
+                    ws.tapes.push(Tape::default());
+                }
+                ws.acts[0].resize(m, d);
+                ws.acts[0]
+                    .as_mut_slice()
+                    .copy_from_slice(&x.as_slice()[s * d..e * d]);
+                let has_ctx = if let Some(cm) = ctx {
+                    let cd = cm.cols();
+                    ws.ctx.resize(m, cd);
+                    ws.ctx
+                        .as_mut_slice()
+                        .copy_from_slice(&cm.as_slice()[s * cd..e * cd]);
+                    true
+                } else {
+                    false
+                };
+                ws.ladj.clear();
+                ws.ladj.resize(m, T::zero());
+                for (k, layer) in layers.iter().enumerate() {
+                    let (lo, hi) = ws.acts.split_at_mut(k + 1);
+                    let cref = if has_ctx { Some(&ws.ctx) } else { None };
+                    layer.forward_train(&lo[k], cref, &mut hi[0], &mut ws.ladj, &mut ws.tapes[k]);
+                }
+                // Loss and its gradient at the base space.
+                let z = &ws.acts[nl];
+                let mut loss = 0.0;
+                ws.dy.resize(m, d);
+                for i in 0..m {
+                    let lp = std_normal_log_prob(z.row(i)) + ws.ladj[i];
+                    loss -= lp.to_f64().unwrap_or(f64::NAN);
+                    for (g, v) in ws.dy.row_mut(i).iter_mut().zip(z.row(i)) {
+                        *g = *v * inv_n;
+                    }
+                }
+                ws.loss = loss;
+                ws.dladj.clear();
+                ws.dladj.resize(m, -inv_n);
+                ws.grads.clear();
+                ws.grads.resize(total, T::zero());
+                let mut off = total;
+                for k in (0..nl).rev() {
+                    off -= np[k];
+                    let cref = if has_ctx { Some(&ws.ctx) } else { None };
+                    layers[k].backward(
+                        &ws.acts[k],
+                        &ws.acts[k + 1],
+                        cref,
+                        &mut ws.tapes[k],
+                        &ws.dy,
+                        &ws.dladj,
+                        &mut ws.dx,
+                        &mut ws.grads[off..off + np[k]],
+                    );
+                    std::mem::swap(&mut ws.dy, &mut ws.dx);
+                }
+            });
         // Deterministic reduction in chunk order.
         self.grads.clear();
         self.grads.resize(total, T::zero());
@@ -213,7 +226,10 @@ impl<T: Real> GradientEngine<T> {
     pub fn end_step(&self, flow: &mut Flow<T>, n_rows: usize) {
         let n_chunks = n_rows.div_ceil(self.chunk_rows);
         for (k, layer) in flow.layers_mut().iter_mut().enumerate() {
-            let tapes: Vec<&Tape<T>> = self.workspaces[..n_chunks].iter().map(|w| &w.tapes[k]).collect();
+            let tapes: Vec<&Tape<T>> = self.workspaces[..n_chunks]
+                .iter()
+                .map(|w| &w.tapes[k])
+                .collect();
             layer.end_step(&tapes);
         }
     }
@@ -345,7 +361,10 @@ pub fn fit(
 ) -> Result<TrainState, TrainError> {
     let n = train.rows();
     if n < 2 || val.rows() == 0 {
-        return Err(TrainError::NotEnoughData(format!("{n} training and {} validation events", val.rows())));
+        return Err(TrainError::NotEnoughData(format!(
+            "{n} training and {} validation events",
+            val.rows()
+        )));
     }
     let batch = cfg.batch_size.clamp(1, n);
     let steps_per_epoch = n / batch;
@@ -379,7 +398,12 @@ pub fn fit(
         let t0 = std::time::Instant::now();
         let mut order: Vec<usize> = (0..n).collect();
         Rng::stream(cfg.seed, epoch as u64).shuffle(&mut order);
-        let mut good = (flow.param_vector(), state.adam.clone(), state.ema_params.clone(), flow.buffer_vector());
+        let mut good = (
+            flow.param_vector(),
+            state.adam.clone(),
+            state.ema_params.clone(),
+            flow.buffer_vector(),
+        );
         let mut loss_sum = 0.0;
         let mut loss_count = 0usize;
         let mut rollbacks = 0usize;
@@ -403,7 +427,10 @@ pub fn fit(
                 rollbacks += 1;
                 total_rollbacks += 1;
                 if total_rollbacks > 20 {
-                    return Err(TrainError::Diverged(total_rollbacks, lr_at(cfg, &state, state.step, total_steps)));
+                    return Err(TrainError::Diverged(
+                        total_rollbacks,
+                        lr_at(cfg, &state, state.step, total_steps),
+                    ));
                 }
                 flow.set_param_vector(&good.0);
                 flow.set_buffer_vector(&good.3);
@@ -413,7 +440,11 @@ pub fn fit(
                 observer.on_rollback(epoch, lr_at(cfg, &state, state.step, total_steps));
                 continue;
             }
-            let scale = if norm2.sqrt() > cfg.clip_grad_norm { cfg.clip_grad_norm / norm2.sqrt() } else { 1.0 };
+            let scale = if norm2.sqrt() > cfg.clip_grad_norm {
+                cfg.clip_grad_norm / norm2.sqrt()
+            } else {
+                1.0
+            };
             let lr = lr_at(cfg, &state, state.step, total_steps);
             let mut params = flow.param_vector();
             if scale < 1.0 {
@@ -434,7 +465,12 @@ pub fn fit(
             loss_sum += loss;
             loss_count += 1;
             if s % 50 == 49 {
-                good = (params, state.adam.clone(), state.ema_params.clone(), flow.buffer_vector());
+                good = (
+                    params,
+                    state.adam.clone(),
+                    state.ema_params.clone(),
+                    flow.buffer_vector(),
+                );
             }
             observer.on_step(epoch, s + 1, steps_per_epoch, loss);
         }
@@ -455,7 +491,10 @@ pub fn fit(
             total_rollbacks += 1;
             observer.on_rollback(epoch, lr_at(cfg, &state, state.step, total_steps));
             if total_rollbacks > 20 {
-                return Err(TrainError::Diverged(total_rollbacks, lr_at(cfg, &state, state.step, total_steps)));
+                return Err(TrainError::Diverged(
+                    total_rollbacks,
+                    lr_at(cfg, &state, state.step, total_steps),
+                ));
             }
             val_nll = mean_nll(flow, val, val_ctx);
         }
@@ -484,7 +523,11 @@ pub fn fit(
         let secs = t0.elapsed().as_secs_f64();
         let record = EpochRecord {
             epoch,
-            train_nll: if loss_count > 0 { loss_sum / loss_count as f64 } else { f64::NAN },
+            train_nll: if loss_count > 0 {
+                loss_sum / loss_count as f64
+            } else {
+                f64::NAN
+            },
             val_nll,
             lr: lr_at(cfg, &state, state.step, total_steps),
             seconds: secs,
@@ -494,7 +537,13 @@ pub fn fit(
         state.epoch = epoch;
         state.history.push(record.clone());
         observer
-            .on_epoch_end(flow, &EpochEnd { record: &record, state: &state })
+            .on_epoch_end(
+                flow,
+                &EpochEnd {
+                    record: &record,
+                    state: &state,
+                },
+            )
             .map_err(TrainError::Checkpoint)?;
     }
     flow.set_param_vector(&state.best_params);

@@ -5,12 +5,19 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn hepflow(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_hepflow")).args(args).output().expect("run hepflow")
+    Command::new(env!("CARGO_BIN_EXE_hepflow"))
+        .args(args)
+        .output()
+        .expect("run hepflow")
 }
 
 fn ok(args: &[&str]) -> String {
     let o = hepflow(args);
-    let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert!(o.status.success(), "hepflow {args:?} failed:\n{text}");
     text
 }
@@ -19,7 +26,10 @@ fn fails(args: &[&str]) -> String {
     let o = hepflow(args);
     let err = String::from_utf8_lossy(&o.stderr).to_string();
     assert!(!o.status.success(), "hepflow {args:?} should have failed");
-    assert!(!err.contains("panicked"), "hepflow {args:?} panicked:\n{err}");
+    assert!(
+        !err.contains("panicked"),
+        "hepflow {args:?} panicked:\n{err}"
+    );
     err
 }
 
@@ -28,13 +38,15 @@ fn small_csv(dir: &Path, n: usize) -> PathBuf {
     let mut s = String::from("a,b,c,label\n");
     let mut st = 12345u64;
     let mut u = || {
-        st = st.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        st = st
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         ((st >> 11) as f64) / ((1u64 << 53) as f64)
     };
     for i in 0..n {
         let label = i % 2;
-        let g1 = (-2.0 * (1.0 - u()).ln()).sqrt() * (6.283185307 * u()).cos();
-        let g2 = (-2.0 * (1.0 - u()).ln()).sqrt() * (6.283185307 * u()).cos();
+        let g1 = (-2.0 * (1.0 - u()).ln()).sqrt() * (std::f64::consts::TAU * u()).cos();
+        let g2 = (-2.0 * (1.0 - u()).ln()).sqrt() * (std::f64::consts::TAU * u()).cos();
         let a = g1 + label as f64;
         let b = 0.5 * a + 0.3 * g2;
         let c = (a * a + 0.1 * u()).sqrt() + 1.0;
@@ -50,9 +62,30 @@ fn s(p: &Path) -> &str {
 }
 
 fn train_small(data: &Path, out: &Path, extra: &[&str]) -> String {
+    train_model(data, out, "realnvp", extra)
+}
+
+fn train_model(data: &Path, out: &Path, model: &str, extra: &[&str]) -> String {
     let mut args = vec![
-        "train", "--data", s(data), "--columns", "a,b,c", "--model", "realnvp", "--blocks", "2", "--hidden", "16,16",
-        "--epochs", "3", "--batch-size", "64", "--seed", "7", "--out", s(out),
+        "train",
+        "--data",
+        s(data),
+        "--columns",
+        "a,b,c",
+        "--model",
+        model,
+        "--blocks",
+        "2",
+        "--hidden",
+        "16,16",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "64",
+        "--seed",
+        "7",
+        "--out",
+        s(out),
     ];
     args.extend_from_slice(extra);
     ok(&args)
@@ -64,30 +97,74 @@ fn train_sample_logprob_evaluate_round_trip() {
     let data = small_csv(dir.path(), 800);
     let model = dir.path().join("model");
     train_small(&data, &model, &[]);
-    for f in ["model.json", "model.safetensors", "history.csv", "training.png"] {
+    for f in [
+        "model.json",
+        "model.safetensors",
+        "history.csv",
+        "training.png",
+    ] {
         assert!(model.join(f).exists(), "{f} missing");
     }
     let hist = std::fs::read_to_string(model.join("history.csv")).unwrap();
-    assert_eq!(hist.lines().next().unwrap(), "epoch,train_nll,val_nll,lr,seconds");
+    assert_eq!(
+        hist.lines().next().unwrap(),
+        "epoch,train_nll,val_nll,lr,seconds"
+    );
     assert_eq!(hist.lines().count(), 4);
     let info = ok(&["info", "--model", s(&model)]);
     assert!(info.contains("realnvp") && info.contains("parameters"));
     let out = dir.path().join("gen.csv");
-    ok(&["sample", "--model", s(&model), "-n", "500", "--seed", "3", "--out", s(&out)]);
+    ok(&[
+        "sample",
+        "--model",
+        s(&model),
+        "-n",
+        "500",
+        "--seed",
+        "3",
+        "--out",
+        s(&out),
+    ]);
     let text = std::fs::read_to_string(&out).unwrap();
     let mut lines = text.lines();
     assert_eq!(lines.next().unwrap(), "a,b,c");
-    let rows: Vec<Vec<f64>> = lines.map(|l| l.split(',').map(|v| v.parse().unwrap()).collect()).collect();
+    let rows: Vec<Vec<f64>> = lines
+        .map(|l| l.split(',').map(|v| v.parse().unwrap()).collect())
+        .collect();
     assert_eq!(rows.len(), 500);
     assert!(rows.iter().flatten().all(|v| v.is_finite()));
     let lp = dir.path().join("lp.csv");
-    ok(&["log-prob", "--model", s(&model), "--data", s(&data), "--out", s(&lp)]);
-    let lps: Vec<f64> = std::fs::read_to_string(&lp).unwrap().lines().skip(1).map(|l| l.parse().unwrap()).collect();
+    ok(&[
+        "log-prob",
+        "--model",
+        s(&model),
+        "--data",
+        s(&data),
+        "--out",
+        s(&lp),
+    ]);
+    let lps: Vec<f64> = std::fs::read_to_string(&lp)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.parse().unwrap())
+        .collect();
     assert_eq!(lps.len(), 800);
     assert!(lps.iter().all(|v| v.is_finite()));
     let rep = dir.path().join("report");
-    ok(&["evaluate", "--model", s(&model), "--reference", s(&data), "-n", "800", "--out", s(&rep)]);
-    let metrics: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(rep.join("metrics.json")).unwrap()).unwrap();
+    ok(&[
+        "evaluate",
+        "--model",
+        s(&model),
+        "--reference",
+        s(&data),
+        "-n",
+        "800",
+        "--out",
+        s(&rep),
+    ]);
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(rep.join("metrics.json")).unwrap()).unwrap();
     assert_eq!(metrics["features"].as_array().unwrap().len(), 3);
     assert!(metrics["test_nll"].as_f64().unwrap().is_finite());
     assert!(rep.join("report.html").exists());
@@ -103,18 +180,47 @@ fn training_is_reproducible_and_resume_equals_uninterrupted() {
     train_small(&data, &a, &["--threads", "2"]);
     train_small(&data, &b, &["--threads", "2"]);
     for f in ["model.json", "model.safetensors"] {
-        assert_eq!(std::fs::read(a.join(f)).unwrap(), std::fs::read(b.join(f)).unwrap(), "{f} differs between identical runs");
+        assert_eq!(
+            std::fs::read(a.join(f)).unwrap(),
+            std::fs::read(b.join(f)).unwrap(),
+            "{f} differs between identical runs"
+        );
     }
     // Interrupted after epoch 1 (simulated crash after the checkpoint), then resumed.
     let o = hepflow(&[
-        "train", "--data", s(&data), "--columns", "a,b,c", "--model", "realnvp", "--blocks", "2", "--hidden", "16,16",
-        "--epochs", "3", "--batch-size", "64", "--seed", "7", "--threads", "2", "--out", s(&c), "--stop-after", "1",
+        "train",
+        "--data",
+        s(&data),
+        "--columns",
+        "a,b,c",
+        "--model",
+        "realnvp",
+        "--blocks",
+        "2",
+        "--hidden",
+        "16,16",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "64",
+        "--seed",
+        "7",
+        "--threads",
+        "2",
+        "--out",
+        s(&c),
+        "--stop-after",
+        "1",
     ]);
     assert!(!o.status.success());
     assert!(c.join("checkpoint").join("state.json").exists());
     train_small(&data, &c, &["--threads", "2", "--resume"]);
     for f in ["model.json", "model.safetensors"] {
-        assert_eq!(std::fs::read(a.join(f)).unwrap(), std::fs::read(c.join(f)).unwrap(), "{f}: resumed run differs");
+        assert_eq!(
+            std::fs::read(a.join(f)).unwrap(),
+            std::fs::read(c.join(f)).unwrap(),
+            "{f}: resumed run differs"
+        );
     }
 }
 
@@ -123,30 +229,102 @@ fn sampling_is_reproducible_across_threads_and_shards() {
     let dir = tempfile::tempdir().unwrap();
     let data = small_csv(dir.path(), 400);
     let model = dir.path().join("m");
-    train_small(&data, &model, &["--model", "glow"]);
+    train_model(&data, &model, "glow", &[]);
     let whole = dir.path().join("whole.csv");
-    ok(&["sample", "--model", s(&model), "-n", "2500", "--seed", "9", "--threads", "1", "--batch", "700", "--out", s(&whole)]);
+    ok(&[
+        "sample",
+        "--model",
+        s(&model),
+        "-n",
+        "2500",
+        "--seed",
+        "9",
+        "--threads",
+        "1",
+        "--batch",
+        "700",
+        "--out",
+        s(&whole),
+    ]);
     let again = dir.path().join("again.csv");
-    ok(&["sample", "--model", s(&model), "-n", "2500", "--seed", "9", "--threads", "2", "--batch", "1000", "--out", s(&again)]);
+    ok(&[
+        "sample",
+        "--model",
+        s(&model),
+        "-n",
+        "2500",
+        "--seed",
+        "9",
+        "--threads",
+        "2",
+        "--batch",
+        "1000",
+        "--out",
+        s(&again),
+    ]);
     let w = std::fs::read(&whole).unwrap();
-    assert_eq!(w, std::fs::read(&again).unwrap(), "output depends on threads or batch size");
+    assert_eq!(
+        w,
+        std::fs::read(&again).unwrap(),
+        "output depends on threads or batch size"
+    );
     let mut joined = String::new();
     for k in 1..=3 {
         let p = dir.path().join(format!("shard{k}.csv"));
         let shard = format!("{k}/3");
-        ok(&["sample", "--model", s(&model), "-n", "2500", "--seed", "9", "--shard", &shard, "--out", s(&p)]);
+        ok(&[
+            "sample",
+            "--model",
+            s(&model),
+            "-n",
+            "2500",
+            "--seed",
+            "9",
+            "--shard",
+            &shard,
+            "--out",
+            s(&p),
+        ]);
         let t = std::fs::read_to_string(&p).unwrap();
-        let body: String = if k == 1 { t } else { t.split_once('\n').unwrap().1.to_string() };
+        let body: String = if k == 1 {
+            t
+        } else {
+            t.split_once('\n').unwrap().1.to_string()
+        };
         joined.push_str(&body);
     }
-    assert_eq!(joined.as_bytes(), &w[..], "shards do not add up to the whole sample");
+    assert_eq!(
+        joined.as_bytes(),
+        &w[..],
+        "shards do not add up to the whole sample"
+    );
     // Binary formats: npy of the same sample holds the same numbers.
     let npy = dir.path().join("whole.npy");
-    ok(&["sample", "--model", s(&model), "-n", "2500", "--seed", "9", "--out", s(&npy)]);
+    ok(&[
+        "sample",
+        "--model",
+        s(&model),
+        "-n",
+        "2500",
+        "--seed",
+        "9",
+        "--out",
+        s(&npy),
+    ]);
     let bytes = std::fs::read(&npy).unwrap();
     assert_eq!(bytes.len() % 16, (2500 * 3 * 4) % 16);
     let different = dir.path().join("other.csv");
-    ok(&["sample", "--model", s(&model), "-n", "2500", "--seed", "10", "--out", s(&different)]);
+    ok(&[
+        "sample",
+        "--model",
+        s(&model),
+        "-n",
+        "2500",
+        "--seed",
+        "10",
+        "--out",
+        s(&different),
+    ]);
     assert_ne!(std::fs::read(&different).unwrap(), w);
 }
 
@@ -154,9 +332,23 @@ fn sampling_is_reproducible_across_threads_and_shards() {
 fn bad_inputs_give_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("nope.csv");
-    let e = fails(&["train", "--data", s(&missing), "--out", s(&dir.path().join("o"))]);
+    let e = fails(&[
+        "train",
+        "--data",
+        s(&missing),
+        "--out",
+        s(&dir.path().join("o")),
+    ]);
     assert!(e.contains("nope.csv"), "{e}");
-    let e = fails(&["sample", "--model", s(&dir.path().join("no-model")), "-n", "5", "--out", s(&dir.path().join("x.csv"))]);
+    let e = fails(&[
+        "sample",
+        "--model",
+        s(&dir.path().join("no-model")),
+        "-n",
+        "5",
+        "--out",
+        s(&dir.path().join("x.csv")),
+    ]);
     assert!(e.contains("no-model"), "{e}");
     // A corrupted weights file names the file; no output is left behind.
     let data = small_csv(dir.path(), 300);
@@ -171,7 +363,15 @@ fn bad_inputs_give_clear_errors() {
     assert!(e.contains("model.safetensors"), "{e}");
     assert!(!out.exists());
     // Unknown column.
-    let e = fails(&["train", "--data", s(&data), "--columns", "a,zz", "--out", s(&dir.path().join("o2"))]);
+    let e = fails(&[
+        "train",
+        "--data",
+        s(&data),
+        "--columns",
+        "a,zz",
+        "--out",
+        s(&dir.path().join("o2")),
+    ]);
     assert!(e.contains("zz"), "{e}");
     // A constant column cannot be min-max scaled.
     let mut csvt = String::from("a,b\n");
@@ -180,6 +380,17 @@ fn bad_inputs_give_clear_errors() {
     }
     let cp = dir.path().join("const.csv");
     std::fs::write(&cp, csvt).unwrap();
-    let e = fails(&["train", "--data", s(&cp), "--epochs", "1", "--out", s(&dir.path().join("o3"))]);
-    assert!(e.contains('b') && e.to_lowercase().contains("constant"), "{e}");
+    let e = fails(&[
+        "train",
+        "--data",
+        s(&cp),
+        "--epochs",
+        "1",
+        "--out",
+        s(&dir.path().join("o3")),
+    ]);
+    assert!(
+        e.contains('b') && e.to_lowercase().contains("constant"),
+        "{e}"
+    );
 }

@@ -5,14 +5,25 @@
 use hepflow::engine::{Matrix, Rng};
 use hepflow::flow::Flow;
 use hepflow::presets::{Preset, PresetOptions, build_specs};
-use hepflow::train::{GradientEngine, Silent, TrainConfig, TrainError, fit, initial_state, mean_nll};
+use hepflow::train::{
+    GradientEngine, Silent, TrainConfig, TrainError, fit, initial_state, mean_nll,
+};
 use hepflow::transforms::testing::randomize_params;
 
 fn small_opts(preset: Preset) -> PresetOptions {
-    PresetOptions { blocks: 2, hidden: vec![16, 16], ..preset.default_options() }
+    PresetOptions {
+        blocks: 2,
+        hidden: vec![16, 16],
+        ..preset.default_options()
+    }
 }
 
-fn random_flow<T: hepflow::engine::Real>(preset: Preset, dim: usize, scale: f64, seed: u64) -> Flow<T> {
+fn random_flow<T: hepflow::engine::Real>(
+    preset: Preset,
+    dim: usize,
+    scale: f64,
+    seed: u64,
+) -> Flow<T> {
     let specs = build_specs(preset, dim, &small_opts(preset), seed);
     let mut flow = Flow::<T>::from_specs(dim, 0, &specs, seed);
     let mut rng = Rng::new(seed + 1);
@@ -33,7 +44,10 @@ fn every_preset_inverts_to_float_precision() {
         let err = x.max_abs_diff(&xr);
         assert!(err <= 1e-4, "{preset}: round trip error {err:e}");
         for i in 0..x.rows() {
-            assert!((l1[i] + l2[i]).abs() < 1e-3 * (1.0 + l1[i].abs()), "{preset}: log-dets disagree");
+            assert!(
+                (l1[i] + l2[i]).abs() < 1e-3 * (1.0 + l1[i].abs()),
+                "{preset}: log-dets disagree"
+            );
         }
         assert!(z.all_finite());
     }
@@ -61,7 +75,10 @@ fn densities_integrate_to_one_in_2d() {
     for preset in Preset::ALL {
         let flow: Flow<f64> = random_flow(preset, 2, 0.15, 11);
         let total = integrate_2d(&flow, 12.0, 600);
-        assert!((total - 1.0).abs() < 1e-3, "{preset}: density integrates to {total}");
+        assert!(
+            (total - 1.0).abs() < 1e-3,
+            "{preset}: density integrates to {total}"
+        );
     }
 }
 
@@ -71,9 +88,19 @@ fn densities_integrate_to_one_in_1d() {
     use hepflow::transforms::{BatchNormConfig, LayerSpec, LuLinearConfig, MafConfig};
     let mut rng = Rng::new(2);
     let specs = vec![
-        LayerSpec::BatchNorm(BatchNormConfig { dim: 1, momentum: 0.9, eps: 1e-5 }),
+        LayerSpec::BatchNorm(BatchNormConfig {
+            dim: 1,
+            momentum: 0.9,
+            eps: 1e-5,
+        }),
         LayerSpec::LuLinear(LuLinearConfig::random(1, &mut rng)),
-        LayerSpec::Maf(MafConfig { dim: 1, hidden: vec![8], context_dim: 0, order: vec![0], scale_clamp: 3.0 }),
+        LayerSpec::Maf(MafConfig {
+            dim: 1,
+            hidden: vec![8],
+            context_dim: 0,
+            order: vec![0],
+            scale_clamp: 3.0,
+        }),
     ];
     let mut flow = Flow::<f64>::from_specs(1, 0, &specs, 4);
     for l in flow.layers_mut() {
@@ -84,8 +111,16 @@ fn densities_integrate_to_one_in_1d() {
     let h = (hi - lo) / n as f64;
     let x = Matrix::from_fn(n + 1, 1, |i, _| lo + i as f64 * h);
     let lp = flow.log_prob(&x, None);
-    let total: f64 = lp.iter().enumerate().map(|(i, v)| if i == 0 || i == n { 0.5 } else { 1.0 } * v.exp()).sum::<f64>() * h;
-    assert!((total - 1.0).abs() < 1e-3, "1-D density integrates to {total}");
+    let total: f64 = lp
+        .iter()
+        .enumerate()
+        .map(|(i, v)| if i == 0 || i == n { 0.5 } else { 1.0 } * v.exp())
+        .sum::<f64>()
+        * h;
+    assert!(
+        (total - 1.0).abs() < 1e-3,
+        "1-D density integrates to {total}"
+    );
 }
 
 #[test]
@@ -112,7 +147,11 @@ fn training_step_gradient_matches_finite_differences() {
             flow.set_param_vector(&p);
             let fd = (lp - lm) / (2.0 * eps);
             let err = (fd - grads[k]).abs() / (1.0 + fd.abs().max(grads[k].abs()));
-            assert!(err < 1e-5, "{preset}: dL/dp[{k}] analytic {} vs fd {fd}", grads[k]);
+            assert!(
+                err < 1e-5,
+                "{preset}: dL/dp[{k}] analytic {} vs fd {fd}",
+                grads[k]
+            );
         }
     }
 }
@@ -123,11 +162,19 @@ fn training_step_is_identical_for_any_thread_count() {
     let mut rng = Rng::new(1);
     let x = Matrix::from_fn(1000, 5, |_, _| rng.normal() as f32);
     let run = |threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
         pool.install(|| {
             let mut e = GradientEngine::new(&flow, 64);
             let l = e.loss_and_grad(&flow, &x, None);
-            (l, e.grads().to_vec(), flow.sample(300, 5, None), flow.log_prob(&x, None))
+            (
+                l,
+                e.grads().to_vec(),
+                flow.sample(300, 5, None),
+                flow.log_prob(&x, None),
+            )
         })
     };
     let a = run(1);
@@ -145,7 +192,9 @@ fn training_learns_a_correlated_gaussian() {
     let mut rng = Rng::new(3);
     let draw = |n: usize, rng: &mut Rng| {
         let g = Matrix::from_fn(n, 2, |_, _| rng.normal());
-        Matrix::from_fn(n, 2, |i, j| (a[j][0] * g.get(i, 0) + a[j][1] * g.get(i, 1)) as f32)
+        Matrix::from_fn(n, 2, |i, j| {
+            (a[j][0] * g.get(i, 0) + a[j][1] * g.get(i, 1)) as f32
+        })
     };
     let train = draw(6000, &mut rng);
     let val = draw(3000, &mut rng);
@@ -154,13 +203,32 @@ fn training_learns_a_correlated_gaussian() {
     for preset in [Preset::Realnvp, Preset::RqSpline] {
         let specs = build_specs(preset, 2, &small_opts(preset), 1);
         let mut flow = Flow::<f32>::from_specs(2, 0, &specs, 1);
-        let cfg = TrainConfig { epochs: 12, batch_size: 256, lr: 3e-3, patience: 12, ..TrainConfig::default() };
+        let cfg = TrainConfig {
+            epochs: 12,
+            batch_size: 256,
+            lr: 3e-3,
+            patience: 12,
+            ..TrainConfig::default()
+        };
         let before = mean_nll(&flow, &val, None);
         let state = initial_state(&flow, &cfg);
-        fit(&mut flow, &train, None, &val, None, &cfg, state, &mut Silent).unwrap();
+        fit(
+            &mut flow,
+            &train,
+            None,
+            &val,
+            None,
+            &cfg,
+            state,
+            &mut Silent,
+        )
+        .unwrap();
         let after = mean_nll(&flow, &val, None);
         assert!(after < before - 0.1, "{preset}: NLL {before} -> {after}");
-        assert!((after - truth).abs() < 0.06, "{preset}: NLL {after} vs true {truth}");
+        assert!(
+            (after - truth).abs() < 0.06,
+            "{preset}: NLL {after} vs true {truth}"
+        );
     }
 }
 
@@ -171,9 +239,30 @@ fn a_diverging_run_is_stopped_and_never_leaves_bad_parameters() {
     let mut rng = Rng::new(9);
     let train = Matrix::from_fn(512, 3, |_, _| rng.normal() as f32);
     let val = train.slice_rows(0, 100);
-    let cfg = TrainConfig { epochs: 50, batch_size: 64, lr: 1e30, clip_grad_norm: 1e30, ..TrainConfig::default() };
+    let cfg = TrainConfig {
+        epochs: 50,
+        batch_size: 64,
+        lr: 1e30,
+        clip_grad_norm: 1e30,
+        ..TrainConfig::default()
+    };
     let state = initial_state(&flow, &cfg);
-    let r = fit(&mut flow, &train, None, &val, None, &cfg, state, &mut Silent);
-    assert!(matches!(r, Err(TrainError::Diverged(..))), "expected a divergence error");
-    assert!(flow.param_vector().iter().all(|v| v.is_finite()), "non-finite parameters after roll-back");
+    let r = fit(
+        &mut flow,
+        &train,
+        None,
+        &val,
+        None,
+        &cfg,
+        state,
+        &mut Silent,
+    );
+    assert!(
+        matches!(r, Err(TrainError::Diverged(..))),
+        "expected a divergence error"
+    );
+    assert!(
+        flow.param_vector().iter().all(|v| v.is_finite()),
+        "non-finite parameters after roll-back"
+    );
 }

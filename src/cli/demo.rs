@@ -10,8 +10,8 @@ use anyhow::{Context, Result};
 use clap::Args;
 use hepflow::engine::{Matrix, Rng};
 use hepflow::fsutil::atomic_write;
-use hepflow::io::higgs::{Preset as Features, bundled_higgs_path, read_higgs};
 use hepflow::io::{Format, Table, write_table};
+use hepflow::io::{Preset as Features, bundled_higgs_path, read_higgs};
 use hepflow::model::Model;
 use hepflow::pipeline::train::take_rows;
 use hepflow::pipeline::{TrainJob, train_model};
@@ -75,7 +75,11 @@ pub fn run(a: DemoArgs) -> Result<()> {
         }
     }
     std::fs::create_dir_all(&a.out).with_context(|| format!("{}", a.out.display()))?;
-    println!("hepflow demo: bundled HIGGS sample {} -> {}", path.display(), a.out.display());
+    println!(
+        "hepflow demo: bundled HIGGS sample {} -> {}",
+        path.display(),
+        a.out.display()
+    );
     let mut rows = Vec::new();
     for (label, class) in [(0u8, "background"), (1u8, "signal")] {
         let table = read_higgs(&path, Features::Higgs18, Some(label))?;
@@ -92,7 +96,14 @@ pub fn run(a: DemoArgs) -> Result<()> {
         let train = take_rows(&x, &idx[n_test..]);
         let class_dir = a.out.join(class);
         std::fs::create_dir_all(&class_dir).with_context(|| format!("{}", class_dir.display()))?;
-        write_table(&class_dir.join("mc_test.csv"), &Table { columns: names.clone(), data: test.clone() }, Format::Csv)?;
+        write_table(
+            &class_dir.join("mc_test.csv"),
+            &Table {
+                columns: names.clone(),
+                data: test.clone(),
+            },
+            Format::Csv,
+        )?;
         for &preset in &presets_unique {
             let dir = class_dir.join(preset.name());
             let job = TrainJob {
@@ -102,21 +113,39 @@ pub fn run(a: DemoArgs) -> Result<()> {
                 context: None,
                 preset,
                 preset_options: preset.default_options(),
-                train: TrainConfig { epochs: a.epochs, seed: a.seed, ..TrainConfig::default() },
+                train: TrainConfig {
+                    epochs: a.epochs,
+                    seed: a.seed,
+                    ..TrainConfig::default()
+                },
                 val_fraction: 0.2,
                 margin: 0.05,
                 discrete: None,
                 out_dir: dir.join("model"),
                 resume: false,
-                data_description: format!("bundled HIGGS sample, {class} (label={label}), higgs18, 70% training split"),
+                data_description: format!(
+                    "bundled HIGGS sample, {class} (label={label}), higgs18, 70% training split"
+                ),
             };
-            println!("[{class}] training {} on {} events ({} held out for the test)", preset, train.rows(), test.rows());
+            println!(
+                "[{class}] training {} on {} events ({} held out for the test)",
+                preset,
+                train.rows(),
+                test.rows()
+            );
             let mut obs = TrainProgress::new(&format!("{class}/{preset}"));
             let s = train_model(&job, &mut obs)?;
             let model = Model::load(&job.out_dir)?;
             let n_gen = test.rows();
             let generated = super::evaluate::generate_for(&model, n_gen, a.seed + 100, None)?;
-            write_table(&dir.join("generated.csv"), &Table { columns: names.clone(), data: generated.clone() }, Format::Csv)?;
+            write_table(
+                &dir.join("generated.csv"),
+                &Table {
+                    columns: names.clone(),
+                    data: generated.clone(),
+                },
+                Format::Csv,
+            )?;
             let ev = evaluate_model(
                 &model,
                 &test,
@@ -128,7 +157,10 @@ pub fn run(a: DemoArgs) -> Result<()> {
                 &dir.join("report"),
                 &[
                     ("sample".into(), format!("bundled HIGGS, {class}")),
-                    ("training time".into(), format!("{:.1} s, {} epochs", s.seconds, s.epochs_run)),
+                    (
+                        "training time".into(),
+                        format!("{:.1} s, {} epochs", s.seconds, s.epochs_run),
+                    ),
                 ],
             )?;
             print_headline(&format!("[{class}] {preset}"), &ev);
@@ -169,14 +201,23 @@ pub fn run(a: DemoArgs) -> Result<()> {
     html.push_str("</table></body></html>\n");
     let index = a.out.join("report.html");
     atomic_write(&index, html.as_bytes()).with_context(|| format!("{}", index.display()))?;
-    println!("\ndone in {:.0} s. Summary:", t_start.elapsed().as_secs_f64());
-    println!("{:<11} {:<10} {:>16} {:>15} {:>8}", "class", "model", "test NLL", "C2ST AUC", "max KS");
+    println!(
+        "\ndone in {:.0} s. Summary:",
+        t_start.elapsed().as_secs_f64()
+    );
+    println!(
+        "{:<11} {:<10} {:>16} {:>15} {:>8}",
+        "class", "model", "test NLL", "C2ST AUC", "max KS"
+    );
     for r in &rows {
         println!(
             "{:<11} {:<10} {:>8.3} ± {:<5.3} {:>7.3} ± {:<5.3} {:>8.3}",
             r.class, r.model, r.nll, r.nll_err, r.auc, r.auc_err, r.ks_max
         );
     }
-    println!("open {} (per-model reports are linked from it)", index.display());
+    println!(
+        "open {} (per-model reports are linked from it)",
+        index.display()
+    );
     Ok(())
 }

@@ -47,7 +47,12 @@ pub struct EvaluateArgs {
 
 /// Generates `n` events for a comparison with `reference_ctx_raw` (per-event raw context, for a
 /// conditional model) and returns them.
-pub fn generate_for(model: &Model, n: usize, seed: u64, ctx_raw: Option<&Matrix<f32>>) -> Result<Matrix<f32>> {
+pub fn generate_for(
+    model: &Model,
+    n: usize,
+    seed: u64,
+    ctx_raw: Option<&Matrix<f32>>,
+) -> Result<Matrix<f32>> {
     let ctx = match ctx_raw {
         Some(raw) => {
             // Reuse the reference's contexts cyclically so the composition is reproduced.
@@ -95,19 +100,27 @@ pub fn evaluate_model(
         Some(g) => g,
         None => {
             let g = generate_for(model, n, seed, reference_ctx_raw)?;
-            let c = reference_ctx_raw.map(|raw| Matrix::from_fn(n, raw.cols(), |i, j| raw.get(i % raw.rows(), j)));
+            let c = reference_ctx_raw
+                .map(|raw| Matrix::from_fn(n, raw.cols(), |i, j| raw.get(i % raw.rows(), j)));
             (g, c)
         }
     };
-    let mut opts = EvalOptions { seed, ..EvalOptions::default() };
+    let mut opts = EvalOptions {
+        seed,
+        ..EvalOptions::default()
+    };
     if let Some((labels, name)) = physics_labels {
-        let gen_ctx = gen_ctx_raw.as_ref().context("the physics check needs generated events with labels")?;
+        let gen_ctx = gen_ctx_raw
+            .as_ref()
+            .context("the physics check needs generated events with labels")?;
         let j = model
             .config
             .context
             .iter()
             .position(|c| c.name() == name)
-            .with_context(|| format!("--physics {name}: the model is not conditioned on '{name}'"))?;
+            .with_context(|| {
+                format!("--physics {name}: the model is not conditioned on '{name}'")
+            })?;
         let gen_labels: Vec<f32> = (0..gen_ctx.rows()).map(|i| gen_ctx.get(i, j)).collect();
         opts.physics = Some(physics_check(reference, labels, &gen_x, &gen_labels, seed)?);
     }
@@ -128,7 +141,9 @@ pub fn print_headline(label: &str, ev: &Evaluation) {
         m.test_nll_err,
         m.c2st_auc,
         m.c2st_auc_err,
-        m.c2st_auc_mc_vs_mc.map(|v| format!(" (MC vs MC {v:.3})")).unwrap_or_default(),
+        m.c2st_auc_mc_vs_mc
+            .map(|v| format!(" (MC vs MC {v:.3})"))
+            .unwrap_or_default(),
         worst,
         m.frechet_distance
     );
@@ -147,8 +162,17 @@ pub fn run(a: EvaluateArgs) -> Result<()> {
     let table = load_table(&a.reference, a.format.as_deref())?;
     let table = apply_select(table, &a.select, &a.reference)?;
     let reference = columns(&table, &model.config.features, &a.reference)?;
-    let ctx_names: Vec<String> = model.config.context.iter().map(|c| c.name().to_string()).collect();
-    let ctx_raw = if ctx_names.is_empty() { None } else { Some(columns(&table, &ctx_names, &a.reference)?) };
+    let ctx_names: Vec<String> = model
+        .config
+        .context
+        .iter()
+        .map(|c| c.name().to_string())
+        .collect();
+    let ctx_raw = if ctx_names.is_empty() {
+        None
+    } else {
+        Some(columns(&table, &ctx_names, &a.reference)?)
+    };
     let physics_labels = match &a.physics {
         Some(p) => {
             let t = columns(&table, std::slice::from_ref(p), &a.reference)?;
@@ -160,13 +184,21 @@ pub fn run(a: EvaluateArgs) -> Result<()> {
         Some(g) => {
             let t = load_table(g, None)?;
             let x = columns(&t, &model.config.features, g)?;
-            let c = if ctx_names.is_empty() { None } else { Some(columns(&t, &ctx_names, g)?) };
+            let c = if ctx_names.is_empty() {
+                None
+            } else {
+                Some(columns(&t, &ctx_names, g)?)
+            };
             Some((x, c))
         }
         None => None,
     };
     if reference.rows() < 20 {
-        bail!("{}: only {} reference events; at least 20 are needed", a.reference.display(), reference.rows());
+        bail!(
+            "{}: only {} reference events; at least 20 are needed",
+            a.reference.display(),
+            reference.rows()
+        );
     }
     let n = a.n.unwrap_or(reference.rows());
     let ev = evaluate_model(

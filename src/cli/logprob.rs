@@ -37,9 +37,17 @@ pub fn run(a: LogProbArgs) -> Result<()> {
     let ctx = if model.config.context.is_empty() {
         None
     } else {
-        let names: Vec<String> = model.config.context.iter().map(|c| c.name().to_string()).collect();
+        let names: Vec<String> = model
+            .config
+            .context
+            .iter()
+            .map(|c| c.name().to_string())
+            .collect();
         let raw = columns(&t, &names, &a.data)?;
-        Some(encode_context(&model.config.context, &raw).with_context(|| format!("{}", a.data.display()))?)
+        Some(
+            encode_context(&model.config.context, &raw)
+                .with_context(|| format!("{}", a.data.display()))?,
+        )
     };
     if let Some(p) = &model.config.preprocessing {
         for (col, count) in p.out_of_range(&x.cast::<f64>()) {
@@ -51,10 +59,23 @@ pub fn run(a: LogProbArgs) -> Result<()> {
         }
     }
     let lp = model.log_prob(&x, ctx.as_ref())?;
-    let data = Matrix::from_vec(lp.len(), 1, lp.iter().map(|v| *v as f32).collect()).context("log_prob")?;
-    let format = Format::from_path(&a.out).with_context(|| format!("{}: unknown output extension", a.out.display()))?;
-    write_table(&a.out, &Table { columns: vec!["log_prob".into()], data }, format)?;
+    let data = Matrix::from_vec(lp.len(), 1, lp.iter().map(|v| *v as f32).collect())
+        .context("log_prob")?;
+    let format = Format::from_path(&a.out)
+        .with_context(|| format!("{}: unknown output extension", a.out.display()))?;
+    write_table(
+        &a.out,
+        &Table {
+            columns: vec!["log_prob".into()],
+            data,
+        },
+        format,
+    )?;
     let mean = lp.iter().sum::<f64>() / lp.len().max(1) as f64;
-    println!("wrote {} log-densities to {} (mean log p = {mean:.4} nats)", lp.len(), a.out.display());
+    println!(
+        "wrote {} log-densities to {} (mean log p = {mean:.4} nats)",
+        lp.len(),
+        a.out.display()
+    );
     Ok(())
 }

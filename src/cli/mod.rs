@@ -24,7 +24,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Train a flow on a table of events.
-    Train(train::TrainArgs),
+    Train(Box<train::TrainArgs>),
     /// Generate events from a trained model.
     Sample(sample::SampleArgs),
     /// Log-density of each event of a file under a model (original units).
@@ -41,7 +41,7 @@ enum Command {
 pub fn run() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Train(a) => train::run(a),
+        Command::Train(a) => train::run(*a),
         Command::Sample(a) => sample::run(a),
         Command::LogProb(a) => logprob::run(a),
         Command::Info(a) => info::run(a),
@@ -56,7 +56,10 @@ pub fn set_threads(threads: Option<usize>) -> Result<()> {
         if t == 0 {
             anyhow::bail!("--threads must be at least 1");
         }
-        rayon::ThreadPoolBuilder::new().num_threads(t).build_global().ok();
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(t)
+            .build_global()
+            .ok();
     }
     Ok(())
 }

@@ -51,13 +51,22 @@ pub fn run(a: SampleArgs) -> Result<()> {
     super::set_threads(a.threads)?;
     let model = Model::load(&a.model)?;
     let format = match &a.format {
-        Some(f) => f.parse().map_err(|e: String| anyhow::anyhow!(e))?,
-        None => Format::from_path(&a.out).with_context(|| format!("{}: cannot tell the output format from the extension; use --format", a.out.display()))?,
+        Some(f) => Format::parse(f)
+            .with_context(|| format!("--format '{f}': expected csv, npy, parquet or root"))?,
+        None => Format::from_path(&a.out).with_context(|| {
+            format!(
+                "{}: cannot tell the output format from the extension; use --format",
+                a.out.display()
+            )
+        })?,
     };
     let ctx_cols = &model.config.context;
     let (context, n, context_columns) = if let Some(file) = &a.condition_from {
         if ctx_cols.is_empty() {
-            bail!("--condition-from: the model in {} is not conditional", a.model.display());
+            bail!(
+                "--condition-from: the model in {} is not conditional",
+                a.model.display()
+            );
         }
         let t = load_table(file, None)?;
         let names: Vec<String> = ctx_cols.iter().map(|c| c.name().to_string()).collect();
@@ -65,33 +74,66 @@ pub fn run(a: SampleArgs) -> Result<()> {
         let enc = encode_context(ctx_cols, &raw).with_context(|| format!("{}", file.display()))?;
         let n = a.n.unwrap_or(raw.rows() as u64);
         if n > raw.rows() as u64 {
-            bail!("-n {n} is larger than the {} rows of {}", raw.rows(), file.display());
+            bail!(
+                "-n {n} is larger than the {} rows of {}",
+                raw.rows(),
+                file.display()
+            );
         }
         (SampleContext::PerEvent(enc), n, Some((names, raw)))
     } else if !ctx_cols.is_empty() {
         let mut raw = vec![f32::NAN; ctx_cols.len()];
         for c in &a.condition {
-            let (k, v) = c.split_once('=').with_context(|| format!("--condition '{c}': expected COLUMN=VALUE"))?;
+            let (k, v) = c
+                .split_once('=')
+                .with_context(|| format!("--condition '{c}': expected COLUMN=VALUE"))?;
             let j = ctx_cols
                 .iter()
                 .position(|cc| cc.name() == k.trim())
-                .with_context(|| format!("--condition '{c}': the model's context columns are {:?}", ctx_cols.iter().map(|c| c.name()).collect::<Vec<_>>()))?;
-            raw[j] = v.trim().parse().with_context(|| format!("--condition '{c}': '{v}' is not a number"))?;
+                .with_context(|| {
+                    format!(
+                        "--condition '{c}': the model's context columns are {:?}",
+                        ctx_cols.iter().map(|c| c.name()).collect::<Vec<_>>()
+                    )
+                })?;
+            raw[j] = v
+                .trim()
+                .parse()
+                .with_context(|| format!("--condition '{c}': '{v}' is not a number"))?;
         }
         if let Some(j) = raw.iter().position(|v| v.is_nan()) {
-            bail!("the model is conditional: give --condition {}=VALUE or --condition-from FILE", ctx_cols[j].name());
+            bail!(
+                "the model is conditional: give --condition {}=VALUE or --condition-from FILE",
+                ctx_cols[j].name()
+            );
         }
         let rawm = Matrix::from_vec(1, raw.len(), raw).context("context")?;
         let enc = encode_context(ctx_cols, &rawm)?;
         let names = ctx_cols.iter().map(|c| c.name().to_string()).collect();
-        (SampleContext::Fixed(enc.row(0).to_vec()), a.n.context("-n N is required")?, Some((names, rawm)))
+        (
+            SampleContext::Fixed(enc.row(0).to_vec()),
+            a.n.context("-n N is required")?,
+            Some((names, rawm)),
+        )
     } else {
         if !a.condition.is_empty() {
-            bail!("--condition: the model in {} is not conditional", a.model.display());
+            bail!(
+                "--condition: the model in {} is not conditional",
+                a.model.display()
+            );
         }
         (SampleContext::None, a.n.context("-n N is required")?, None)
     };
-    let job = SampleJob { n, seed: a.seed, shard: a.shard, batch: a.batch, out: a.out.clone(), format, context, context_columns };
+    let job = SampleJob {
+        n,
+        seed: a.seed,
+        shard: a.shard,
+        batch: a.batch,
+        out: a.out.clone(),
+        format,
+        context,
+        context_columns,
+    };
     let (s, e) = a.shard.range(n);
     let pb = bar(e - s, "sampling");
     let t0 = std::time::Instant::now();

@@ -117,7 +117,8 @@ pub fn job_from_args(a: &TrainArgs) -> Result<TrainJob> {
     let fc: FileConfig = match &a.config {
         Some(p) => {
             let text = std::fs::read_to_string(p).with_context(|| format!("{}", p.display()))?;
-            toml::from_str(&text).with_context(|| format!("{}: invalid configuration", p.display()))?
+            toml::from_str(&text)
+                .with_context(|| format!("{}: invalid configuration", p.display()))?
         }
         None => FileConfig::default(),
     };
@@ -149,7 +150,10 @@ pub fn job_from_args(a: &TrainArgs) -> Result<TrainJob> {
     if opts.blocks == 0 {
         bail!("--blocks must be at least 1");
     }
-    let mut cfg = TrainConfig { seed: a.seed, ..TrainConfig::default() };
+    let mut cfg = TrainConfig {
+        seed: a.seed,
+        ..TrainConfig::default()
+    };
     if let Some(v) = a.epochs.or(fc.epochs) {
         cfg.epochs = v;
     }
@@ -168,7 +172,10 @@ pub fn job_from_args(a: &TrainArgs) -> Result<TrainJob> {
     if let Some(s) = a.schedule.as_deref().or(fc.schedule.as_deref()) {
         cfg.schedule = match s {
             "cosine" => Schedule::Cosine,
-            "plateau" => Schedule::Plateau { patience: 5, factor: 0.5 },
+            "plateau" => Schedule::Plateau {
+                patience: 5,
+                factor: 0.5,
+            },
             "constant" => Schedule::Constant,
             _ => bail!("--schedule '{s}': expected cosine, plateau or constant"),
         };
@@ -194,14 +201,28 @@ pub fn job_from_args(a: &TrainArgs) -> Result<TrainJob> {
     let context_names: Vec<String> = a
         .condition
         .as_deref()
-        .map(|c| c.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+        .map(|c| {
+            c.split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
         .unwrap_or_default();
-    let names = feature_names(&table, a.preset.as_deref(), a.columns.as_deref(), &context_names)?;
+    let names = feature_names(
+        &table,
+        a.preset.as_deref(),
+        a.columns.as_deref(),
+        &context_names,
+    )?;
     if names.is_empty() {
         bail!("{}: no feature columns selected", a.data.display());
     }
     let features = columns(&table, &names, &a.data)?;
-    let context = if context_names.is_empty() { None } else { Some(columns(&table, &context_names, &a.data)?) };
+    let context = if context_names.is_empty() {
+        None
+    } else {
+        Some(columns(&table, &context_names, &a.data)?)
+    };
     Ok(TrainJob {
         feature_names: names,
         features,
@@ -217,8 +238,15 @@ pub fn job_from_args(a: &TrainArgs) -> Result<TrainJob> {
         resume: a.resume,
         data_description: format!(
             "{}{}",
-            a.data.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_default(),
-            if a.select.is_empty() { String::new() } else { format!(" [{}]", a.select.join(", ")) }
+            a.data
+                .file_name()
+                .map(|s| s.to_string_lossy().to_string())
+                .unwrap_or_default(),
+            if a.select.is_empty() {
+                String::new()
+            } else {
+                format!(" [{}]", a.select.join(", "))
+            }
         ),
     })
 }
@@ -243,13 +271,20 @@ pub fn run(a: TrainArgs) -> Result<()> {
         s.best_val_nll,
         s.best_epoch,
         s.epochs_run,
-        if s.early_stopped { " (early stopped)" } else { "" },
+        if s.early_stopped {
+            " (early stopped)"
+        } else {
+            ""
+        },
         s.num_params,
         s.seconds,
         job.out_dir.display()
     );
     if s.rollbacks > 0 {
-        println!("note: {} roll-back(s) after non-finite losses; the learning rate was lowered each time", s.rollbacks);
+        println!(
+            "note: {} roll-back(s) after non-finite losses; the learning rate was lowered each time",
+            s.rollbacks
+        );
     }
     Ok(())
 }

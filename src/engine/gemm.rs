@@ -4,6 +4,7 @@
 use super::Real;
 
 /// `C[m x n] = alpha * A[m x k] * B[k x n] + beta * C`, all row-major.
+#[allow(clippy::too_many_arguments)]
 pub fn gemm_nn<T: Real>(
     m: usize,
     k: usize,
@@ -37,6 +38,7 @@ pub fn gemm_nn<T: Real>(
 }
 
 /// `C[m x n] = alpha * A[m x k] * B^T + beta * C` where `B` is `n x k` row-major.
+#[allow(clippy::too_many_arguments)]
 pub fn gemm_nt<T: Real>(
     m: usize,
     k: usize,
@@ -70,6 +72,7 @@ pub fn gemm_nt<T: Real>(
 }
 
 /// `C[m x n] = alpha * A^T * B + beta * C` where `A` is `k x m` and `B` is `k x n`, row-major.
+#[allow(clippy::too_many_arguments)]
 pub fn gemm_tn<T: Real>(
     m: usize,
     k: usize,

@@ -436,11 +436,7 @@ mod tests {
                 let changed = (0..n).any(|i| out.get(i, o) != base.get(i, o));
                 // With a context, degree-0 hidden units (context only) reach every output,
                 // including the first feature's.
-                let allowed = if j >= d {
-                    true
-                } else {
-                    pos[j] < pos[f]
-                };
+                let allowed = if j >= d { true } else { pos[j] < pos[f] };
                 if !allowed {
                     assert!(!changed, "output {o} (feature {f}) depends on feature {j}");
                 } else {

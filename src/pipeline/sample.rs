@@ -83,7 +83,10 @@ pub struct SampleJob {
 enum Sink {
     Csv(Box<dyn Write>),
     Npy(Box<dyn Write>),
-    Parquet(Box<parquet::arrow::ArrowWriter<std::fs::File>>, arrow_schema::SchemaRef),
+    Parquet(
+        Box<parquet::arrow::ArrowWriter<std::fs::File>>,
+        arrow_schema::SchemaRef,
+    ),
     Collect(Vec<f32>),
 }
 
@@ -102,7 +105,11 @@ fn npy_header(rows: u64, cols: usize) -> Vec<u8> {
 
 /// Generates the job's events with `model` and writes them atomically to `job.out`;
 /// `progress` is called with the number of events written so far.
-pub fn sample_to_file(model: &Model, job: &SampleJob, progress: &mut dyn FnMut(u64)) -> Result<u64, ModelError> {
+pub fn sample_to_file(
+    model: &Model,
+    job: &SampleJob,
+    progress: &mut dyn FnMut(u64),
+) -> Result<u64, ModelError> {
     let (start, end) = job.shard.range(job.n);
     let total = end - start;
     let mut names = model.config.features.clone();
@@ -114,22 +121,38 @@ pub fn sample_to_file(model: &Model, job: &SampleJob, progress: &mut dyn FnMut(u
     if let SampleContext::PerEvent(m) = &job.context
         && (m.rows() as u64) < job.n
     {
-        return Err(ModelError::Input(format!("{} context rows for {} events", m.rows(), job.n)));
+        return Err(ModelError::Input(format!(
+            "{} context rows for {} events",
+            m.rows(),
+            job.n
+        )));
     }
     let out = &job.out;
-    let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let tmp = tempfile::Builder::new()
         .prefix(".hepflow-")
         .suffix(".tmp")
         .tempfile_in(dir)
-        .map_err(|e| ModelError::Io { path: out.clone(), source: e })?;
-    let ioe = |e: std::io::Error| ModelError::Io { path: out.clone(), source: e };
+        .map_err(|e| ModelError::Io {
+            path: out.clone(),
+            source: e,
+        })?;
+    let ioe = |e: std::io::Error| ModelError::Io {
+        path: out.clone(),
+        source: e,
+    };
     let file = tmp.reopen().map_err(ioe)?;
     let mut sink = match job.format {
         Format::Csv => {
             let mut w: Box<dyn Write> = Box::new(std::io::BufWriter::with_capacity(1 << 20, file));
             if out.extension().is_some_and(|e| e == "gz") {
-                w = Box::new(flate2::write::GzEncoder::new(w, flate2::Compression::default()));
+                w = Box::new(flate2::write::GzEncoder::new(
+                    w,
+                    flate2::Compression::default(),
+                ));
             }
             writeln!(w, "{}", names.join(",")).map_err(ioe)?;
             Sink::Csv(w)
@@ -140,11 +163,18 @@ pub fn sample_to_file(model: &Model, job: &SampleJob, progress: &mut dyn FnMut(u
             Sink::Npy(w)
         }
         Format::Parquet => {
-            let fields: Vec<arrow_schema::Field> =
-                names.iter().map(|n| arrow_schema::Field::new(n, arrow_schema::DataType::Float32, false)).collect();
+            let fields: Vec<arrow_schema::Field> = names
+                .iter()
+                .map(|n| arrow_schema::Field::new(n, arrow_schema::DataType::Float32, false))
+                .collect();
             let schema = std::sync::Arc::new(arrow_schema::Schema::new(fields));
-            let w = parquet::arrow::ArrowWriter::try_new(file, schema.clone(), None)
-                .map_err(|e| ModelError::Io { path: out.clone(), source: std::io::Error::other(e) })?;
+            let w =
+                parquet::arrow::ArrowWriter::try_new(file, schema.clone(), None).map_err(|e| {
+                    ModelError::Io {
+                        path: out.clone(),
+                        source: std::io::Error::other(e),
+                    }
+                })?;
             Sink::Parquet(Box::new(w), schema)
         }
         Format::Root => Sink::Collect(Vec::new()),
@@ -206,12 +236,20 @@ pub fn sample_to_file(model: &Model, job: &SampleJob, progress: &mut dyn FnMut(u
                 let cols: Vec<arrow_array::ArrayRef> = (0..width)
                     .map(|j| {
                         let v: Vec<f32> = (0..b).map(|i| x.get(i, j)).collect();
-                        std::sync::Arc::new(arrow_array::Float32Array::from(v)) as arrow_array::ArrayRef
+                        std::sync::Arc::new(arrow_array::Float32Array::from(v))
+                            as arrow_array::ArrayRef
                     })
                     .collect();
-                let rb = arrow_array::RecordBatch::try_new(schema.clone(), cols)
-                    .map_err(|e| ModelError::Io { path: out.clone(), source: std::io::Error::other(e) })?;
-                w.write(&rb).map_err(|e| ModelError::Io { path: out.clone(), source: std::io::Error::other(e) })?;
+                let rb = arrow_array::RecordBatch::try_new(schema.clone(), cols).map_err(|e| {
+                    ModelError::Io {
+                        path: out.clone(),
+                        source: std::io::Error::other(e),
+                    }
+                })?;
+                w.write(&rb).map_err(|e| ModelError::Io {
+                    path: out.clone(),
+                    source: std::io::Error::other(e),
+                })?;
             }
             Sink::Collect(v) => v.extend_from_slice(x.as_slice()),
         }
@@ -224,16 +262,26 @@ pub fn sample_to_file(model: &Model, job: &SampleJob, progress: &mut dyn FnMut(u
             drop(w);
         }
         Sink::Parquet(w, _) => {
-            w.close().map_err(|e| ModelError::Io { path: out.clone(), source: std::io::Error::other(e) })?;
+            w.close().map_err(|e| ModelError::Io {
+                path: out.clone(),
+                source: std::io::Error::other(e),
+            })?;
         }
         Sink::Collect(v) => {
-            let data = Matrix::from_vec(total as usize, width, v).unwrap_or_else(|| Matrix::zeros(0, width));
-            let table = Table { columns: names, data };
+            let data = Matrix::from_vec(total as usize, width, v)
+                .unwrap_or_else(|| Matrix::zeros(0, width));
+            let table = Table {
+                columns: names,
+                data,
+            };
             drop(tmp);
             write_table(out, &table, Format::Root).map_err(|e| ModelError::Input(e.to_string()))?;
             return Ok(total);
         }
     }
-    tmp.persist(out).map_err(|e| ModelError::Io { path: out.clone(), source: e.error })?;
+    tmp.persist(out).map_err(|e| ModelError::Io {
+        path: out.clone(),
+        source: e.error,
+    })?;
     Ok(total)
 }

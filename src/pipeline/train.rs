@@ -7,7 +7,7 @@ use crate::engine::{Matrix, Rng};
 use crate::evaluate::plot_training_curves;
 use crate::flow::Flow;
 use crate::fsutil::atomic_write;
-use crate::model::{ContextColumn, Model, ModelConfig, ModelError, encode_context, FORMAT_VERSION};
+use crate::model::{ContextColumn, FORMAT_VERSION, Model, ModelConfig, ModelError, encode_context};
 use crate::preprocess::Preprocessor;
 use crate::presets::{Preset, PresetOptions, build_specs};
 use crate::train::{EpochEnd, TrainConfig, TrainObserver, TrainState, fit, initial_state};
@@ -114,7 +114,10 @@ struct Checkpoint {
 }
 
 fn io_err(path: &Path, e: impl std::fmt::Display) -> ModelError {
-    ModelError::Io { path: path.to_path_buf(), source: std::io::Error::other(e.to_string()) }
+    ModelError::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e.to_string()),
+    }
 }
 
 struct CheckpointWriter<'a> {
@@ -137,11 +140,18 @@ impl TrainObserver for CheckpointWriter<'_> {
         let names = flow.named_tensors();
         let raw: Vec<(String, Vec<usize>, Vec<u8>)> = names
             .iter()
-            .map(|(n, p)| (n.clone(), p.shape.clone(), p.data.iter().flat_map(|v| v.to_le_bytes()).collect()))
+            .map(|(n, p)| {
+                (
+                    n.clone(),
+                    p.shape.clone(),
+                    p.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                )
+            })
             .collect();
         let mut views = std::collections::BTreeMap::new();
         for (n, s, b) in &raw {
-            let v = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).map_err(|e| e.to_string())?;
+            let v = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+                .map_err(|e| e.to_string())?;
             views.insert(n.clone(), v);
         }
         let bytes = safetensors::serialize(views, None).map_err(|e| e.to_string())?;
@@ -158,19 +168,32 @@ impl TrainObserver for CheckpointWriter<'_> {
 }
 
 /// Trains a model as described by `job`, reporting progress to `observer`.
-pub fn train_model(job: &TrainJob, observer: &mut dyn TrainObserver) -> Result<TrainSummary, ModelError> {
+pub fn train_model(
+    job: &TrainJob,
+    observer: &mut dyn TrainObserver,
+) -> Result<TrainSummary, ModelError> {
     let t0 = std::time::Instant::now();
     let n = job.features.rows();
     let d = job.features.cols();
     if n < 10 {
-        return Err(ModelError::Input(format!("need at least 10 events to train, got {n}")));
+        return Err(ModelError::Input(format!(
+            "need at least 10 events to train, got {n}"
+        )));
     }
     let (tr_idx, va_idx) = split_indices(n, job.val_fraction, job.train.seed);
     let x_train = take_rows(&job.features, &tr_idx);
     let x_val = take_rows(&job.features, &va_idx);
-    let discrete = job.discrete.clone().unwrap_or_else(|| detect_discrete(&x_train));
-    let pre = Preprocessor::fit(&x_train.cast::<f64>(), &job.feature_names, &discrete, job.margin)
-        .map_err(|e| ModelError::Input(e.to_string()))?;
+    let discrete = job
+        .discrete
+        .clone()
+        .unwrap_or_else(|| detect_discrete(&x_train));
+    let pre = Preprocessor::fit(
+        &x_train.cast::<f64>(),
+        &job.feature_names,
+        &discrete,
+        job.margin,
+    )
+    .map_err(|e| ModelError::Input(e.to_string()))?;
     // Context encoding, fitted on the training split.
     let mut context_cols = Vec::new();
     let (c_train, c_val) = match &job.context {
@@ -181,7 +204,10 @@ pub fn train_model(job: &TrainJob, observer: &mut dyn TrainObserver) -> Result<T
                 context_cols.push(ContextColumn::fit(name, &col)?);
             }
             let raw_val = take_rows(c, &va_idx);
-            (Some(encode_context(&context_cols, &raw_train)?), Some(encode_context(&context_cols, &raw_val)?))
+            (
+                Some(encode_context(&context_cols, &raw_train)?),
+                Some(encode_context(&context_cols, &raw_val)?),
+            )
         }
         None => (None, None),
     };
@@ -190,9 +216,20 @@ pub fn train_model(job: &TrainJob, observer: &mut dyn TrainObserver) -> Result<T
     let specs = build_specs(job.preset, d, &opts, job.train.seed);
     let data_checksum = format!(
         "{:016x}",
-        fnv1a64(job.features.as_slice().iter().flat_map(|v| v.to_le_bytes()).chain(
-            job.context.as_ref().map(|c| c.as_slice().to_vec()).unwrap_or_default().into_iter().flat_map(|v| v.to_le_bytes())
-        ))
+        fnv1a64(
+            job.features
+                .as_slice()
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .chain(
+                    job.context
+                        .as_ref()
+                        .map(|c| c.as_slice().to_vec())
+                        .unwrap_or_default()
+                        .into_iter()
+                        .flat_map(|v| v.to_le_bytes())
+                )
+        )
     );
     let training_meta = serde_json::json!({
         "data": job.data_description,
@@ -214,7 +251,10 @@ pub fn train_model(job: &TrainJob, observer: &mut dyn TrainObserver) -> Result<T
         layers: specs,
         training: training_meta,
     };
-    let config_checksum = format!("{:016x}", fnv1a64(serde_json::to_vec(&config).unwrap_or_default()));
+    let config_checksum = format!(
+        "{:016x}",
+        fnv1a64(serde_json::to_vec(&config).unwrap_or_default())
+    );
     let mut model = Model::new(config, job.train.seed);
     let mut deq_rng = Rng::stream(job.train.seed, 0xDE0);
     let (z_train, _) = model.to_model_space(&x_train, Some(&mut deq_rng))?;
@@ -225,8 +265,14 @@ pub fn train_model(job: &TrainJob, observer: &mut dyn TrainObserver) -> Result<T
     let mut state = initial_state(&model.flow, &job.train);
     if job.resume && ck_dir.join("state.json").exists() {
         let p = ck_dir.join("state.json");
-        let text = std::fs::read(&p).map_err(|e| ModelError::Io { path: p.clone(), source: e })?;
-        let ck: Checkpoint = serde_json::from_slice(&text).map_err(|e| ModelError::Json { path: p.clone(), message: e.to_string() })?;
+        let text = std::fs::read(&p).map_err(|e| ModelError::Io {
+            path: p.clone(),
+            source: e,
+        })?;
+        let ck: Checkpoint = serde_json::from_slice(&text).map_err(|e| ModelError::Json {
+            path: p.clone(),
+            message: e.to_string(),
+        })?;
         if ck.data_checksum != data_checksum || ck.config_checksum != config_checksum {
             return Err(ModelError::Input(format!(
                 "{}: the checkpoint was made with other data or settings; remove it or drop --resume",
@@ -234,8 +280,16 @@ pub fn train_model(job: &TrainJob, observer: &mut dyn TrainObserver) -> Result<T
             )));
         }
         let wp = ck_dir.join("weights.safetensors");
-        let bytes = std::fs::read(&wp).map_err(|e| ModelError::Io { path: wp.clone(), source: e })?;
-        model.load_weights(&bytes).map_err(|m| ModelError::Weights { path: wp, message: m })?;
+        let bytes = std::fs::read(&wp).map_err(|e| ModelError::Io {
+            path: wp.clone(),
+            source: e,
+        })?;
+        model
+            .load_weights(&bytes)
+            .map_err(|m| ModelError::Weights {
+                path: wp,
+                message: m,
+            })?;
         state = ck.state;
     }
     std::fs::create_dir_all(&job.out_dir).map_err(|e| io_err(&job.out_dir, e))?;
@@ -246,8 +300,17 @@ pub fn train_model(job: &TrainJob, observer: &mut dyn TrainObserver) -> Result<T
             config_checksum,
             inner: observer,
         };
-        fit(&mut model.flow, &z_train, c_train.as_ref(), &z_val, c_val.as_ref(), &job.train, state, &mut writer)
-            .map_err(|e| ModelError::Input(e.to_string()))?
+        fit(
+            &mut model.flow,
+            &z_train,
+            c_train.as_ref(),
+            &z_val,
+            c_val.as_ref(),
+            &job.train,
+            state,
+            &mut writer,
+        )
+        .map_err(|e| ModelError::Input(e.to_string()))?
     };
     let to_orig = |v: f64| v - mean_pre_val;
     let best_val_nll = to_orig(state.best_val);
@@ -268,11 +331,17 @@ pub fn train_model(job: &TrainJob, observer: &mut dyn TrainObserver) -> Result<T
     let mut curves = Vec::new();
     for h in &state.history {
         let (a, b) = (h.train_nll - mean_pre_train, to_orig(h.val_nll));
-        csv.push_str(&format!("{},{},{},{},{:.3}\n", h.epoch, a, b, h.lr, h.seconds));
+        csv.push_str(&format!(
+            "{},{},{},{},{:.3}\n",
+            h.epoch, a, b, h.lr, h.seconds
+        ));
         curves.push((h.epoch, a, b));
     }
     let hp = job.out_dir.join("history.csv");
-    atomic_write(&hp, csv.as_bytes()).map_err(|e| ModelError::Io { path: hp, source: e })?;
+    atomic_write(&hp, csv.as_bytes()).map_err(|e| ModelError::Io {
+        path: hp,
+        source: e,
+    })?;
     if !curves.is_empty() {
         let pp = job.out_dir.join("training.png");
         plot_training_curves(&curves, &pp).map_err(|e| io_err(&pp, e))?;

@@ -83,7 +83,9 @@ fn check_mask(mask: &[bool], dim: usize) -> Result<(), String> {
 
 fn check_hidden(hidden: &[usize]) -> Result<(), String> {
     if hidden.iter().any(|h| *h == 0 || *h > 1 << 16) {
-        return Err(format!("hidden widths {hidden:?} must be between 1 and 65536"));
+        return Err(format!(
+            "hidden widths {hidden:?} must be between 1 and 65536"
+        ));
     }
     Ok(())
 }

@@ -269,10 +269,12 @@ impl Spline1d for RationalQuadratic {
         );
         // Interior derivatives d_j = d_min + softplus(u^d_{j-1}), j = 1..K-1.
         if k >= 1 {
-            gtheta[2 * bins + k - 1] += g_d0 * softplus_grad(theta[2 * bins + k - 1] + T::c(DERIVATIVE_SHIFT));
+            gtheta[2 * bins + k - 1] +=
+                g_d0 * softplus_grad(theta[2 * bins + k - 1] + T::c(DERIVATIVE_SHIFT));
         }
         if k + 1 < bins {
-            gtheta[2 * bins + k] += g_d1 * softplus_grad(theta[2 * bins + k] + T::c(DERIVATIVE_SHIFT));
+            gtheta[2 * bins + k] +=
+                g_d1 * softplus_grad(theta[2 * bins + k] + T::c(DERIVATIVE_SHIFT));
         }
         gx
     }

@@ -1,0 +1,267 @@
+//! The event data layer: read and write event tables (one row per event, one `f32` column per
+//! feature) in CSV (plain or gzip), NPY, Parquet and ROOT, plus the UCI HIGGS preset.
+//!
+//! Every reader returns a [`Table`] whose values are all finite; every error is an [`IoError`]
+//! that names the file and, where there is one, the line/row and the column. Writes are atomic:
+//! the data goes to a temporary file in the destination directory, which is renamed over the
+//! destination only when everything succeeded (on error nothing is left behind).
+
+pub mod csv;
+pub mod error;
+pub mod higgs;
+pub mod npy;
+pub mod parquet;
+pub mod root;
+pub mod table;
+
+pub use error::IoError;
+pub use higgs::{Preset, bundled_higgs_path, read_higgs, read_higgs_labeled};
+pub use table::{ColumnRef, Table};
+
+use std::fs::File;
+use std::path::Path;
+
+/// A table file format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Format {
+    /// Delimited text (`.csv`, `.tsv`, `.txt`, optionally gzip-compressed with `.gz`).
+    Csv,
+    /// NumPy `.npy` (2-D C- or Fortran-order numeric array, or 1-D as one column).
+    Npy,
+    /// Apache Parquet (`.parquet`, `.pq`).
+    Parquet,
+    /// CERN ROOT file with a TTree of flat numeric branches (`.root`).
+    Root,
+}
+
+impl Format {
+    /// Infers the format from the file name: `.csv`/`.tsv`/`.txt` (with optional `.gz`), `.npy`,
+    /// `.parquet`/`.pq`, `.root` (case-insensitive). `None` when the extension is unknown.
+    pub fn from_path(path: &Path) -> Option<Format> {
+        let name = path.file_name()?.to_str()?.to_ascii_lowercase();
+        let base = name.strip_suffix(".gz").unwrap_or(&name);
+        let ext = base.rsplit_once('.')?.1;
+        match ext {
+            "csv" | "tsv" | "txt" => Some(Format::Csv),
+            "npy" if base.len() == name.len() => Some(Format::Npy),
+            "parquet" | "pq" if base.len() == name.len() => Some(Format::Parquet),
+            "root" if base.len() == name.len() => Some(Format::Root),
+            _ => None,
+        }
+    }
+
+    /// Parses a format name as given on the command line (`csv`, `npy`, `parquet`/`pq`, `root`).
+    pub fn parse(s: &str) -> Option<Format> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "csv" | "tsv" | "txt" | "text" => Some(Format::Csv),
+            "npy" | "numpy" => Some(Format::Npy),
+            "parquet" | "pq" => Some(Format::Parquet),
+            "root" => Some(Format::Root),
+            _ => None,
+        }
+    }
+
+    /// The override if given, else the format inferred from `path`.
+    pub fn resolve(path: &Path, over: Option<Format>) -> Result<Format, IoError> {
+        over.or_else(|| Format::from_path(path))
+            .ok_or_else(|| IoError::UnknownFormat {
+                file: path.to_path_buf(),
+            })
+    }
+}
+
+/// Field delimiter of a text table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Delimiter {
+    /// `,`
+    Comma,
+    /// A tab character.
+    Tab,
+    /// Runs of spaces and/or tabs (leading and trailing whitespace ignored).
+    Whitespace,
+    /// Any other single ASCII byte, e.g. `b';'`.
+    Byte(u8),
+}
+
+/// Options for [`read_table`]. `Default` means: infer everything, read all columns.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ReadOptions {
+    /// Format override (else inferred from the extension).
+    pub format: Option<Format>,
+    /// CSV delimiter override (else: comma if the first line has one, else tab if it has one,
+    /// else whitespace).
+    pub delimiter: Option<Delimiter>,
+    /// CSV header override (else: the first line is a header when any of its fields does not
+    /// parse as a number). Headerless columns are named `col0, col1, ...`.
+    pub header: Option<bool>,
+    /// Columns to keep, in this order (else all). CSV parses only these columns.
+    pub columns: Option<Vec<ColumnRef>>,
+    /// ROOT: name of the TTree (else the first TTree in the file).
+    pub tree: Option<String>,
+    /// CSV: require exactly this many fields on every line (else the first line's count).
+    pub expect_fields: Option<usize>,
+}
+
+/// Reads an event table. The result has at least one row and only finite values.
+pub fn read_table(path: &Path, opts: &ReadOptions) -> Result<Table, IoError> {
+    let format = Format::resolve(path, opts.format)?;
+    let table = match format {
+        Format::Csv => return csv::read_csv(path, opts),
+        Format::Npy => npy::read_npy(path)?,
+        Format::Parquet => parquet::read_parquet(path)?,
+        Format::Root => root::read_root(path, opts.tree.as_deref())?,
+    };
+    finish_binary(path, table, opts)
+}
+
+/// Column selection, emptiness and finiteness checks shared by the binary formats.
+fn finish_binary(path: &Path, table: Table, opts: &ReadOptions) -> Result<Table, IoError> {
+    let table = match &opts.columns {
+        Some(refs) => table.select(refs).map_err(|e| e.with_file(path))?,
+        None => table,
+    };
+    if table.rows() == 0 {
+        return Err(IoError::Empty {
+            file: path.to_path_buf(),
+        });
+    }
+    table.validate_finite(path)?;
+    Ok(table)
+}
+
+/// Writes `table` to `path` in `format` (CSV gets gzip-compressed when `path` ends in `.gz`).
+/// Non-finite values are refused. The write is atomic.
+pub fn write_table(path: &Path, table: &Table, format: Format) -> Result<(), IoError> {
+    table.validate_finite(path)?;
+    if table.columns.len() != table.cols() {
+        return Err(IoError::InvalidTable {
+            file: path.to_path_buf(),
+            reason: format!(
+                "{} column names for {} data columns",
+                table.columns.len(),
+                table.cols()
+            ),
+        });
+    }
+    match format {
+        Format::Csv => csv::write_csv(path, table),
+        Format::Npy => npy::write_npy(path, table),
+        Format::Parquet => parquet::write_parquet(path, table),
+        Format::Root => root::write_root(path, table),
+    }
+}
+
+/// Atomic write: `body` writes into a fresh temporary file in `path`'s directory (it gets the
+/// open file and its path); on success the temporary file is renamed to `path`, on error it is
+/// deleted.
+pub(crate) fn write_atomic(
+    path: &Path,
+    body: impl FnOnce(&mut File, &Path) -> Result<(), IoError>,
+) -> Result<(), IoError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let prefix = format!(".{name}.");
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(&prefix).suffix(".tmp");
+    // Ordinary file permissions (0666 minus the umask) instead of the private 0600 of temp files.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    let mut tmp = builder
+        .tempfile_in(dir)
+        .map_err(|e| IoError::os(path, "cannot create a temporary file next to it", e))?;
+    let tmp_path = tmp.path().to_path_buf();
+    body(tmp.as_file_mut(), &tmp_path)?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(|e| IoError::os(path, "cannot write", e))?;
+    tmp.persist(path)
+        .map_err(|e| IoError::os(path, "cannot rename the temporary file", e.error))?;
+    Ok(())
+}
+
+/// Opens `path` for reading, mapping errors (not found, is a directory, ...) to [`IoError`].
+pub(crate) fn open(path: &Path) -> Result<File, IoError> {
+    let f = File::open(path).map_err(|e| IoError::os(path, "cannot open", e))?;
+    match f.metadata() {
+        Ok(m) if m.is_dir() => Err(IoError::os(
+            path,
+            "cannot open",
+            std::io::Error::other("is a directory"),
+        )),
+        _ => Ok(f),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Matrix;
+
+    #[test]
+    fn format_from_extension() {
+        let f = |s: &str| Format::from_path(Path::new(s));
+        assert_eq!(f("a/b.csv"), Some(Format::Csv));
+        assert_eq!(f("b.TSV.gz"), Some(Format::Csv));
+        assert_eq!(f("b.txt"), Some(Format::Csv));
+        assert_eq!(f("b.npy"), Some(Format::Npy));
+        assert_eq!(f("b.pq"), Some(Format::Parquet));
+        assert_eq!(f("b.parquet"), Some(Format::Parquet));
+        assert_eq!(f("b.root"), Some(Format::Root));
+        assert_eq!(f("b.npy.gz"), None);
+        assert_eq!(f("b.h5"), None);
+        assert_eq!(f("csv"), None);
+        assert_eq!(Format::parse("PQ"), Some(Format::Parquet));
+        let e = Format::resolve(Path::new("x.dat"), None).unwrap_err();
+        assert!(e.to_string().contains("x.dat"));
+        assert_eq!(
+            Format::resolve(Path::new("x.dat"), Some(Format::Npy)).unwrap(),
+            Format::Npy
+        );
+    }
+
+    #[test]
+    fn missing_file_is_named_for_every_format() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["no.csv", "no.csv.gz", "no.npy", "no.parquet", "no.root"] {
+            let p = dir.path().join(name);
+            let e = read_table(&p, &ReadOptions::default()).unwrap_err();
+            assert!(matches!(e, IoError::NotFound { .. }), "{name}: {e}");
+            assert!(e.to_string().contains(name), "{e}");
+        }
+    }
+
+    #[test]
+    fn failed_write_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = Table::new(
+            vec!["a".into(), "b".into()],
+            Matrix::from_vec(2, 2, vec![1.0, 2.0, 3.0, f32::NAN]).unwrap(),
+        )
+        .unwrap();
+        for (name, fmt) in [
+            ("o.csv", Format::Csv),
+            ("o.npy", Format::Npy),
+            ("o.parquet", Format::Parquet),
+            ("o.root", Format::Root),
+        ] {
+            let p = dir.path().join(name);
+            let e = write_table(&p, &t, fmt).unwrap_err().to_string();
+            assert!(e.contains("row 1") && e.contains("column b"), "{e}");
+        }
+        // A CSV header that cannot be written fails inside the atomic writer.
+        t.data.set(1, 1, 4.0);
+        t.columns[0] = "a,b".into();
+        let p = dir.path().join("o.csv");
+        assert!(write_table(&p, &t, Format::Csv).is_err());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+}

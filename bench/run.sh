@@ -38,8 +38,12 @@ if [[ -z "$data" ]]; then
         if [[ -f "$cand" ]]; then data="$cand"; break; fi
     done
 fi
-if [[ -z "$data" || ! -f "$data" ]]; then
+if [[ -z "$data" ]]; then
     echo "no data: pass --data PATH (label-first HIGGS CSV, e.g. data/higgs_35k.csv.gz)" >&2
+    exit 1
+fi
+if [[ ! -f "$data" ]]; then
+    echo "data file not found: $data" >&2
     exit 1
 fi
 

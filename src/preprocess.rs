@@ -520,7 +520,11 @@ mod tests {
         // Interior points (averages of two data points): away from the ends of the fitted
         // range, where values are clamped.
         let range = |j: usize| {
-            (0..40).map(|i| fit_data.get(i, j)).fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)))
+            (0..40)
+                .map(|i| fit_data.get(i, j))
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+                    (a.min(v), b.max(v))
+                })
         };
         let x = Matrix::from_fn(40, 4, |i, j| {
             let (mn, mx) = range(j);

@@ -106,6 +106,9 @@ pub struct PresetOptions {
     pub bound: f64,
     /// Residual conditioners.
     pub residual: bool,
+    /// Dropout probability in the coupling conditioners (training only).
+    #[serde(default)]
+    pub dropout: f64,
     /// Context width (conditional flows).
     pub context_dim: usize,
 }
@@ -118,6 +121,7 @@ impl Default for PresetOptions {
             bins: 8,
             bound: 5.0,
             residual: false,
+            dropout: 0.0,
             context_dim: 0,
         }
     }
@@ -142,6 +146,7 @@ pub fn build_specs(preset: Preset, dim: usize, opts: &PresetOptions, seed: u64) 
                     context_dim: opts.context_dim,
                     scale_clamp: 3.0,
                     residual: opts.residual,
+                    dropout: opts.dropout,
                 }));
             }
             Preset::Glow => {
@@ -157,6 +162,7 @@ pub fn build_specs(preset: Preset, dim: usize, opts: &PresetOptions, seed: u64) 
                     context_dim: opts.context_dim,
                     scale_clamp: 3.0,
                     residual: opts.residual,
+                    dropout: opts.dropout,
                 }));
             }
             Preset::PqSpline | Preset::RqSpline => {
@@ -166,6 +172,7 @@ pub fn build_specs(preset: Preset, dim: usize, opts: &PresetOptions, seed: u64) 
                     hidden: opts.hidden.clone(),
                     context_dim: opts.context_dim,
                     residual: opts.residual,
+                    dropout: opts.dropout,
                     kind: if preset == Preset::PqSpline {
                         SplineKind::Quadratic
                     } else {

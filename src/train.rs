@@ -111,6 +111,7 @@ pub struct GradientEngine<T: Real> {
     workspaces: Vec<ChunkWorkspace<T>>,
     grads: Vec<T>,
     chunk_rows: usize,
+    seed: u64,
 }
 
 impl<T: Real> GradientEngine<T> {
@@ -120,7 +121,14 @@ impl<T: Real> GradientEngine<T> {
             workspaces: Vec::new(),
             grads: vec![T::zero(); flow.num_params()],
             chunk_rows: chunk_rows.max(1),
+            seed: 0,
         }
+    }
+
+    /// Sets the seed of the next step's random choices (dropout masks); every layer and chunk
+    /// gets its own stream derived from it.
+    pub fn set_seed(&mut self, seed: u64) {
+        self.seed = seed;
     }
 
     /// The gradient of the last [`GradientEngine::loss_and_grad`] call.
@@ -141,6 +149,7 @@ impl<T: Real> GradientEngine<T> {
         let total: usize = np.iter().sum();
         let inv_n = T::c(1.0 / n as f64);
         let chunk_rows = self.chunk_rows;
+        let seed = self.seed;
         self.workspaces[..n_chunks]
             .par_iter_mut()
             .enumerate()
@@ -174,6 +183,7 @@ impl<T: Real> GradientEngine<T> {
                 for (k, layer) in layers.iter().enumerate() {
                     let (lo, hi) = ws.acts.split_at_mut(k + 1);
                     let cref = if has_ctx { Some(&ws.ctx) } else { None };
+                    ws.tapes[k].seed = Rng::stream(seed, ((c as u64) << 20) | k as u64).next_u64();
                     layer.forward_train(&lo[k], cref, &mut hi[0], &mut ws.ladj, &mut ws.tapes[k]);
                 }
                 // Loss and its gradient at the base space.
@@ -415,6 +425,7 @@ pub fn fit(
                     cb.row_mut(r).copy_from_slice(c.row(i));
                 }
             }
+            engine.set_seed(Rng::stream(cfg.seed ^ 0xD80F, state.step).next_u64());
             let loss = engine.loss_and_grad(flow, &xb, train_ctx.map(|_| &cb));
             let grads = engine.grads();
             let mut norm2 = 0.0f64;

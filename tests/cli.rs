@@ -394,3 +394,106 @@ fn bad_inputs_give_clear_errors() {
         "{e}"
     );
 }
+
+#[test]
+fn conditional_train_sample_and_physics_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = small_csv(dir.path(), 1200);
+    let model = dir.path().join("cond");
+    ok(&[
+        "train",
+        "--data",
+        s(&data),
+        "--columns",
+        "a,b,c",
+        "--condition",
+        "label",
+        "--model",
+        "maf",
+        "--blocks",
+        "2",
+        "--hidden",
+        "16,16",
+        "--epochs",
+        "4",
+        "--batch-size",
+        "64",
+        "--out",
+        s(&model),
+    ]);
+    let info = ok(&["info", "--model", s(&model)]);
+    assert!(info.contains("context") && info.contains("label"), "{info}");
+    // Sampling needs the context.
+    let out = dir.path().join("sig.csv");
+    let e = fails(&["sample", "--model", s(&model), "-n", "10", "--out", s(&out)]);
+    assert!(e.contains("--condition"), "{e}");
+    ok(&[
+        "sample",
+        "--model",
+        s(&model),
+        "-n",
+        "300",
+        "--condition",
+        "label=1",
+        "--out",
+        s(&out),
+    ]);
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(text.lines().next().unwrap(), "a,b,c,label");
+    assert!(text.lines().skip(1).all(|l| l.ends_with(",1")));
+    let e = fails(&[
+        "sample",
+        "--model",
+        s(&model),
+        "-n",
+        "10",
+        "--condition",
+        "label=7",
+        "--out",
+        s(&out),
+    ]);
+    assert!(e.contains("label") && e.contains('7'), "{e}");
+    // One event per row of a file's context columns.
+    let per = dir.path().join("per.csv");
+    ok(&[
+        "sample",
+        "--model",
+        s(&model),
+        "--condition-from",
+        s(&data),
+        "--out",
+        s(&per),
+    ]);
+    assert_eq!(std::fs::read_to_string(&per).unwrap().lines().count(), 1201);
+    // log-prob reads the context from the data; evaluate runs the physics check.
+    let lp = dir.path().join("lp.csv");
+    ok(&[
+        "log-prob",
+        "--model",
+        s(&model),
+        "--data",
+        s(&data),
+        "--out",
+        s(&lp),
+    ]);
+    let rep = dir.path().join("rep");
+    ok(&[
+        "evaluate",
+        "--model",
+        s(&model),
+        "--reference",
+        s(&data),
+        "--physics",
+        "label",
+        "--out",
+        s(&rep),
+    ]);
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(rep.join("metrics.json")).unwrap()).unwrap();
+    let auc_mc = m["physics"]["auc_trained_on_mc"].as_f64().unwrap();
+    let auc_gen = m["physics"]["auc_trained_on_generated"].as_f64().unwrap();
+    assert!(
+        auc_mc > 0.6 && auc_gen > 0.5,
+        "physics AUCs {auc_mc} {auc_gen}"
+    );
+}

@@ -96,14 +96,13 @@ pub fn run(a: DemoArgs) -> Result<()> {
         let train = take_rows(&x, &idx[n_test..]);
         let class_dir = a.out.join(class);
         std::fs::create_dir_all(&class_dir).with_context(|| format!("{}", class_dir.display()))?;
-        write_table(
-            &class_dir.join("mc_test.csv"),
-            &Table {
+        for (file, part) in [("mc_train.csv", &train), ("mc_test.csv", &test)] {
+            let table = Table {
                 columns: names.clone(),
-                data: test.clone(),
-            },
-            Format::Csv,
-        )?;
+                data: part.clone(),
+            };
+            write_table(&class_dir.join(file), &table, Format::Csv)?;
+        }
         for &preset in &presets_unique {
             let dir = class_dir.join(preset.name());
             let job = TrainJob {

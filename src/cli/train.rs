@@ -91,6 +91,7 @@ struct FileConfig {
     bins: Option<usize>,
     bound: Option<f64>,
     residual: Option<bool>,
+    dropout: Option<f64>,
     epochs: Option<usize>,
     batch_size: Option<usize>,
     lr: Option<f64>,
@@ -146,6 +147,12 @@ pub fn job_from_args(a: &TrainArgs) -> Result<TrainJob> {
     }
     if let Some(r) = fc.residual {
         opts.residual = r;
+    }
+    if let Some(p) = fc.dropout {
+        if !(0.0..0.9).contains(&p) {
+            bail!("dropout must be in [0, 0.9)");
+        }
+        opts.dropout = p;
     }
     if opts.blocks == 0 {
         bail!("--blocks must be at least 1");

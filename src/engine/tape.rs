@@ -13,6 +13,9 @@ pub struct Tape<T> {
     pub mats: Vec<Matrix<T>>,
     /// Nested tapes (e.g. for a conditioner network inside a coupling layer).
     pub children: Vec<Tape<T>>,
+    /// Seed of the step's random choices (dropout masks), set by the training engine so that
+    /// training stays reproducible and resumable.
+    pub seed: u64,
 }
 
 impl<T: Real> Tape<T> {

@@ -23,6 +23,10 @@ pub struct MlpConfig {
     /// Skip connections between hidden layers of equal width.
     #[serde(default)]
     pub residual: bool,
+    /// Dropout probability `p` of hidden units in training (inverted dropout: kept units are
+    /// scaled by `1/(1-p)`, so evaluation uses the network as is).
+    #[serde(default)]
+    pub dropout: f64,
 }
 
 /// A dense ReLU network; parameters are `layers.{l}.weight` (`out x in`) and `layers.{l}.bias`.
@@ -173,10 +177,27 @@ impl<T: Real> Mlp<T> {
         while tape.mats.len() < nl - 1 {
             tape.mats.push(Matrix::zeros(0, 0));
         }
+        let p = self.config.dropout;
         for l in 0..nl - 1 {
             let (done, rest) = tape.mats.split_at_mut(l);
             let inp = if l == 0 { input } else { &done[l - 1] };
             self.layer(l, inp, &mut rest[0]);
+            if p > 0.0 {
+                // Inverted dropout on the ReLU branch: r <- r m / (1 - p), m ~ Bernoulli(1 - p).
+                let mut rng = Rng::stream(tape.seed, l as u64);
+                let scale = T::c(1.0 / (1.0 - p));
+                let out = rest[0].as_mut_slice();
+                if self.skip(l) {
+                    for (o, x) in out.iter_mut().zip(inp.as_slice()) {
+                        let r = *o - *x;
+                        *o = *x + if rng.uniform() < p { T::zero() } else { r * scale };
+                    }
+                } else {
+                    for o in out.iter_mut() {
+                        *o = if rng.uniform() < p { T::zero() } else { *o * scale };
+                    }
+                }
+            }
         }
         let inp = if nl == 1 { input } else { &tape.mats[nl - 2] };
         self.layer(nl - 1, inp, out);
@@ -264,26 +285,20 @@ impl<T: Real> Mlp<T> {
             }
             // Mask by relu' of layer l-1 (its output h_{l-1} > 0 <=> pre-activation > 0; for a
             // residual layer the relu part is h - h_in, handled via the saved activations).
+            // With dropout, dropped units read as inactive too, and kept ones carry the factor
+            // 1/(1-p) of the forward pass.
+            let keep = T::c(1.0 / (1.0 - self.config.dropout));
             let h = &tape.mats[l - 1];
             if self.skip(l - 1) {
                 let hin = &tape.mats[l - 2];
                 let du = scratch.mat(2, n, fan_in);
                 du.copy_from(&nxt);
-                for ((g, hv), hi) in nxt
-                    .as_mut_slice()
-                    .iter_mut()
-                    .zip(h.as_slice())
-                    .zip(hin.as_slice())
-                {
-                    if *hv - *hi <= T::zero() {
-                        *g = T::zero();
-                    }
+                for ((g, hv), hi) in nxt.as_mut_slice().iter_mut().zip(h.as_slice()).zip(hin.as_slice()) {
+                    *g = if *hv - *hi <= T::zero() { T::zero() } else { *g * keep };
                 }
             } else {
                 for (g, hv) in nxt.as_mut_slice().iter_mut().zip(h.as_slice()) {
-                    if *hv <= T::zero() {
-                        *g = T::zero();
-                    }
+                    *g = if *hv <= T::zero() { T::zero() } else { *g * keep };
                 }
             }
             std::mem::swap(&mut cur, &mut nxt);

@@ -30,6 +30,9 @@ pub struct AffineCouplingConfig {
     /// Residual connections in the conditioner.
     #[serde(default)]
     pub residual: bool,
+    /// Dropout probability of the conditioner's hidden units in training.
+    #[serde(default)]
+    pub dropout: f64,
 }
 
 fn default_clamp() -> f64 {
@@ -55,6 +58,7 @@ impl<T: Real> AffineCoupling<T> {
                 hidden: config.hidden.clone(),
                 out_dim: 2 * tr.len(),
                 residual: config.residual,
+                dropout: config.dropout,
             },
             rng,
         );
@@ -146,10 +150,12 @@ impl<T: Real> Transform<T> for AffineCoupling<T> {
         gather_input(x, &self.id, ctx, tape.mat(0, n, 0));
         let mut h = std::mem::take(tape.mat(1, 0, 0));
         {
+            let tape_seed = tape.seed;
             let (mats, children) = (&tape.mats, &mut tape.children);
             while children.is_empty() {
                 children.push(Tape::default());
             }
+            children[0].seed = tape_seed;
             self.net.forward_train(&mats[0], &mut h, &mut children[0]);
         }
         y.copy_from(x);
@@ -237,9 +243,14 @@ mod tests {
     use crate::transforms::{alternating_mask, half_mask};
 
     fn layer(mask: Vec<bool>, ctx: usize, residual: bool) -> AffineCoupling<f64> {
+        layer_with_dropout(mask, ctx, residual, 0.0)
+    }
+
+    fn layer_with_dropout(mask: Vec<bool>, ctx: usize, residual: bool, dropout: f64) -> AffineCoupling<f64> {
         let mut rng = Rng::new(3);
         AffineCoupling::new(
             AffineCouplingConfig {
+                dropout,
                 mask,
                 hidden: vec![16, 16],
                 context_dim: ctx,
@@ -256,6 +267,25 @@ mod tests {
             Box::new(layer(alternating_mask(5, false), 0, false)),
             &CheckOptions::default(),
         );
+    }
+
+    #[test]
+    fn dropout_conditioner_has_exact_gradients_for_its_mask() {
+        // Training mode drops hidden units (fixed mask for a fixed tape seed); the gradient check
+        // runs in training mode, the round trip in evaluation mode.
+        for residual in [false, true] {
+            check_transform(Box::new(layer_with_dropout(alternating_mask(5, false), 2, residual, 0.3)), &CheckOptions::default());
+        }
+        // The mask really drops units: training output differs from evaluation output.
+        let mut l = layer_with_dropout(alternating_mask(4, false), 0, true, 0.5);
+        let mut rng = Rng::new(1);
+        crate::transforms::testing::randomize_params(&mut l, 0.5, &mut rng);
+        let x = Matrix::from_fn(16, 4, |_, _| rng.normal());
+        let (mut y1, mut y2) = (Matrix::zeros(0, 0), Matrix::zeros(0, 0));
+        let (mut a, mut b) = (vec![0.0; 16], vec![0.0; 16]);
+        l.forward(&x, None, &mut y1, &mut a);
+        l.forward_train(&x, None, &mut y2, &mut b, &mut Tape::default());
+        assert!(y1.max_abs_diff(&y2) > 1e-3);
     }
 
     #[test]

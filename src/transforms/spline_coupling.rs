@@ -52,6 +52,9 @@ pub struct SplineCouplingConfig {
     /// Residual connections in the conditioner.
     #[serde(default)]
     pub residual: bool,
+    /// Dropout probability of the conditioner's hidden units in training.
+    #[serde(default)]
+    pub dropout: f64,
     /// The spline family.
     pub kind: SplineKind,
     /// Number of bins `K`.
@@ -95,6 +98,7 @@ impl<T: Real> SplineCoupling<T> {
                 hidden: config.hidden.clone(),
                 out_dim: n_par * tr.len(),
                 residual: config.residual,
+                dropout: config.dropout,
             },
             rng,
         );
@@ -145,6 +149,30 @@ impl<T: Real> SplineCoupling<T> {
                 acc += l;
             }
             *li += acc;
+        }
+    }
+
+    /// Multiplies the bin-width and bin-height (vertex) logits of every transformed feature by
+    /// `1/sqrt(H)` (`H` = width of the conditioner's last hidden layer), as nflows does: the
+    /// bins then move more slowly than the derivatives during training, which regularises the
+    /// spline. Applied to the conditioner output and, by the chain rule, to its gradient.
+    fn scale_bin_logits(&self, h: &mut Matrix<T>) {
+        let hidden = self.config.hidden.last().copied().unwrap_or(1).max(1);
+        let c = T::c(1.0 / (hidden as f64).sqrt());
+        let k = self.config.bins;
+        let n_bin = match self.config.kind {
+            SplineKind::Linear => k,
+            SplineKind::Quadratic => 2 * k + 1,
+            SplineKind::RationalQuadratic => 2 * k,
+        };
+        let p = self.n_par;
+        for i in 0..h.rows() {
+            let row = h.row_mut(i);
+            for j in 0..self.tr.len() {
+                for v in &mut row[j * p..j * p + n_bin] {
+                    *v *= c;
+                }
+            }
         }
     }
 
@@ -221,6 +249,7 @@ impl<T: Real> Transform<T> for SplineCoupling<T> {
         let mut h = Matrix::zeros(0, 0);
         gather_input(x, &self.id, ctx, &mut inp);
         self.net.forward(&inp, &mut h);
+        self.scale_bin_logits(&mut h);
         y.copy_from(x);
         self.apply(&h, y, ladj, false);
     }
@@ -230,6 +259,7 @@ impl<T: Real> Transform<T> for SplineCoupling<T> {
         let mut h = Matrix::zeros(0, 0);
         gather_input(y, &self.id, ctx, &mut inp);
         self.net.forward(&inp, &mut h);
+        self.scale_bin_logits(&mut h);
         x.copy_from(y);
         self.apply(&h, x, ladj, true);
     }
@@ -246,11 +276,14 @@ impl<T: Real> Transform<T> for SplineCoupling<T> {
         gather_input(x, &self.id, ctx, tape.mat(0, n, 0));
         let mut h = std::mem::take(tape.mat(1, 0, 0));
         {
+            let tape_seed = tape.seed;
             let (mats, children) = (&tape.mats, &mut tape.children);
             while children.is_empty() {
                 children.push(Tape::default());
             }
+            children[0].seed = tape_seed;
             self.net.forward_train(&mats[0], &mut h, &mut children[0]);
+            self.scale_bin_logits(&mut h);
         }
         y.copy_from(x);
         self.apply(&h, y, ladj, false);
@@ -273,6 +306,8 @@ impl<T: Real> Transform<T> for SplineCoupling<T> {
         // dL/d(conditioner output) into slot 2.
         let mut dh = std::mem::take(tape.mat(2, n, self.n_par * self.tr.len()));
         self.spline_backward(x, &tape.mats[1], dy, dladj, dx, &mut dh);
+        // Chain rule through the fixed scaling of the bin logits.
+        self.scale_bin_logits(&mut dh);
         let mut dinp = std::mem::take(tape.mat(3, 0, 0));
         {
             while tape.children.len() < 2 {
@@ -312,6 +347,7 @@ mod tests {
             hidden: vec![16, 16],
             context_dim: ctx,
             residual,
+            dropout: 0.0,
             kind: SplineKind::RationalQuadratic,
             bins,
             bound: 5.0,

@@ -1,0 +1,271 @@
+#!/usr/bin/env python3
+"""PyTorch side of the hepflow benchmark: the reference RealNVP in nflows (and zuko).
+
+Reference model: 8 affine coupling layers (alternating half masks, a fixed random permutation
+between consecutive couplings, as hepflow's `realnvp` preset), conditioner MLP 2 x 128 ReLU,
+batch 1024, D = 18 (HIGGS "higgs18" features, standardised), Adam lr 1e-3.
+
+Timing protocol (same as examples/benchmark.rs):
+- training: 5 warm-up steps, then 3 repeats of 30 steps (forward log_prob + backward + Adam
+  step); the step time is the median over the repeats; events/s = 1024 / step time.
+- sampling: warm-up on 10,000 events, then one timed run of 1,000,000 events under no_grad.
+
+Prints one JSON object per line.
+"""
+
+import argparse
+import gzip
+import json
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+from importlib.metadata import PackageNotFoundError, version as pkg_version
+
+# HIGGS column order (after the label): 0 lepton_pT, 1 lepton_eta, 2 lepton_phi,
+# 3 missing_energy_magnitude, 4 missing_energy_phi, 5 jet1_pt, 6 jet1_eta, 7 jet1_phi,
+# 8 jet1_b-tag, 9..12 jet2 (pt, eta, phi, b-tag), 13..16 jet3, 17..20 jet4,
+# 21..27 m_jj, m_jjj, m_lv, m_jlv, m_bb, m_wbb, m_wwbb.
+PHI = [2, 4, 7, 11, 15, 19]
+BTAG = [8, 12, 16, 20]
+HIGGS18 = [i for i in range(28) if i not in PHI and i not in BTAG]
+assert len(HIGGS18) == 18
+
+BATCH = 1024
+WARMUP_STEPS = 5
+REPEATS = 3
+STEPS = 30
+N_SAMPLE = 1_000_000
+N_SAMPLE_WARMUP = 10_000
+
+
+def load_higgs18(path):
+    """Label-first HIGGS CSV (gzip or plain) -> standardised float32 (n, 18)."""
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt") as f:
+        raw = np.loadtxt(f, delimiter=",", dtype=np.float64)
+    x = raw[:, 1:][:, HIGGS18]
+    mu = x.mean(axis=0)
+    sd = x.std(axis=0)
+    sd[sd == 0] = 1.0
+    return ((x - mu) / sd).astype(np.float32)
+
+
+def dist_version(name):
+    try:
+        return pkg_version(name)
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def emit(obj):
+    print(json.dumps(obj), flush=True)
+
+
+def time_training(step_fn, data, torch):
+    n = data.shape[0]
+    rng = np.random.default_rng(0)
+    order = rng.permutation(n)
+    # Pre-build the batches so that the timed loop only trains.
+    n_batches = n // BATCH
+    batches = [torch.from_numpy(data[order[i * BATCH:(i + 1) * BATCH]]) for i in range(n_batches)]
+    k = 0
+    for _ in range(WARMUP_STEPS):
+        step_fn(batches[k % n_batches])
+        k += 1
+    times = []
+    cpu_times = []
+    loss = float("nan")
+    for _ in range(REPEATS):
+        c0 = time.process_time()
+        t0 = time.perf_counter()
+        for _ in range(STEPS):
+            loss = step_fn(batches[k % n_batches])
+            k += 1
+        times.append((time.perf_counter() - t0) / STEPS)
+        cpu_times.append((time.process_time() - c0) / STEPS)
+    return statistics.median(times), times, statistics.median(cpu_times), cpu_times, loss
+
+
+def time_sampling(sample_fn):
+    sample_fn(N_SAMPLE_WARMUP)
+    c0 = time.process_time()
+    t0 = time.perf_counter()
+    out = sample_fn(N_SAMPLE)
+    dt = time.perf_counter() - t0
+    cpu = time.process_time() - c0
+    if tuple(out.shape) != (N_SAMPLE, 18):
+        raise RuntimeError(f"sample shape {tuple(out.shape)}")
+    finite = bool(np.isfinite(out.numpy()).all())
+    return dt, cpu, finite
+
+
+def build_nflows(torch, hidden):
+    from nflows.distributions.normal import StandardNormal
+    from nflows.flows.base import Flow
+    from nflows.nn.nets import MLP
+    from nflows.transforms.base import CompositeTransform
+    from nflows.transforms.coupling import AffineCouplingTransform
+    from nflows.transforms.permutations import RandomPermutation
+
+    d = 18
+
+    class Conditioner(torch.nn.Module):
+        """nflows' own MLP (Linear -> ReLU -> Linear -> ReLU -> Linear, 2 x 128 hidden).
+
+        The coupling transform calls its net as `net(inputs, context)`, but `nflows.nn.nets.MLP`
+        takes only `inputs`: this thin wrapper drops the (always None) context.
+        """
+
+        def __init__(self, in_features, out_features):
+            super().__init__()
+            self.mlp = MLP((in_features,), (out_features,), hidden_sizes=list(hidden))
+
+        def forward(self, inputs, context=None):
+            return self.mlp(inputs)
+
+    def net_fn(in_features, out_features):
+        return Conditioner(in_features, out_features)
+
+    layers = []
+    for k in range(8):
+        if k > 0:
+            layers.append(RandomPermutation(d))
+        # hepflow's half_mask(dim, flip): first half transformed, or the second half when flipped.
+        mask = torch.zeros(d)
+        if k % 2 == 0:
+            mask[: d // 2] = 1
+        else:
+            mask[d // 2:] = 1
+        layers.append(AffineCouplingTransform(mask, net_fn))
+    return Flow(CompositeTransform(layers), StandardNormal([d]))
+
+
+def bench_nflows(torch, data, threads):
+    torch.manual_seed(0)
+    flow = build_nflows(torch, (128, 128))
+    opt = torch.optim.Adam(flow.parameters(), lr=1e-3)
+    n_params = sum(p.numel() for p in flow.parameters())
+
+    def step(xb):
+        opt.zero_grad(set_to_none=True)
+        loss = -flow.log_prob(xb).mean()
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    flow.train()
+    step_t, times, cpu_t, cpu_times, loss = time_training(step, data, torch)
+    flow.eval()
+
+    def sample(n):
+        with torch.no_grad():
+            return flow.sample(n)
+
+    sample_t, sample_cpu, finite = time_sampling(sample)
+    emit({
+        "side": "nflows",
+        "version": dist_version("nflows"),
+        "torch": torch.__version__,
+        "threads": threads,
+        "params": n_params,
+        "train_step_s": step_t,
+        "train_step_repeats_s": times,
+        "train_events_per_s": BATCH / step_t,
+        "last_loss": loss,
+        "sample_s": sample_t,
+        "sample_events_per_s": N_SAMPLE / sample_t,
+        "train_step_cpu_s": cpu_t,
+        "train_step_cpu_repeats_s": cpu_times,
+        "train_events_per_cpu_s": BATCH / cpu_t,
+        "sample_cpu_s": sample_cpu,
+        "sample_events_per_cpu_s": N_SAMPLE / sample_cpu,
+        "sample_finite": finite,
+    })
+
+
+def bench_zuko(torch, data, threads):
+    try:
+        import zuko
+    except ImportError as e:  # pragma: no cover - depends on the venv
+        emit({"side": "zuko", "skipped": f"zuko not importable: {e}"})
+        return
+    if not hasattr(zuko.flows, "RealNVP"):
+        emit({"side": "zuko", "skipped": "this zuko has no zuko.flows.RealNVP (affine coupling flow)"})
+        return
+    torch.manual_seed(0)
+    # zuko's RealNVP: `transforms` affine couplings (monotonic affine, soft-clamped log-scale) with
+    # alternating checkerboard masks, conditioner MLP hidden_features, ReLU.
+    flow = zuko.flows.RealNVP(18, transforms=8, hidden_features=(128, 128), activation=torch.nn.ReLU)
+    opt = torch.optim.Adam(flow.parameters(), lr=1e-3)
+    n_params = sum(p.numel() for p in flow.parameters())
+
+    def step(xb):
+        opt.zero_grad(set_to_none=True)
+        loss = -flow().log_prob(xb).mean()
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    step_t, times, cpu_t, cpu_times, loss = time_training(step, data, torch)
+
+    def sample(n):
+        with torch.no_grad():
+            return flow().sample((n,))
+
+    sample_t, sample_cpu, finite = time_sampling(sample)
+    emit({
+        "side": "zuko",
+        "version": dist_version("zuko"),
+        "torch": torch.__version__,
+        "threads": threads,
+        "params": n_params,
+        "train_step_s": step_t,
+        "train_step_repeats_s": times,
+        "train_events_per_s": BATCH / step_t,
+        "last_loss": loss,
+        "sample_s": sample_t,
+        "sample_events_per_s": N_SAMPLE / sample_t,
+        "train_step_cpu_s": cpu_t,
+        "train_step_cpu_repeats_s": cpu_times,
+        "train_events_per_cpu_s": BATCH / cpu_t,
+        "sample_cpu_s": sample_cpu,
+        "sample_events_per_cpu_s": N_SAMPLE / sample_cpu,
+        "sample_finite": finite,
+    })
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", required=True, help="label-first HIGGS CSV (.csv or .csv.gz)")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--sides", default="nflows,zuko", help="comma-separated: nflows,zuko")
+    args = ap.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:
+        pass
+    data = load_higgs18(args.data)
+    emit({"side": "torch-info", "rows": int(data.shape[0]), "dim": int(data.shape[1]),
+          "threads": torch.get_num_threads(), "torch": torch.__version__,
+          "config": torch.__config__.parallel_info().splitlines()[:4]})
+    sides = [s.strip() for s in args.sides.split(",") if s.strip()]
+    for s in sides:
+        if s == "nflows":
+            bench_nflows(torch, data, args.threads)
+        elif s == "zuko":
+            bench_zuko(torch, data, args.threads)
+        else:
+            print(f"unknown side {s!r}", file=sys.stderr)
+            return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,404 @@
+//! hepflow side of the benchmark in `bench/` (run it through `bash bench/run.sh`).
+//!
+//! Reference model: the `realnvp` preset with 8 affine couplings (a fixed random permutation
+//! between consecutive couplings), conditioner MLP 2 x 128 ReLU, batch 1024, D = 18 (HIGGS
+//! "higgs18" features, standardised), Adam lr 1e-3.
+//!
+//! Timing protocol (the same as `bench/torch_flows.py`):
+//! - training: 5 warm-up steps, then 3 repeats of 30 steps (loss + gradient, Adam step, parameter
+//!   write-back); the step time is the median over the repeats; events/s = 1024 / step time. This
+//!   is done for every `--chunks` value (default 64, 128, 256, 512) and the fastest is the headline number.
+//! - sampling: warm-up on 10,000 events, then one timed run of `flow.sample(1_000_000)`.
+//!
+//! Also times sections of a step (gradient engine, Adam, parameter copies) and of sampling (base
+//! draws vs inverse pass) to show where the time goes. Prints one JSON object per line.
+//!
+//! ```text
+//! cargo run --release --example benchmark -- --data data/higgs_35k.csv.gz --threads 2
+//! ```
+
+use anyhow::{Context, Result, bail};
+use flate2::read::GzDecoder;
+use hepflow::engine::{Adam, AdamConfig, Matrix, Rng};
+use hepflow::flow::Flow;
+use hepflow::presets::{Preset, PresetOptions, build_specs};
+use hepflow::train::GradientEngine;
+use serde_json::json;
+use std::io::Read;
+use std::time::Instant;
+
+/// HIGGS feature positions (0-based after the label) of the 6 azimuthal angles.
+const PHI: [usize; 6] = [2, 4, 7, 11, 15, 19];
+/// HIGGS feature positions of the 4 b-tags.
+const BTAG: [usize; 4] = [8, 12, 16, 20];
+const DIM: usize = 18;
+const BATCH: usize = 1024;
+const WARMUP_STEPS: usize = 5;
+const REPEATS: usize = 3;
+const STEPS: usize = 30;
+const N_SAMPLE: usize = 1_000_000;
+const N_SAMPLE_WARMUP: usize = 10_000;
+const LR: f64 = 1e-3;
+
+struct Args {
+    data: String,
+    threads: usize,
+    chunks: Vec<usize>,
+    seed: u64,
+    train: bool,
+    sample: bool,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut args = Args {
+        data: "data/higgs_35k.csv.gz".into(),
+        threads: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        chunks: vec![64, 128, 256, 512],
+        seed: 1,
+        train: true,
+        sample: true,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        let mut val = || it.next().with_context(|| format!("{a} needs a value"));
+        match a.as_str() {
+            "--data" => args.data = val()?,
+            "--threads" => args.threads = val()?.parse().context("--threads")?,
+            "--seed" => args.seed = val()?.parse().context("--seed")?,
+            "--chunks" => {
+                args.chunks = val()?
+                    .split(',')
+                    .map(|s| s.trim().parse::<usize>().context("--chunks"))
+                    .collect::<Result<_>>()?
+            }
+            "--only" => match val()?.as_str() {
+                "train" => args.sample = false,
+                "sample" => args.train = false,
+                o => bail!("--only expects train or sample, not {o}"),
+            },
+            "-h" | "--help" => {
+                println!(
+                    "benchmark [--data CSV(.gz)] [--threads N] [--chunks 64,128,256,512] [--seed S] [--only train|sample]"
+                );
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other}"),
+        }
+    }
+    if args.threads == 0 || args.chunks.is_empty() || args.chunks.contains(&0) {
+        bail!("--threads and --chunks must be positive");
+    }
+    Ok(args)
+}
+
+/// Reads a label-first HIGGS CSV (gzip or plain) and returns the standardised higgs18 features.
+fn load_higgs18(path: &str) -> Result<Matrix<f32>> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {path}"))?;
+    let mut text = String::new();
+    if path.ends_with(".gz") {
+        GzDecoder::new(&bytes[..])
+            .read_to_string(&mut text)
+            .with_context(|| format!("gunzip {path}"))?;
+    } else {
+        text = String::from_utf8(bytes).context("not UTF-8")?;
+    }
+    let keep: Vec<usize> = (0..28)
+        .filter(|i| !PHI.contains(i) && !BTAG.contains(i))
+        .collect();
+    let mut rows: Vec<f64> = Vec::new();
+    let mut n = 0;
+    for (ln, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let vals: Vec<f64> = line
+            .split(',')
+            .map(|s| s.trim().parse::<f64>())
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("{path}:{}: not a number", ln + 1))?;
+        if vals.len() != 29 {
+            bail!("{path}:{}: {} columns, expected 29", ln + 1, vals.len());
+        }
+        rows.extend(keep.iter().map(|&k| vals[1 + k]));
+        n += 1;
+    }
+    if n < BATCH {
+        bail!("{path}: {n} rows, need at least {BATCH}");
+    }
+    // Standardise with the population standard deviation (numpy's default).
+    let mut out = vec![0f32; n * DIM];
+    for j in 0..DIM {
+        let mean = (0..n).map(|i| rows[i * DIM + j]).sum::<f64>() / n as f64;
+        let var = (0..n)
+            .map(|i| (rows[i * DIM + j] - mean).powi(2))
+            .sum::<f64>()
+            / n as f64;
+        let sd = if var > 0.0 { var.sqrt() } else { 1.0 };
+        for i in 0..n {
+            out[i * DIM + j] = ((rows[i * DIM + j] - mean) / sd) as f32;
+        }
+    }
+    Matrix::from_vec(n, DIM, out).context("shape")
+}
+
+/// The reference flow with every all-zero parameter tensor (the couplings' output layers, which
+/// start at zero so that each coupling starts as the identity) set to small random values.
+fn build_flow(seed: u64) -> Flow<f32> {
+    let opts = PresetOptions {
+        blocks: 8,
+        hidden: vec![128, 128],
+        ..PresetOptions::default()
+    };
+    let specs = build_specs(Preset::Realnvp, DIM, &opts, seed);
+    let mut flow = Flow::<f32>::from_specs(DIM, 0, &specs, seed);
+    let mut rng = Rng::new(seed ^ 0xbe_4c);
+    for layer in flow.layers_mut() {
+        for p in layer.params_mut() {
+            if p.data.iter().all(|v| *v == 0.0) {
+                for v in p.data.iter_mut() {
+                    *v = rng.uniform_range(-0.01, 0.01) as f32;
+                }
+            }
+        }
+    }
+    flow
+}
+
+/// CPU seconds (user + system, all threads) this process has used so far, from `/proc/self/stat`
+/// (Linux; `None` elsewhere). Clock ticks are taken as 1/100 s, Linux's `USER_HZ` on x86-64.
+/// At `--threads 1` it measures the work itself, unaffected by time the process spent waiting
+/// for a core on a shared machine.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    s[s.len() / 2]
+}
+
+/// Section times (seconds per step, summed over the timed steps then divided).
+#[derive(Default)]
+struct Sections {
+    grad: f64,
+    norm: f64,
+    adam: f64,
+    params: f64,
+}
+
+/// One training step as `hepflow::train::fit` does it (without the roll-back and EMA branches):
+/// loss and gradient, global gradient norm, Adam on the flat parameter vector, write-back.
+fn train_step(
+    flow: &mut Flow<f32>,
+    engine: &mut GradientEngine<f32>,
+    adam: &mut Adam,
+    xb: &Matrix<f32>,
+    sec: &mut Sections,
+) -> f64 {
+    let t0 = Instant::now();
+    let loss = engine.loss_and_grad(flow, xb, None);
+    let t1 = Instant::now();
+    let grads = engine.grads();
+    let norm2: f64 = grads.iter().map(|g| (*g as f64) * (*g as f64)).sum();
+    let t2 = Instant::now();
+    let mut params = flow.param_vector();
+    let t3 = Instant::now();
+    adam.step(&mut params, grads, LR);
+    let t4 = Instant::now();
+    flow.set_param_vector(&params);
+    engine.end_step(flow, xb.rows());
+    let t5 = Instant::now();
+    sec.grad += (t1 - t0).as_secs_f64();
+    sec.norm += (t2 - t1).as_secs_f64();
+    sec.params += (t3 - t2).as_secs_f64() + (t5 - t4).as_secs_f64();
+    sec.adam += (t4 - t3).as_secs_f64();
+    if !norm2.is_finite() {
+        return f64::NAN;
+    }
+    loss
+}
+
+fn main() -> Result<()> {
+    let args = parse_args()?;
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(args.threads)
+        .build_global()
+        .context("building the rayon pool")?;
+    let data = load_higgs18(&args.data)?;
+    let n = data.rows();
+
+    // Fixed batches (the same for every chunk size), built before timing.
+    let mut order: Vec<usize> = (0..n).collect();
+    Rng::new(0).shuffle(&mut order);
+    let n_batches = n / BATCH;
+    let batches: Vec<Matrix<f32>> = (0..n_batches)
+        .map(|b| {
+            let mut m = Matrix::zeros(BATCH, DIM);
+            for (r, &i) in order[b * BATCH..(b + 1) * BATCH].iter().enumerate() {
+                m.row_mut(r).copy_from_slice(data.row(i));
+            }
+            m
+        })
+        .collect();
+
+    let probe = build_flow(args.seed);
+    println!(
+        "{}",
+        json!({"side": "hepflow-info", "rows": n, "dim": DIM, "threads": rayon::current_num_threads(),
+               "params": probe.num_params(), "layers": probe.specs().iter().map(|s| s.kind()).collect::<Vec<_>>()})
+    );
+
+    let mut summary = json!({"side": "hepflow", "version": env!("CARGO_PKG_VERSION"),
+                             "threads": rayon::current_num_threads(), "params": probe.num_params()});
+    if args.train {
+        let r = bench_training(&args, &batches)?;
+        summary["chunk_rows"] = json!(r.chunk);
+        summary["train_step_s"] = json!(r.step);
+        summary["train_events_per_s"] = json!(BATCH as f64 / r.step);
+        if let Some((chunk, cpu)) = r.best_cpu {
+            summary["train_cpu_chunk_rows"] = json!(chunk);
+            summary["train_step_cpu_s"] = json!(cpu);
+            summary["train_events_per_cpu_s"] = json!(BATCH as f64 / cpu);
+        }
+    }
+    if args.sample {
+        let (sample_s, sample_cpu, finite, draw_s, inverse_s) = bench_sampling(args.seed)?;
+        if let Some(c) = sample_cpu {
+            summary["sample_cpu_s"] = json!(c);
+            summary["sample_events_per_cpu_s"] = json!(N_SAMPLE as f64 / c);
+        }
+        summary["sample_s"] = json!(sample_s);
+        summary["sample_events_per_s"] = json!(N_SAMPLE as f64 / sample_s);
+        summary["sample_finite"] = json!(finite);
+        summary["sample_sections_s"] = json!({"base_draws": draw_s, "inverse_pass": inverse_s});
+    }
+    println!("{summary}");
+    Ok(())
+}
+
+/// Times training for every chunk size.
+fn bench_training(args: &Args, batches: &[Matrix<f32>]) -> Result<TrainResult> {
+    let n_batches = batches.len();
+    let mut best: Option<(usize, f64)> = None;
+    let mut best_cpu: Option<(usize, f64)> = None;
+    for &chunk in &args.chunks {
+        let mut flow = build_flow(args.seed);
+        let mut engine = GradientEngine::new(&flow, chunk);
+        let mut adam = Adam::new(flow.num_params(), AdamConfig::default());
+        let mut k = 0;
+        let mut sec = Sections::default();
+        for _ in 0..WARMUP_STEPS {
+            train_step(
+                &mut flow,
+                &mut engine,
+                &mut adam,
+                &batches[k % n_batches],
+                &mut sec,
+            );
+            k += 1;
+        }
+        let mut sec = Sections::default();
+        let mut times = Vec::new();
+        let mut cpu_times = Vec::new();
+        let mut loss = f64::NAN;
+        for _ in 0..REPEATS {
+            let c0 = cpu_seconds();
+            let t0 = Instant::now();
+            for _ in 0..STEPS {
+                loss = train_step(
+                    &mut flow,
+                    &mut engine,
+                    &mut adam,
+                    &batches[k % n_batches],
+                    &mut sec,
+                );
+                k += 1;
+            }
+            times.push(t0.elapsed().as_secs_f64() / STEPS as f64);
+            if let (Some(a), Some(b)) = (c0, cpu_seconds()) {
+                cpu_times.push((b - a) / STEPS as f64);
+            }
+        }
+        let step = median(&times);
+        let cpu_step = (!cpu_times.is_empty()).then(|| median(&cpu_times));
+        let total = (REPEATS * STEPS) as f64;
+        println!(
+            "{}",
+            json!({"side": "hepflow-chunk", "chunk_rows": chunk, "train_step_s": step,
+                   "train_step_repeats_s": times, "train_events_per_s": BATCH as f64 / step, "last_loss": loss,
+                   "train_step_cpu_s": cpu_step, "train_step_cpu_repeats_s": cpu_times,
+                   "sections_s_per_step": {"loss_and_grad": sec.grad / total, "grad_norm": sec.norm / total,
+                                           "adam": sec.adam / total, "param_copies_and_end_step": sec.params / total}})
+        );
+        if !loss.is_finite() {
+            bail!("non-finite loss with chunk_rows {chunk}");
+        }
+        if best.is_none_or(|(_, t)| step < t) {
+            best = Some((chunk, step));
+        }
+        if let Some(c) = cpu_step
+            && best_cpu.is_none_or(|(_, t)| c < t)
+        {
+            best_cpu = Some((chunk, c));
+        }
+    }
+    let (chunk, step) = best.context("no chunk size timed")?;
+    Ok(TrainResult {
+        chunk,
+        step,
+        best_cpu,
+    })
+}
+
+/// The fastest chunk size by wall-clock time, and the cheapest by CPU time.
+struct TrainResult {
+    chunk: usize,
+    step: f64,
+    best_cpu: Option<(usize, f64)>,
+}
+
+/// Times `flow.sample(1_000_000)`; returns (seconds, CPU seconds, all finite, base-draw seconds,
+/// inverse-pass seconds).
+fn bench_sampling(seed: u64) -> Result<(f64, Option<f64>, bool, f64, f64)> {
+    let flow = build_flow(seed);
+    let warm = flow.sample(N_SAMPLE_WARMUP, 7, None);
+    if warm.rows() != N_SAMPLE_WARMUP {
+        bail!("warm-up sample has {} rows", warm.rows());
+    }
+    let c0 = cpu_seconds();
+    let t0 = Instant::now();
+    let x = flow.sample(N_SAMPLE, 11, None);
+    let sample_s = t0.elapsed().as_secs_f64();
+    let sample_cpu = c0.zip(cpu_seconds()).map(|(a, b)| b - a);
+    if x.rows() != N_SAMPLE || x.cols() != DIM {
+        bail!("sample has shape {} x {}", x.rows(), x.cols());
+    }
+    let finite = x.all_finite();
+    drop(x);
+
+    // Sampling sections: base draws alone, and the inverse pass alone on pre-drawn z.
+    let t0 = Instant::now();
+    let mut z = Matrix::<f32>::zeros(N_SAMPLE, DIM);
+    {
+        use rayon::prelude::*;
+        z.as_mut_slice()
+            .par_chunks_mut(DIM)
+            .enumerate()
+            .for_each(|(i, row)| hepflow::flow::base_sample(11, i as u64, row));
+    }
+    let draw_s = t0.elapsed().as_secs_f64();
+    let t0 = Instant::now();
+    let (xi, _) = flow.inverse(&z, None);
+    let inverse_s = t0.elapsed().as_secs_f64();
+    std::hint::black_box(&xi);
+
+    Ok((sample_s, sample_cpu, finite, draw_s, inverse_s))
+}

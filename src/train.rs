@@ -78,7 +78,7 @@ pub struct TrainConfig {
 impl Default for TrainConfig {
     fn default() -> Self {
         Self {
-            epochs: 100,
+            epochs: 200,
             batch_size: 512,
             lr: 1e-3,
             schedule: Schedule::Cosine,

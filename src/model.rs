@@ -315,24 +315,7 @@ impl Model {
 
     /// The safetensors bytes of every parameter and buffer.
     pub fn weights_bytes(&self) -> Result<Vec<u8>, String> {
-        let named = self.flow.named_tensors();
-        let raw: Vec<(String, Vec<usize>, Vec<u8>)> = named
-            .iter()
-            .map(|(n, p)| {
-                (
-                    n.clone(),
-                    p.shape.clone(),
-                    p.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
-                )
-            })
-            .collect();
-        let mut views = BTreeMap::new();
-        for (n, shape, bytes) in &raw {
-            let v = TensorView::new(Dtype::F32, shape.clone(), bytes)
-                .map_err(|e| format!("tensor {n}: {e}"))?;
-            views.insert(n.clone(), v);
-        }
-        safetensors::serialize(views, None).map_err(|e| e.to_string())
+        flow_weights_bytes(&self.flow)
     }
 
     /// Loads a model directory, checking every tensor's presence, dtype, shape and finiteness.
@@ -438,6 +421,28 @@ impl Model {
         }
         Ok(())
     }
+}
+
+/// Serialises every parameter and buffer of `flow` (named `layers.{k}.{name}`) as safetensors.
+pub fn flow_weights_bytes(flow: &Flow<f32>) -> Result<Vec<u8>, String> {
+    let named = flow.named_tensors();
+    let raw: Vec<(String, Vec<usize>, Vec<u8>)> = named
+        .iter()
+        .map(|(n, p)| {
+            (
+                n.clone(),
+                p.shape.clone(),
+                p.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            )
+        })
+        .collect();
+    let mut views = BTreeMap::new();
+    for (n, shape, bytes) in &raw {
+        let v = TensorView::new(Dtype::F32, shape.clone(), bytes)
+            .map_err(|e| format!("tensor {n}: {e}"))?;
+        views.insert(n.clone(), v);
+    }
+    safetensors::serialize(views, None).map_err(|e| e.to_string())
 }
 
 fn fill_tensor(

@@ -7,7 +7,10 @@ use crate::engine::{Matrix, Rng};
 use crate::evaluate::plot_training_curves;
 use crate::flow::Flow;
 use crate::fsutil::atomic_write;
-use crate::model::{ContextColumn, FORMAT_VERSION, Model, ModelConfig, ModelError, encode_context};
+use crate::model::{
+    ContextColumn, FORMAT_VERSION, Model, ModelConfig, ModelError, encode_context,
+    flow_weights_bytes,
+};
 use crate::preprocess::Preprocessor;
 use crate::presets::{Preset, PresetOptions, build_specs};
 use crate::train::{EpochEnd, TrainConfig, TrainObserver, TrainState, fit, initial_state};
@@ -137,24 +140,7 @@ impl TrainObserver for CheckpointWriter<'_> {
     fn on_epoch_end(&mut self, flow: &Flow<f32>, end: &EpochEnd<'_>) -> Result<(), String> {
         std::fs::create_dir_all(&self.dir).map_err(|e| format!("{}: {e}", self.dir.display()))?;
         // Weights of the *current* flow (not the best): resuming continues from here.
-        let names = flow.named_tensors();
-        let raw: Vec<(String, Vec<usize>, Vec<u8>)> = names
-            .iter()
-            .map(|(n, p)| {
-                (
-                    n.clone(),
-                    p.shape.clone(),
-                    p.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
-                )
-            })
-            .collect();
-        let mut views = std::collections::BTreeMap::new();
-        for (n, s, b) in &raw {
-            let v = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
-                .map_err(|e| e.to_string())?;
-            views.insert(n.clone(), v);
-        }
-        let bytes = safetensors::serialize(views, None).map_err(|e| e.to_string())?;
+        let bytes = flow_weights_bytes(flow)?;
         let ck = Checkpoint {
             state: end.state.clone(),
             data_checksum: self.data_checksum.clone(),

@@ -12,54 +12,8 @@
 //!
 //! Outside `[-B, B]` the map is the identity with log-derivative 0 and no parameter gradient.
 
-use super::{MIN_BIN_HEIGHT, Spline1d};
+use super::{Buf, MIN_BIN_HEIGHT, Spline1d};
 use crate::engine::Real;
-use std::ops::{Deref, DerefMut};
-
-/// Largest buffer kept on the stack (`bins + 1` for `bins <= 64`).
-const STACK: usize = 65;
-
-/// A zero-initialised scratch slice: on the stack up to [`STACK`] entries, on the heap beyond.
-struct Buf<T> {
-    arr: [T; STACK],
-    heap: Vec<T>,
-    len: usize,
-}
-
-impl<T: Real> Buf<T> {
-    fn zeros(len: usize) -> Self {
-        Self {
-            arr: [T::zero(); STACK],
-            heap: if len > STACK {
-                vec![T::zero(); len]
-            } else {
-                Vec::new()
-            },
-            len,
-        }
-    }
-}
-
-impl<T> Deref for Buf<T> {
-    type Target = [T];
-    fn deref(&self) -> &[T] {
-        if self.len <= STACK {
-            &self.arr[..self.len]
-        } else {
-            &self.heap
-        }
-    }
-}
-
-impl<T> DerefMut for Buf<T> {
-    fn deref_mut(&mut self) -> &mut [T] {
-        if self.len <= STACK {
-            &mut self.arr[..self.len]
-        } else {
-            &mut self.heap
-        }
-    }
-}
 
 /// Minimum bin mass actually used: `MIN_BIN_HEIGHT`, lowered to `0.5/K` for absurdly many bins
 /// so that `1 - m K` stays positive.

@@ -17,6 +17,7 @@ pub use quadratic::Quadratic;
 pub use rational_quadratic::RationalQuadratic;
 
 use crate::engine::Real;
+use std::ops::{Deref, DerefMut};
 
 /// Smallest bin width, as a fraction of the interval (nflows' default).
 pub const MIN_BIN_WIDTH: f64 = 1e-3;
@@ -107,6 +108,51 @@ pub fn search_bin<T: Real>(knots: &[T], v: T) -> usize {
     }
     // Number of interior knots <= v, which is in 0..=K-1.
     knots[1..k].partition_point(|&t| t <= v)
+}
+
+/// Largest buffer kept on the stack (`bins + 1` for `bins <= 64`).
+pub(crate) const STACK: usize = 65;
+
+/// A zero-initialised scratch slice: on the stack up to [`STACK`] entries, on the heap beyond.
+pub(crate) struct Buf<T> {
+    arr: [T; STACK],
+    heap: Vec<T>,
+    len: usize,
+}
+
+impl<T: Real> Buf<T> {
+    pub(crate) fn zeros(len: usize) -> Self {
+        Self {
+            arr: [T::zero(); STACK],
+            heap: if len > STACK {
+                vec![T::zero(); len]
+            } else {
+                Vec::new()
+            },
+            len,
+        }
+    }
+}
+
+impl<T> Deref for Buf<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        if self.len <= STACK {
+            &self.arr[..self.len]
+        } else {
+            &self.heap
+        }
+    }
+}
+
+impl<T> DerefMut for Buf<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        if self.len <= STACK {
+            &mut self.arr[..self.len]
+        } else {
+            &mut self.heap
+        }
+    }
 }
 
 #[cfg(test)]

@@ -54,14 +54,9 @@ pub fn generate_for(
     ctx_raw: Option<&Matrix<f32>>,
 ) -> Result<Matrix<f32>> {
     let ctx = match ctx_raw {
-        Some(raw) => {
-            // Reuse the reference's contexts cyclically so the composition is reproduced.
-            let rep = Matrix::from_fn(n, raw.cols(), |i, j| raw.get(i % raw.rows(), j));
-            Some(encode_context(&model.config.context, &rep)?)
-        }
+        Some(raw) => Some(encode_context(&model.config.context, &cycle_rows(raw, n))?),
         None => None,
     };
-    let mut out = Matrix::zeros(0, model.dim());
     let mut data = Vec::with_capacity(n * model.dim());
     let batch = 65536;
     let mut s = 0;
@@ -72,10 +67,13 @@ pub fn generate_for(
         data.extend_from_slice(x.as_slice());
         s += b;
     }
-    if let Some(m) = Matrix::from_vec(n, model.dim(), data) {
-        out = m;
-    }
-    Ok(out)
+    Matrix::from_vec(n, model.dim(), data).context("generated events have an unexpected shape")
+}
+
+/// `n` rows taken cyclically from `raw`: reusing the reference's contexts this way reproduces
+/// its composition (e.g. its signal fraction) in the generated sample.
+fn cycle_rows(raw: &Matrix<f32>, n: usize) -> Matrix<f32> {
+    Matrix::from_fn(n, raw.cols(), |i, j| raw.get(i % raw.rows(), j))
 }
 
 /// Runs the evaluation of `model` against reference events and writes the report to `out`.
@@ -100,8 +98,7 @@ pub fn evaluate_model(
         Some(g) => g,
         None => {
             let g = generate_for(model, n, seed, reference_ctx_raw)?;
-            let c = reference_ctx_raw
-                .map(|raw| Matrix::from_fn(n, raw.cols(), |i, j| raw.get(i % raw.rows(), j)));
+            let c = reference_ctx_raw.map(|raw| cycle_rows(raw, n));
             (g, c)
         }
     };

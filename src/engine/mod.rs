@@ -5,10 +5,12 @@
 
 pub mod adam;
 pub mod gemm;
+pub mod kernel;
 pub mod matrix;
 pub mod real;
 pub mod rng;
 pub mod tape;
+pub mod vmath;
 
 pub use adam::{Adam, AdamConfig};
 pub use matrix::Matrix;

@@ -25,6 +25,21 @@ pub trait Real:
 {
     /// Converts an `f64` constant into this type.
     fn c(x: f64) -> Self;
+
+    /// `x <- exp(x)` elementwise (vectorised for `f32`, see [`super::vmath`]).
+    fn exp_in_place(xs: &mut [Self]) {
+        for x in xs {
+            *x = x.exp();
+        }
+    }
+
+    /// `x <- a tanh(x / a)` elementwise (vectorised for `f32`, see [`super::vmath`]).
+    fn soft_clamp_in_place(xs: &mut [Self], a: Self) {
+        for x in xs {
+            *x = a * (*x / a).tanh();
+        }
+    }
+
     /// `C[m x n] = alpha * A[m x k] * B[k x n] + beta * C`, with arbitrary row/column strides.
     ///
     /// # Safety
@@ -54,6 +69,12 @@ impl Real for f32 {
     fn c(x: f64) -> Self {
         x as f32
     }
+    fn exp_in_place(xs: &mut [Self]) {
+        super::vmath::exp_in_place(xs);
+    }
+    fn soft_clamp_in_place(xs: &mut [Self], a: Self) {
+        super::vmath::soft_clamp_in_place(xs, a);
+    }
     unsafe fn gemm_raw(
         m: usize,
         k: usize,
@@ -70,6 +91,37 @@ impl Real for f32 {
         rsc: isize,
         csc: isize,
     ) {
+        // Our AVX-512 kernel covers the products of dense layers (B and C with contiguous rows,
+        // C overwritten or accumulated); everything else goes to matrixmultiply.
+        if alpha == 1.0
+            && (beta == 0.0 || beta == 1.0)
+            && csb == 1
+            && csc == 1
+            && rsa >= 0
+            && csa >= 0
+            && rsb >= 0
+            && rsc >= n as isize
+        {
+            // SAFETY: forwarded contract of `gemm_raw`; all strides are non-negative here.
+            let done = unsafe {
+                super::kernel::sgemm(
+                    m,
+                    k,
+                    n,
+                    a,
+                    rsa as usize,
+                    csa as usize,
+                    b,
+                    rsb as usize,
+                    c,
+                    rsc as usize,
+                    beta == 1.0,
+                )
+            };
+            if done {
+                return;
+            }
+        }
         // SAFETY: forwarded contract of `gemm_raw`.
         unsafe {
             matrixmultiply::sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)

@@ -6,10 +6,11 @@
 //! The output layer starts at zero, so every coupling layer starts as the identity (Glow's
 //! initialisation), which keeps the first training steps stable.
 
-use crate::engine::gemm::{gemm_nn, gemm_nt, gemm_tn};
+use crate::engine::gemm::{gemm_nn, gemm_tn};
 use crate::engine::{Matrix, Real, Rng, Tape};
 use crate::transforms::Param;
 use serde::{Deserialize, Serialize};
+use std::sync::OnceLock;
 
 /// Shape of an [`Mlp`].
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -34,6 +35,9 @@ pub struct MlpConfig {
 pub struct Mlp<T> {
     config: MlpConfig,
     params: Vec<Param<T>>, // weight, bias, weight, bias, ...
+    /// `W_l^T` (`in x out`) of every layer, built on first use after a parameter change, so that
+    /// the forward product `H W^T` reads a matrix with contiguous rows.
+    transposed: OnceLock<Vec<Vec<T>>>,
 }
 
 impl<T: Real> Mlp<T> {
@@ -72,7 +76,11 @@ impl<T: Real> Mlp<T> {
             ));
             params.push(Param::new(format!("layers.{l}.bias"), vec![fan_out], b));
         }
-        Self { config, params }
+        Self {
+            config,
+            params,
+            transposed: OnceLock::new(),
+        }
     }
 
     fn widths_of(c: &MlpConfig) -> Vec<usize> {
@@ -92,9 +100,30 @@ impl<T: Real> Mlp<T> {
         self.params.iter().collect()
     }
 
-    /// Mutable parameters in gradient order.
+    /// Mutable parameters in gradient order (the caller may change them, so the cached
+    /// transposed weights are dropped).
     pub fn params_mut(&mut self) -> Vec<&mut Param<T>> {
+        self.transposed = OnceLock::new();
         self.params.iter_mut().collect()
+    }
+
+    /// `W_l^T` of every layer (cached until the next [`Mlp::params_mut`]).
+    fn transposed_weights(&self) -> &[Vec<T>] {
+        self.transposed.get_or_init(|| {
+            (0..self.n_layers())
+                .map(|l| {
+                    let w = &self.params[2 * l];
+                    let (fan_out, fan_in) = (w.shape[0], w.shape[1]);
+                    let mut t = vec![T::zero(); fan_in * fan_out];
+                    for o in 0..fan_out {
+                        for i in 0..fan_in {
+                            t[i * fan_out + o] = w.data[o * fan_in + i];
+                        }
+                    }
+                    t
+                })
+                .collect()
+        })
     }
 
     /// Total number of scalars in the parameters.
@@ -121,13 +150,13 @@ impl<T: Real> Mlp<T> {
         let (fan_out, fan_in) = (w.shape[0], w.shape[1]);
         let n = inp.rows();
         out.resize(n, fan_out);
-        gemm_nt(
+        gemm_nn(
             n,
             fan_in,
             fan_out,
             T::one(),
             inp.as_slice(),
-            &w.data,
+            &self.transposed_weights()[l],
             T::zero(),
             out.as_mut_slice(),
         );

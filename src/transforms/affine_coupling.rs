@@ -70,12 +70,75 @@ impl<T: Real> AffineCoupling<T> {
         }
     }
 
-    /// Computes `s` (clamped log-scale) and `t` from the raw conditioner output.
-    #[inline]
-    fn scale_shift(&self, h: &[T], j: usize) -> (T, T) {
-        let a = T::c(self.config.scale_clamp);
+    /// From the conditioner output `h` (`n x 2|B|`: raw log-scales, then shifts) fills `s` with
+    /// the clamped log-scales `a tanh(r / a)` and `es` with `exp(sign * s)`, both `n x |B|`.
+    fn scales(&self, h: &Matrix<T>, sign: T, s: &mut Matrix<T>, es: &mut Matrix<T>) {
+        let (n, ntr) = (h.rows(), self.tr.len());
+        s.resize(n, ntr);
+        for i in 0..n {
+            s.row_mut(i).copy_from_slice(&h.row(i)[..ntr]);
+        }
+        T::soft_clamp_in_place(s.as_mut_slice(), T::c(self.config.scale_clamp));
+        es.resize(n, ntr);
+        for (e, v) in es.as_mut_slice().iter_mut().zip(s.as_slice()) {
+            *e = sign * *v;
+        }
+        T::exp_in_place(es.as_mut_slice());
+    }
+
+    /// `out = in` except `out_B = (in_B + pre) * es + post` (with `pre`/`post` the shift `t` or 0)
+    /// and `ladj += sign * sum_j s_j`.
+    #[allow(clippy::too_many_arguments)]
+    fn apply(
+        &self,
+        inp: &Matrix<T>,
+        h: &Matrix<T>,
+        s: &Matrix<T>,
+        es: &Matrix<T>,
+        inverse: bool,
+        out: &mut Matrix<T>,
+        ladj: &mut [T],
+    ) {
         let ntr = self.tr.len();
-        (a * (h[j] / a).tanh(), h[ntr + j])
+        out.copy_from(inp);
+        for (i, l) in ladj.iter_mut().enumerate().take(inp.rows()) {
+            let t = &h.row(i)[ntr..];
+            let (sr, er) = (s.row(i), es.row(i));
+            let o = out.row_mut(i);
+            let mut acc = T::zero();
+            for (j, &d) in self.tr.iter().enumerate() {
+                o[d] = if inverse {
+                    (o[d] - t[j]) * er[j]
+                } else {
+                    o[d] * er[j] + t[j]
+                };
+                acc += sr[j];
+            }
+            if inverse {
+                *l -= acc;
+            } else {
+                *l += acc;
+            }
+        }
+    }
+
+    /// Evaluation pass in either direction.
+    fn run(
+        &self,
+        inp: &Matrix<T>,
+        ctx: Option<&Matrix<T>>,
+        inverse: bool,
+        out: &mut Matrix<T>,
+        ladj: &mut [T],
+    ) {
+        let mut net_in = Matrix::zeros(0, 0);
+        let mut h = Matrix::zeros(0, 0);
+        let (mut s, mut es) = (Matrix::zeros(0, 0), Matrix::zeros(0, 0));
+        gather_input(inp, &self.id, ctx, &mut net_in);
+        self.net.forward(&net_in, &mut h);
+        let sign = if inverse { -T::one() } else { T::one() };
+        self.scales(&h, sign, &mut s, &mut es);
+        self.apply(inp, &h, &s, &es, inverse, out, ladj);
     }
 }
 
@@ -101,43 +164,15 @@ impl<T: Real> Transform<T> for AffineCoupling<T> {
     }
 
     fn forward(&self, x: &Matrix<T>, ctx: Option<&Matrix<T>>, y: &mut Matrix<T>, ladj: &mut [T]) {
-        let mut inp = Matrix::zeros(0, 0);
-        let mut h = Matrix::zeros(0, 0);
-        gather_input(x, &self.id, ctx, &mut inp);
-        self.net.forward(&inp, &mut h);
-        y.copy_from(x);
-        for i in 0..x.rows() {
-            let hr = h.row(i);
-            let yr = y.row_mut(i);
-            let mut acc = T::zero();
-            for (j, &d) in self.tr.iter().enumerate() {
-                let (s, t) = self.scale_shift(hr, j);
-                yr[d] = yr[d] * s.exp() + t;
-                acc += s;
-            }
-            ladj[i] += acc;
-        }
+        self.run(x, ctx, false, y, ladj);
     }
 
     fn inverse(&self, y: &Matrix<T>, ctx: Option<&Matrix<T>>, x: &mut Matrix<T>, ladj: &mut [T]) {
-        let mut inp = Matrix::zeros(0, 0);
-        let mut h = Matrix::zeros(0, 0);
-        gather_input(y, &self.id, ctx, &mut inp);
-        self.net.forward(&inp, &mut h);
-        x.copy_from(y);
-        for i in 0..y.rows() {
-            let hr = h.row(i);
-            let xr = x.row_mut(i);
-            let mut acc = T::zero();
-            for (j, &d) in self.tr.iter().enumerate() {
-                let (s, t) = self.scale_shift(hr, j);
-                xr[d] = (xr[d] - t) * (-s).exp();
-                acc += s;
-            }
-            ladj[i] -= acc;
-        }
+        self.run(y, ctx, true, x, ladj);
     }
 
+    /// Tape slots: 0 conditioner input, 1 conditioner output `h`, 2/3 backward scratch,
+    /// 4 clamped log-scales `s`, 5 `exp(s)`; child 0 is the conditioner's tape.
     fn forward_train(
         &self,
         x: &Matrix<T>,
@@ -149,6 +184,8 @@ impl<T: Real> Transform<T> for AffineCoupling<T> {
         let n = x.rows();
         gather_input(x, &self.id, ctx, tape.mat(0, n, 0));
         let mut h = std::mem::take(tape.mat(1, 0, 0));
+        let mut s = std::mem::take(tape.mat(4, 0, 0));
+        let mut es = std::mem::take(tape.mat(5, 0, 0));
         {
             let tape_seed = tape.seed;
             let (mats, children) = (&tape.mats, &mut tape.children);
@@ -158,19 +195,11 @@ impl<T: Real> Transform<T> for AffineCoupling<T> {
             children[0].seed = tape_seed;
             self.net.forward_train(&mats[0], &mut h, &mut children[0]);
         }
-        y.copy_from(x);
-        for i in 0..n {
-            let hr = h.row(i);
-            let yr = y.row_mut(i);
-            let mut acc = T::zero();
-            for (j, &d) in self.tr.iter().enumerate() {
-                let (s, t) = self.scale_shift(hr, j);
-                yr[d] = yr[d] * s.exp() + t;
-                acc += s;
-            }
-            ladj[i] += acc;
-        }
+        self.scales(&h, T::one(), &mut s, &mut es);
+        self.apply(x, &h, &s, &es, false, y, ladj);
         *tape.mat(1, 0, 0) = h;
+        *tape.mat(4, 0, 0) = s;
+        *tape.mat(5, 0, 0) = es;
     }
 
     fn backward(
@@ -186,25 +215,22 @@ impl<T: Real> Transform<T> for AffineCoupling<T> {
     ) {
         let n = x.rows();
         let ntr = self.tr.len();
-        let a = T::c(self.config.scale_clamp);
+        let inv_a2 = T::one() / T::c(self.config.scale_clamp * self.config.scale_clamp);
         dx.copy_from(dy);
-        // d(conditioner output) into slot 2.
+        // d(conditioner output) into slot 2. With s = a tanh(r / a): ds/dr = 1 - (s / a)^2.
         let mut dh = std::mem::take(tape.mat(2, n, 2 * ntr));
         {
-            let h = &tape.mats[1];
+            let (s, es) = (&tape.mats[4], &tape.mats[5]);
             for i in 0..n {
-                let hr = h.row(i);
+                let (sr, er) = (s.row(i), es.row(i));
                 let xr = x.row(i);
                 let dyr = dy.row(i);
                 let dxr = dx.row_mut(i);
                 let dhr = dh.row_mut(i);
                 for (j, &d) in self.tr.iter().enumerate() {
-                    let th = (hr[j] / a).tanh();
-                    let s = a * th;
-                    let es = s.exp();
-                    dxr[d] = dyr[d] * es;
-                    let ds = dyr[d] * xr[d] * es + dladj[i];
-                    dhr[j] = ds * (T::one() - th * th);
+                    dxr[d] = dyr[d] * er[j];
+                    let ds = dyr[d] * xr[d] * er[j] + dladj[i];
+                    dhr[j] = ds * (T::one() - sr[j] * sr[j] * inv_a2);
                     dhr[ntr + j] = dyr[d];
                 }
             }

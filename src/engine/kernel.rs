@@ -1,0 +1,258 @@
+//! Our own single-precision GEMM micro-kernel for x86-64 CPUs with AVX-512, chosen at run time.
+//!
+//! Computes `C[i, j] = sum_p A[i, p] B[p, j]` (or `C += ...`) where `A` is read through arbitrary
+//! row/column strides (so `A` or `A^T` of a row-major matrix both work) and `B` and `C` have
+//! contiguous rows. That covers the three products of a dense layer once the forward weights are
+//! kept transposed: `H W^T = H (W^T)`, `dY W` and `dY^T H`.
+//!
+//! The shapes of a flow's conditioners are small and skinny (a chunk of 64-1024 events times
+//! 9-128 features), where general-purpose GEMMs lose much of their time packing both operands on
+//! every call. This kernel packs nothing: it walks `C` in register tiles of `MR` rows by
+//! `16 NV` columns (`MR x NV <= 24` accumulators), and for each `p` loads `NV` vectors of `B`'s
+//! row `p` and broadcasts `MR` values of `A`'s column `p` into fused multiply-adds. `B`'s 64-column
+//! panel (`k x 64` floats) stays in L1/L2 while the row tiles sweep over it. The last vector of a
+//! tile is masked, so widths such as 9 and 18 need no padding.
+
+/// Whether the AVX-512 kernel can run on this CPU (checked once; the result is cached by std).
+#[inline]
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// `C = A B` (`accumulate = false`) or `C += A B`, with `A[i, p] = a[i * rsa + p * csa]`,
+/// `B[p, j] = b[p * ldb + j]` and `C[i, j] = c[i * ldc + j]`, for `i < m`, `p < k`, `j < n`.
+/// Returns `false` (and touches nothing) when the CPU lacks AVX-512.
+///
+/// # Safety
+/// The pointers must be valid for the elements the index formulas above reach, `C` must not
+/// overlap `A` or `B`, and `C`'s rows must not overlap each other (`ldc >= n`).
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn sgemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: *const f32,
+    rsa: usize,
+    csa: usize,
+    b: *const f32,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if available() {
+            // SAFETY: AVX-512F is present (checked above); memory contract forwarded.
+            unsafe { avx512::sgemm(m, k, n, a, rsa, csa, b, ldb, c, ldc, accumulate) };
+            return true;
+        }
+    }
+    let _ = (m, k, n, a, rsa, csa, b, ldb, c, ldc, accumulate);
+    false
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    /// Columns of `C` per panel: four 16-lane vectors.
+    const PANEL: usize = 64;
+
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn sgemm(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: *const f32,
+        rsa: usize,
+        csa: usize,
+        b: *const f32,
+        ldb: usize,
+        c: *mut f32,
+        ldc: usize,
+        accumulate: bool,
+    ) {
+        let mut j0 = 0;
+        while j0 < n {
+            let w = (n - j0).min(PANEL);
+            let nv = w.div_ceil(16);
+            let rem = w - (nv - 1) * 16;
+            let mask: __mmask16 = if rem == 16 {
+                0xffff
+            } else {
+                ((1u32 << rem) - 1) as u16
+            };
+            // Rows per tile: as many as keep MR * NV <= 24 accumulators in registers.
+            let mr_max = match nv {
+                1 => 16,
+                2 => 12,
+                3 => 8,
+                _ => 6,
+            };
+            let mut i0 = 0;
+            while i0 < m {
+                let mr = (m - i0).min(mr_max);
+                // SAFETY: the tile lies inside the caller's m x n region.
+                unsafe {
+                    let ap = a.add(i0 * rsa);
+                    let bp = b.add(j0);
+                    let cp = c.add(i0 * ldc + j0);
+                    macro_rules! dispatch {
+                        ($($mr:literal $nv:literal),*) => {
+                            match (mr, nv) {
+                                $(($mr, $nv) => tile::<$mr, $nv>(k, ap, rsa, csa, bp, ldb, cp, ldc, mask, accumulate),)*
+                                _ => unreachable!("tile shape out of range"),
+                            }
+                        };
+                    }
+                    dispatch!(
+                        1 1, 2 1, 3 1, 4 1, 5 1, 6 1, 7 1, 8 1, 9 1, 10 1, 11 1, 12 1, 13 1, 14 1, 15 1, 16 1,
+                        1 2, 2 2, 3 2, 4 2, 5 2, 6 2, 7 2, 8 2, 9 2, 10 2, 11 2, 12 2,
+                        1 3, 2 3, 3 3, 4 3, 5 3, 6 3, 7 3, 8 3,
+                        1 4, 2 4, 3 4, 4 4, 5 4, 6 4
+                    );
+                }
+                i0 += mr;
+            }
+            j0 += w;
+        }
+    }
+
+    /// One `MR x 16 NV` tile of `C`; the last of the `NV` vectors is masked by `mask`.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile<const MR: usize, const NV: usize>(
+        k: usize,
+        a: *const f32,
+        rsa: usize,
+        csa: usize,
+        b: *const f32,
+        ldb: usize,
+        c: *mut f32,
+        ldc: usize,
+        mask: __mmask16,
+        accumulate: bool,
+    ) {
+        let mut acc = [[_mm512_setzero_ps(); NV]; MR];
+        // SAFETY (whole body): every pointer stays inside the tile's rows/columns of A, B and C;
+        // masked loads and stores do not touch (or fault on) the masked-out lanes.
+        unsafe {
+            for p in 0..k {
+                let bp = b.add(p * ldb);
+                let mut bv = [_mm512_setzero_ps(); NV];
+                for (v, x) in bv.iter_mut().enumerate() {
+                    *x = if v + 1 == NV {
+                        _mm512_maskz_loadu_ps(mask, bp.add(16 * v))
+                    } else {
+                        _mm512_loadu_ps(bp.add(16 * v))
+                    };
+                }
+                let ap = a.add(p * csa);
+                for (r, row) in acc.iter_mut().enumerate() {
+                    let av = _mm512_set1_ps(*ap.add(r * rsa));
+                    for (x, bx) in row.iter_mut().zip(&bv) {
+                        *x = _mm512_fmadd_ps(av, *bx, *x);
+                    }
+                }
+            }
+            for (r, row) in acc.iter().enumerate() {
+                for (v, x) in row.iter().enumerate() {
+                    let cp = c.add(r * ldc + 16 * v);
+                    let m = if v + 1 == NV { mask } else { 0xffff };
+                    let out = if accumulate {
+                        _mm512_add_ps(*x, _mm512_maskz_loadu_ps(m, cp))
+                    } else {
+                        *x
+                    };
+                    _mm512_mask_storeu_ps(cp, m, out);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every tile shape and remainder: the kernel against a naive triple loop, with `A` read
+    /// directly and transposed, overwriting and accumulating.
+    #[test]
+    fn matches_naive_products_for_all_tile_shapes() {
+        if !available() {
+            return; // the matrixmultiply fallback is covered by engine::gemm's tests
+        }
+        for &(m, k, n) in &[
+            (1, 1, 1),
+            (5, 3, 9),
+            (17, 9, 18),
+            (33, 128, 128),
+            (64, 18, 130),
+            (100, 7, 47),
+            (7, 64, 200),
+        ] {
+            for transposed_a in [false, true] {
+                for accumulate in [false, true] {
+                    let a: Vec<f32> = (0..m * k)
+                        .map(|i| ((i * 7 % 13) as f32) * 0.1 - 0.6)
+                        .collect();
+                    let b: Vec<f32> = (0..k * n)
+                        .map(|i| ((i * 5 % 11) as f32) * 0.1 - 0.5)
+                        .collect();
+                    let (rsa, csa) = if transposed_a { (1, m) } else { (k, 1) };
+                    let ldc = n + 3; // padded rows: the kernel must leave the padding alone
+                    let mut c: Vec<f32> = (0..m * ldc).map(|i| (i % 5) as f32).collect();
+                    let before = c.clone();
+                    // SAFETY: shapes and strides match the vectors above.
+                    let ran = unsafe {
+                        sgemm(
+                            m,
+                            k,
+                            n,
+                            a.as_ptr(),
+                            rsa,
+                            csa,
+                            b.as_ptr(),
+                            n,
+                            c.as_mut_ptr(),
+                            ldc,
+                            accumulate,
+                        )
+                    };
+                    assert!(ran);
+                    for i in 0..m {
+                        for j in 0..ldc {
+                            let got = c[i * ldc + j];
+                            if j >= n {
+                                assert_eq!(got, before[i * ldc + j], "padding touched");
+                                continue;
+                            }
+                            let mut want: f64 = if accumulate {
+                                before[i * ldc + j] as f64
+                            } else {
+                                0.0
+                            };
+                            for p in 0..k {
+                                want += a[i * rsa + p * csa] as f64 * b[p * n + j] as f64;
+                            }
+                            assert!(
+                                (got as f64 - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                                "m{m} k{k} n{n} t{transposed_a} acc{accumulate} ({i},{j}): {got} vs {want}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -207,7 +207,7 @@ fn train_step(
     let loss = engine.loss_and_grad(flow, xb, None);
     let t1 = Instant::now();
     let grads = engine.grads();
-    let norm2: f64 = grads.iter().map(|g| (*g as f64) * (*g as f64)).sum();
+    let norm2 = engine.grad_norm_sq();
     let t2 = Instant::now();
     let mut params = flow.param_vector();
     let t3 = Instant::now();

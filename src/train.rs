@@ -92,6 +92,9 @@ impl Default for TrainConfig {
     }
 }
 
+/// Parameters per parallel work item when reducing gradients (fixed, for reproducibility).
+const PARAM_BLOCK: usize = 8192;
+
 /// Reusable memory of one chunk of a training step.
 #[derive(Default)]
 struct ChunkWorkspace<T> {
@@ -219,17 +222,41 @@ impl<T: Real> GradientEngine<T> {
                     std::mem::swap(&mut ws.dy, &mut ws.dx);
                 }
             });
-        // Deterministic reduction in chunk order.
+        // Deterministic reduction in chunk order (parallel over fixed blocks of parameters).
         self.grads.clear();
         self.grads.resize(total, T::zero());
-        let mut loss = 0.0;
-        for ws in &self.workspaces[..n_chunks] {
-            loss += ws.loss;
-            for (g, v) in self.grads.iter_mut().zip(&ws.grads) {
-                *g += *v;
-            }
-        }
+        let workspaces = &self.workspaces[..n_chunks];
+        self.grads
+            .par_chunks_mut(PARAM_BLOCK)
+            .enumerate()
+            .for_each(|(b, g)| {
+                let (off, len) = (b * PARAM_BLOCK, g.len());
+                for ws in workspaces {
+                    for (x, v) in g.iter_mut().zip(&ws.grads[off..off + len]) {
+                        *x += *v;
+                    }
+                }
+            });
+        let loss: f64 = workspaces.iter().map(|ws| ws.loss).sum();
         loss / n as f64
+    }
+
+    /// Squared global L2 norm of the last gradient, summed in f64 over fixed blocks of
+    /// parameters in parallel and then in block order (the same value for any thread count).
+    pub fn grad_norm_sq(&self) -> f64 {
+        let partial: Vec<f64> = self
+            .grads
+            .par_chunks(PARAM_BLOCK)
+            .map(|g| {
+                g.iter()
+                    .map(|v| {
+                        let x = v.to_f64().unwrap_or(f64::NAN);
+                        x * x
+                    })
+                    .sum()
+            })
+            .collect();
+        partial.iter().sum()
     }
 
     /// Hands the tapes of the last step to layers that keep running statistics.
@@ -428,11 +455,7 @@ pub fn fit(
             engine.set_seed(Rng::stream(cfg.seed ^ 0xD80F, state.step).next_u64());
             let loss = engine.loss_and_grad(flow, &xb, train_ctx.map(|_| &cb));
             let grads = engine.grads();
-            let mut norm2 = 0.0f64;
-            for g in grads {
-                let g = *g as f64;
-                norm2 += g * g;
-            }
+            let norm2 = engine.grad_norm_sq();
             if !loss.is_finite() || !norm2.is_finite() {
                 // Roll back to the last good state and lower the learning rate.
                 rollbacks += 1;
@@ -458,12 +481,7 @@ pub fn fit(
             };
             let lr = lr_at(cfg, &state, state.step, total_steps);
             let mut params = flow.param_vector();
-            if scale < 1.0 {
-                let g: Vec<f32> = grads.iter().map(|g| g * scale as f32).collect();
-                state.adam.step(&mut params, &g, lr);
-            } else {
-                state.adam.step(&mut params, grads, lr);
-            }
+            state.adam.step_scaled(&mut params, grads, scale, lr);
             flow.set_param_vector(&params);
             engine.end_step(flow, batch);
             if cfg.ema_decay > 0.0 {

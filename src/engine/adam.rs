@@ -4,6 +4,7 @@
 //! `theta <- theta - lr * (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps) - lr * wd * theta`.
 
 use super::Real;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 /// Hyper-parameters of [`Adam`].
@@ -56,21 +57,41 @@ impl Adam {
 
     /// One update of `params` with gradient `grads` at learning rate `lr`.
     pub fn step<T: Real>(&mut self, params: &mut [T], grads: &[T], lr: f64) {
+        self.step_scaled(params, grads, 1.0, lr);
+    }
+
+    /// One update with the gradient `grad_scale * grads` (gradient clipping), computed in
+    /// parallel over fixed blocks of parameters (every element's update is independent, so the
+    /// result does not depend on the thread count).
+    pub fn step_scaled<T: Real>(
+        &mut self,
+        params: &mut [T],
+        grads: &[T],
+        grad_scale: f64,
+        lr: f64,
+    ) {
         assert_eq!(params.len(), self.m.len());
         assert_eq!(grads.len(), self.m.len());
         self.t += 1;
         let c = &self.config;
-        let bc1 = 1.0 - c.beta1.powi(self.t.min(i32::MAX as u64) as i32);
-        let bc2 = 1.0 - c.beta2.powi(self.t.min(i32::MAX as u64) as i32);
-        for i in 0..params.len() {
-            let g = grads[i].to_f64().unwrap_or(0.0);
-            let m = c.beta1 * self.m[i] + (1.0 - c.beta1) * g;
-            let v = c.beta2 * self.v[i] + (1.0 - c.beta2) * g * g;
-            self.m[i] = m;
-            self.v[i] = v;
-            let p = params[i].to_f64().unwrap_or(0.0);
-            let upd = lr * (m / bc1) / ((v / bc2).sqrt() + c.eps) + lr * c.weight_decay * p;
-            params[i] = T::c(p - upd);
-        }
+        let (b1, b2, eps, wd) = (c.beta1, c.beta2, c.eps, c.weight_decay);
+        let bc1 = 1.0 - b1.powi(self.t.min(i32::MAX as u64) as i32);
+        let bc2 = 1.0 - b2.powi(self.t.min(i32::MAX as u64) as i32);
+        const BLOCK: usize = 8192;
+        params
+            .par_chunks_mut(BLOCK)
+            .zip(grads.par_chunks(BLOCK))
+            .zip(self.m.par_chunks_mut(BLOCK))
+            .zip(self.v.par_chunks_mut(BLOCK))
+            .for_each(|(((p, g), m), v)| {
+                for (((p, g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+                    let g = g.to_f64().unwrap_or(0.0) * grad_scale;
+                    *m = b1 * *m + (1.0 - b1) * g;
+                    *v = b2 * *v + (1.0 - b2) * g * g;
+                    let x = p.to_f64().unwrap_or(0.0);
+                    let upd = lr * (*m / bc1) / ((*v / bc2).sqrt() + eps) + lr * wd * x;
+                    *p = T::c(x - upd);
+                }
+            });
     }
 }

@@ -3,11 +3,21 @@
 use super::Real;
 
 /// Row-major `rows x cols` matrix. Row `i` is event `i` of a batch.
-#[derive(Clone, Debug, PartialEq, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Matrix<T> {
     rows: usize,
     cols: usize,
+    /// The first `rows * cols` values are the matrix; anything after them is spare storage kept
+    /// from a larger earlier shape, so that a reused buffer never needs re-zeroing.
     data: Vec<T>,
+}
+
+impl<T: PartialEq> PartialEq for Matrix<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.rows == other.rows
+            && self.cols == other.cols
+            && self.data[..self.rows * self.cols] == other.data[..other.rows * other.cols]
+    }
 }
 
 impl<T: Real> Matrix<T> {
@@ -51,17 +61,18 @@ impl<T: Real> Matrix<T> {
     /// Row-major data.
     #[inline]
     pub fn as_slice(&self) -> &[T] {
-        &self.data
+        &self.data[..self.rows * self.cols]
     }
 
     /// Mutable row-major data.
     #[inline]
     pub fn as_mut_slice(&mut self) -> &mut [T] {
-        &mut self.data
+        &mut self.data[..self.rows * self.cols]
     }
 
     /// Consumes the matrix into its row-major data.
-    pub fn into_vec(self) -> Vec<T> {
+    pub fn into_vec(mut self) -> Vec<T> {
+        self.data.truncate(self.rows * self.cols);
         self.data
     }
 
@@ -90,26 +101,27 @@ impl<T: Real> Matrix<T> {
         self.data[i * self.cols + j] = v;
     }
 
-    /// Reshapes to `rows x cols`, reusing the allocation; contents are unspecified afterwards
-    /// (callers overwrite them). Never shrinks capacity, so a reused buffer stops allocating.
+    /// Reshapes to `rows x cols`, reusing the storage; contents are unspecified afterwards
+    /// (callers overwrite them). Storage only grows (zero-filled when it does), so a reused
+    /// buffer stops allocating and writing zeros after its largest shape.
     pub fn resize(&mut self, rows: usize, cols: usize) {
         self.rows = rows;
         self.cols = cols;
-        self.data.resize(rows * cols, T::zero());
+        if self.data.len() < rows * cols {
+            self.data.resize(rows * cols, T::zero());
+        }
     }
 
     /// Reshapes like [`Matrix::resize`] and fills with zeros.
     pub fn resize_zeroed(&mut self, rows: usize, cols: usize) {
         self.resize(rows, cols);
-        self.data.fill(T::zero());
+        self.as_mut_slice().fill(T::zero());
     }
 
-    /// Copies `other` into `self`, reusing the allocation.
+    /// Copies `other` into `self`, reusing the storage.
     pub fn copy_from(&mut self, other: &Matrix<T>) {
-        self.rows = other.rows;
-        self.cols = other.cols;
-        self.data.clear();
-        self.data.extend_from_slice(&other.data);
+        self.resize(other.rows, other.cols);
+        self.as_mut_slice().copy_from_slice(other.as_slice());
     }
 
     /// Rows `start..end` as a new matrix.
@@ -127,7 +139,7 @@ impl<T: Real> Matrix<T> {
             rows: self.rows,
             cols: self.cols,
             data: self
-                .data
+                .as_slice()
                 .iter()
                 .map(|v| U::c(v.to_f64().unwrap_or(f64::NAN)))
                 .collect(),
@@ -136,15 +148,15 @@ impl<T: Real> Matrix<T> {
 
     /// Largest absolute element-wise difference to `other` (same shape assumed).
     pub fn max_abs_diff(&self, other: &Matrix<T>) -> T {
-        self.data
+        self.as_slice()
             .iter()
-            .zip(&other.data)
+            .zip(other.as_slice())
             .map(|(a, b)| (*a - *b).abs())
             .fold(T::zero(), T::max)
     }
 
     /// True when every element is finite.
     pub fn all_finite(&self) -> bool {
-        self.data.iter().all(|v| v.is_finite())
+        self.as_slice().iter().all(|v| v.is_finite())
     }
 }

@@ -26,13 +26,32 @@ pub fn available() -> bool {
     }
 }
 
-/// `C = A B` (`accumulate = false`) or `C += A B`, with `A[i, p] = a[i * rsa + p * csa]`,
-/// `B[p, j] = b[p * ldb + j]` and `C[i, j] = c[i * ldc + j]`, for `i < m`, `p < k`, `j < n`.
+/// What happens to a tile of `A B` before it is stored into `C`, in this order:
+/// `x = A B (+ C) (+ bias[j])`, `x = max(x, 0)` when `relu`, and `x = gate_scale * x` where
+/// `gate[i, j] > 0`, else `0`, when a gate is given. Fusing these into the kernel saves the
+/// separate passes over the output that a dense layer's bias, ReLU and ReLU-derivative mask
+/// would cost.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Epilogue<'a> {
+    /// `C += A B` instead of `C = A B`.
+    pub accumulate: bool,
+    /// Added to every row (length `>= n`).
+    pub bias: Option<&'a [f32]>,
+    /// Clamp below at zero.
+    pub relu: bool,
+    /// Row-major gate matrix with its row stride (`gate[i * ld + j]`).
+    pub gate: Option<(&'a [f32], usize)>,
+    /// Factor of the elements the gate keeps.
+    pub gate_scale: f32,
+}
+
+/// `C = epilogue(A B)` with `A[i, p] = a[i * rsa + p * csa]`, `B[p, j] = b[p * ldb + j]` and
+/// `C[i, j] = c[i * ldc + j]`, for `i < m`, `p < k`, `j < n` (see [`Epilogue`]).
 /// Returns `false` (and touches nothing) when the CPU lacks AVX-512.
 ///
 /// # Safety
 /// The pointers must be valid for the elements the index formulas above reach, `C` must not
-/// overlap `A` or `B`, and `C`'s rows must not overlap each other (`ldc >= n`).
+/// overlap `A`, `B` or the epilogue's inputs, and `C`'s rows must not overlap (`ldc >= n`).
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn sgemm(
     m: usize,
@@ -45,17 +64,60 @@ pub unsafe fn sgemm(
     ldb: usize,
     c: *mut f32,
     ldc: usize,
-    accumulate: bool,
+    epilogue: &Epilogue,
 ) -> bool {
+    if m == 0 || n == 0 {
+        return available();
+    }
+    if let Some(bias) = epilogue.bias {
+        assert!(bias.len() >= n, "bias shorter than the output width");
+    }
+    if let Some((gate, ld)) = epilogue.gate {
+        assert!(
+            ld >= n && gate.len() >= (m - 1) * ld + n,
+            "gate smaller than the output"
+        );
+    }
     #[cfg(target_arch = "x86_64")]
     {
         if available() {
-            // SAFETY: AVX-512F is present (checked above); memory contract forwarded.
-            unsafe { avx512::sgemm(m, k, n, a, rsa, csa, b, ldb, c, ldc, accumulate) };
+            let ep = avx512::Ep {
+                accumulate: epilogue.accumulate,
+                bias: epilogue.bias.map_or(std::ptr::null(), |b| b.as_ptr()),
+                relu: epilogue.relu,
+                gate: epilogue.gate.map_or(std::ptr::null(), |g| g.0.as_ptr()),
+                ldg: epilogue.gate.map_or(0, |g| g.1),
+                gate_scale: epilogue.gate_scale,
+            };
+            // SAFETY: AVX-512F is present (checked above); memory contract forwarded, and the
+            // epilogue's slices were checked against the output shape.
+            unsafe { avx512::sgemm(m, k, n, a, rsa, csa, b, ldb, c, ldc, &ep) };
             return true;
         }
     }
-    let _ = (m, k, n, a, rsa, csa, b, ldb, c, ldc, accumulate);
+    let _ = (k, a, rsa, csa, b, ldb, c, ldc);
+    false
+}
+
+/// `out[j] += sum_i a[i * lda + j]` for `i < m`, `j < out.len()` (bias gradients: column sums of
+/// a row-major matrix). Returns `false` (and touches nothing) when the CPU lacks AVX-512.
+pub fn add_col_sums(m: usize, a: &[f32], lda: usize, out: &mut [f32]) -> bool {
+    let n = out.len();
+    if m == 0 || n == 0 {
+        return true;
+    }
+    assert!(
+        lda >= n && a.len() >= (m - 1) * lda + n,
+        "matrix smaller than m x n"
+    );
+    #[cfg(target_arch = "x86_64")]
+    {
+        if available() {
+            // SAFETY: AVX-512F is present; the assert above bounds every read.
+            unsafe { avx512::add_col_sums(m, a.as_ptr(), lda, out) };
+            return true;
+        }
+    }
     false
 }
 
@@ -65,6 +127,16 @@ mod avx512 {
 
     /// Columns of `C` per panel: four 16-lane vectors.
     const PANEL: usize = 64;
+
+    /// [`super::Epilogue`] as raw pointers (null = absent).
+    pub(super) struct Ep {
+        pub accumulate: bool,
+        pub bias: *const f32,
+        pub relu: bool,
+        pub gate: *const f32,
+        pub ldg: usize,
+        pub gate_scale: f32,
+    }
 
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
@@ -79,7 +151,7 @@ mod avx512 {
         ldb: usize,
         c: *mut f32,
         ldc: usize,
-        accumulate: bool,
+        ep: &Ep,
     ) {
         let mut j0 = 0;
         while j0 < n {
@@ -101,15 +173,32 @@ mod avx512 {
             let mut i0 = 0;
             while i0 < m {
                 let mr = (m - i0).min(mr_max);
-                // SAFETY: the tile lies inside the caller's m x n region.
+                // SAFETY: the tile lies inside the caller's m x n region (and so inside the
+                // epilogue's bias and gate, which the public wrapper checked).
                 unsafe {
                     let ap = a.add(i0 * rsa);
                     let bp = b.add(j0);
                     let cp = c.add(i0 * ldc + j0);
+                    let tep = Ep {
+                        accumulate: ep.accumulate,
+                        bias: if ep.bias.is_null() {
+                            ep.bias
+                        } else {
+                            ep.bias.add(j0)
+                        },
+                        relu: ep.relu,
+                        gate: if ep.gate.is_null() {
+                            ep.gate
+                        } else {
+                            ep.gate.add(i0 * ep.ldg + j0)
+                        },
+                        ldg: ep.ldg,
+                        gate_scale: ep.gate_scale,
+                    };
                     macro_rules! dispatch {
                         ($($mr:literal $nv:literal),*) => {
                             match (mr, nv) {
-                                $(($mr, $nv) => tile::<$mr, $nv>(k, ap, rsa, csa, bp, ldb, cp, ldc, mask, accumulate),)*
+                                $(($mr, $nv) => tile::<$mr, $nv>(k, ap, rsa, csa, bp, ldb, cp, ldc, mask, &tep),)*
                                 _ => unreachable!("tile shape out of range"),
                             }
                         };
@@ -127,6 +216,48 @@ mod avx512 {
         }
     }
 
+    /// Column sums, 64 columns (four vectors) at a time.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn add_col_sums(m: usize, a: *const f32, lda: usize, out: &mut [f32]) {
+        let n = out.len();
+        let mut j = 0;
+        while j < n {
+            let mut acc = [_mm512_setzero_ps(); 4];
+            let mut masks = [0u16; 4];
+            for (v, mk) in masks.iter_mut().enumerate() {
+                let lo = j + 16 * v;
+                let cnt = n.saturating_sub(lo).min(16);
+                *mk = if cnt == 16 {
+                    0xffff
+                } else {
+                    ((1u32 << cnt) - 1) as u16
+                };
+            }
+            // SAFETY: masked lanes are never touched; rows i < m and columns < n are in range.
+            unsafe {
+                for i in 0..m {
+                    let row = a.add(i * lda + j);
+                    for v in 0..4 {
+                        if masks[v] != 0 {
+                            acc[v] = _mm512_add_ps(
+                                acc[v],
+                                _mm512_maskz_loadu_ps(masks[v], row.add(16 * v)),
+                            );
+                        }
+                    }
+                }
+                for v in 0..4 {
+                    if masks[v] != 0 {
+                        let o = out.as_mut_ptr().add(j + 16 * v);
+                        let cur = _mm512_maskz_loadu_ps(masks[v], o);
+                        _mm512_mask_storeu_ps(o, masks[v], _mm512_add_ps(cur, acc[v]));
+                    }
+                }
+            }
+            j += 64;
+        }
+    }
+
     /// One `MR x 16 NV` tile of `C`; the last of the `NV` vectors is masked by `mask`.
     #[inline]
     #[target_feature(enable = "avx512f")]
@@ -141,7 +272,7 @@ mod avx512 {
         c: *mut f32,
         ldc: usize,
         mask: __mmask16,
-        accumulate: bool,
+        ep: &Ep,
     ) {
         let mut acc = [[_mm512_setzero_ps(); NV]; MR];
         // SAFETY (whole body): every pointer stays inside the tile's rows/columns of A, B and C;
@@ -165,15 +296,27 @@ mod avx512 {
                     }
                 }
             }
+            let zero = _mm512_setzero_ps();
+            let scale = _mm512_set1_ps(ep.gate_scale);
             for (r, row) in acc.iter().enumerate() {
                 for (v, x) in row.iter().enumerate() {
                     let cp = c.add(r * ldc + 16 * v);
                     let m = if v + 1 == NV { mask } else { 0xffff };
-                    let out = if accumulate {
-                        _mm512_add_ps(*x, _mm512_maskz_loadu_ps(m, cp))
-                    } else {
-                        *x
-                    };
+                    let mut out = *x;
+                    if ep.accumulate {
+                        out = _mm512_add_ps(out, _mm512_maskz_loadu_ps(m, cp));
+                    }
+                    if !ep.bias.is_null() {
+                        out = _mm512_add_ps(out, _mm512_maskz_loadu_ps(m, ep.bias.add(16 * v)));
+                    }
+                    if ep.relu {
+                        out = _mm512_max_ps(out, zero);
+                    }
+                    if !ep.gate.is_null() {
+                        let g = _mm512_maskz_loadu_ps(m, ep.gate.add(r * ep.ldg + 16 * v));
+                        let keep = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(g, zero);
+                        out = _mm512_maskz_mul_ps(keep, out, scale);
+                    }
                     _mm512_mask_storeu_ps(cp, m, out);
                 }
             }
@@ -214,6 +357,10 @@ mod tests {
                     let mut c: Vec<f32> = (0..m * ldc).map(|i| (i % 5) as f32).collect();
                     let before = c.clone();
                     // SAFETY: shapes and strides match the vectors above.
+                    let ep = Epilogue {
+                        accumulate,
+                        ..Epilogue::default()
+                    };
                     let ran = unsafe {
                         sgemm(
                             m,
@@ -226,7 +373,7 @@ mod tests {
                             n,
                             c.as_mut_ptr(),
                             ldc,
-                            accumulate,
+                            &ep,
                         )
                     };
                     assert!(ran);
@@ -252,6 +399,77 @@ mod tests {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// Bias, ReLU and gate in the epilogue equal the same steps done after a plain product.
+    #[test]
+    fn fused_epilogue_matches_separate_passes() {
+        if !available() {
+            return;
+        }
+        let (m, k, n) = (23, 20, 37);
+        let a: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 7 % 13) as f32) * 0.1 - 0.6)
+            .collect();
+        let b: Vec<f32> = (0..k * n)
+            .map(|i| ((i * 5 % 11) as f32) * 0.1 - 0.5)
+            .collect();
+        let bias: Vec<f32> = (0..n).map(|j| (j as f32 * 0.3).sin()).collect();
+        let gate: Vec<f32> = (0..m * n).map(|i| ((i * 3 % 7) as f32) - 3.0).collect();
+        let plain =
+            |i: usize, j: usize| -> f32 { (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum() };
+        let mut c = vec![f32::NAN; m * n]; // overwritten, never read
+        let ep = Epilogue {
+            bias: Some(&bias),
+            relu: true,
+            gate: Some((&gate, n)),
+            gate_scale: 1.25,
+            ..Epilogue::default()
+        };
+        // SAFETY: shapes and strides match the vectors above.
+        assert!(unsafe {
+            sgemm(
+                m,
+                k,
+                n,
+                a.as_ptr(),
+                k,
+                1,
+                b.as_ptr(),
+                n,
+                c.as_mut_ptr(),
+                n,
+                &ep,
+            )
+        });
+        for i in 0..m {
+            for j in 0..n {
+                let x = (plain(i, j) + bias[j]).max(0.0);
+                let want = if gate[i * n + j] > 0.0 { 1.25 * x } else { 0.0 };
+                assert!(
+                    (c[i * n + j] - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                    "({i},{j})"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn column_sums_add_to_the_output() {
+        if !available() {
+            return;
+        }
+        for &(m, n, lda) in &[(1, 1, 1), (37, 9, 11), (64, 128, 128), (5, 70, 70)] {
+            let a: Vec<f32> = (0..m * lda)
+                .map(|i| ((i * 7 % 13) as f32) * 0.25 - 1.5)
+                .collect();
+            let mut out: Vec<f32> = (0..n).map(|j| j as f32).collect();
+            assert!(add_col_sums(m, &a, lda, &mut out));
+            for j in 0..n {
+                let want = j as f32 + (0..m).map(|i| a[i * lda + j]).sum::<f32>();
+                assert!((out[j] - want).abs() <= 1e-4 * (1.0 + want.abs()));
             }
         }
     }

@@ -4,6 +4,7 @@
 //! training and sampling and in `f64` for the finite-difference checks in the tests.
 
 pub mod adam;
+pub mod dense;
 pub mod gemm;
 pub mod kernel;
 pub mod matrix;

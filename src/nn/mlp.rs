@@ -6,7 +6,8 @@
 //! The output layer starts at zero, so every coupling layer starts as the identity (Glow's
 //! initialisation), which keeps the first training steps stable.
 
-use crate::engine::gemm::{gemm_nn, gemm_tn};
+use crate::engine::dense;
+use crate::engine::gemm::gemm_tn;
 use crate::engine::{Matrix, Real, Rng, Tape};
 use crate::transforms::Param;
 use serde::{Deserialize, Serialize};
@@ -150,35 +151,20 @@ impl<T: Real> Mlp<T> {
         let (fan_out, fan_in) = (w.shape[0], w.shape[1]);
         let n = inp.rows();
         out.resize(n, fan_out);
-        gemm_nn(
+        let last = l + 1 == self.n_layers();
+        dense::forward(
             n,
             fan_in,
             fan_out,
-            T::one(),
             inp.as_slice(),
             &self.transposed_weights()[l],
-            T::zero(),
+            b,
+            !last,
             out.as_mut_slice(),
         );
-        let last = l + 1 == self.n_layers();
-        let skip = self.skip(l);
-        let o = out.as_mut_slice();
-        let x = inp.as_slice();
-        for i in 0..n {
-            let row = &mut o[i * fan_out..(i + 1) * fan_out];
-            if last {
-                for (v, bb) in row.iter_mut().zip(b) {
-                    *v += *bb;
-                }
-            } else if skip {
-                let xr = &x[i * fan_in..(i + 1) * fan_in];
-                for ((v, bb), xv) in row.iter_mut().zip(b).zip(xr) {
-                    *v = (*v + *bb).max(T::zero()) + *xv;
-                }
-            } else {
-                for (v, bb) in row.iter_mut().zip(b) {
-                    *v = (*v + *bb).max(T::zero());
-                }
+        if self.skip(l) {
+            for (v, x) in out.as_mut_slice().iter_mut().zip(inp.as_slice()) {
+                *v += *x;
             }
         }
     }
@@ -282,12 +268,7 @@ impl<T: Real> Mlp<T> {
                 T::one(),
                 gw,
             );
-            let gb = &mut rest[..fan_out];
-            for i in 0..n {
-                for (g, v) in gb.iter_mut().zip(cur.row(i)) {
-                    *g += *v;
-                }
-            }
+            dense::add_col_sums(n, cur.as_slice(), fan_out, &mut rest[..fan_out]);
             if l == 0 && dinput.is_none() {
                 break;
             }
@@ -297,18 +278,26 @@ impl<T: Real> Mlp<T> {
                 &mut nxt
             };
             target.resize(n, fan_in);
-            gemm_nn(
+            // Without skip connections the ReLU derivative of layer l-1 (and its dropout
+            // factor) is applied inside the product; see below for the general case.
+            let keep = T::c(1.0 / (1.0 - self.config.dropout));
+            let fused_gate = l > 0 && !self.skip(l) && !self.skip(l - 1);
+            dense::input_grad(
                 n,
                 fan_out,
                 fan_in,
-                T::one(),
                 cur.as_slice(),
                 &w.data,
-                T::zero(),
+                fused_gate.then(|| tape.mats[l - 1].as_slice()),
+                keep,
                 target.as_mut_slice(),
             );
             if l == 0 {
                 break;
+            }
+            if fused_gate {
+                std::mem::swap(&mut cur, &mut nxt);
+                continue;
             }
             // Residual: d h_{l-1} also receives dcur directly (the skip), where layer l skips.
             let skip_grad = self.skip(l);
@@ -325,7 +314,6 @@ impl<T: Real> Mlp<T> {
             // residual layer the relu part is h - h_in, handled via the saved activations).
             // With dropout, dropped units read as inactive too, and kept ones carry the factor
             // 1/(1-p) of the forward pass.
-            let keep = T::c(1.0 / (1.0 - self.config.dropout));
             let h = &tape.mats[l - 1];
             if self.skip(l - 1) {
                 let hin = &tape.mats[l - 2];

@@ -98,6 +98,17 @@ impl<T: Real> Flow<T> {
         v
     }
 
+    /// Writes all trainable parameters into `out` (laid out like [`Flow::param_vector`]), reusing
+    /// its allocation.
+    pub fn copy_params_into(&self, out: &mut Vec<T>) {
+        out.clear();
+        for l in &self.layers {
+            for p in l.params() {
+                out.extend_from_slice(&p.data);
+            }
+        }
+    }
+
     /// Overwrites all trainable parameters from a vector laid out like [`Flow::param_vector`].
     pub fn set_param_vector(&mut self, v: &[T]) {
         let mut off = 0;

@@ -112,6 +112,8 @@ struct ChunkWorkspace<T> {
 /// The data-parallel gradient engine: computes the mean NLL of a batch and its gradient.
 pub struct GradientEngine<T: Real> {
     workspaces: Vec<ChunkWorkspace<T>>,
+    /// Trainable scalars of each layer of the flow the engine was made for.
+    layer_params: Vec<usize>,
     grads: Vec<T>,
     chunk_rows: usize,
     seed: u64,
@@ -122,6 +124,7 @@ impl<T: Real> GradientEngine<T> {
     pub fn new(flow: &Flow<T>, chunk_rows: usize) -> Self {
         Self {
             workspaces: Vec::new(),
+            layer_params: flow.layers().iter().map(|l| l.num_params()).collect(),
             grads: vec![T::zero(); flow.num_params()],
             chunk_rows: chunk_rows.max(1),
             seed: 0,
@@ -148,7 +151,10 @@ impl<T: Real> GradientEngine<T> {
             self.workspaces.push(ChunkWorkspace::default());
         }
         let layers = flow.layers();
-        let np: Vec<usize> = layers.iter().map(|l| l.num_params()).collect();
+        if self.layer_params.len() != layers.len() {
+            self.layer_params = layers.iter().map(|l| l.num_params()).collect();
+        }
+        let np = &self.layer_params;
         let total: usize = np.iter().sum();
         let inv_n = T::c(1.0 / n as f64);
         let chunk_rows = self.chunk_rows;
@@ -411,6 +417,7 @@ pub fn fit(
     let mut engine = GradientEngine::new(flow, cfg.chunk_rows);
     let mut xb = Matrix::zeros(batch, d);
     let mut cb = Matrix::zeros(batch, cd);
+    let mut params = Vec::with_capacity(flow.num_params());
     if state.epoch == 0 && state.step == 0 {
         // Data-dependent initialisation (ActNorm) on the first batch, layer by layer.
         let first = train.slice_rows(0, batch.min(n));
@@ -480,7 +487,7 @@ pub fn fit(
                 1.0
             };
             let lr = lr_at(cfg, &state, state.step, total_steps);
-            let mut params = flow.param_vector();
+            flow.copy_params_into(&mut params);
             state.adam.step_scaled(&mut params, grads, scale, lr);
             flow.set_param_vector(&params);
             engine.end_step(flow, batch);
@@ -495,7 +502,7 @@ pub fn fit(
             loss_count += 1;
             if s % 50 == 49 {
                 good = (
-                    params,
+                    params.clone(),
                     state.adam.clone(),
                     state.ema_params.clone(),
                     flow.buffer_vector(),

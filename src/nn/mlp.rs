@@ -11,7 +11,8 @@ use crate::engine::gemm::gemm_tn;
 use crate::engine::{Matrix, Real, Rng, Tape};
 use crate::transforms::Param;
 use serde::{Deserialize, Serialize};
-use std::sync::OnceLock;
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Shape of an [`Mlp`].
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -32,13 +33,26 @@ pub struct MlpConfig {
 }
 
 /// A dense ReLU network; parameters are `layers.{l}.weight` (`out x in`) and `layers.{l}.bias`.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Mlp<T> {
     config: MlpConfig,
     params: Vec<Param<T>>, // weight, bias, weight, bias, ...
-    /// `W_l^T` (`in x out`) of every layer, built on first use after a parameter change, so that
-    /// the forward product `H W^T` reads a matrix with contiguous rows.
-    transposed: OnceLock<Vec<Vec<T>>>,
+    /// `W_l^T` (`in x out`) of every layer, so that the forward product `H W^T` reads a matrix
+    /// with contiguous rows. Rebuilt in place (no allocation once sized) on the first forward
+    /// pass after [`Mlp::params_mut`], which marks it stale.
+    transposed: RwLock<Vec<Vec<T>>>,
+    transposed_valid: AtomicBool,
+}
+
+impl<T: Clone> Clone for Mlp<T> {
+    fn clone(&self) -> Self {
+        Self {
+            config: self.config.clone(),
+            params: self.params.clone(),
+            transposed: RwLock::new(Vec::new()),
+            transposed_valid: AtomicBool::new(false),
+        }
+    }
 }
 
 impl<T: Real> Mlp<T> {
@@ -80,7 +94,8 @@ impl<T: Real> Mlp<T> {
         Self {
             config,
             params,
-            transposed: OnceLock::new(),
+            transposed: RwLock::new(Vec::new()),
+            transposed_valid: AtomicBool::new(false),
         }
     }
 
@@ -101,30 +116,34 @@ impl<T: Real> Mlp<T> {
         self.params.iter().collect()
     }
 
-    /// Mutable parameters in gradient order (the caller may change them, so the cached
-    /// transposed weights are dropped).
+    /// Mutable parameters in gradient order (the caller may change them, so the transposed
+    /// weights are marked stale).
     pub fn params_mut(&mut self) -> Vec<&mut Param<T>> {
-        self.transposed = OnceLock::new();
+        *self.transposed_valid.get_mut() = false;
         self.params.iter_mut().collect()
     }
 
-    /// `W_l^T` of every layer (cached until the next [`Mlp::params_mut`]).
-    fn transposed_weights(&self) -> &[Vec<T>] {
-        self.transposed.get_or_init(|| {
-            (0..self.n_layers())
-                .map(|l| {
-                    let w = &self.params[2 * l];
+    /// Runs `f` on `W_l^T`, first rebuilding the transposed weights if the parameters changed.
+    fn with_transposed<R>(&self, l: usize, f: impl FnOnce(&[T]) -> R) -> R {
+        if !self.transposed_valid.load(Ordering::Acquire) {
+            let mut all = self.transposed.write().unwrap_or_else(|e| e.into_inner());
+            if !self.transposed_valid.load(Ordering::Acquire) {
+                all.resize(self.n_layers(), Vec::new());
+                for (layer, t) in all.iter_mut().enumerate() {
+                    let w = &self.params[2 * layer];
                     let (fan_out, fan_in) = (w.shape[0], w.shape[1]);
-                    let mut t = vec![T::zero(); fan_in * fan_out];
+                    t.resize(fan_in * fan_out, T::zero());
                     for o in 0..fan_out {
                         for i in 0..fan_in {
                             t[i * fan_out + o] = w.data[o * fan_in + i];
                         }
                     }
-                    t
-                })
-                .collect()
-        })
+                }
+                self.transposed_valid.store(true, Ordering::Release);
+            }
+        }
+        let all = self.transposed.read().unwrap_or_else(|e| e.into_inner());
+        f(&all[l])
     }
 
     /// Total number of scalars in the parameters.
@@ -152,16 +171,18 @@ impl<T: Real> Mlp<T> {
         let n = inp.rows();
         out.resize(n, fan_out);
         let last = l + 1 == self.n_layers();
-        dense::forward(
-            n,
-            fan_in,
-            fan_out,
-            inp.as_slice(),
-            &self.transposed_weights()[l],
-            b,
-            !last,
-            out.as_mut_slice(),
-        );
+        self.with_transposed(l, |wt| {
+            dense::forward(
+                n,
+                fan_in,
+                fan_out,
+                inp.as_slice(),
+                wt,
+                b,
+                !last,
+                out.as_mut_slice(),
+            )
+        });
         if self.skip(l) {
             for (v, x) in out.as_mut_slice().iter_mut().zip(inp.as_slice()) {
                 *v += *x;
@@ -241,13 +262,9 @@ impl<T: Real> Mlp<T> {
     ) {
         let nl = self.n_layers();
         let n = input.rows();
-        // Offsets of each parameter inside `grads`.
-        let mut offsets = Vec::with_capacity(self.params.len() + 1);
-        let mut acc = 0;
-        for p in &self.params {
-            offsets.push(acc);
-            acc += p.data.len();
-        }
+        // Offset of layer l's weight inside `grads`.
+        let offset =
+            |l: usize| -> usize { self.params[..2 * l].iter().map(|p| p.data.len()).sum() };
         let mut cur = std::mem::take(scratch.mat(0, 0, 0));
         let mut nxt = std::mem::take(scratch.mat(1, 0, 0));
         cur.copy_from(dout);
@@ -257,7 +274,7 @@ impl<T: Real> Mlp<T> {
             let (fan_out, fan_in) = (w.shape[0], w.shape[1]);
             let inp = if l == 0 { input } else { &tape.mats[l - 1] };
             // cur = dL/d(pre-activation) of layer l (already masked by relu' for hidden layers).
-            let (gw, rest) = grads[offsets[2 * l]..].split_at_mut(fan_out * fan_in);
+            let (gw, rest) = grads[offset(l)..].split_at_mut(fan_out * fan_in);
             gemm_tn(
                 fan_out,
                 n,

@@ -6,7 +6,7 @@
 //! the chunking never depends on the thread count, so results are identical for any number of
 //! threads.
 
-use crate::engine::{Matrix, Real, Rng};
+use crate::engine::{Matrix, Real, Rng, Tape};
 use crate::transforms::{LayerSpec, Param, Transform};
 use rayon::prelude::*;
 
@@ -29,6 +29,24 @@ pub fn base_sample<T: Real>(seed: u64, index: u64, out: &mut [T]) {
     let mut rng = Rng::stream(seed, index);
     for v in out.iter_mut() {
         *v = T::c(rng.normal());
+    }
+}
+
+/// Reusable buffers of one evaluation worker: ping-pong activations and one scratch tape that
+/// every layer uses in turn (one shared set of buffers stays in cache; per-layer sets would not).
+struct EvalScratch<T> {
+    a: Matrix<T>,
+    b: Matrix<T>,
+    tape: Tape<T>,
+}
+
+impl<T: Real> Default for EvalScratch<T> {
+    fn default() -> Self {
+        Self {
+            a: Matrix::zeros(0, 0),
+            b: Matrix::zeros(0, 0),
+            tape: Tape::default(),
+        }
     }
 }
 
@@ -158,64 +176,81 @@ impl<T: Real> Flow<T> {
     /// Data -> base space on one chunk (no parallelism): returns `z` and `log|det dz/dx|`.
     pub fn forward_chunk(&self, x: &Matrix<T>, ctx: Option<&Matrix<T>>) -> (Matrix<T>, Vec<T>) {
         let mut ladj = vec![T::zero(); x.rows()];
-        let mut a = x.clone();
-        let mut b = Matrix::zeros(0, 0);
-        for l in &self.layers {
-            l.forward(&a, ctx, &mut b, &mut ladj);
-            std::mem::swap(&mut a, &mut b);
-        }
-        (a, ladj)
+        let mut scratch = EvalScratch::default();
+        scratch.a.copy_from(x);
+        self.run_layers(&mut scratch, ctx, false, &mut ladj);
+        (scratch.a, ladj)
     }
 
     /// Base space -> data on one chunk: returns `x` and `log|det dx/dz|`.
     pub fn inverse_chunk(&self, z: &Matrix<T>, ctx: Option<&Matrix<T>>) -> (Matrix<T>, Vec<T>) {
         let mut ladj = vec![T::zero(); z.rows()];
-        let mut a = z.clone();
-        let mut b = Matrix::zeros(0, 0);
-        for l in self.layers.iter().rev() {
-            l.inverse(&a, ctx, &mut b, &mut ladj);
-            std::mem::swap(&mut a, &mut b);
-        }
-        (a, ladj)
+        let mut scratch = EvalScratch::default();
+        scratch.a.copy_from(z);
+        self.run_layers(&mut scratch, ctx, true, &mut ladj);
+        (scratch.a, ladj)
     }
 
-    /// Runs `f` over fixed chunks of rows in parallel and stitches the results back in order.
+    /// Runs every layer (in reverse order and inverted when `inverse`) on `scratch.a`, leaving the
+    /// result there and adding the log-determinants to `ladj`.
+    fn run_layers(
+        &self,
+        scratch: &mut EvalScratch<T>,
+        ctx: Option<&Matrix<T>>,
+        inverse: bool,
+        ladj: &mut [T],
+    ) {
+        let nl = self.layers.len();
+        for step in 0..nl {
+            let k = if inverse { nl - 1 - step } else { step };
+            let (layer, tape) = (&self.layers[k], &mut scratch.tape);
+            if inverse {
+                layer.inverse_reusing(&scratch.a, ctx, &mut scratch.b, ladj, tape);
+            } else {
+                layer.forward_reusing(&scratch.a, ctx, &mut scratch.b, ladj, tape);
+            }
+            std::mem::swap(&mut scratch.a, &mut scratch.b);
+        }
+    }
+
+    /// Runs the whole chain over fixed chunks of rows in parallel, each worker reusing its own
+    /// buffers from chunk to chunk, and writes the results in order.
     fn par_chunks(
         &self,
         x: &Matrix<T>,
         ctx: Option<&Matrix<T>>,
-        f: impl Fn(&Matrix<T>, Option<&Matrix<T>>) -> (Matrix<T>, Vec<T>) + Sync,
+        inverse: bool,
     ) -> (Matrix<T>, Vec<T>) {
-        let n = x.rows();
-        let starts: Vec<usize> = (0..n).step_by(EVAL_CHUNK_ROWS).collect();
-        let parts: Vec<(Matrix<T>, Vec<T>)> = starts
-            .par_iter()
-            .map(|&s| {
-                let e = (s + EVAL_CHUNK_ROWS).min(n);
-                let c = ctx.map(|c| c.slice_rows(s, e));
-                f(&x.slice_rows(s, e), c.as_ref())
-            })
-            .collect();
-        let mut data = Vec::with_capacity(n * self.dim);
-        let mut ladj = Vec::with_capacity(n);
-        for (m, l) in parts {
-            data.extend_from_slice(m.as_slice());
-            ladj.extend_from_slice(&l);
-        }
-        (
-            Matrix::from_vec(n, self.dim, data).unwrap_or_else(|| Matrix::zeros(n, self.dim)),
-            ladj,
-        )
+        let (n, d) = (x.rows(), self.dim);
+        let mut out = Matrix::zeros(n, d);
+        let mut ladj = vec![T::zero(); n];
+        out.as_mut_slice()
+            .par_chunks_mut((EVAL_CHUNK_ROWS * d).max(1))
+            .zip(ladj.par_chunks_mut(EVAL_CHUNK_ROWS))
+            .enumerate()
+            .for_each_init(EvalScratch::default, |scratch, (c, (o, l))| {
+                let s = c * EVAL_CHUNK_ROWS;
+                let e = s + l.len();
+                scratch.a.resize(e - s, d);
+                scratch
+                    .a
+                    .as_mut_slice()
+                    .copy_from_slice(&x.as_slice()[s * d..e * d]);
+                let cm = ctx.map(|c| c.slice_rows(s, e));
+                self.run_layers(scratch, cm.as_ref(), inverse, l);
+                o.copy_from_slice(scratch.a.as_slice());
+            });
+        (out, ladj)
     }
 
     /// Data -> base space for a whole batch (parallel): `z` and `log|det dz/dx|`.
     pub fn forward(&self, x: &Matrix<T>, ctx: Option<&Matrix<T>>) -> (Matrix<T>, Vec<T>) {
-        self.par_chunks(x, ctx, |a, c| self.forward_chunk(a, c))
+        self.par_chunks(x, ctx, false)
     }
 
     /// Base space -> data for a whole batch (parallel): `x` and `log|det dx/dz|`.
     pub fn inverse(&self, z: &Matrix<T>, ctx: Option<&Matrix<T>>) -> (Matrix<T>, Vec<T>) {
-        self.par_chunks(z, ctx, |a, c| self.inverse_chunk(a, c))
+        self.par_chunks(z, ctx, true)
     }
 
     /// `log p(x | c)` per row.

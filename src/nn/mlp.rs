@@ -192,19 +192,27 @@ impl<T: Real> Mlp<T> {
 
     /// Evaluation: `out = mlp(input)`.
     pub fn forward(&self, input: &Matrix<T>, out: &mut Matrix<T>) {
-        let mut a = Matrix::zeros(0, 0);
-        let mut b = Matrix::zeros(0, 0);
+        self.forward_reusing(input, out, &mut Tape::default());
+    }
+
+    /// Evaluation like [`Mlp::forward`], keeping the hidden activations in `scratch` (slots 0
+    /// and 1) so that repeated calls do not allocate.
+    pub fn forward_reusing(&self, input: &Matrix<T>, out: &mut Matrix<T>, scratch: &mut Tape<T>) {
         let nl = self.n_layers();
         if nl == 1 {
             self.layer(0, input, out);
             return;
         }
+        let mut a = std::mem::take(scratch.mat(0, 0, 0));
+        let mut b = std::mem::take(scratch.mat(1, 0, 0));
         self.layer(0, input, &mut a);
         for l in 1..nl - 1 {
             self.layer(l, &a, &mut b);
             std::mem::swap(&mut a, &mut b);
         }
         self.layer(nl - 1, &a, out);
+        *scratch.mat(0, 0, 0) = a;
+        *scratch.mat(1, 0, 0) = b;
     }
 
     /// Training forward pass: like [`Mlp::forward`], saving hidden activations in `tape.mats`.

@@ -122,7 +122,8 @@ impl<T: Real> AffineCoupling<T> {
         }
     }
 
-    /// Evaluation pass in either direction.
+    /// Evaluation pass in either direction; `scratch` slots 0-3 hold the conditioner input and
+    /// output, `s` and `exp(+-s)`, child 0 the conditioner's hidden layers.
     fn run(
         &self,
         inp: &Matrix<T>,
@@ -130,15 +131,21 @@ impl<T: Real> AffineCoupling<T> {
         inverse: bool,
         out: &mut Matrix<T>,
         ladj: &mut [T],
+        scratch: &mut Tape<T>,
     ) {
-        let mut net_in = Matrix::zeros(0, 0);
-        let mut h = Matrix::zeros(0, 0);
-        let (mut s, mut es) = (Matrix::zeros(0, 0), Matrix::zeros(0, 0));
+        let mut net_in = std::mem::take(scratch.mat(0, 0, 0));
+        let mut h = std::mem::take(scratch.mat(1, 0, 0));
+        let mut s = std::mem::take(scratch.mat(2, 0, 0));
+        let mut es = std::mem::take(scratch.mat(3, 0, 0));
         gather_input(inp, &self.id, ctx, &mut net_in);
-        self.net.forward(&net_in, &mut h);
+        self.net.forward_reusing(&net_in, &mut h, scratch.child(0));
         let sign = if inverse { -T::one() } else { T::one() };
         self.scales(&h, sign, &mut s, &mut es);
         self.apply(inp, &h, &s, &es, inverse, out, ladj);
+        *scratch.mat(0, 0, 0) = net_in;
+        *scratch.mat(1, 0, 0) = h;
+        *scratch.mat(2, 0, 0) = s;
+        *scratch.mat(3, 0, 0) = es;
     }
 }
 
@@ -164,11 +171,33 @@ impl<T: Real> Transform<T> for AffineCoupling<T> {
     }
 
     fn forward(&self, x: &Matrix<T>, ctx: Option<&Matrix<T>>, y: &mut Matrix<T>, ladj: &mut [T]) {
-        self.run(x, ctx, false, y, ladj);
+        self.run(x, ctx, false, y, ladj, &mut Tape::default());
     }
 
     fn inverse(&self, y: &Matrix<T>, ctx: Option<&Matrix<T>>, x: &mut Matrix<T>, ladj: &mut [T]) {
-        self.run(y, ctx, true, x, ladj);
+        self.run(y, ctx, true, x, ladj, &mut Tape::default());
+    }
+
+    fn forward_reusing(
+        &self,
+        x: &Matrix<T>,
+        ctx: Option<&Matrix<T>>,
+        y: &mut Matrix<T>,
+        ladj: &mut [T],
+        scratch: &mut Tape<T>,
+    ) {
+        self.run(x, ctx, false, y, ladj, scratch);
+    }
+
+    fn inverse_reusing(
+        &self,
+        y: &Matrix<T>,
+        ctx: Option<&Matrix<T>>,
+        x: &mut Matrix<T>,
+        ladj: &mut [T],
+        scratch: &mut Tape<T>,
+    ) {
+        self.run(y, ctx, true, x, ladj, scratch);
     }
 
     /// Tape slots: 0 conditioner input, 1 conditioner output `h`, 2/3 backward scratch,

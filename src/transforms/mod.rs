@@ -99,6 +99,31 @@ pub trait Transform<T: Real>: Send + Sync {
     /// Evaluation-mode inverse pass `x = f^{-1}(y)`; adds `log|det df^{-1}/dy|` to `ladj`.
     fn inverse(&self, y: &Matrix<T>, ctx: Option<&Matrix<T>>, x: &mut Matrix<T>, ladj: &mut [T]);
 
+    /// [`Transform::forward`] that may keep intermediate buffers in `scratch` between calls
+    /// (evaluation over many chunks reuses one scratch tape per layer and thread).
+    fn forward_reusing(
+        &self,
+        x: &Matrix<T>,
+        ctx: Option<&Matrix<T>>,
+        y: &mut Matrix<T>,
+        ladj: &mut [T],
+        _scratch: &mut Tape<T>,
+    ) {
+        self.forward(x, ctx, y, ladj);
+    }
+
+    /// [`Transform::inverse`] that may keep intermediate buffers in `scratch` between calls.
+    fn inverse_reusing(
+        &self,
+        y: &Matrix<T>,
+        ctx: Option<&Matrix<T>>,
+        x: &mut Matrix<T>,
+        ladj: &mut [T],
+        _scratch: &mut Tape<T>,
+    ) {
+        self.inverse(y, ctx, x, ladj);
+    }
+
     /// Training-mode forward pass: like [`Transform::forward`] (batch statistics where the layer
     /// has them), saving what [`Transform::backward`] needs in `tape`.
     fn forward_train(

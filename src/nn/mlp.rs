@@ -133,9 +133,10 @@ impl<T: Real> Mlp<T> {
                     let w = &self.params[2 * layer];
                     let (fan_out, fan_in) = (w.shape[0], w.shape[1]);
                     t.resize(fan_in * fan_out, T::zero());
-                    for o in 0..fan_out {
-                        for i in 0..fan_in {
-                            t[i * fan_out + o] = w.data[o * fan_in + i];
+                    // Row by row of W^T: contiguous writes, strided reads.
+                    for (i, row) in t.chunks_exact_mut(fan_out.max(1)).enumerate() {
+                        for (o, v) in row.iter_mut().enumerate() {
+                            *v = w.data[o * fan_in + i];
                         }
                     }
                 }

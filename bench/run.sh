@@ -3,7 +3,7 @@
 # batch 1024, D = 18 higgs18 features, Adam 1e-3). Prints events/s for a training step and for
 # sampling 1,000,000 events, and the ratios hepflow / nflows and hepflow / zuko.
 #
-#   bash bench/run.sh [--threads N] [--data CSV(.gz)] [--sides nflows,zuko] [--chunks 64,128,256,512]
+#   bash bench/run.sh [--threads N] [--data CSV(.gz)] [--sides nflows,zuko] [--chunks 128,256,512]
 #
 # Creates bench/.venv (torch, nflows, zuko, numpy from PyPI) on first use and builds the Rust side
 # with `cargo build --release --example benchmark`. Raw JSON lines go to bench/out/.
@@ -16,7 +16,7 @@ cd "$root"
 threads="$(nproc)"
 data=""
 sides="nflows,zuko"
-chunks="64,128,256,512"
+chunks="128,256,512"
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --threads) threads="$2"; shift 2 ;;

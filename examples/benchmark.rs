@@ -7,7 +7,7 @@
 //! Timing protocol (the same as `bench/torch_flows.py`):
 //! - training: 5 warm-up steps, then 3 repeats of 30 steps (loss + gradient, Adam step, parameter
 //!   write-back); the step time is the median over the repeats; events/s = 1024 / step time. This
-//!   is done for every `--chunks` value (default 64, 128, 256, 512) and the fastest is the headline number.
+//!   is done for every `--chunks` value (default 128, 256, 512) and the fastest is the headline number.
 //! - sampling: warm-up on 10,000 events, then one timed run of `flow.sample(1_000_000)`.
 //!
 //! Also times sections of a step (gradient engine, Adam, parameter copies) and of sampling (base
@@ -55,7 +55,7 @@ fn parse_args() -> Result<Args> {
         threads: std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1),
-        chunks: vec![64, 128, 256, 512],
+        chunks: vec![128, 256, 512],
         seed: 1,
         train: true,
         sample: true,
@@ -80,7 +80,7 @@ fn parse_args() -> Result<Args> {
             },
             "-h" | "--help" => {
                 println!(
-                    "benchmark [--data CSV(.gz)] [--threads N] [--chunks 64,128,256,512] [--seed S] [--only train|sample]"
+                    "benchmark [--data CSV(.gz)] [--threads N] [--chunks 128,256,512] [--seed S] [--only train|sample]"
                 );
                 std::process::exit(0);
             }

@@ -23,7 +23,7 @@
 //!
 //! The output layer starts at zero, so a MAF layer starts as the identity, like [`crate::nn::Mlp`].
 
-use crate::engine::gemm::{gemm_nn, gemm_nt, gemm_tn};
+use crate::engine::gemm::{gemm_nn, gemm_tn};
 use crate::engine::{Matrix, Real, Rng, Tape};
 use crate::transforms::Param;
 use serde::{Deserialize, Serialize};
@@ -226,19 +226,33 @@ impl<T: Real> Made<T> {
         }
     }
 
-    /// One layer `out = act(inp Wm^T + b)` with a pre-masked weight `wm`.
-    fn layer(&self, l: usize, wm: &Matrix<T>, inp: &Matrix<T>, out: &mut Matrix<T>) {
+    /// Writes `(M_l ⊙ W_l)^T` into `out` (shape `fan_in x fan_out`), so that the forward product
+    /// reads a matrix with contiguous rows.
+    fn masked_weight_t(&self, l: usize, out: &mut Matrix<T>) {
+        let w = &self.params[2 * l];
+        let (fan_out, fan_in) = (w.shape[0], w.shape[1]);
+        out.resize(fan_in, fan_out);
+        for o in 0..fan_out {
+            for i in 0..fan_in {
+                let k = o * fan_in + i;
+                out.set(i, o, w.data[k] * self.masks[l][k]);
+            }
+        }
+    }
+
+    /// One layer `out = act(inp Wm + b)` with a pre-masked, transposed weight `wmt`.
+    fn layer(&self, l: usize, wmt: &Matrix<T>, inp: &Matrix<T>, out: &mut Matrix<T>) {
         let b = &self.params[2 * l + 1].data;
-        let (fan_out, fan_in) = (wm.rows(), wm.cols());
+        let (fan_in, fan_out) = (wmt.rows(), wmt.cols());
         let n = inp.rows();
         out.resize(n, fan_out);
-        gemm_nt(
+        gemm_nn(
             n,
             fan_in,
             fan_out,
             T::one(),
             inp.as_slice(),
-            wm.as_slice(),
+            wmt.as_slice(),
             T::zero(),
             out.as_mut_slice(),
         );
@@ -261,38 +275,39 @@ impl<T: Real> Made<T> {
     /// `out` = `out_per_feature * D` columns (resized here).
     pub fn forward(&self, input: &Matrix<T>, out: &mut Matrix<T>) {
         let nl = self.n_layers();
-        let mut wm = Matrix::zeros(0, 0);
+        let mut wmt = Matrix::zeros(0, 0);
         let mut a = input.clone();
         let mut b = Matrix::zeros(0, 0);
         for l in 0..nl {
-            self.masked_weight(l, &mut wm);
+            self.masked_weight_t(l, &mut wmt);
             if l + 1 == nl {
-                self.layer(l, &wm, &a, out);
+                self.layer(l, &wmt, &a, out);
             } else {
-                self.layer(l, &wm, &a, &mut b);
+                self.layer(l, &wmt, &a, &mut b);
                 std::mem::swap(&mut a, &mut b);
             }
         }
     }
 
     /// Training forward pass: like [`Made::forward`], saving the hidden activations in
-    /// `tape.mats[0..L-1]` and the masked weights in `tape.mats[L-1..2L-1]` (L = number of layers).
+    /// `tape.mats[0..L-1]` and the masked weights in `tape.mats[L-1..2L-1]` (L = number of layers);
+    /// `tape.mats[2L-1]` is scratch for the transposed masked weight of the current layer.
     pub fn forward_train(&self, input: &Matrix<T>, out: &mut Matrix<T>, tape: &mut Tape<T>) {
         let nl = self.n_layers();
-        let _ = tape.mat(2 * nl - 2, 0, 0); // make sure every slot exists
+        let mut wmt = std::mem::take(tape.mat(2 * nl - 1, 0, 0)); // also makes every slot exist
         for l in 0..nl {
-            let mut wm = std::mem::take(&mut tape.mats[nl - 1 + l]);
-            self.masked_weight(l, &mut wm);
+            self.masked_weight(l, &mut tape.mats[nl - 1 + l]);
+            self.masked_weight_t(l, &mut wmt);
             if l + 1 == nl {
                 let inp = if l == 0 { input } else { &tape.mats[l - 1] };
-                self.layer(l, &wm, inp, out);
+                self.layer(l, &wmt, inp, out);
             } else {
                 let (done, rest) = tape.mats.split_at_mut(l);
                 let inp = if l == 0 { input } else { &done[l - 1] };
-                self.layer(l, &wm, inp, &mut rest[0]);
+                self.layer(l, &wmt, inp, &mut rest[0]);
             }
-            tape.mats[nl - 1 + l] = wm;
         }
+        tape.mats[2 * nl - 1] = wmt;
     }
 
     /// Backward pass of [`Made::forward_train`]: given `dout = dL/d out`, adds `dL/d theta` into
@@ -309,12 +324,9 @@ impl<T: Real> Made<T> {
     ) {
         let nl = self.n_layers();
         let n = input.rows();
-        let mut offsets = Vec::with_capacity(self.params.len());
-        let mut acc = 0;
-        for p in &self.params {
-            offsets.push(acc);
-            acc += p.data.len();
-        }
+        // Offset of layer l's weight inside `grads`.
+        let offset =
+            |l: usize| -> usize { self.params[..2 * l].iter().map(|p| p.data.len()).sum() };
         let mut cur = std::mem::take(scratch.mat(0, 0, 0));
         let mut nxt = std::mem::take(scratch.mat(1, 0, 0));
         let mut gtmp = std::mem::take(scratch.mat(2, 0, 0));
@@ -336,7 +348,7 @@ impl<T: Real> Made<T> {
                 T::zero(),
                 gtmp.as_mut_slice(),
             );
-            let (gw, rest) = grads[offsets[2 * l]..].split_at_mut(fan_out * fan_in);
+            let (gw, rest) = grads[offset(l)..].split_at_mut(fan_out * fan_in);
             for ((g, v), m) in gw.iter_mut().zip(gtmp.as_slice()).zip(&self.masks[l]) {
                 *g += *v * *m;
             }

@@ -40,6 +40,15 @@ impl<T: Real> ActNorm<T> {
         }
     }
 
+    /// `exp(log_scale)`, computed into the tape's slot 0 (reused from step to step).
+    fn scales<'a>(&self, tape: &'a mut Tape<T>) -> &'a [T] {
+        let sc = tape.mat(0, 1, self.config.dim);
+        for (s, ls) in sc.as_mut_slice().iter_mut().zip(&self.log_scale.data) {
+            *s = ls.exp();
+        }
+        sc.as_slice()
+    }
+
     /// True once [`Transform::data_init`] has run (or a trained model was loaded).
     pub fn is_initialized(&self) -> bool {
         self.initialized.data[0] != T::zero()
@@ -71,19 +80,8 @@ impl<T: Real> Transform<T> for ActNorm<T> {
         vec![&mut self.initialized]
     }
 
-    fn forward(&self, x: &Matrix<T>, _ctx: Option<&Matrix<T>>, y: &mut Matrix<T>, ladj: &mut [T]) {
-        let d = self.config.dim;
-        y.resize(x.rows(), d);
-        let sc: Vec<T> = self.log_scale.data.iter().map(|s| s.exp()).collect();
-        let total: T = self.log_scale.data.iter().copied().sum();
-        for (i, l) in ladj.iter_mut().enumerate().take(x.rows()) {
-            let xr = x.row(i);
-            let yr = y.row_mut(i);
-            for j in 0..d {
-                yr[j] = (xr[j] - self.loc.data[j]) * sc[j];
-            }
-            *l += total;
-        }
+    fn forward(&self, x: &Matrix<T>, ctx: Option<&Matrix<T>>, y: &mut Matrix<T>, ladj: &mut [T]) {
+        self.forward_train(x, ctx, y, ladj, &mut Tape::default());
     }
 
     fn inverse(&self, y: &Matrix<T>, _ctx: Option<&Matrix<T>>, x: &mut Matrix<T>, ladj: &mut [T]) {
@@ -104,12 +102,23 @@ impl<T: Real> Transform<T> for ActNorm<T> {
     fn forward_train(
         &self,
         x: &Matrix<T>,
-        ctx: Option<&Matrix<T>>,
+        _ctx: Option<&Matrix<T>>,
         y: &mut Matrix<T>,
         ladj: &mut [T],
-        _tape: &mut Tape<T>,
+        tape: &mut Tape<T>,
     ) {
-        self.forward(x, ctx, y, ladj);
+        let d = self.config.dim;
+        y.resize(x.rows(), d);
+        let sc = self.scales(tape);
+        let total: T = self.log_scale.data.iter().copied().sum();
+        for (i, l) in ladj.iter_mut().enumerate().take(x.rows()) {
+            let xr = x.row(i);
+            let yr = y.row_mut(i);
+            for j in 0..d {
+                yr[j] = (xr[j] - self.loc.data[j]) * sc[j];
+            }
+            *l += total;
+        }
     }
 
     fn backward(
@@ -117,7 +126,7 @@ impl<T: Real> Transform<T> for ActNorm<T> {
         x: &Matrix<T>,
         _y: &Matrix<T>,
         _ctx: Option<&Matrix<T>>,
-        _tape: &mut Tape<T>,
+        tape: &mut Tape<T>,
         dy: &Matrix<T>,
         dladj: &[T],
         dx: &mut Matrix<T>,
@@ -127,7 +136,7 @@ impl<T: Real> Transform<T> for ActNorm<T> {
         let d = self.config.dim;
         let n = x.rows();
         dx.resize(n, d);
-        let sc: Vec<T> = self.log_scale.data.iter().map(|s| s.exp()).collect();
+        let sc = self.scales(tape);
         let sum_dladj: T = dladj.iter().copied().sum();
         let (gloc, gls) = grads.split_at_mut(d);
         for i in 0..n {

@@ -49,10 +49,13 @@ impl BatchNormConfig {
     }
 }
 
-/// Tape slots: `xhat` (n x d), batch mean (1 x d), biased batch variance (1 x d).
+/// Tape slots: `xhat` (n x d), batch mean (1 x d), biased batch variance (1 x d), and the
+/// per-feature factors of the normalisation, `1 / sigma` and `exp(log_gamma)` (1 x d each).
 const XHAT: usize = 0;
 const MEAN: usize = 1;
 const VAR: usize = 2;
+const INV_SIGMA: usize = 3;
+const GAIN: usize = 4;
 
 /// Batch-norm flow layer with parameters `log_gamma`, `beta` and buffers `running_mean`,
 /// `running_var`.
@@ -176,48 +179,53 @@ impl<T: Real> Transform<T> for BatchNorm<T> {
         let n = x.rows();
         let eps = self.eps();
         y.resize(n, d);
-        let mean = tape.mat(MEAN, 1, d);
-        mean.as_mut_slice().fill(T::zero());
+        // Size every slot, then borrow them side by side.
+        tape.mat(XHAT, n, d);
+        for slot in [MEAN, VAR, INV_SIGMA, GAIN] {
+            tape.mat(slot, 1, d);
+        }
+        let [xhat, mean, var, inv_sigma, g] = &mut tape.mats[XHAT..=GAIN] else {
+            unreachable!("every slot exists");
+        };
+        let (mu, var, inv_sigma, g) = (
+            mean.as_mut_slice(),
+            var.as_mut_slice(),
+            inv_sigma.as_mut_slice(),
+            g.as_mut_slice(),
+        );
+        mu.fill(T::zero());
+        var.fill(T::zero());
         if n == 0 {
-            tape.mat(VAR, 1, d).as_mut_slice().fill(T::zero());
-            tape.mat(XHAT, 0, d);
             return;
         }
         let nf = T::c(n as f64);
-        {
-            let m = mean.as_mut_slice();
-            for i in 0..n {
-                for (mj, &xj) in m.iter_mut().zip(x.row(i)) {
-                    *mj += xj;
-                }
-            }
-            for mj in m.iter_mut() {
-                *mj /= nf;
+        for i in 0..n {
+            for (mj, &xj) in mu.iter_mut().zip(x.row(i)) {
+                *mj += xj;
             }
         }
-        let mu: Vec<T> = tape.mats[MEAN].as_slice().to_vec();
-        let var = tape.mat(VAR, 1, d);
-        {
-            let v = var.as_mut_slice();
-            v.fill(T::zero());
-            for i in 0..n {
-                for (j, &xj) in x.row(i).iter().enumerate() {
-                    let c = xj - mu[j];
-                    v[j] += c * c;
-                }
-            }
-            for vj in v.iter_mut() {
-                *vj /= nf;
+        for mj in mu.iter_mut() {
+            *mj /= nf;
+        }
+        for i in 0..n {
+            for (j, &xj) in x.row(i).iter().enumerate() {
+                let c = xj - mu[j];
+                var[j] += c * c;
             }
         }
-        let var: Vec<T> = tape.mats[VAR].as_slice().to_vec();
-        let inv_sigma: Vec<T> = var.iter().map(|v| (*v + eps).sqrt().recip()).collect();
+        for vj in var.iter_mut() {
+            *vj /= nf;
+        }
+        for (s, v) in inv_sigma.iter_mut().zip(var.iter()) {
+            *s = (*v + eps).sqrt().recip();
+        }
         let mut ld = T::zero();
-        for (lg, v) in self.log_gamma.data.iter().zip(&var) {
+        for (lg, v) in self.log_gamma.data.iter().zip(var.iter()) {
             ld += *lg - T::c(0.5) * (*v + eps).ln();
         }
-        let g: Vec<T> = self.log_gamma.data.iter().map(|v| v.exp()).collect();
-        let xhat = tape.mat(XHAT, n, d);
+        for (gj, lg) in g.iter_mut().zip(&self.log_gamma.data) {
+            *gj = lg.exp();
+        }
         for (i, l) in ladj.iter_mut().enumerate().take(n) {
             let xr = x.row(i);
             let hr = xhat.row_mut(i);
@@ -283,47 +291,37 @@ impl<T: Real> Transform<T> for BatchNorm<T> {
         let d = self.config.dim;
         let rho = self.config.momentum.clamp(0.0, 1.0);
         // Pool (count, mean, biased var) of every sub-batch, in f64.
-        let mut total = 0.0f64;
-        let mut sum = vec![0.0f64; d];
-        let parts: Vec<(f64, Vec<f64>, Vec<f64>)> = tapes
-            .iter()
-            .filter(|t| t.mats.len() > VAR && t.mats[XHAT].rows() > 0)
-            .map(|t| {
-                let f = |m: &Matrix<T>| -> Vec<f64> {
-                    m.as_slice()
-                        .iter()
-                        .map(|v| v.to_f64().unwrap_or(f64::NAN))
-                        .collect()
-                };
-                (
-                    t.mats[XHAT].rows() as f64,
-                    f(&t.mats[MEAN]),
-                    f(&t.mats[VAR]),
-                )
-            })
-            .filter(|(_, m, v)| m.len() == d && v.len() == d)
-            .collect();
-        for (n, m, _) in &parts {
-            total += n;
-            for j in 0..d {
-                sum[j] += n * m[j];
-            }
-        }
+        let parts = || {
+            tapes
+                .iter()
+                .filter(|t| t.mats.len() > VAR && t.mats[XHAT].rows() > 0)
+                .map(|t| {
+                    (
+                        t.mats[XHAT].rows() as f64,
+                        t.mats[MEAN].as_slice(),
+                        t.mats[VAR].as_slice(),
+                    )
+                })
+                .filter(|(_, m, v)| m.len() == d && v.len() == d)
+        };
+        let f = |v: T| v.to_f64().unwrap_or(f64::NAN);
+        let total: f64 = parts().fold(0.0, |acc, (n, _, _)| acc + n);
         if total < 1.0 {
             return;
         }
-        let mean: Vec<f64> = sum.iter().map(|s| s / total).collect();
-        for (r, m) in self.running_mean.data.iter_mut().zip(&mean) {
+        // Pooled mean of feature j.
+        let mean = |j: usize| parts().fold(0.0, |acc, (n, m, _)| acc + n * f(m[j])) / total;
+        for (j, r) in self.running_mean.data.iter_mut().enumerate() {
             let old = r.to_f64().unwrap_or(0.0);
-            *r = T::c(rho * old + (1.0 - rho) * m);
+            *r = T::c(rho * old + (1.0 - rho) * mean(j));
         }
         if total < 2.0 {
             return;
         }
         for j in 0..d {
-            let m2: f64 = parts
-                .iter()
-                .map(|(n, m, v)| n * (v[j] + (m[j] - mean[j]).powi(2)))
+            let mean_j = mean(j);
+            let m2: f64 = parts()
+                .map(|(n, m, v)| n * (f(v[j]) + (f(m[j]) - mean_j).powi(2)))
                 .sum();
             let unbiased = m2 / (total - 1.0);
             let r = self.running_var.data[j].to_f64().unwrap_or(1.0);

@@ -25,7 +25,7 @@
 
 use super::permutation::{PermutationError, validate_permutation};
 use super::{LayerSpec, Param, Transform};
-use crate::engine::gemm::{gemm_nn, gemm_nt, gemm_tn};
+use crate::engine::gemm::{gemm_nn, gemm_tn};
 use crate::engine::{Matrix, Real, Rng, Tape};
 use serde::{Deserialize, Serialize};
 
@@ -81,6 +81,32 @@ fn lower_idx(i: usize, j: usize) -> usize {
 #[inline]
 fn upper_idx(d: usize, i: usize, j: usize) -> usize {
     i * (d - 1) - i * (i.saturating_sub(1)) / 2 + (j - i - 1)
+}
+
+/// Number of `d x d` scratch matrices the training passes keep in their tape (so that a warm
+/// training step allocates nothing): `L`, `U~ = U + diag(s)`, `A = L U~`, `W`, a transpose
+/// (`W^T` forward, `U~^T` backward, so that every product reads contiguous rows), and the backward
+/// pass's `dW`, `dA`, `dL`, `dU~`.
+const SCRATCH: usize = 9;
+
+/// The tape's [`SCRATCH`] matrices, reshaped to `d x d` and zero-filled (like fresh buffers).
+fn scratch<T: Real>(tape: &mut Tape<T>, d: usize) -> &mut [Matrix<T>; SCRATCH] {
+    for i in 0..SCRATCH {
+        tape.mat(i, d, d).as_mut_slice().fill(T::zero());
+    }
+    (&mut tape.mats[..SCRATCH])
+        .try_into()
+        .expect("every scratch slot exists")
+}
+
+/// Writes the transpose of the `d x d` matrix `m` into `t`.
+fn transpose_into<T: Real>(m: &Matrix<T>, t: &mut Matrix<T>) {
+    let d = m.rows();
+    for i in 0..d {
+        for j in 0..d {
+            t.set(j, i, m.get(i, j));
+        }
+    }
 }
 
 /// Orthonormalises the columns of a square matrix (modified Gram-Schmidt, applied twice).
@@ -179,6 +205,13 @@ impl<T: Real> LuLinear<T> {
         let d = self.config.dim;
         let mut l = vec![T::zero(); d * d];
         let mut u = vec![T::zero(); d * d];
+        self.dense_factors_into(&mut l, &mut u);
+        (l, u)
+    }
+
+    /// Writes `L` and `U + diag(s)` into the zero-filled `d x d` buffers `l` and `u`.
+    fn dense_factors_into(&self, l: &mut [T], u: &mut [T]) {
+        let d = self.config.dim;
         for i in 0..d {
             l[i * d + i] = T::one();
             for j in 0..i {
@@ -189,21 +222,41 @@ impl<T: Real> LuLinear<T> {
                 u[i * d + j] = self.upper.data[upper_idx(d, i, j)];
             }
         }
-        (l, u)
     }
 
     /// The dense weight `W = P L (U + diag(s))`, row-major `d x d`.
     pub fn weight(&self) -> Vec<T> {
+        let mut tape = Tape::default();
+        let [l, u, a, w, ..] = scratch(&mut tape, self.config.dim);
+        self.weight_into(l, u, a, w);
+        w.as_slice().to_vec()
+    }
+
+    /// Fills `l`, `u` with the dense factors, `a` with `L U~` and `w` with `W = P A`
+    /// (all `d x d`, zero-filled on entry).
+    fn weight_into(
+        &self,
+        l: &mut Matrix<T>,
+        u: &mut Matrix<T>,
+        a: &mut Matrix<T>,
+        w: &mut Matrix<T>,
+    ) {
         let d = self.config.dim;
-        let (l, u) = self.dense_factors();
-        let mut a = vec![T::zero(); d * d];
-        gemm_nn(d, d, d, T::one(), &l, &u, T::zero(), &mut a);
-        let mut w = vec![T::zero(); d * d];
+        self.dense_factors_into(l.as_mut_slice(), u.as_mut_slice());
+        gemm_nn(
+            d,
+            d,
+            d,
+            T::one(),
+            l.as_slice(),
+            u.as_slice(),
+            T::zero(),
+            a.as_mut_slice(),
+        );
         for i in 0..d {
             let p = self.config.perm[i];
-            w[i * d..(i + 1) * d].copy_from_slice(&a[p * d..(p + 1) * d]);
+            w.row_mut(i).copy_from_slice(a.row(p));
         }
-        w
     }
 
     /// `sum_i log s_i`.
@@ -229,26 +282,8 @@ impl<T: Real> Transform<T> for LuLinear<T> {
         vec![&mut self.lower, &mut self.upper, &mut self.log_s]
     }
 
-    fn forward(&self, x: &Matrix<T>, _ctx: Option<&Matrix<T>>, y: &mut Matrix<T>, ladj: &mut [T]) {
-        let d = self.config.dim;
-        let n = x.rows();
-        let w = self.weight();
-        y.resize(n, d);
-        // Z = X W^T (one event per row).
-        gemm_nt(
-            n,
-            d,
-            d,
-            T::one(),
-            x.as_slice(),
-            &w,
-            T::zero(),
-            y.as_mut_slice(),
-        );
-        let ld = self.log_det();
-        for l in ladj.iter_mut().take(n) {
-            *l += ld;
-        }
+    fn forward(&self, x: &Matrix<T>, ctx: Option<&Matrix<T>>, y: &mut Matrix<T>, ladj: &mut [T]) {
+        self.forward_train(x, ctx, y, ladj, &mut Tape::default());
     }
 
     fn inverse(&self, y: &Matrix<T>, _ctx: Option<&Matrix<T>>, x: &mut Matrix<T>, ladj: &mut [T]) {
@@ -290,12 +325,32 @@ impl<T: Real> Transform<T> for LuLinear<T> {
     fn forward_train(
         &self,
         x: &Matrix<T>,
-        ctx: Option<&Matrix<T>>,
+        _ctx: Option<&Matrix<T>>,
         y: &mut Matrix<T>,
         ladj: &mut [T],
-        _tape: &mut Tape<T>,
+        tape: &mut Tape<T>,
     ) {
-        self.forward(x, ctx, y, ladj);
+        let d = self.config.dim;
+        let n = x.rows();
+        let [l, u, a, w, wt, ..] = scratch(tape, d);
+        self.weight_into(l, u, a, w);
+        transpose_into(w, wt);
+        y.resize(n, d);
+        // Z = X W^T (one event per row).
+        gemm_nn(
+            n,
+            d,
+            d,
+            T::one(),
+            x.as_slice(),
+            wt.as_slice(),
+            T::zero(),
+            y.as_mut_slice(),
+        );
+        let ld = self.log_det();
+        for li in ladj.iter_mut().take(n) {
+            *li += ld;
+        }
     }
 
     fn backward(
@@ -303,7 +358,7 @@ impl<T: Real> Transform<T> for LuLinear<T> {
         x: &Matrix<T>,
         _y: &Matrix<T>,
         _ctx: Option<&Matrix<T>>,
-        _tape: &mut Tape<T>,
+        tape: &mut Tape<T>,
         dy: &Matrix<T>,
         dladj: &[T],
         dx: &mut Matrix<T>,
@@ -312,8 +367,8 @@ impl<T: Real> Transform<T> for LuLinear<T> {
         let d = self.config.dim;
         let n = x.rows();
         let m = d * d.saturating_sub(1) / 2;
-        let (l, u) = self.dense_factors();
-        let w = self.weight();
+        let [l, u, a, w, ut, dw, da, dl, du] = scratch(tape, d);
+        self.weight_into(l, u, a, w);
         // dX = dZ W.
         dx.resize(n, d);
         gemm_nn(
@@ -322,12 +377,11 @@ impl<T: Real> Transform<T> for LuLinear<T> {
             d,
             T::one(),
             dy.as_slice(),
-            &w,
+            w.as_slice(),
             T::zero(),
             dx.as_mut_slice(),
         );
         // dW = dZ^T X, then dA with A = L U~ and W = P A: dA_{perm[i], :} = dW_{i, :}.
-        let mut dw = vec![T::zero(); d * d];
         gemm_tn(
             d,
             n,
@@ -336,18 +390,35 @@ impl<T: Real> Transform<T> for LuLinear<T> {
             dy.as_slice(),
             x.as_slice(),
             T::zero(),
-            &mut dw,
+            dw.as_mut_slice(),
         );
-        let mut da = vec![T::zero(); d * d];
         for i in 0..d {
             let p = self.config.perm[i];
-            da[p * d..(p + 1) * d].copy_from_slice(&dw[i * d..(i + 1) * d]);
+            da.row_mut(p).copy_from_slice(dw.row(i));
         }
         // dL = dA U~^T, dU~ = L^T dA.
-        let mut dl = vec![T::zero(); d * d];
-        gemm_nt(d, d, d, T::one(), &da, &u, T::zero(), &mut dl);
-        let mut du = vec![T::zero(); d * d];
-        gemm_tn(d, d, d, T::one(), &l, &da, T::zero(), &mut du);
+        transpose_into(u, ut);
+        gemm_nn(
+            d,
+            d,
+            d,
+            T::one(),
+            da.as_slice(),
+            ut.as_slice(),
+            T::zero(),
+            dl.as_mut_slice(),
+        );
+        gemm_tn(
+            d,
+            d,
+            d,
+            T::one(),
+            l.as_slice(),
+            da.as_slice(),
+            T::zero(),
+            du.as_mut_slice(),
+        );
+        let (u, dl, du) = (u.as_slice(), dl.as_slice(), du.as_slice());
         let sum_dladj: T = dladj.iter().copied().sum();
         let (gl, rest) = grads.split_at_mut(m);
         let (gu, gs) = rest.split_at_mut(m);

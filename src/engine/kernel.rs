@@ -13,17 +13,22 @@
 //! panel (`k x 64` floats) stays in L1/L2 while the row tiles sweep over it. The last vector of a
 //! tile is masked, so widths such as 9 and 18 need no padding.
 
-/// Whether the AVX-512 kernel can run on this CPU (checked once; the result is cached by std).
-#[inline]
+/// Whether the AVX-512 kernels (this GEMM and [`super::vmath`]) run: the CPU has AVX-512F and
+/// the environment variable `HEPFLOW_NO_AVX512` is not set (it forces the portable
+/// `matrixmultiply`/libm path, e.g. to test it or to compare). Checked once.
 pub fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            std::arch::is_x86_feature_detected!("avx512f")
+                && std::env::var_os("HEPFLOW_NO_AVX512").is_none()
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    })
 }
 
 /// What happens to a tile of `A B` before it is stored into `C`, in this order:

@@ -14,15 +14,15 @@
 pub fn exp_in_place(xs: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: AVX-512F is present.
+        if super::kernel::available() {
+            // SAFETY: AVX-512F is present (checked by `available`).
             unsafe { avx512::exp_in_place(xs) };
             return;
         }
     }
     // Other CPUs: libm (the polynomial's fused multiply-adds would be slow without FMA).
     for x in xs {
-        *x = x.exp();
+        *x = x.clamp(-87.3, 88.3).exp();
     }
 }
 
@@ -30,8 +30,8 @@ pub fn exp_in_place(xs: &mut [f32]) {
 pub fn soft_clamp_in_place(xs: &mut [f32], a: f32) {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: AVX-512F is present.
+        if super::kernel::available() {
+            // SAFETY: AVX-512F is present (checked by `available`).
             unsafe { avx512::soft_clamp_in_place(xs, a) };
             return;
         }

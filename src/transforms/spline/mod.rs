@@ -110,8 +110,9 @@ pub fn search_bin<T: Real>(knots: &[T], v: T) -> usize {
     knots[1..k].partition_point(|&t| t <= v)
 }
 
-/// Largest buffer kept on the stack (`bins + 1` for `bins <= 64`).
-pub(crate) const STACK: usize = 65;
+/// Largest buffer kept on the stack (`bins + 1` for `bins <= 16`; the presets use 8). Every
+/// buffer zero-fills all of it, so a larger bound costs time on every spline evaluation.
+pub(crate) const STACK: usize = 17;
 
 /// A zero-initialised scratch slice: on the stack up to [`STACK`] entries, on the heap beyond.
 pub(crate) struct Buf<T> {

@@ -173,24 +173,6 @@ impl<T: Real> Flow<T> {
         out
     }
 
-    /// Data -> base space on one chunk (no parallelism): returns `z` and `log|det dz/dx|`.
-    pub fn forward_chunk(&self, x: &Matrix<T>, ctx: Option<&Matrix<T>>) -> (Matrix<T>, Vec<T>) {
-        let mut ladj = vec![T::zero(); x.rows()];
-        let mut scratch = EvalScratch::default();
-        scratch.a.copy_from(x);
-        self.run_layers(&mut scratch, ctx, false, &mut ladj);
-        (scratch.a, ladj)
-    }
-
-    /// Base space -> data on one chunk: returns `x` and `log|det dx/dz|`.
-    pub fn inverse_chunk(&self, z: &Matrix<T>, ctx: Option<&Matrix<T>>) -> (Matrix<T>, Vec<T>) {
-        let mut ladj = vec![T::zero(); z.rows()];
-        let mut scratch = EvalScratch::default();
-        scratch.a.copy_from(z);
-        self.run_layers(&mut scratch, ctx, true, &mut ladj);
-        (scratch.a, ladj)
-    }
-
     /// Runs every layer (in reverse order and inverted when `inverse`) on `scratch.a`, leaving the
     /// result there and adding the log-determinants to `ladj`.
     fn run_layers(

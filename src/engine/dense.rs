@@ -11,6 +11,7 @@
 
 use super::Real;
 use super::gemm::gemm_nn;
+use super::kernel::Epilogue;
 
 /// `out[m x n] = act(inp[m x k] wt[k x n] + bias)`, `act` = ReLU when `relu`, else identity.
 #[allow(clippy::too_many_arguments)]
@@ -25,7 +26,12 @@ pub fn forward<T: Real>(
     out: &mut [T],
 ) {
     assert!(inp.len() >= m * k && wt.len() >= k * n && bias.len() >= n && out.len() >= m * n);
-    if T::dense_forward_fused(m, k, n, inp, wt, bias, relu, out) {
+    let epilogue = Epilogue {
+        bias: Some(bias),
+        relu,
+        ..Epilogue::default()
+    };
+    if T::fused_product(m, k, n, inp, wt, out, &epilogue) {
         return;
     }
     gemm_nn(m, k, n, T::one(), inp, wt, T::zero(), out);
@@ -54,7 +60,12 @@ pub fn input_grad<T: Real>(
     if let Some(g) = gate {
         assert!(g.len() >= m * k);
     }
-    if T::dense_input_grad_fused(m, n, k, dout, w, gate, keep, dinp) {
+    let epilogue = Epilogue {
+        gate: gate.map(|g| (g, k)),
+        gate_scale: keep,
+        ..Epilogue::default()
+    };
+    if T::fused_product(m, n, k, dout, w, dinp, &epilogue) {
         return;
     }
     gemm_nn(m, n, k, T::one(), dout, w, T::zero(), dinp);

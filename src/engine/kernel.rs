@@ -36,18 +36,20 @@ pub fn available() -> bool {
 /// `gate[i, j] > 0`, else `0`, when a gate is given. Fusing these into the kernel saves the
 /// separate passes over the output that a dense layer's bias, ReLU and ReLU-derivative mask
 /// would cost.
+/// Generic over the scalar so that [`crate::engine::Real`] can describe a fused product for any
+/// type; the kernel itself takes `f32`.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Epilogue<'a> {
+pub struct Epilogue<'a, T = f32> {
     /// `C += A B` instead of `C = A B`.
     pub accumulate: bool,
     /// Added to every row (length `>= n`).
-    pub bias: Option<&'a [f32]>,
+    pub bias: Option<&'a [T]>,
     /// Clamp below at zero.
     pub relu: bool,
     /// Row-major gate matrix with its row stride (`gate[i * ld + j]`).
-    pub gate: Option<(&'a [f32], usize)>,
+    pub gate: Option<(&'a [T], usize)>,
     /// Factor of the elements the gate keeps.
-    pub gate_scale: f32,
+    pub gate_scale: T,
 }
 
 /// `C = epilogue(A B)` with `A[i, p] = a[i * rsa + p * csa]`, `B[p, j] = b[p * ldb + j]` and
@@ -86,22 +88,48 @@ pub unsafe fn sgemm(
     #[cfg(target_arch = "x86_64")]
     {
         if available() {
-            let ep = avx512::Ep {
-                accumulate: epilogue.accumulate,
-                bias: epilogue.bias.map_or(std::ptr::null(), |b| b.as_ptr()),
-                relu: epilogue.relu,
-                gate: epilogue.gate.map_or(std::ptr::null(), |g| g.0.as_ptr()),
-                ldg: epilogue.gate.map_or(0, |g| g.1),
-                gate_scale: epilogue.gate_scale,
-            };
             // SAFETY: AVX-512F is present (checked above); memory contract forwarded, and the
             // epilogue's slices were checked against the output shape.
-            unsafe { avx512::sgemm(m, k, n, a, rsa, csa, b, ldb, c, ldc, &ep) };
+            unsafe { avx512::sgemm(m, k, n, a, rsa, csa, b, ldb, c, ldc, epilogue) };
             return true;
         }
     }
     let _ = (k, a, rsa, csa, b, ldb, c, ldc);
     false
+}
+
+/// [`sgemm`] on row-major slices: `c[m x n] = epilogue(a[m x k] b[k x n])`. Returns `false` (and
+/// touches nothing) when the CPU lacks AVX-512.
+pub fn sgemm_rows(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    b: &[f32],
+    c: &mut [f32],
+    epilogue: &Epilogue,
+) -> bool {
+    assert!(
+        a.len() >= m * k && b.len() >= k * n && c.len() >= m * n,
+        "slices smaller than their shapes"
+    );
+    // SAFETY: the assert bounds A (stride k), B (stride n) and C (stride n); `c` is a unique
+    // borrow, so it overlaps nothing.
+    unsafe {
+        sgemm(
+            m,
+            k,
+            n,
+            a.as_ptr(),
+            k,
+            1,
+            b.as_ptr(),
+            n,
+            c.as_mut_ptr(),
+            n,
+            epilogue,
+        )
+    }
 }
 
 /// `out[j] += sum_i a[i * lda + j]` for `i < m`, `j < out.len()` (bias gradients: column sums of
@@ -133,14 +161,15 @@ mod avx512 {
     /// Columns of `C` per panel: four 16-lane vectors.
     const PANEL: usize = 64;
 
-    /// [`super::Epilogue`] as raw pointers (null = absent).
-    pub(super) struct Ep {
-        pub accumulate: bool,
-        pub bias: *const f32,
-        pub relu: bool,
-        pub gate: *const f32,
-        pub ldg: usize,
-        pub gate_scale: f32,
+    /// The part of a [`super::Epilogue`] that one tile sees: raw pointers to its first bias
+    /// column and first gate element (null = absent).
+    struct Ep {
+        accumulate: bool,
+        bias: *const f32,
+        relu: bool,
+        gate: *const f32,
+        ldg: usize,
+        gate_scale: f32,
     }
 
     #[target_feature(enable = "avx512f")]
@@ -156,8 +185,11 @@ mod avx512 {
         ldb: usize,
         c: *mut f32,
         ldc: usize,
-        ep: &Ep,
+        ep: &super::Epilogue,
     ) {
+        let (gate, ldg) = ep
+            .gate
+            .map_or((std::ptr::null(), 0), |(g, ld)| (g.as_ptr(), ld));
         let mut j0 = 0;
         while j0 < n {
             let w = (n - j0).min(PANEL);
@@ -186,18 +218,14 @@ mod avx512 {
                     let cp = c.add(i0 * ldc + j0);
                     let tep = Ep {
                         accumulate: ep.accumulate,
-                        bias: if ep.bias.is_null() {
-                            ep.bias
-                        } else {
-                            ep.bias.add(j0)
-                        },
+                        bias: ep.bias.map_or(std::ptr::null(), |b| b.as_ptr().add(j0)),
                         relu: ep.relu,
-                        gate: if ep.gate.is_null() {
-                            ep.gate
+                        gate: if gate.is_null() {
+                            gate
                         } else {
-                            ep.gate.add(i0 * ep.ldg + j0)
+                            gate.add(i0 * ldg + j0)
                         },
-                        ldg: ep.ldg,
+                        ldg,
                         gate_scale: ep.gate_scale,
                     };
                     macro_rules! dispatch {

@@ -26,32 +26,17 @@ pub trait Real:
     /// Converts an `f64` constant into this type.
     fn c(x: f64) -> Self;
 
-    /// [`super::dense::forward`] in one fused kernel; `false` when this type/CPU has none.
-    #[allow(clippy::too_many_arguments)]
-    fn dense_forward_fused(
+    /// `c[m x n] = epilogue(a[m x k] b[k x n])` on row-major slices in one fused kernel (see
+    /// [`super::kernel::Epilogue`]; used by [`super::dense`]); `false` when this type/CPU has
+    /// none and the caller must do the product and the epilogue itself.
+    fn fused_product(
         _m: usize,
         _k: usize,
         _n: usize,
-        _inp: &[Self],
-        _wt: &[Self],
-        _bias: &[Self],
-        _relu: bool,
-        _out: &mut [Self],
-    ) -> bool {
-        false
-    }
-
-    /// [`super::dense::input_grad`] in one fused kernel; `false` when this type/CPU has none.
-    #[allow(clippy::too_many_arguments)]
-    fn dense_input_grad_fused(
-        _m: usize,
-        _n: usize,
-        _k: usize,
-        _dout: &[Self],
-        _w: &[Self],
-        _gate: Option<&[Self]>,
-        _keep: Self,
-        _dinp: &mut [Self],
+        _a: &[Self],
+        _b: &[Self],
+        _c: &mut [Self],
+        _epilogue: &super::kernel::Epilogue<Self>,
     ) -> bool {
         false
     }
@@ -107,71 +92,16 @@ impl Real for f32 {
     fn exp_in_place(xs: &mut [Self]) {
         super::vmath::exp_in_place(xs);
     }
-    fn dense_forward_fused(
+    fn fused_product(
         m: usize,
         k: usize,
         n: usize,
-        inp: &[Self],
-        wt: &[Self],
-        bias: &[Self],
-        relu: bool,
-        out: &mut [Self],
+        a: &[Self],
+        b: &[Self],
+        c: &mut [Self],
+        epilogue: &super::kernel::Epilogue<Self>,
     ) -> bool {
-        assert!(inp.len() >= m * k && wt.len() >= k * n && out.len() >= m * n);
-        let ep = super::kernel::Epilogue {
-            bias: Some(bias),
-            relu,
-            ..Default::default()
-        };
-        // SAFETY: the assert bounds A (m x k, stride k), B (k x n) and C (m x n).
-        unsafe {
-            super::kernel::sgemm(
-                m,
-                k,
-                n,
-                inp.as_ptr(),
-                k,
-                1,
-                wt.as_ptr(),
-                n,
-                out.as_mut_ptr(),
-                n,
-                &ep,
-            )
-        }
-    }
-    fn dense_input_grad_fused(
-        m: usize,
-        n: usize,
-        k: usize,
-        dout: &[Self],
-        w: &[Self],
-        gate: Option<&[Self]>,
-        keep: Self,
-        dinp: &mut [Self],
-    ) -> bool {
-        assert!(dout.len() >= m * n && w.len() >= n * k && dinp.len() >= m * k);
-        let ep = super::kernel::Epilogue {
-            gate: gate.map(|g| (g, k)),
-            gate_scale: keep,
-            ..Default::default()
-        };
-        // SAFETY: the assert bounds A (m x n, stride n), B (n x k) and C (m x k).
-        unsafe {
-            super::kernel::sgemm(
-                m,
-                n,
-                k,
-                dout.as_ptr(),
-                n,
-                1,
-                w.as_ptr(),
-                k,
-                dinp.as_mut_ptr(),
-                k,
-                &ep,
-            )
-        }
+        super::kernel::sgemm_rows(m, k, n, a, b, c, epilogue)
     }
     fn add_col_sums_fused(m: usize, a: &[Self], lda: usize, out: &mut [Self]) -> bool {
         super::kernel::add_col_sums(m, a, lda, out)

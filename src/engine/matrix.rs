@@ -133,6 +133,12 @@ impl<T: Real> Matrix<T> {
         }
     }
 
+    /// Writes the transpose (`cols x rows`) into `out`, reusing its storage.
+    pub fn transpose_into(&self, out: &mut Matrix<T>) {
+        out.resize(self.cols, self.rows);
+        transpose(self.as_slice(), self.rows, self.cols, out.as_mut_slice());
+    }
+
     /// Converts every element to another scalar type.
     pub fn cast<U: Real>(&self) -> Matrix<U> {
         Matrix {
@@ -158,5 +164,16 @@ impl<T: Real> Matrix<T> {
     /// True when every element is finite.
     pub fn all_finite(&self) -> bool {
         self.as_slice().iter().all(|v| v.is_finite())
+    }
+}
+
+/// Writes the transpose of the row-major `rows x cols` matrix `src` into `dst` (`cols x rows`),
+/// row by row of `dst`: contiguous writes, strided reads.
+pub fn transpose<T: Copy>(src: &[T], rows: usize, cols: usize, dst: &mut [T]) {
+    assert!(src.len() >= rows * cols && dst.len() >= rows * cols);
+    for (j, row) in dst.chunks_exact_mut(rows.max(1)).take(cols).enumerate() {
+        for (i, v) in row.iter_mut().enumerate() {
+            *v = src[i * cols + j];
+        }
     }
 }

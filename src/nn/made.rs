@@ -226,21 +226,7 @@ impl<T: Real> Made<T> {
         }
     }
 
-    /// Writes `(M_l ⊙ W_l)^T` into `out` (shape `fan_in x fan_out`), so that the forward product
-    /// reads a matrix with contiguous rows.
-    fn masked_weight_t(&self, l: usize, out: &mut Matrix<T>) {
-        let w = &self.params[2 * l];
-        let (fan_out, fan_in) = (w.shape[0], w.shape[1]);
-        out.resize(fan_in, fan_out);
-        for o in 0..fan_out {
-            for i in 0..fan_in {
-                let k = o * fan_in + i;
-                out.set(i, o, w.data[k] * self.masks[l][k]);
-            }
-        }
-    }
-
-    /// One layer `out = act(inp Wm + b)` with a pre-masked, transposed weight `wmt`.
+    /// One layer `out = act(inp Wm^T + b)`, given `wmt = Wm^T` (the masked weight, transposed).
     fn layer(&self, l: usize, wmt: &Matrix<T>, inp: &Matrix<T>, out: &mut Matrix<T>) {
         let b = &self.params[2 * l + 1].data;
         let (fan_in, fan_out) = (wmt.rows(), wmt.cols());
@@ -275,11 +261,12 @@ impl<T: Real> Made<T> {
     /// `out` = `out_per_feature * D` columns (resized here).
     pub fn forward(&self, input: &Matrix<T>, out: &mut Matrix<T>) {
         let nl = self.n_layers();
-        let mut wmt = Matrix::zeros(0, 0);
+        let (mut wm, mut wmt) = (Matrix::zeros(0, 0), Matrix::zeros(0, 0));
         let mut a = input.clone();
         let mut b = Matrix::zeros(0, 0);
         for l in 0..nl {
-            self.masked_weight_t(l, &mut wmt);
+            self.masked_weight(l, &mut wm);
+            wm.transpose_into(&mut wmt);
             if l + 1 == nl {
                 self.layer(l, &wmt, &a, out);
             } else {
@@ -297,7 +284,7 @@ impl<T: Real> Made<T> {
         let mut wmt = std::mem::take(tape.mat(2 * nl - 1, 0, 0)); // also makes every slot exist
         for l in 0..nl {
             self.masked_weight(l, &mut tape.mats[nl - 1 + l]);
-            self.masked_weight_t(l, &mut wmt);
+            tape.mats[nl - 1 + l].transpose_into(&mut wmt);
             if l + 1 == nl {
                 let inp = if l == 0 { input } else { &tape.mats[l - 1] };
                 self.layer(l, &wmt, inp, out);

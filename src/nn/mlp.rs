@@ -8,6 +8,7 @@
 
 use crate::engine::dense;
 use crate::engine::gemm::gemm_tn;
+use crate::engine::matrix::transpose;
 use crate::engine::{Matrix, Real, Rng, Tape};
 use crate::transforms::Param;
 use serde::{Deserialize, Serialize};
@@ -133,12 +134,7 @@ impl<T: Real> Mlp<T> {
                     let w = &self.params[2 * layer];
                     let (fan_out, fan_in) = (w.shape[0], w.shape[1]);
                     t.resize(fan_in * fan_out, T::zero());
-                    // Row by row of W^T: contiguous writes, strided reads.
-                    for (i, row) in t.chunks_exact_mut(fan_out.max(1)).enumerate() {
-                        for (o, v) in row.iter_mut().enumerate() {
-                            *v = w.data[o * fan_in + i];
-                        }
-                    }
+                    transpose(&w.data, fan_out, fan_in, t);
                 }
                 self.transposed_valid.store(true, Ordering::Release);
             }

@@ -99,16 +99,6 @@ fn scratch<T: Real>(tape: &mut Tape<T>, d: usize) -> &mut [Matrix<T>; SCRATCH] {
         .expect("every scratch slot exists")
 }
 
-/// Writes the transpose of the `d x d` matrix `m` into `t`.
-fn transpose_into<T: Real>(m: &Matrix<T>, t: &mut Matrix<T>) {
-    let d = m.rows();
-    for i in 0..d {
-        for j in 0..d {
-            t.set(j, i, m.get(i, j));
-        }
-    }
-}
-
 /// Orthonormalises the columns of a square matrix (modified Gram-Schmidt, applied twice).
 fn orthonormalize(a: &mut [f64], d: usize) {
     for c in 0..d {
@@ -334,7 +324,7 @@ impl<T: Real> Transform<T> for LuLinear<T> {
         let n = x.rows();
         let [l, u, a, w, wt, ..] = scratch(tape, d);
         self.weight_into(l, u, a, w);
-        transpose_into(w, wt);
+        w.transpose_into(wt);
         y.resize(n, d);
         // Z = X W^T (one event per row).
         gemm_nn(
@@ -397,7 +387,7 @@ impl<T: Real> Transform<T> for LuLinear<T> {
             da.row_mut(p).copy_from_slice(dw.row(i));
         }
         // dL = dA U~^T, dU~ = L^T dA.
-        transpose_into(u, ut);
+        u.transpose_into(ut);
         gemm_nn(
             d,
             d,

@@ -194,12 +194,14 @@ struct Sections {
     params: f64,
 }
 
-/// One training step as `hepflow::train::fit` does it (without the roll-back and EMA branches):
+/// One training step as `hepflow::train::fit` does it (without the roll-back and EMA branches),
+/// reusing the parameter buffer `params`:
 /// loss and gradient, global gradient norm, Adam on the flat parameter vector, write-back.
 fn train_step(
     flow: &mut Flow<f32>,
     engine: &mut GradientEngine<f32>,
     adam: &mut Adam,
+    params: &mut Vec<f32>,
     xb: &Matrix<f32>,
     sec: &mut Sections,
 ) -> f64 {
@@ -209,11 +211,11 @@ fn train_step(
     let grads = engine.grads();
     let norm2 = engine.grad_norm_sq();
     let t2 = Instant::now();
-    let mut params = flow.param_vector();
+    flow.copy_params_into(params);
     let t3 = Instant::now();
-    adam.step(&mut params, grads, LR);
+    adam.step(params, grads, LR);
     let t4 = Instant::now();
-    flow.set_param_vector(&params);
+    flow.set_param_vector(params);
     engine.end_step(flow, xb.rows());
     let t5 = Instant::now();
     sec.grad += (t1 - t0).as_secs_f64();
@@ -293,6 +295,7 @@ fn bench_training(args: &Args, batches: &[Matrix<f32>]) -> Result<TrainResult> {
         let mut flow = build_flow(args.seed);
         let mut engine = GradientEngine::new(&flow, chunk);
         let mut adam = Adam::new(flow.num_params(), AdamConfig::default());
+        let mut params = Vec::with_capacity(flow.num_params());
         let mut k = 0;
         let mut sec = Sections::default();
         for _ in 0..WARMUP_STEPS {
@@ -300,6 +303,7 @@ fn bench_training(args: &Args, batches: &[Matrix<f32>]) -> Result<TrainResult> {
                 &mut flow,
                 &mut engine,
                 &mut adam,
+                &mut params,
                 &batches[k % n_batches],
                 &mut sec,
             );
@@ -317,6 +321,7 @@ fn bench_training(args: &Args, batches: &[Matrix<f32>]) -> Result<TrainResult> {
                     &mut flow,
                     &mut engine,
                     &mut adam,
+                    &mut params,
                     &batches[k % n_batches],
                     &mut sec,
                 );

@@ -461,15 +461,8 @@ fn train(a: &TrainArgs) -> Result<()> {
         cfg.lr = v;
     }
     if let Some(s) = fc.schedule.as_deref() {
-        cfg.schedule = match s {
-            "cosine" => Schedule::Cosine,
-            "plateau" => Schedule::Plateau {
-                patience: 5,
-                factor: 0.5,
-            },
-            "constant" => Schedule::Constant,
-            _ => bail!("schedule '{s}': expected cosine, plateau or constant"),
-        };
+        cfg.schedule = Schedule::from_name(s)
+            .with_context(|| format!("schedule '{s}': expected cosine, plateau or constant"))?;
     }
     if let Some(v) = a.patience.or(fc.patience) {
         cfg.patience = v.max(1);

@@ -49,6 +49,22 @@ pub enum Schedule {
     },
 }
 
+impl Schedule {
+    /// The schedule named on a command line or in a config file: `cosine`, `plateau` (halve the
+    /// learning rate after 5 epochs without improvement) or `constant`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "cosine" => Some(Schedule::Cosine),
+            "plateau" => Some(Schedule::Plateau {
+                patience: 5,
+                factor: 0.5,
+            }),
+            "constant" => Some(Schedule::Constant),
+            _ => None,
+        }
+    }
+}
+
 /// Hyper-parameters of a training run.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct TrainConfig {

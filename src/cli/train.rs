@@ -177,15 +177,8 @@ pub fn job_from_args(a: &TrainArgs) -> Result<TrainJob> {
         cfg.lr = v;
     }
     if let Some(s) = a.schedule.as_deref().or(fc.schedule.as_deref()) {
-        cfg.schedule = match s {
-            "cosine" => Schedule::Cosine,
-            "plateau" => Schedule::Plateau {
-                patience: 5,
-                factor: 0.5,
-            },
-            "constant" => Schedule::Constant,
-            _ => bail!("--schedule '{s}': expected cosine, plateau or constant"),
-        };
+        cfg.schedule = Schedule::from_name(s)
+            .with_context(|| format!("--schedule '{s}': expected cosine, plateau or constant"))?;
     }
     if let Some(v) = a.patience.or(fc.patience) {
         cfg.patience = v.max(1);

@@ -649,6 +649,19 @@ mod tests {
     }
 
     #[test]
+    fn readme_toml_examples_are_valid_configurations() {
+        let readme = include_str!("../README.md");
+        let mut found = 0;
+        for block in readme.split("```toml\n").skip(1) {
+            let text = block.split("```").next().unwrap_or_default();
+            let o = TrainOptions::from_toml(text, "README.md").unwrap();
+            o.resolve().unwrap();
+            found += 1;
+        }
+        assert!(found >= 1, "the README has no TOML example");
+    }
+
+    #[test]
     fn documentation_lists_every_option() {
         let doc: Vec<&str> = TrainOptions::documentation().iter().map(|d| d.0).collect();
         let json = serde_json::to_value(TrainOptions::default()).unwrap();

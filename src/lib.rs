@@ -18,3 +18,8 @@ pub mod preprocess;
 pub mod presets;
 pub mod train;
 pub mod transforms;
+
+/// The README's code examples, compiled and run as doctests so that they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

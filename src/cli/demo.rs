@@ -40,6 +40,45 @@ pub struct DemoArgs {
     /// Seed.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Run on your own event file instead of the bundled HIGGS sample (all events form one
+    /// class; every numeric column except `label` is a feature unless --columns is given).
+    #[arg(long)]
+    pub data: Option<String>,
+    /// Feature columns of --data (comma separated names or 0-based indices).
+    #[arg(long, requires = "data")]
+    pub columns: Option<String>,
+}
+
+/// The event samples the demo models: (class name, description, events).
+fn demo_classes(a: &DemoArgs) -> Result<Vec<(String, String, Table)>> {
+    if let Some(source) = &a.data {
+        let opts = hepflow::config::TrainOptions {
+            columns: a.columns.as_ref().map(|c| {
+                c.split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            }),
+            ..Default::default()
+        };
+        let d = hepflow::dataset::load(std::slice::from_ref(source), &opts)?;
+        let table = Table {
+            columns: d.feature_names,
+            data: d.features,
+        };
+        return Ok(vec![("data".into(), d.description, table)]);
+    }
+    let path = bundled_higgs_path();
+    let mut out = Vec::new();
+    for (label, class) in [(0u8, "background"), (1u8, "signal")] {
+        let table = read_higgs(&path, Features::Higgs18, Some(label))?;
+        out.push((
+            class.to_string(),
+            format!("bundled HIGGS sample, {class} (label={label}), higgs18"),
+            table,
+        ));
+    }
+    Ok(out)
 }
 
 struct Row {
@@ -59,7 +98,6 @@ struct Row {
 pub fn run(a: DemoArgs) -> Result<()> {
     super::set_threads(a.threads)?;
     let t_start = std::time::Instant::now();
-    let path = bundled_higgs_path();
     let presets: Vec<Preset> = a
         .models
         .split(',')
@@ -75,16 +113,17 @@ pub fn run(a: DemoArgs) -> Result<()> {
         }
     }
     std::fs::create_dir_all(&a.out).with_context(|| format!("{}", a.out.display()))?;
+    let classes = demo_classes(&a)?;
     println!(
-        "hepflow demo: bundled HIGGS sample {} -> {}",
-        path.display(),
+        "hepflow demo: {} -> {}",
+        a.data.as_deref().unwrap_or("the bundled HIGGS sample"),
         a.out.display()
     );
     let mut rows = Vec::new();
-    for (label, class) in [(0u8, "background"), (1u8, "signal")] {
-        let table = read_higgs(&path, Features::Higgs18, Some(label))?;
+    for (class, description, table) in &classes {
+        let class = class.as_str();
         let names = table.columns.clone();
-        let mut x = table.data;
+        let mut x = table.data.clone();
         if a.max_events > 0 && x.rows() > a.max_events {
             x = x.slice_rows(0, a.max_events);
         }
@@ -123,9 +162,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
                 discrete: None,
                 out_dir: dir.join("model"),
                 resume: false,
-                data_description: format!(
-                    "bundled HIGGS sample, {class} (label={label}), higgs18, 70% training split"
-                ),
+                data_description: format!("{description}, 70% training split"),
             };
             println!(
                 "[{class}] training {} on {} events ({} held out for the test)",
@@ -156,7 +193,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
                 None,
                 &dir.join("report"),
                 &[
-                    ("sample".into(), format!("bundled HIGGS, {class}")),
+                    ("sample".into(), description.clone()),
                     (
                         "training time".into(),
                         format!("{:.1} s, {} epochs", s.seconds, s.epochs_run),
@@ -181,7 +218,15 @@ pub fn run(a: DemoArgs) -> Result<()> {
     }
     // A small index page linking the self-contained per-model reports.
     let mut html = String::from(
-        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>hepflow demo</title><style>body{font-family:sans-serif;margin:2em;max-width:70em}table{border-collapse:collapse}td,th{border:1px solid #999;padding:4px 10px;text-align:right}th{background:#eee}</style></head><body><h1>hepflow demo: generated HIGGS events vs Monte Carlo</h1><p>Bundled sample: real UCI HIGGS events (Baldi, Sadowski &amp; Whiteson 2014, CC BY 4.0), 18 features. Each model was trained on 70% of one class and compared with the held-out 30%. Test NLL in nats per event in original units (lower is better); C2ST AUC: 0.5 = a classifier cannot tell generated from MC events.</p><table><tr><th>class</th><th>model</th><th>test NLL</th><th>C2ST AUC</th><th>MC vs MC AUC</th><th>max KS</th><th>training s</th><th>report</th></tr>",
+        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>hepflow demo</title><style>body{font-family:sans-serif;margin:2em;max-width:70em}table{border-collapse:collapse}td,th{border:1px solid #999;padding:4px 10px;text-align:right}th{background:#eee}</style></head><body><h1>hepflow demo: generated events vs Monte Carlo</h1><p>{SAMPLE} Each model was trained on 70% of one class and compared with the held-out 30%. Test NLL in nats per event in original units (lower is better); C2ST AUC: 0.5 = a classifier cannot tell generated from MC events.</p><table><tr><th>class</th><th>model</th><th>test NLL</th><th>C2ST AUC</th><th>MC vs MC AUC</th><th>max KS</th><th>training s</th><th>report</th></tr>",
+    );
+    html = html.replace(
+        "{SAMPLE}",
+        if a.data.is_some() {
+            "Events from the file given with --data."
+        } else {
+            "Bundled sample: real UCI HIGGS events (Baldi, Sadowski &amp; Whiteson 2014, CC BY 4.0), 18 features."
+        },
     );
     for r in &rows {
         html.push_str(&format!(

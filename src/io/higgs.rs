@@ -85,10 +85,28 @@ impl Preset {
     }
 }
 
-/// Path of the bundled sample `data/higgs_35k.csv.gz` (35,298 exact HIGGS rows, see
-/// `data/README.md`).
+/// The bundled sample `data/higgs_35k.csv.gz` (35,298 exact HIGGS rows, see `data/README.md`),
+/// compiled into the library so that `hepflow demo` works after `cargo install` without the
+/// source checkout.
+pub static BUNDLED_HIGGS_GZ: &[u8] = include_bytes!("../../data/higgs_35k.csv.gz");
+
+/// Path of the bundled sample: the file in the source checkout when it is still there and
+/// unchanged, else a copy of the compiled-in bytes written (once, atomically) to the system's
+/// temporary directory.
 pub fn bundled_higgs_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("data/higgs_35k.csv.gz")
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/higgs_35k.csv.gz");
+    if std::fs::metadata(&source).is_ok_and(|m| m.len() == BUNDLED_HIGGS_GZ.len() as u64) {
+        return source;
+    }
+    let copy = std::env::temp_dir().join(format!(
+        "hepflow-higgs_35k-{}.csv.gz",
+        env!("CARGO_PKG_VERSION")
+    ));
+    if !std::fs::metadata(&copy).is_ok_and(|m| m.len() == BUNDLED_HIGGS_GZ.len() as u64) {
+        // A failed write leaves no file; reading the path then reports the error.
+        let _ = crate::fsutil::atomic_write(&copy, BUNDLED_HIGGS_GZ);
+    }
+    copy
 }
 
 /// Reads a file in the UCI HIGGS layout: the preset's features (named) and the labels (0/1).

@@ -135,6 +135,7 @@ pub fn run(a: SampleArgs) -> Result<()> {
         context_columns,
     };
     let (s, e) = a.shard.range(n);
+    super::stop_on_signals();
     let pb = bar(e - s, "sampling");
     let t0 = std::time::Instant::now();
     let written = sample_to_file(&model, &job, &mut |d| pb.set_position(d))?;

@@ -183,6 +183,13 @@ pub fn sample_to_file(
     let batch = job.batch.max(1) as u64;
     let mut line = String::new();
     while done < total {
+        if crate::interrupt::stop_requested() {
+            // Dropping the temporary file removes it: no partial output remains.
+            return Err(ModelError::Input(format!(
+                "{}: sampling interrupted; no output file was written",
+                out.display()
+            )));
+        }
         let b = batch.min(total - done) as usize;
         let first = start + done;
         let ctx = match &job.context {

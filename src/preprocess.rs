@@ -377,6 +377,11 @@ impl Preprocessor {
             if !(f.mean.is_finite() && f.std.is_finite() && f.std > 0.0) {
                 return bad("needs finite mean and std > 0");
             }
+            if let Some((mn, mx)) = f.data_range
+                && !(mn.is_finite() && mx.is_finite() && f.lo <= mn && mn <= mx && mx <= f.hi)
+            {
+                return bad("data_range must be finite with lo <= min <= max <= hi");
+            }
             if let FeatureKind::Discrete { values } = &f.kind {
                 if values.is_empty() || values.len() > MAX_DISCRETE_VALUES {
                     return bad("needs 1 to 64 discrete values");

@@ -1,5 +1,9 @@
 //! hepflow side of the benchmark in `bench/` (run it through `bash bench/run.sh`).
 //!
+//! Options `--preset NAME` (that preset with its default options instead of the reference model),
+//! `--batch N`, `--samples N` and `--simd avx512|avx2|portable` (force a kernel path) change the
+//! model and protocol below.
+//!
 //! Reference model: the `realnvp` preset with 8 affine couplings (a fixed random permutation
 //! between consecutive couplings), conditioner MLP 2 x 128 ReLU, batch 1024, D = 18 (HIGGS
 //! "higgs18" features, standardised), Adam lr 1e-3.
@@ -32,11 +36,9 @@ const PHI: [usize; 6] = [2, 4, 7, 11, 15, 19];
 /// HIGGS feature positions of the 4 b-tags.
 const BTAG: [usize; 4] = [8, 12, 16, 20];
 const DIM: usize = 18;
-const BATCH: usize = 1024;
 const WARMUP_STEPS: usize = 5;
 const REPEATS: usize = 3;
 const STEPS: usize = 30;
-const N_SAMPLE: usize = 1_000_000;
 const N_SAMPLE_WARMUP: usize = 10_000;
 const LR: f64 = 1e-3;
 
@@ -47,6 +49,10 @@ struct Args {
     seed: u64,
     train: bool,
     sample: bool,
+    /// `None`: the RealNVP reference model above; else that preset with its default options.
+    preset: Option<Preset>,
+    batch: usize,
+    samples: usize,
 }
 
 fn parse_args() -> Result<Args> {
@@ -59,6 +65,9 @@ fn parse_args() -> Result<Args> {
         seed: 1,
         train: true,
         sample: true,
+        preset: None,
+        batch: 1024,
+        samples: 1_000_000,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -73,6 +82,13 @@ fn parse_args() -> Result<Args> {
                     .map(|s| s.trim().parse::<usize>().context("--chunks"))
                     .collect::<Result<_>>()?
             }
+            "--preset" => args.preset = Some(val()?.parse::<Preset>().map_err(anyhow::Error::msg)?),
+            "--batch" => args.batch = val()?.parse().context("--batch")?,
+            "--samples" => args.samples = val()?.parse().context("--samples")?,
+            "--simd" => {
+                let path = hepflow::engine::simd::SimdPath::parse(&val()?)?;
+                hepflow::engine::simd::force(path)?;
+            }
             "--only" => match val()?.as_str() {
                 "train" => args.sample = false,
                 "sample" => args.train = false,
@@ -80,21 +96,26 @@ fn parse_args() -> Result<Args> {
             },
             "-h" | "--help" => {
                 println!(
-                    "benchmark [--data CSV(.gz)] [--threads N] [--chunks 128,256,512] [--seed S] [--only train|sample]"
+                    "benchmark [--data CSV(.gz)] [--threads N] [--chunks 128,256,512] [--seed S] [--only train|sample] [--preset NAME] [--batch N] [--samples N] [--simd avx512|avx2|portable]"
                 );
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other}"),
         }
     }
-    if args.threads == 0 || args.chunks.is_empty() || args.chunks.contains(&0) {
-        bail!("--threads and --chunks must be positive");
+    if args.threads == 0
+        || args.chunks.is_empty()
+        || args.chunks.contains(&0)
+        || args.batch == 0
+        || args.samples == 0
+    {
+        bail!("--threads, --chunks, --batch and --samples must be positive");
     }
     Ok(args)
 }
 
 /// Reads a label-first HIGGS CSV (gzip or plain) and returns the standardised higgs18 features.
-fn load_higgs18(path: &str) -> Result<Matrix<f32>> {
+fn load_higgs18(path: &str, batch: usize) -> Result<Matrix<f32>> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {path}"))?;
     let mut text = String::new();
     if path.ends_with(".gz") {
@@ -124,8 +145,8 @@ fn load_higgs18(path: &str) -> Result<Matrix<f32>> {
         rows.extend(keep.iter().map(|&k| vals[1 + k]));
         n += 1;
     }
-    if n < BATCH {
-        bail!("{path}: {n} rows, need at least {BATCH}");
+    if n < batch {
+        bail!("{path}: {n} rows, need at least {batch}");
     }
     // Standardise with the population standard deviation (numpy's default).
     let mut out = vec![0f32; n * DIM];
@@ -145,13 +166,19 @@ fn load_higgs18(path: &str) -> Result<Matrix<f32>> {
 
 /// The reference flow with every all-zero parameter tensor (the couplings' output layers, which
 /// start at zero so that each coupling starts as the identity) set to small random values.
-fn build_flow(seed: u64) -> Flow<f32> {
-    let opts = PresetOptions {
-        blocks: 8,
-        hidden: vec![128, 128],
-        ..PresetOptions::default()
+fn build_flow(seed: u64, preset: Option<Preset>) -> Flow<f32> {
+    let (preset, opts) = match preset {
+        None => (
+            Preset::Realnvp,
+            PresetOptions {
+                blocks: 8,
+                hidden: vec![128, 128],
+                ..PresetOptions::default()
+            },
+        ),
+        Some(p) => (p, p.default_options()),
     };
-    let specs = build_specs(Preset::Realnvp, DIM, &opts, seed);
+    let specs = build_specs(preset, DIM, &opts, seed);
     let mut flow = Flow::<f32>::from_specs(DIM, 0, &specs, seed);
     let mut rng = Rng::new(seed ^ 0xbe_4c);
     for layer in flow.layers_mut() {
@@ -234,24 +261,25 @@ fn main() -> Result<()> {
         .num_threads(args.threads)
         .build_global()
         .context("building the rayon pool")?;
-    let data = load_higgs18(&args.data)?;
+    let data = load_higgs18(&args.data, args.batch)?;
+    let batch = args.batch;
     let n = data.rows();
 
     // Fixed batches (the same for every chunk size), built before timing.
     let mut order: Vec<usize> = (0..n).collect();
     Rng::new(0).shuffle(&mut order);
-    let n_batches = n / BATCH;
+    let n_batches = n / batch;
     let batches: Vec<Matrix<f32>> = (0..n_batches)
         .map(|b| {
-            let mut m = Matrix::zeros(BATCH, DIM);
-            for (r, &i) in order[b * BATCH..(b + 1) * BATCH].iter().enumerate() {
+            let mut m = Matrix::zeros(batch, DIM);
+            for (r, &i) in order[b * batch..(b + 1) * batch].iter().enumerate() {
                 m.row_mut(r).copy_from_slice(data.row(i));
             }
             m
         })
         .collect();
 
-    let probe = build_flow(args.seed);
+    let probe = build_flow(args.seed, args.preset);
     println!(
         "{}",
         json!({"side": "hepflow-info", "rows": n, "dim": DIM, "threads": rayon::current_num_threads(),
@@ -259,26 +287,29 @@ fn main() -> Result<()> {
     );
 
     let mut summary = json!({"side": "hepflow", "version": env!("CARGO_PKG_VERSION"),
-                             "threads": rayon::current_num_threads(), "params": probe.num_params()});
+                             "threads": rayon::current_num_threads(), "params": probe.num_params(),
+                             "preset": args.preset.map_or("realnvp-reference", |p| p.name()),
+                             "batch": batch, "simd": hepflow::engine::simd::active().name()});
     if args.train {
         let r = bench_training(&args, &batches)?;
         summary["chunk_rows"] = json!(r.chunk);
         summary["train_step_s"] = json!(r.step);
-        summary["train_events_per_s"] = json!(BATCH as f64 / r.step);
+        summary["train_events_per_s"] = json!(batch as f64 / r.step);
         if let Some((chunk, cpu)) = r.best_cpu {
             summary["train_cpu_chunk_rows"] = json!(chunk);
             summary["train_step_cpu_s"] = json!(cpu);
-            summary["train_events_per_cpu_s"] = json!(BATCH as f64 / cpu);
+            summary["train_events_per_cpu_s"] = json!(batch as f64 / cpu);
         }
     }
     if args.sample {
-        let (sample_s, sample_cpu, finite, draw_s, inverse_s) = bench_sampling(args.seed)?;
+        let (sample_s, sample_cpu, finite, draw_s, inverse_s) =
+            bench_sampling(args.seed, args.preset, args.samples)?;
         if let Some(c) = sample_cpu {
             summary["sample_cpu_s"] = json!(c);
-            summary["sample_events_per_cpu_s"] = json!(N_SAMPLE as f64 / c);
+            summary["sample_events_per_cpu_s"] = json!(args.samples as f64 / c);
         }
         summary["sample_s"] = json!(sample_s);
-        summary["sample_events_per_s"] = json!(N_SAMPLE as f64 / sample_s);
+        summary["sample_events_per_s"] = json!(args.samples as f64 / sample_s);
         summary["sample_finite"] = json!(finite);
         summary["sample_sections_s"] = json!({"base_draws": draw_s, "inverse_pass": inverse_s});
     }
@@ -292,7 +323,7 @@ fn bench_training(args: &Args, batches: &[Matrix<f32>]) -> Result<TrainResult> {
     let mut best: Option<(usize, f64)> = None;
     let mut best_cpu: Option<(usize, f64)> = None;
     for &chunk in &args.chunks {
-        let mut flow = build_flow(args.seed);
+        let mut flow = build_flow(args.seed, args.preset);
         let mut engine = GradientEngine::new(&flow, chunk);
         let mut adam = Adam::new(flow.num_params(), AdamConfig::default());
         let mut params = Vec::with_capacity(flow.num_params());
@@ -338,7 +369,7 @@ fn bench_training(args: &Args, batches: &[Matrix<f32>]) -> Result<TrainResult> {
         println!(
             "{}",
             json!({"side": "hepflow-chunk", "chunk_rows": chunk, "train_step_s": step,
-                   "train_step_repeats_s": times, "train_events_per_s": BATCH as f64 / step, "last_loss": loss,
+                   "train_step_repeats_s": times, "train_events_per_s": args.batch as f64 / step, "last_loss": loss,
                    "train_step_cpu_s": cpu_step, "train_step_cpu_repeats_s": cpu_times,
                    "sections_s_per_step": {"loss_and_grad": sec.grad / total, "grad_norm": sec.norm / total,
                                            "adam": sec.adam / total, "param_copies_and_end_step": sec.params / total}})
@@ -372,18 +403,22 @@ struct TrainResult {
 
 /// Times `flow.sample(1_000_000)`; returns (seconds, CPU seconds, all finite, base-draw seconds,
 /// inverse-pass seconds).
-fn bench_sampling(seed: u64) -> Result<(f64, Option<f64>, bool, f64, f64)> {
-    let flow = build_flow(seed);
+fn bench_sampling(
+    seed: u64,
+    preset: Option<Preset>,
+    n_sample: usize,
+) -> Result<(f64, Option<f64>, bool, f64, f64)> {
+    let flow = build_flow(seed, preset);
     let warm = flow.sample(N_SAMPLE_WARMUP, 7, None);
     if warm.rows() != N_SAMPLE_WARMUP {
         bail!("warm-up sample has {} rows", warm.rows());
     }
     let c0 = cpu_seconds();
     let t0 = Instant::now();
-    let x = flow.sample(N_SAMPLE, 11, None);
+    let x = flow.sample(n_sample, 11, None);
     let sample_s = t0.elapsed().as_secs_f64();
     let sample_cpu = c0.zip(cpu_seconds()).map(|(a, b)| b - a);
-    if x.rows() != N_SAMPLE || x.cols() != DIM {
+    if x.rows() != n_sample || x.cols() != DIM {
         bail!("sample has shape {} x {}", x.rows(), x.cols());
     }
     let finite = x.all_finite();
@@ -391,7 +426,7 @@ fn bench_sampling(seed: u64) -> Result<(f64, Option<f64>, bool, f64, f64)> {
 
     // Sampling sections: base draws alone, and the inverse pass alone on pre-drawn z.
     let t0 = Instant::now();
-    let mut z = Matrix::<f32>::zeros(N_SAMPLE, DIM);
+    let mut z = Matrix::<f32>::zeros(n_sample, DIM);
     {
         use rayon::prelude::*;
         z.as_mut_slice()

@@ -445,3 +445,63 @@ fn save_then_load_reproduces_outputs_bit_for_bit_and_names_bad_tensors() {
         );
     }
 }
+
+/// Every SIMD path this CPU supports (AVX-512, AVX2 + FMA, portable) trains every preset to the
+/// same parameters and samples and scores the same events, bit for bit. The path is switched
+/// process-wide; other tests running meanwhile are unaffected because the paths agree.
+#[test]
+fn every_simd_path_trains_and_samples_the_same_bytes() {
+    use hepflow::engine::simd::{self, SimdPath};
+    let original = simd::active();
+    let mut rng = Rng::new(11);
+    let train = Matrix::from_fn(600, 4, |_, j| (rng.normal() * (1.0 + j as f64)) as f32);
+    let val = Matrix::from_fn(200, 4, |_, _| rng.normal() as f32);
+    let cfg = TrainConfig {
+        epochs: 2,
+        batch_size: 128,
+        lr: 3e-3,
+        ..TrainConfig::default()
+    };
+    let run = |preset: Preset, path: SimdPath| -> Vec<u32> {
+        simd::force(path).unwrap();
+        let specs = build_specs(preset, 4, &small_opts(preset), 2);
+        let mut flow = Flow::<f32>::from_specs(4, 0, &specs, 2);
+        let state = initial_state(&flow, &cfg);
+        fit(
+            &mut flow,
+            &train,
+            None,
+            &val,
+            None,
+            &cfg,
+            state,
+            &mut Silent,
+        )
+        .unwrap();
+        let mut params = Vec::new();
+        flow.copy_params_into(&mut params);
+        let samples = flow.sample(300, 9, None);
+        let lp = flow.log_prob(&val, None);
+        params
+            .iter()
+            .chain(samples.as_slice())
+            .chain(&lp)
+            .map(|v| v.to_bits())
+            .collect()
+    };
+    let paths = simd::supported_paths();
+    for preset in Preset::ALL {
+        let reference = run(preset, SimdPath::Portable);
+        for &path in &paths {
+            let got = run(preset, path);
+            let differing = got.iter().zip(&reference).filter(|(a, b)| a != b).count();
+            assert!(
+                got.len() == reference.len() && differing == 0,
+                "{preset}: the {path} path differs from the portable one in {differing} of {} values",
+                reference.len()
+            );
+        }
+    }
+    simd::force(original).unwrap();
+    eprintln!("compared SIMD paths: {paths:?}");
+}

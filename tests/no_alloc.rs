@@ -1,7 +1,7 @@
 //! The training step allocates nothing once warm, for every preset: every buffer of the gradient
 //! engine, the layers' tapes and the conditioners' scratch is reused from step to step (a counting
-//! global allocator checks this, with two worker threads). This holds where the f32 products run
-//! on our AVX-512 kernel; the `matrixmultiply` fallback (other CPUs) allocates packing buffers.
+//! global allocator checks this, with two worker threads), on every SIMD path (all f32 products run
+//! on our own kernel, which allocates nothing).
 
 use hepflow::engine::{Matrix, Rng};
 use hepflow::flow::Flow;
@@ -37,10 +37,6 @@ static GLOBAL: Counting = Counting;
 
 #[test]
 fn warm_training_step_does_not_allocate() {
-    if !hepflow::engine::kernel::available() {
-        eprintln!("no AVX-512 on this CPU: the matrixmultiply fallback allocates; check skipped");
-        return;
-    }
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(2)
         .build()

@@ -1,4 +1,5 @@
-//! Our own single-precision GEMM micro-kernel for x86-64 CPUs with AVX-512, chosen at run time.
+//! Our own single-precision GEMM micro-kernel, in three bit-identical variants (AVX-512, AVX2 +
+//! FMA, portable Rust) chosen at run time by [`super::simd`].
 //!
 //! Computes `C[i, j] = sum_p A[i, p] B[p, j]` (or `C += ...`) where `A` is read through arbitrary
 //! row/column strides (so `A` or `A^T` of a row-major matrix both work) and `B` and `C` have
@@ -8,28 +9,23 @@
 //! The shapes of a flow's conditioners are small and skinny (a chunk of 64-1024 events times
 //! 9-128 features), where general-purpose GEMMs lose much of their time packing both operands on
 //! every call. This kernel packs nothing: it walks `C` in register tiles of `MR` rows by
-//! `16 NV` columns (`MR x NV <= 24` accumulators), and for each `p` loads `NV` vectors of `B`'s
-//! row `p` and broadcasts `MR` values of `A`'s column `p` into fused multiply-adds. `B`'s 64-column
-//! panel (`k x 64` floats) stays in L1/L2 while the row tiles sweep over it. The last vector of a
+//! `L NV` columns (`L` = 16 lanes for AVX-512, 8 for AVX2), and for each `p` loads `NV` vectors of
+//! `B`'s row `p` and broadcasts `MR` values of `A`'s column `p` into fused multiply-adds. `B`'s
+//! panel (`k x 4L` floats) stays in L1/L2 while the row tiles sweep over it. The last vector of a
 //! tile is masked, so widths such as 9 and 18 need no padding.
+//!
+//! **Same bits on every path.** Each output element is accumulated from zero by one fused
+//! multiply-add per `p`, in increasing `p`, then the epilogue adds `C` (when accumulating) and the
+//! bias, clamps and gates, in that order, with the same IEEE operations on every path. The tile
+//! shapes differ between paths, but a tile only decides which elements are computed together,
+//! never the order of the operations within one element.
+//!
+//! **Soundness.** The safe entry points ([`sgemm_rows`], [`add_col_sums`]) check every size with
+//! checked arithmetic before any `unsafe` code runs, and panic with a message when a size
+//! overflows or a slice is too short; an empty product (`m`, `n` or `k` zero) offsets no pointer
+//! into its operands.
 
-/// Whether the AVX-512 kernels (this GEMM and [`super::vmath`]) run: the CPU has AVX-512F and
-/// the environment variable `HEPFLOW_NO_AVX512` is not set (it forces the portable
-/// `matrixmultiply`/libm path, e.g. to test it or to compare). Checked once.
-pub fn available() -> bool {
-    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *AVAILABLE.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        {
-            std::arch::is_x86_feature_detected!("avx512f")
-                && std::env::var_os("HEPFLOW_NO_AVX512").is_none()
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            false
-        }
-    })
-}
+use super::simd::{self, SimdPath};
 
 /// What happens to a tile of `A B` before it is stored into `C`, in this order:
 /// `x = A B (+ C) (+ bias[j])`, `x = max(x, 0)` when `relu`, and `x = gate_scale * x` where
@@ -44,7 +40,7 @@ pub struct Epilogue<'a, T = f32> {
     pub accumulate: bool,
     /// Added to every row (length `>= n`).
     pub bias: Option<&'a [T]>,
-    /// Clamp below at zero.
+    /// Clamp below at zero (`x > 0 ? x : 0`, so NaN and `-0` become `+0`).
     pub relu: bool,
     /// Row-major gate matrix with its row stride (`gate[i * ld + j]`).
     pub gate: Option<(&'a [T], usize)>,
@@ -52,9 +48,38 @@ pub struct Epilogue<'a, T = f32> {
     pub gate_scale: T,
 }
 
+/// Smallest length of a row-major `rows x cols` matrix stored with row stride `ld >= cols`:
+/// `(rows - 1) * ld + cols` (0 when empty). Panics with a message when it overflows `usize`.
+fn strided_len(rows: usize, cols: usize, ld: usize) -> usize {
+    if rows == 0 || cols == 0 {
+        return 0;
+    }
+    assert!(
+        ld >= cols,
+        "row stride {ld} shorter than the row length {cols}"
+    );
+    (rows - 1)
+        .checked_mul(ld)
+        .and_then(|x| x.checked_add(cols))
+        .unwrap_or_else(|| panic!("matrix size {rows} x {cols} (stride {ld}) overflows usize"))
+}
+
+/// Checks the epilogue's slices against an `m x n` output (panics with a message otherwise).
+fn check_epilogue(m: usize, n: usize, ep: &Epilogue) {
+    if let Some(bias) = ep.bias {
+        assert!(bias.len() >= n, "bias shorter than the output width");
+    }
+    if let Some((gate, ld)) = ep.gate {
+        assert!(
+            gate.len() >= strided_len(m, n, ld),
+            "gate smaller than the output"
+        );
+    }
+}
+
 /// `C = epilogue(A B)` with `A[i, p] = a[i * rsa + p * csa]`, `B[p, j] = b[p * ldb + j]` and
-/// `C[i, j] = c[i * ldc + j]`, for `i < m`, `p < k`, `j < n` (see [`Epilogue`]).
-/// Returns `false` (and touches nothing) when the CPU lacks AVX-512.
+/// `C[i, j] = c[i * ldc + j]`, for `i < m`, `p < k`, `j < n` (see [`Epilogue`]), on the
+/// [`simd::active`] path.
 ///
 /// # Safety
 /// The pointers must be valid for the elements the index formulas above reach, `C` must not
@@ -72,34 +97,73 @@ pub unsafe fn sgemm(
     c: *mut f32,
     ldc: usize,
     epilogue: &Epilogue,
-) -> bool {
-    if m == 0 || n == 0 {
-        return available();
+) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        sgemm_on(
+            simd::active(),
+            m,
+            k,
+            n,
+            a,
+            rsa,
+            csa,
+            b,
+            ldb,
+            c,
+            ldc,
+            epilogue,
+        )
     }
-    if let Some(bias) = epilogue.bias {
-        assert!(bias.len() >= n, "bias shorter than the output width");
-    }
-    if let Some((gate, ld)) = epilogue.gate {
-        assert!(
-            ld >= n && gate.len() >= (m - 1) * ld + n,
-            "gate smaller than the output"
-        );
-    }
-    #[cfg(target_arch = "x86_64")]
-    {
-        if available() {
-            // SAFETY: AVX-512F is present (checked above); memory contract forwarded, and the
-            // epilogue's slices were checked against the output shape.
-            unsafe { avx512::sgemm(m, k, n, a, rsa, csa, b, ldb, c, ldc, epilogue) };
-            return true;
-        }
-    }
-    let _ = (k, a, rsa, csa, b, ldb, c, ldc);
-    false
 }
 
-/// [`sgemm`] on row-major slices: `c[m x n] = epilogue(a[m x k] b[k x n])`. Returns `false` (and
-/// touches nothing) when the CPU lacks AVX-512.
+/// [`sgemm`] on a given path (which must be [`SimdPath::supported`]; panics otherwise).
+///
+/// # Safety
+/// As for [`sgemm`].
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn sgemm_on(
+    path: SimdPath,
+    m: usize,
+    k: usize,
+    n: usize,
+    a: *const f32,
+    rsa: usize,
+    csa: usize,
+    b: *const f32,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+    epilogue: &Epilogue,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    check_epilogue(m, n, epilogue);
+    assert!(
+        path.supported(),
+        "the {path} SIMD path is not supported here"
+    );
+    // With k == 0 the vector kernels would still offset A and B (possibly empty) by the tile
+    // origin; the portable kernel touches A and B only inside its loop over p.
+    let path = if k == 0 { SimdPath::Portable } else { path };
+    match path {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: AVX-512F is present (asserted above); memory contract forwarded, and the
+        // epilogue's slices were checked against the output shape.
+        SimdPath::Avx512 => unsafe {
+            avx512::sgemm(m, k, n, a, rsa, csa, b, ldb, c, ldc, epilogue)
+        },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: AVX2 and FMA are present (asserted above); as above.
+        SimdPath::Avx2 => unsafe { avx2::sgemm(m, k, n, a, rsa, csa, b, ldb, c, ldc, epilogue) },
+        // SAFETY: as above.
+        _ => unsafe { portable::sgemm(m, k, n, a, rsa, csa, b, ldb, c, ldc, epilogue) },
+    }
+}
+
+/// [`sgemm`] on row-major slices: `c[m x n] = epilogue(a[m x k] b[k x n])`. Panics with a message
+/// when a slice is shorter than its shape or a size overflows.
 pub fn sgemm_rows(
     m: usize,
     k: usize,
@@ -108,15 +172,35 @@ pub fn sgemm_rows(
     b: &[f32],
     c: &mut [f32],
     epilogue: &Epilogue,
-) -> bool {
+) {
+    sgemm_rows_on(simd::active(), m, k, n, a, b, c, epilogue);
+}
+
+/// [`sgemm_rows`] on a given path (which must be supported; panics otherwise).
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_rows_on(
+    path: SimdPath,
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    b: &[f32],
+    c: &mut [f32],
+    epilogue: &Epilogue,
+) {
+    let size = |r: usize, s: usize| {
+        r.checked_mul(s)
+            .unwrap_or_else(|| panic!("matrix size {r} x {s} overflows usize"))
+    };
     assert!(
-        a.len() >= m * k && b.len() >= k * n && c.len() >= m * n,
+        a.len() >= size(m, k) && b.len() >= size(k, n) && c.len() >= size(m, n),
         "slices smaller than their shapes"
     );
     // SAFETY: the assert bounds A (stride k), B (stride n) and C (stride n); `c` is a unique
     // borrow, so it overlaps nothing.
     unsafe {
-        sgemm(
+        sgemm_on(
+            path,
             m,
             k,
             n,
@@ -133,25 +217,34 @@ pub fn sgemm_rows(
 }
 
 /// `out[j] += sum_i a[i * lda + j]` for `i < m`, `j < out.len()` (bias gradients: column sums of
-/// a row-major matrix). Returns `false` (and touches nothing) when the CPU lacks AVX-512.
-pub fn add_col_sums(m: usize, a: &[f32], lda: usize, out: &mut [f32]) -> bool {
+/// a row-major matrix), each column summed in increasing `i` from zero and then added to `out`.
+pub fn add_col_sums(m: usize, a: &[f32], lda: usize, out: &mut [f32]) {
+    add_col_sums_on(simd::active(), m, a, lda, out);
+}
+
+/// [`add_col_sums`] on a given path (which must be supported; panics otherwise).
+pub fn add_col_sums_on(path: SimdPath, m: usize, a: &[f32], lda: usize, out: &mut [f32]) {
     let n = out.len();
     if m == 0 || n == 0 {
-        return true;
+        return;
     }
     assert!(
-        lda >= n && a.len() >= (m - 1) * lda + n,
+        a.len() >= strided_len(m, n, lda),
         "matrix smaller than m x n"
     );
-    #[cfg(target_arch = "x86_64")]
-    {
-        if available() {
-            // SAFETY: AVX-512F is present; the assert above bounds every read.
-            unsafe { avx512::add_col_sums(m, a.as_ptr(), lda, out) };
-            return true;
-        }
+    assert!(
+        path.supported(),
+        "the {path} SIMD path is not supported here"
+    );
+    match path {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: AVX-512F is present; the assert above bounds every read.
+        SimdPath::Avx512 => unsafe { avx512::add_col_sums(m, a.as_ptr(), lda, out) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: AVX2 is present; the assert above bounds every read.
+        SimdPath::Avx2 => unsafe { avx2::add_col_sums(m, a.as_ptr(), lda, out) },
+        _ => portable::add_col_sums(m, a, lda, out),
     }
-    false
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -357,17 +450,299 @@ mod avx512 {
     }
 }
 
+/// The AVX2 + FMA kernel: the AVX-512 kernel's algorithm with 8-lane vectors (16 registers, so
+/// smaller tiles) and integer-vector masks for the remainders.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    /// Columns of `C` per panel: four 8-lane vectors.
+    const PANEL: usize = 32;
+
+    /// The part of a [`super::Epilogue`] that one tile sees (null = absent).
+    struct Ep {
+        accumulate: bool,
+        bias: *const f32,
+        relu: bool,
+        gate: *const f32,
+        ldg: usize,
+        gate_scale: f32,
+    }
+
+    /// A lane mask with the first `cnt` (0..=8) lanes on.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn lane_mask(cnt: usize) -> __m256i {
+        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(cnt as i32), lanes)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn sgemm(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: *const f32,
+        rsa: usize,
+        csa: usize,
+        b: *const f32,
+        ldb: usize,
+        c: *mut f32,
+        ldc: usize,
+        ep: &super::Epilogue,
+    ) {
+        let (gate, ldg) = ep
+            .gate
+            .map_or((std::ptr::null(), 0), |(g, ld)| (g.as_ptr(), ld));
+        let mut j0 = 0;
+        while j0 < n {
+            let w = (n - j0).min(PANEL);
+            let nv = w.div_ceil(8);
+            let mask = lane_mask(w - (nv - 1) * 8);
+            // Rows per tile: MR * NV accumulators + NV row vectors of B + 1 broadcast <= 16.
+            let mr_max = match nv {
+                1 => 12,
+                2 => 6,
+                3 => 4,
+                _ => 3,
+            };
+            let mut i0 = 0;
+            while i0 < m {
+                let mr = (m - i0).min(mr_max);
+                // SAFETY: the tile lies inside the caller's m x n region (and so inside the
+                // epilogue's bias and gate, which the public wrapper checked).
+                unsafe {
+                    let ap = a.add(i0 * rsa);
+                    let bp = b.add(j0);
+                    let cp = c.add(i0 * ldc + j0);
+                    let tep = Ep {
+                        accumulate: ep.accumulate,
+                        bias: ep.bias.map_or(std::ptr::null(), |b| b.as_ptr().add(j0)),
+                        relu: ep.relu,
+                        gate: if gate.is_null() {
+                            gate
+                        } else {
+                            gate.add(i0 * ldg + j0)
+                        },
+                        ldg,
+                        gate_scale: ep.gate_scale,
+                    };
+                    macro_rules! dispatch {
+                        ($($mr:literal $nv:literal),*) => {
+                            match (mr, nv) {
+                                $(($mr, $nv) => tile::<$mr, $nv>(k, ap, rsa, csa, bp, ldb, cp, ldc, mask, &tep),)*
+                                _ => unreachable!("tile shape out of range"),
+                            }
+                        };
+                    }
+                    dispatch!(
+                        1 1, 2 1, 3 1, 4 1, 5 1, 6 1, 7 1, 8 1, 9 1, 10 1, 11 1, 12 1,
+                        1 2, 2 2, 3 2, 4 2, 5 2, 6 2,
+                        1 3, 2 3, 3 3, 4 3,
+                        1 4, 2 4, 3 4
+                    );
+                }
+                i0 += mr;
+            }
+            j0 += w;
+        }
+    }
+
+    /// Column sums, 32 columns (four vectors) at a time.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn add_col_sums(m: usize, a: *const f32, lda: usize, out: &mut [f32]) {
+        let n = out.len();
+        let mut j = 0;
+        while j < n {
+            let mut acc = [_mm256_setzero_ps(); 4];
+            let mut cnts = [0usize; 4];
+            for (v, cnt) in cnts.iter_mut().enumerate() {
+                *cnt = n.saturating_sub(j + 8 * v).min(8);
+            }
+            let masks = cnts.map(|c| lane_mask(c));
+            // SAFETY: masked lanes are never touched; rows i < m and columns < n are in range.
+            unsafe {
+                for i in 0..m {
+                    let row = a.add(i * lda + j);
+                    for v in 0..4 {
+                        if cnts[v] != 0 {
+                            acc[v] =
+                                _mm256_add_ps(acc[v], _mm256_maskload_ps(row.add(8 * v), masks[v]));
+                        }
+                    }
+                }
+                for v in 0..4 {
+                    if cnts[v] != 0 {
+                        let o = out.as_mut_ptr().add(j + 8 * v);
+                        let cur = _mm256_maskload_ps(o, masks[v]);
+                        _mm256_maskstore_ps(o, masks[v], _mm256_add_ps(cur, acc[v]));
+                    }
+                }
+            }
+            j += PANEL;
+        }
+    }
+
+    /// One `MR x 8 NV` tile of `C`; the last of the `NV` vectors is masked by `mask`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile<const MR: usize, const NV: usize>(
+        k: usize,
+        a: *const f32,
+        rsa: usize,
+        csa: usize,
+        b: *const f32,
+        ldb: usize,
+        c: *mut f32,
+        ldc: usize,
+        mask: __m256i,
+        ep: &Ep,
+    ) {
+        let mut acc = [[_mm256_setzero_ps(); NV]; MR];
+        let full = _mm256_set1_epi32(-1);
+        // SAFETY (whole body): every pointer stays inside the tile's rows/columns of A, B and C;
+        // masked loads and stores do not touch (or fault on) the masked-out lanes.
+        unsafe {
+            for p in 0..k {
+                let bp = b.add(p * ldb);
+                let mut bv = [_mm256_setzero_ps(); NV];
+                for (v, x) in bv.iter_mut().enumerate() {
+                    *x = if v + 1 == NV {
+                        _mm256_maskload_ps(bp.add(8 * v), mask)
+                    } else {
+                        _mm256_loadu_ps(bp.add(8 * v))
+                    };
+                }
+                let ap = a.add(p * csa);
+                for (r, row) in acc.iter_mut().enumerate() {
+                    let av = _mm256_set1_ps(*ap.add(r * rsa));
+                    for (x, bx) in row.iter_mut().zip(&bv) {
+                        *x = _mm256_fmadd_ps(av, *bx, *x);
+                    }
+                }
+            }
+            let zero = _mm256_setzero_ps();
+            let scale = _mm256_set1_ps(ep.gate_scale);
+            for (r, row) in acc.iter().enumerate() {
+                for (v, x) in row.iter().enumerate() {
+                    let cp = c.add(r * ldc + 8 * v);
+                    let m = if v + 1 == NV { mask } else { full };
+                    let mut out = *x;
+                    if ep.accumulate {
+                        out = _mm256_add_ps(out, _mm256_maskload_ps(cp, m));
+                    }
+                    if !ep.bias.is_null() {
+                        out = _mm256_add_ps(out, _mm256_maskload_ps(ep.bias.add(8 * v), m));
+                    }
+                    if ep.relu {
+                        out = _mm256_max_ps(out, zero);
+                    }
+                    if !ep.gate.is_null() {
+                        let g = _mm256_maskload_ps(ep.gate.add(r * ep.ldg + 8 * v), m);
+                        let keep = _mm256_cmp_ps::<_CMP_GT_OQ>(g, zero);
+                        out = _mm256_and_ps(keep, _mm256_mul_ps(out, scale));
+                    }
+                    _mm256_maskstore_ps(cp, m, out);
+                }
+            }
+        }
+    }
+}
+
+/// The plain-Rust kernel: same operations per element as the vector kernels, so the same bits.
+/// Where the target has FMA (aarch64, x86-64 built with `+fma`) LLVM vectorises the inner loop.
+mod portable {
+    /// Columns per panel (one accumulator row on the stack).
+    const PANEL: usize = 64;
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn sgemm(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: *const f32,
+        rsa: usize,
+        csa: usize,
+        b: *const f32,
+        ldb: usize,
+        c: *mut f32,
+        ldc: usize,
+        ep: &super::Epilogue,
+    ) {
+        let mut acc = [0f32; PANEL];
+        let mut j0 = 0;
+        while j0 < n {
+            let w = (n - j0).min(PANEL);
+            for i in 0..m {
+                let acc = &mut acc[..w];
+                acc.fill(0.0);
+                // SAFETY: i < m, p < k and j0 + w <= n keep every read inside the caller's
+                // A and B, and the row of C inside C, which overlaps neither.
+                unsafe {
+                    for p in 0..k {
+                        let av = *a.add(i * rsa + p * csa);
+                        let brow = std::slice::from_raw_parts(b.add(p * ldb + j0), w);
+                        for (x, bv) in acc.iter_mut().zip(brow) {
+                            *x = av.mul_add(*bv, *x);
+                        }
+                    }
+                    let crow = std::slice::from_raw_parts_mut(c.add(i * ldc + j0), w);
+                    for (j, (cv, x)) in crow.iter_mut().zip(acc.iter()).enumerate() {
+                        let mut out = *x;
+                        if ep.accumulate {
+                            out += *cv;
+                        }
+                        if let Some(bias) = ep.bias {
+                            out += bias[j0 + j];
+                        }
+                        if ep.relu {
+                            out = if out > 0.0 { out } else { 0.0 };
+                        }
+                        if let Some((gate, ldg)) = ep.gate {
+                            out = if gate[i * ldg + j0 + j] > 0.0 {
+                                out * ep.gate_scale
+                            } else {
+                                0.0
+                            };
+                        }
+                        *cv = out;
+                    }
+                }
+            }
+            j0 += w;
+        }
+    }
+
+    pub(super) fn add_col_sums(m: usize, a: &[f32], lda: usize, out: &mut [f32]) {
+        let mut acc = [0f32; PANEL];
+        for (jb, o) in out.chunks_mut(PANEL).enumerate() {
+            let j0 = jb * PANEL;
+            let acc = &mut acc[..o.len()];
+            acc.fill(0.0);
+            for i in 0..m {
+                let row = &a[i * lda + j0..i * lda + j0 + o.len()];
+                for (x, v) in acc.iter_mut().zip(row) {
+                    *x += *v;
+                }
+            }
+            for (o, x) in o.iter_mut().zip(acc.iter()) {
+                *o += *x;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Every tile shape and remainder: the kernel against a naive triple loop, with `A` read
-    /// directly and transposed, overwriting and accumulating.
+    /// Every tile shape and remainder, on every path this CPU supports: the kernel against a
+    /// naive triple loop, with `A` read directly and transposed, overwriting and accumulating;
+    /// and every path gives the same bits as the portable one.
     #[test]
-    fn matches_naive_products_for_all_tile_shapes() {
-        if !available() {
-            return; // the matrixmultiply fallback is covered by engine::gemm's tests
-        }
+    fn matches_naive_products_for_all_tile_shapes_on_every_path() {
         for &(m, k, n) in &[
             (1, 1, 1),
             (5, 3, 9),
@@ -376,6 +751,7 @@ mod tests {
             (64, 18, 130),
             (100, 7, 47),
             (7, 64, 200),
+            (4, 0, 5),
         ] {
             for transposed_a in [false, true] {
                 for accumulate in [false, true] {
@@ -387,48 +763,57 @@ mod tests {
                         .collect();
                     let (rsa, csa) = if transposed_a { (1, m) } else { (k, 1) };
                     let ldc = n + 3; // padded rows: the kernel must leave the padding alone
-                    let mut c: Vec<f32> = (0..m * ldc).map(|i| (i % 5) as f32).collect();
-                    let before = c.clone();
-                    // SAFETY: shapes and strides match the vectors above.
+                    let before: Vec<f32> = (0..m * ldc).map(|i| (i % 5) as f32).collect();
                     let ep = Epilogue {
                         accumulate,
                         ..Epilogue::default()
                     };
-                    let ran = unsafe {
-                        sgemm(
-                            m,
-                            k,
-                            n,
-                            a.as_ptr(),
-                            rsa,
-                            csa,
-                            b.as_ptr(),
-                            n,
-                            c.as_mut_ptr(),
-                            ldc,
-                            &ep,
-                        )
+                    let run = |path| {
+                        let mut c = before.clone();
+                        // SAFETY: shapes and strides match the vectors above.
+                        unsafe {
+                            sgemm_on(
+                                path,
+                                m,
+                                k,
+                                n,
+                                a.as_ptr(),
+                                rsa,
+                                csa,
+                                b.as_ptr(),
+                                n,
+                                c.as_mut_ptr(),
+                                ldc,
+                                &ep,
+                            )
+                        };
+                        c
                     };
-                    assert!(ran);
-                    for i in 0..m {
-                        for j in 0..ldc {
-                            let got = c[i * ldc + j];
-                            if j >= n {
-                                assert_eq!(got, before[i * ldc + j], "padding touched");
-                                continue;
+                    let reference = run(SimdPath::Portable);
+                    for path in simd::supported_paths() {
+                        let c = run(path);
+                        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                        assert_eq!(bits(&c), bits(&reference), "{path} m{m} k{k} n{n}");
+                        for i in 0..m {
+                            for j in 0..ldc {
+                                let got = c[i * ldc + j];
+                                if j >= n {
+                                    assert_eq!(got, before[i * ldc + j], "padding touched");
+                                    continue;
+                                }
+                                let mut want: f64 = if accumulate {
+                                    before[i * ldc + j] as f64
+                                } else {
+                                    0.0
+                                };
+                                for p in 0..k {
+                                    want += a[i * rsa + p * csa] as f64 * b[p * n + j] as f64;
+                                }
+                                assert!(
+                                    (got as f64 - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                                    "{path} m{m} k{k} n{n} t{transposed_a} acc{accumulate} ({i},{j}): {got} vs {want}"
+                                );
                             }
-                            let mut want: f64 = if accumulate {
-                                before[i * ldc + j] as f64
-                            } else {
-                                0.0
-                            };
-                            for p in 0..k {
-                                want += a[i * rsa + p * csa] as f64 * b[p * n + j] as f64;
-                            }
-                            assert!(
-                                (got as f64 - want).abs() <= 1e-4 * (1.0 + want.abs()),
-                                "m{m} k{k} n{n} t{transposed_a} acc{accumulate} ({i},{j}): {got} vs {want}"
-                            );
                         }
                     }
                 }
@@ -436,12 +821,10 @@ mod tests {
         }
     }
 
-    /// Bias, ReLU and gate in the epilogue equal the same steps done after a plain product.
+    /// Bias, ReLU and gate in the epilogue equal the same steps done after a plain product, and
+    /// give the same bits on every path (including NaN and signed zeros through the ReLU).
     #[test]
-    fn fused_epilogue_matches_separate_passes() {
-        if !available() {
-            return;
-        }
+    fn fused_epilogue_matches_separate_passes_on_every_path() {
         let (m, k, n) = (23, 20, 37);
         let a: Vec<f32> = (0..m * k)
             .map(|i| ((i * 7 % 13) as f32) * 0.1 - 0.6)
@@ -449,11 +832,12 @@ mod tests {
         let b: Vec<f32> = (0..k * n)
             .map(|i| ((i * 5 % 11) as f32) * 0.1 - 0.5)
             .collect();
-        let bias: Vec<f32> = (0..n).map(|j| (j as f32 * 0.3).sin()).collect();
+        let mut bias: Vec<f32> = (0..n).map(|j| (j as f32 * 0.3).sin()).collect();
+        bias[3] = f32::NAN;
+        bias[4] = -1e30;
         let gate: Vec<f32> = (0..m * n).map(|i| ((i * 3 % 7) as f32) - 3.0).collect();
         let plain =
             |i: usize, j: usize| -> f32 { (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum() };
-        let mut c = vec![f32::NAN; m * n]; // overwritten, never read
         let ep = Epilogue {
             bias: Some(&bias),
             relu: true,
@@ -461,49 +845,88 @@ mod tests {
             gate_scale: 1.25,
             ..Epilogue::default()
         };
-        // SAFETY: shapes and strides match the vectors above.
-        assert!(unsafe {
-            sgemm(
-                m,
-                k,
-                n,
-                a.as_ptr(),
-                k,
-                1,
-                b.as_ptr(),
-                n,
-                c.as_mut_ptr(),
-                n,
-                &ep,
-            )
-        });
-        for i in 0..m {
-            for j in 0..n {
-                let x = (plain(i, j) + bias[j]).max(0.0);
-                let want = if gate[i * n + j] > 0.0 { 1.25 * x } else { 0.0 };
-                assert!(
-                    (c[i * n + j] - want).abs() <= 1e-4 * (1.0 + want.abs()),
-                    "({i},{j})"
-                );
+        let mut reference = vec![f32::NAN; m * n];
+        sgemm_rows_on(SimdPath::Portable, m, k, n, &a, &b, &mut reference, &ep);
+        for path in simd::supported_paths() {
+            let mut c = vec![f32::NAN; m * n]; // overwritten, never read
+            sgemm_rows_on(path, m, k, n, &a, &b, &mut c, &ep);
+            for i in 0..m {
+                for j in 0..n {
+                    let x = plain(i, j) + bias[j];
+                    let x = if x > 0.0 { x } else { 0.0 };
+                    let want = if gate[i * n + j] > 0.0 { 1.25 * x } else { 0.0 };
+                    let got = c[i * n + j];
+                    assert_eq!(got.to_bits(), reference[i * n + j].to_bits(), "{path}");
+                    assert!(
+                        (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                        "{path} ({i},{j}): {got} vs {want}"
+                    );
+                }
             }
         }
     }
 
     #[test]
-    fn column_sums_add_to_the_output() {
-        if !available() {
-            return;
-        }
+    fn column_sums_add_to_the_output_on_every_path() {
         for &(m, n, lda) in &[(1, 1, 1), (37, 9, 11), (64, 128, 128), (5, 70, 70)] {
             let a: Vec<f32> = (0..m * lda)
-                .map(|i| ((i * 7 % 13) as f32) * 0.25 - 1.5)
+                .map(|i| ((i * 7 % 13) as f32) * 0.37 - 1.5)
                 .collect();
-            let mut out: Vec<f32> = (0..n).map(|j| j as f32).collect();
-            assert!(add_col_sums(m, &a, lda, &mut out));
-            for j in 0..n {
-                let want = j as f32 + (0..m).map(|i| a[i * lda + j]).sum::<f32>();
-                assert!((out[j] - want).abs() <= 1e-4 * (1.0 + want.abs()));
+            let start: Vec<f32> = (0..n).map(|j| j as f32 * 0.1).collect();
+            let mut reference = start.clone();
+            add_col_sums_on(SimdPath::Portable, m, &a, lda, &mut reference);
+            for path in simd::supported_paths() {
+                let mut out = start.clone();
+                add_col_sums_on(path, m, &a, lda, &mut out);
+                for j in 0..n {
+                    let want = start[j] + (0..m).map(|i| a[i * lda + j]).sum::<f32>();
+                    assert!((out[j] - want).abs() <= 1e-4 * (1.0 + want.abs()));
+                    assert_eq!(out[j].to_bits(), reference[j].to_bits(), "{path}");
+                }
             }
+        }
+    }
+
+    /// Sizes whose products overflow are refused before any memory is touched.
+    #[test]
+    #[should_panic(expected = "overflows usize")]
+    fn overflowing_sizes_panic_before_reading() {
+        let (a, b) = ([1.0f32; 4], [1.0f32; 4]);
+        let mut c = [0.0f32; 4];
+        sgemm_rows(
+            usize::MAX / 2 + 1,
+            2,
+            2,
+            &a,
+            &b,
+            &mut c,
+            &Epilogue::default(),
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "overflows usize")]
+    fn overflowing_column_sums_panic_before_reading() {
+        let a = [1.0f32; 4];
+        let mut out = [0.0f32; 2];
+        add_col_sums(usize::MAX, &a, usize::MAX / 2, &mut out);
+    }
+
+    #[test]
+    fn empty_products_touch_nothing() {
+        let mut c = [7.0f32; 3];
+        for path in simd::supported_paths() {
+            // k = 0 with empty A and B: C = bias.
+            let bias = [1.0f32, 2.0, 3.0];
+            let ep = Epilogue {
+                bias: Some(&bias),
+                ..Epilogue::default()
+            };
+            sgemm_rows_on(path, 1, 0, 3, &[], &[], &mut c, &ep);
+            assert_eq!(c, bias);
+            sgemm_rows_on(path, 0, 5, 3, &[], &[0.0; 15], &mut [], &ep);
+            add_col_sums_on(path, 0, &[], 3, &mut c);
+            assert_eq!(c, bias);
         }
     }
 }

@@ -20,24 +20,30 @@ impl<T: PartialEq> PartialEq for Matrix<T> {
     }
 }
 
+/// `rows * cols`, panicking with a message (never wrapping) when it overflows `usize`.
+fn len_of(rows: usize, cols: usize) -> usize {
+    rows.checked_mul(cols)
+        .unwrap_or_else(|| panic!("matrix size {rows} x {cols} overflows usize"))
+}
+
 impl<T: Real> Matrix<T> {
     /// A `rows x cols` matrix of zeros.
     pub fn zeros(rows: usize, cols: usize) -> Self {
         Self {
             rows,
             cols,
-            data: vec![T::zero(); rows * cols],
+            data: vec![T::zero(); len_of(rows, cols)],
         }
     }
 
     /// Wraps a row-major vector; `None` when `data.len() != rows * cols`.
     pub fn from_vec(rows: usize, cols: usize, data: Vec<T>) -> Option<Self> {
-        (data.len() == rows * cols).then_some(Self { rows, cols, data })
+        (rows.checked_mul(cols) == Some(data.len())).then_some(Self { rows, cols, data })
     }
 
     /// Builds a matrix from `f(row, col)`.
     pub fn from_fn(rows: usize, cols: usize, mut f: impl FnMut(usize, usize) -> T) -> Self {
-        let mut data = Vec::with_capacity(rows * cols);
+        let mut data = Vec::with_capacity(len_of(rows, cols));
         for i in 0..rows {
             for j in 0..cols {
                 data.push(f(i, j));
@@ -76,28 +82,44 @@ impl<T: Real> Matrix<T> {
         self.data
     }
 
-    /// Row `i`.
+    /// Row `i`; panics when `i >= rows` (the storage may hold spare rows beyond the shape,
+    /// which must never be returned).
     #[inline]
     pub fn row(&self, i: usize) -> &[T] {
+        assert!(i < self.rows, "row {i} of a {}-row matrix", self.rows);
+        // In range: i < rows, so (i + 1) * cols <= rows * cols, which was computed checked.
         &self.data[i * self.cols..(i + 1) * self.cols]
     }
 
-    /// Mutable row `i`.
+    /// Mutable row `i`; panics when `i >= rows`.
     #[inline]
     pub fn row_mut(&mut self, i: usize) -> &mut [T] {
+        assert!(i < self.rows, "row {i} of a {}-row matrix", self.rows);
         let c = self.cols;
         &mut self.data[i * c..(i + 1) * c]
     }
 
-    /// Element `(i, j)`.
+    /// Element `(i, j)`; panics when it lies outside the matrix.
     #[inline]
     pub fn get(&self, i: usize, j: usize) -> T {
+        assert!(
+            i < self.rows && j < self.cols,
+            "element ({i}, {j}) of a {} x {} matrix",
+            self.rows,
+            self.cols
+        );
         self.data[i * self.cols + j]
     }
 
-    /// Sets element `(i, j)`.
+    /// Sets element `(i, j)`; panics when it lies outside the matrix.
     #[inline]
     pub fn set(&mut self, i: usize, j: usize, v: T) {
+        assert!(
+            i < self.rows && j < self.cols,
+            "element ({i}, {j}) of a {} x {} matrix",
+            self.rows,
+            self.cols
+        );
         self.data[i * self.cols + j] = v;
     }
 
@@ -105,10 +127,11 @@ impl<T: Real> Matrix<T> {
     /// (callers overwrite them). Storage only grows (zero-filled when it does), so a reused
     /// buffer stops allocating and writing zeros after its largest shape.
     pub fn resize(&mut self, rows: usize, cols: usize) {
+        let len = len_of(rows, cols);
         self.rows = rows;
         self.cols = cols;
-        if self.data.len() < rows * cols {
-            self.data.resize(rows * cols, T::zero());
+        if self.data.len() < len {
+            self.data.resize(len, T::zero());
         }
     }
 
@@ -124,8 +147,13 @@ impl<T: Real> Matrix<T> {
         self.as_mut_slice().copy_from_slice(other.as_slice());
     }
 
-    /// Rows `start..end` as a new matrix.
+    /// Rows `start..end` as a new matrix; panics unless `start <= end <= rows`.
     pub fn slice_rows(&self, start: usize, end: usize) -> Matrix<T> {
+        assert!(
+            start <= end && end <= self.rows,
+            "rows {start}..{end} of a {}-row matrix",
+            self.rows
+        );
         Matrix {
             rows: end - start,
             cols: self.cols,
@@ -170,10 +198,34 @@ impl<T: Real> Matrix<T> {
 /// Writes the transpose of the row-major `rows x cols` matrix `src` into `dst` (`cols x rows`),
 /// row by row of `dst`: contiguous writes, strided reads.
 pub fn transpose<T: Copy>(src: &[T], rows: usize, cols: usize, dst: &mut [T]) {
-    assert!(src.len() >= rows * cols && dst.len() >= rows * cols);
+    let len = len_of(rows, cols);
+    assert!(src.len() >= len && dst.len() >= len);
     for (j, row) in dst.chunks_exact_mut(rows.max(1)).take(cols).enumerate() {
         for (i, v) in row.iter_mut().enumerate() {
             *v = src[i * cols + j];
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Accessors never reach the spare storage a shrunk matrix keeps.
+    #[test]
+    fn accessors_are_bounded_by_the_shape_not_the_storage() {
+        let mut m = Matrix::<f32>::zeros(4, 3);
+        m.resize(2, 3);
+        assert_eq!(m.row(1).len(), 3);
+        for bad in [
+            std::panic::catch_unwind(|| m.row(2).len()).is_err(),
+            std::panic::catch_unwind(|| m.get(2, 0)).is_err(),
+            std::panic::catch_unwind(|| m.get(0, 3)).is_err(),
+            std::panic::catch_unwind(|| m.slice_rows(1, 3)).is_err(),
+            std::panic::catch_unwind(|| Matrix::<f32>::zeros(usize::MAX, 2)).is_err(),
+        ] {
+            assert!(bad);
+        }
+        assert!(Matrix::from_vec(usize::MAX, 2, vec![0.0f32; 2]).is_none());
     }
 }

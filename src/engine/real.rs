@@ -101,10 +101,12 @@ impl Real for f32 {
         c: &mut [Self],
         epilogue: &super::kernel::Epilogue<Self>,
     ) -> bool {
-        super::kernel::sgemm_rows(m, k, n, a, b, c, epilogue)
+        super::kernel::sgemm_rows(m, k, n, a, b, c, epilogue);
+        true
     }
     fn add_col_sums_fused(m: usize, a: &[Self], lda: usize, out: &mut [Self]) -> bool {
-        super::kernel::add_col_sums(m, a, lda, out)
+        super::kernel::add_col_sums(m, a, lda, out);
+        true
     }
     fn soft_clamp_in_place(xs: &mut [Self], a: Self) {
         super::vmath::soft_clamp_in_place(xs, a);
@@ -125,8 +127,9 @@ impl Real for f32 {
         rsc: isize,
         csc: isize,
     ) {
-        // Our AVX-512 kernel covers the products of dense layers (B and C with contiguous rows,
-        // C overwritten or accumulated); everything else goes to matrixmultiply.
+        // Our kernel covers the products of dense layers (B and C with contiguous rows, C
+        // overwritten or accumulated), which is every product the engine does in f32; anything
+        // else goes to matrixmultiply (whose bits may depend on the CPU).
         if alpha == 1.0
             && (beta == 0.0 || beta == 1.0)
             && csb == 1
@@ -141,7 +144,7 @@ impl Real for f32 {
                 ..Default::default()
             };
             // SAFETY: forwarded contract of `gemm_raw`; all strides are non-negative here.
-            let done = unsafe {
+            unsafe {
                 super::kernel::sgemm(
                     m,
                     k,
@@ -156,9 +159,7 @@ impl Real for f32 {
                     &ep,
                 )
             };
-            if done {
-                return;
-            }
+            return;
         }
         // SAFETY: forwarded contract of `gemm_raw`.
         unsafe {

@@ -2,7 +2,9 @@
 //!
 //! libm evaluates one element per call; the coupling layers need millions per second. These are
 //! branch-free polynomial versions (fused multiply-adds, no float-to-int casts) that the compiler
-//! turns into 16-lane AVX-512 code, chosen at run time; other CPUs use libm:
+//! turns into 16-lane AVX-512 or 8-lane AVX2 code, chosen at run time by [`super::simd`]; the
+//! portable path runs the same operations one element at a time, so all paths give the same bits
+//! (on every CPU; libm's results may differ between libm versions and CPU-specific variants):
 //!
 //! - `exp(x) = 2^n p(r)`, `n = round(x / ln 2)`, `r = x - n ln 2` (two-part `ln 2`), `p` the
 //!   degree-6 Taylor polynomial of `e^r` on `|r| <= ln(2)/2`; relative error below `3e-7`.
@@ -10,58 +12,90 @@
 //! - `tanh(y)`: the odd Taylor polynomial to `y^9` for `|y| < 0.2`, else
 //!   `sign(y) (1 - 2 / (e^{2|y|} + 1))`; absolute error below `3e-7`.
 
-/// `x <- exp(x)` for every element.
+use super::simd::{self, SimdPath};
+
+/// `x <- exp(x)` for every element, on the [`simd::active`] path.
 pub fn exp_in_place(xs: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if super::kernel::available() {
-            // SAFETY: AVX-512F is present (checked by `available`).
-            unsafe { avx512::exp_in_place(xs) };
-            return;
-        }
-    }
-    // Other CPUs: libm (the polynomial's fused multiply-adds would be slow without FMA).
-    for x in xs {
-        *x = x.clamp(-87.3, 88.3).exp();
-    }
+    exp_in_place_on(simd::active(), xs);
 }
 
-/// `x <- a tanh(x / a)` for every element (the soft clamp of a log-scale to `(-a, a)`).
+/// `x <- a tanh(x / a)` for every element (the soft clamp of a log-scale to `(-a, a)`), on the
+/// [`simd::active`] path.
 pub fn soft_clamp_in_place(xs: &mut [f32], a: f32) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if super::kernel::available() {
-            // SAFETY: AVX-512F is present (checked by `available`).
-            unsafe { avx512::soft_clamp_in_place(xs, a) };
-            return;
+    soft_clamp_in_place_on(simd::active(), xs, a);
+}
+
+/// [`exp_in_place`] on a given path (which must be supported; panics otherwise).
+pub fn exp_in_place_on(path: SimdPath, xs: &mut [f32]) {
+    assert!(
+        path.supported(),
+        "the {path} SIMD path is not supported here"
+    );
+    match path {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: AVX-512F is present (asserted above).
+        SimdPath::Avx512 => unsafe { avx512::exp_in_place(xs) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: AVX2 and FMA are present (asserted above).
+        SimdPath::Avx2 => unsafe { avx2::exp_in_place(xs) },
+        _ => {
+            for x in xs {
+                *x = exp(*x);
+            }
         }
-    }
-    for x in xs {
-        *x = a * (*x / a).tanh();
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-mod avx512 {
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn exp_in_place(xs: &mut [f32]) {
-        for x in xs {
-            *x = super::exp(*x);
-        }
-    }
-
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn soft_clamp_in_place(xs: &mut [f32], a: f32) {
-        let inv = 1.0 / a;
-        for x in xs {
-            *x = a * super::tanh(*x * inv);
+/// [`soft_clamp_in_place`] on a given path (which must be supported; panics otherwise).
+pub fn soft_clamp_in_place_on(path: SimdPath, xs: &mut [f32], a: f32) {
+    assert!(
+        path.supported(),
+        "the {path} SIMD path is not supported here"
+    );
+    match path {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: AVX-512F is present (asserted above).
+        SimdPath::Avx512 => unsafe { avx512::soft_clamp_in_place(xs, a) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: AVX2 and FMA are present (asserted above).
+        SimdPath::Avx2 => unsafe { avx2::soft_clamp_in_place(xs, a) },
+        _ => {
+            let inv = 1.0 / a;
+            for x in xs {
+                *x = a * tanh(*x * inv);
+            }
         }
     }
 }
+
+/// The same scalar code compiled for each instruction set; LLVM vectorises the loops (16 or 8
+/// lanes) without changing any operation, so every path gives the same bits.
+macro_rules! vector_path {
+    ($name:ident, $features:literal) => {
+        #[cfg(target_arch = "x86_64")]
+        mod $name {
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn exp_in_place(xs: &mut [f32]) {
+                for x in xs {
+                    *x = super::exp(*x);
+                }
+            }
+
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn soft_clamp_in_place(xs: &mut [f32], a: f32) {
+                let inv = 1.0 / a;
+                for x in xs {
+                    *x = a * super::tanh(*x * inv);
+                }
+            }
+        }
+    };
+}
+vector_path!(avx512, "avx512f");
+vector_path!(avx2, "avx2,fma");
 
 /// Branch-free `e^x` (see the module documentation).
 #[inline(always)]
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 fn exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_145_75;
@@ -92,7 +126,6 @@ fn exp(x: f32) -> f32 {
 
 /// Branch-free `tanh(y)` (see the module documentation).
 #[inline(always)]
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 fn tanh(y: f32) -> f32 {
     let ay = y.abs();
     let y2 = y * y;
@@ -156,6 +189,25 @@ mod tests {
         let mut nan = [f32::NAN];
         exp_in_place(&mut nan);
         assert!(nan[0].is_nan());
+    }
+
+    /// Every supported path gives the portable path's bits.
+    #[test]
+    fn every_path_gives_the_same_bits() {
+        let xs = grid();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let mut e_ref = xs.clone();
+        exp_in_place_on(SimdPath::Portable, &mut e_ref);
+        let mut t_ref = xs.clone();
+        soft_clamp_in_place_on(SimdPath::Portable, &mut t_ref, 3.0);
+        for path in simd::supported_paths() {
+            let mut e = xs.clone();
+            exp_in_place_on(path, &mut e);
+            assert_eq!(bits(&e), bits(&e_ref), "exp on {path}");
+            let mut t = xs.clone();
+            soft_clamp_in_place_on(path, &mut t, 3.0);
+            assert_eq!(bits(&t), bits(&t_ref), "tanh on {path}");
+        }
     }
 
     #[test]

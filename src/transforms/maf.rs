@@ -1,5 +1,5 @@
-//! Masked autoregressive flow layer (MAF; Papamakarios, Pavlakou & Murray 2017) with an affine
-//! transform and a MADE conditioner ([`crate::nn::Made`]).
+//! Masked autoregressive flow layer (MAF; Papamakarios, Pavlakou & Murray 2017) with the
+//! elementwise affine bijection of [`super::affine`] and a MADE conditioner ([`crate::nn::Made`]).
 //!
 //! Forward (data -> latent, the density direction, one network pass):
 //! `(r, t) = MADE(x, c)`, soft-clamped log-scale `s = a tanh(r / a)`,
@@ -14,6 +14,7 @@
 //! Backward (through the forward pass): `dL/dx_d = dL/dz_d exp(s_d) + [MADE input gradient]_d`
 //! with `dL/dr_d = (dL/dz_d x_d exp(s_d) + dL/d ladj)(1 - tanh^2(r_d / a))`, `dL/dt_d = dL/dz_d`.
 
+use super::affine::Affine;
 use super::{LayerSpec, Param, Transform};
 use crate::engine::{Matrix, Real, Rng, Tape};
 use crate::nn::made::MadeError;
@@ -120,11 +121,17 @@ impl<T: Real> Maf<T> {
         &self.net
     }
 
+    /// The elementwise bijection (shared with the affine coupling).
+    fn affine(&self) -> Affine {
+        Affine {
+            clamp: self.config.scale_clamp,
+        }
+    }
+
     /// `(s, t)` of feature `d` from the raw conditioner output row `h`.
     #[inline]
     fn scale_shift(&self, h: &[T], d: usize) -> (T, T) {
-        let a = T::c(self.config.scale_clamp);
-        (a * (h[d] / a).tanh(), h[self.config.dim + d])
+        (self.affine().log_scale(h[d]), h[self.config.dim + d])
     }
 
     /// Writes the conditioner input `[x, c]` (D + C columns) into `out`. A missing context reads as
@@ -158,7 +165,7 @@ impl<T: Real> Maf<T> {
             let mut acc = T::zero();
             for f in 0..d {
                 let (s, t) = self.scale_shift(hr, f);
-                yr[f] = xr[f] * s.exp() + t;
+                yr[f] = Affine::forward(xr[f], s, t);
                 acc += s;
             }
             if let Some(l) = ladj.get_mut(i) {
@@ -213,7 +220,7 @@ impl<T: Real> Transform<T> for Maf<T> {
             for i in 0..n {
                 let (s, t) = self.scale_shift(h.row(i), f);
                 let z = y.row(i).get(f).copied().unwrap_or(T::zero());
-                inp.row_mut(i)[f] = (z - t) * (-s).exp();
+                inp.row_mut(i)[f] = Affine::inverse(z, s, t);
             }
         }
         // After the last pass every s_f was computed from its final inputs (x_{order[D-1]} feeds
@@ -261,7 +268,7 @@ impl<T: Real> Transform<T> for Maf<T> {
         grads: &mut [T],
     ) {
         let d = self.config.dim;
-        let a = T::c(self.config.scale_clamp);
+        let affine = self.affine();
         let mut dh = std::mem::take(tape.mat(2, 0, 0));
         let mut dinp = std::mem::take(tape.mat(3, 0, 0));
         let _ = tape.child(1);
@@ -278,10 +285,10 @@ impl<T: Real> Transform<T> for Maf<T> {
             let dxr = dx.row_mut(i);
             let dhr = dh.row_mut(i);
             for f in 0..d {
-                let th = (hr[f] / a).tanh();
-                let es = (a * th).exp();
+                let s = affine.log_scale(hr[f]);
+                let es = s.exp();
                 dxr[f] = dyr[f] * es;
-                dhr[f] = (dyr[f] * xr[f] * es + dl) * (T::one() - th * th);
+                dhr[f] = (dyr[f] * xr[f] * es + dl) * affine.dlog_scale(s);
                 dhr[d + f] = dyr[f];
             }
         }

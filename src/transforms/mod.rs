@@ -10,8 +10,10 @@
 //! differences, via [`testing`]).
 
 pub mod act_norm;
+pub mod affine;
 pub mod affine_coupling;
 pub mod batch_norm;
+pub mod coupling;
 pub mod lu_linear;
 pub mod maf;
 pub mod permutation;
@@ -22,8 +24,10 @@ pub mod spline_coupling;
 pub mod testing;
 
 pub use act_norm::{ActNorm, ActNormConfig};
+pub use affine::Affine;
 pub use affine_coupling::{AffineCoupling, AffineCouplingConfig};
 pub use batch_norm::{BatchNorm, BatchNormConfig};
+pub use coupling::{Coupling, Elementwise};
 pub use lu_linear::{LuLinear, LuLinearConfig};
 pub use maf::{Maf, MafConfig};
 pub use permutation::{Permutation, PermutationConfig};

@@ -8,12 +8,15 @@
 //!
 //! where `f` is a monotone elementwise spline on `[-B, B]` (see [`crate::transforms::spline`]),
 //! the identity outside. The inverse applies `f^{-1}` with the same `theta` (which depends only on
-//! `x_A = z_A`). The spline family is chosen by [`SplineKind`] and dispatched statically.
+//! `x_A = z_A`). The spline family is chosen by [`SplineKind`] and dispatched statically. The
+//! layer is the generic [`super::coupling::Coupling`] with a [`SplineBijection`]; this file holds
+//! the configuration (the `spline_coupling` entry of a model file), the bijection's dispatch to
+//! the spline families of [`super::spline`], and the tests.
 
+use super::LayerSpec;
+use super::coupling::{ConditionerShape, Coupling, Elementwise};
 use super::spline::{Linear, MAX_BINS, Quadratic, RationalQuadratic, Spline1d};
-use super::{LayerSpec, Param, Transform, gather_input, split_mask};
-use crate::engine::{Matrix, Real, Rng, Tape};
-use crate::nn::{Mlp, MlpConfig};
+use crate::engine::{Matrix, Real, Rng};
 use serde::{Deserialize, Serialize};
 
 /// Which monotone spline a [`SplineCoupling`] uses.
@@ -63,17 +66,155 @@ pub struct SplineCouplingConfig {
     pub bound: f64,
 }
 
-/// Coupling layer with an elementwise monotone spline on the transformed features.
-#[derive(Clone, Debug)]
-pub struct SplineCoupling<T> {
-    config: SplineCouplingConfig,
-    id: Vec<usize>,
-    tr: Vec<usize>,
-    n_par: usize,
-    net: Mlp<T>,
+/// The elementwise spline bijection of a [`SplineCoupling`]: family, bins, bound, and the
+/// `1/sqrt(H)` scaling of the bin logits (`H` the conditioner's last hidden width).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SplineBijection {
+    /// The spline family.
+    pub kind: SplineKind,
+    /// Number of bins `K`.
+    pub bins: usize,
+    /// The spline acts on `[-B, B]`.
+    pub bound: f64,
+    /// Factor of the bin-width and bin-height logits.
+    pub logit_scale: f64,
 }
 
-impl<T: Real> SplineCoupling<T> {
+impl SplineBijection {
+    fn apply_with<T: Real, S: Spline1d>(
+        &self,
+        h: &Matrix<T>,
+        tr: &[usize],
+        y: &mut Matrix<T>,
+        ladj: &mut [T],
+        inverse: bool,
+    ) {
+        let p = self.kind.n_params(self.bins);
+        let bins = self.bins;
+        let bound = T::c(self.bound);
+        let n = y.rows();
+        for (i, li) in ladj.iter_mut().enumerate().take(n) {
+            let hr = h.row(i);
+            let yr = y.row_mut(i);
+            let mut acc = T::zero();
+            for (j, &d) in tr.iter().enumerate() {
+                let theta = &hr[j * p..(j + 1) * p];
+                let (v, l) = if inverse {
+                    S::inverse(yr[d], theta, bins, bound)
+                } else {
+                    S::forward(yr[d], theta, bins, bound)
+                };
+                yr[d] = v;
+                acc += l;
+            }
+            *li += acc;
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn backward_with<T: Real, S: Spline1d>(
+        &self,
+        x: &Matrix<T>,
+        h: &Matrix<T>,
+        tr: &[usize],
+        dy: &Matrix<T>,
+        dladj: &[T],
+        dx: &mut Matrix<T>,
+        dh: &mut Matrix<T>,
+    ) {
+        let p = self.kind.n_params(self.bins);
+        let bins = self.bins;
+        let bound = T::c(self.bound);
+        dh.as_mut_slice().fill(T::zero());
+        let n = x.rows();
+        for (i, &gl) in dladj.iter().enumerate().take(n) {
+            let hr = h.row(i);
+            let xr = x.row(i);
+            let dyr = dy.row(i);
+            let dxr = dx.row_mut(i);
+            let dhr = dh.row_mut(i);
+            for (j, &d) in tr.iter().enumerate() {
+                let r = j * p..(j + 1) * p;
+                dxr[d] = S::backward(xr[d], &hr[r.clone()], bins, bound, dyr[d], gl, &mut dhr[r]);
+            }
+        }
+    }
+}
+
+impl<T: Real> Elementwise<T> for SplineBijection {
+    fn n_params(&self) -> usize {
+        self.kind.n_params(self.bins)
+    }
+
+    /// Multiplies the bin-width and bin-height (vertex) logits of every transformed feature by
+    /// `1/sqrt(H)` (`H` = width of the conditioner's last hidden layer), as nflows does: the
+    /// bins then move more slowly than the derivatives during training, which regularises the
+    /// spline.
+    fn rescale(&self, h: &mut Matrix<T>, ntr: usize) {
+        let c = T::c(self.logit_scale);
+        let k = self.bins;
+        let n_bin = match self.kind {
+            SplineKind::Linear => k,
+            SplineKind::Quadratic => 2 * k + 1,
+            SplineKind::RationalQuadratic => 2 * k,
+        };
+        let p = self.kind.n_params(k);
+        for i in 0..h.rows() {
+            let row = h.row_mut(i);
+            for j in 0..ntr {
+                for v in &mut row[j * p..j * p + n_bin] {
+                    *v *= c;
+                }
+            }
+        }
+    }
+
+    fn apply(
+        &self,
+        h: &Matrix<T>,
+        tr: &[usize],
+        inverse: bool,
+        y: &mut Matrix<T>,
+        ladj: &mut [T],
+        _cache: &mut [Matrix<T>],
+    ) {
+        match self.kind {
+            SplineKind::Linear => self.apply_with::<T, Linear>(h, tr, y, ladj, inverse),
+            SplineKind::Quadratic => self.apply_with::<T, Quadratic>(h, tr, y, ladj, inverse),
+            SplineKind::RationalQuadratic => {
+                self.apply_with::<T, RationalQuadratic>(h, tr, y, ladj, inverse)
+            }
+        }
+    }
+
+    fn backward(
+        &self,
+        x: &Matrix<T>,
+        h: &Matrix<T>,
+        tr: &[usize],
+        _cache: &[Matrix<T>],
+        dy: &Matrix<T>,
+        dladj: &[T],
+        dx: &mut Matrix<T>,
+        dh: &mut Matrix<T>,
+    ) {
+        match self.kind {
+            SplineKind::Linear => self.backward_with::<T, Linear>(x, h, tr, dy, dladj, dx, dh),
+            SplineKind::Quadratic => {
+                self.backward_with::<T, Quadratic>(x, h, tr, dy, dladj, dx, dh)
+            }
+            SplineKind::RationalQuadratic => {
+                self.backward_with::<T, RationalQuadratic>(x, h, tr, dy, dladj, dx, dh)
+            }
+        }
+    }
+}
+
+/// Coupling layer with an elementwise monotone spline on the transformed features: the generic
+/// [`Coupling`] with a [`SplineBijection`].
+pub type SplineCoupling<T> = Coupling<T, SplineBijection>;
+
+impl<T: Real> Coupling<T, SplineBijection> {
     /// A new layer; the conditioner's output layer starts at zero (uniform bins).
     ///
     /// # Panics
@@ -90,254 +231,33 @@ impl<T: Real> SplineCoupling<T> {
             "spline coupling: bound must be finite and positive, got {}",
             config.bound
         );
-        let (id, tr) = split_mask(&config.mask);
-        let n_par = config.kind.n_params(config.bins);
-        let net = Mlp::new(
-            MlpConfig {
-                in_dim: id.len() + config.context_dim,
-                hidden: config.hidden.clone(),
-                out_dim: n_par * tr.len(),
-                residual: config.residual,
-                dropout: config.dropout,
-            },
-            rng,
-        );
-        Self {
-            config,
-            id,
-            tr,
-            n_par,
-            net,
-        }
-    }
-
-    /// Applies the spline (or its inverse) to the transformed columns of `y` (a copy of the
-    /// input), adding the log-derivatives to `ladj`.
-    fn apply(&self, h: &Matrix<T>, y: &mut Matrix<T>, ladj: &mut [T], inverse: bool) {
-        match self.config.kind {
-            SplineKind::Linear => self.apply_with::<Linear>(h, y, ladj, inverse),
-            SplineKind::Quadratic => self.apply_with::<Quadratic>(h, y, ladj, inverse),
-            SplineKind::RationalQuadratic => {
-                self.apply_with::<RationalQuadratic>(h, y, ladj, inverse)
-            }
-        }
-    }
-
-    fn apply_with<S: Spline1d>(
-        &self,
-        h: &Matrix<T>,
-        y: &mut Matrix<T>,
-        ladj: &mut [T],
-        inverse: bool,
-    ) {
-        let p = self.n_par;
-        let bins = self.config.bins;
-        let bound = T::c(self.config.bound);
-        let n = y.rows();
-        for (i, li) in ladj.iter_mut().enumerate().take(n) {
-            let hr = h.row(i);
-            let yr = y.row_mut(i);
-            let mut acc = T::zero();
-            for (j, &d) in self.tr.iter().enumerate() {
-                let theta = &hr[j * p..(j + 1) * p];
-                let (v, l) = if inverse {
-                    S::inverse(yr[d], theta, bins, bound)
-                } else {
-                    S::forward(yr[d], theta, bins, bound)
-                };
-                yr[d] = v;
-                acc += l;
-            }
-            *li += acc;
-        }
-    }
-
-    /// Multiplies the bin-width and bin-height (vertex) logits of every transformed feature by
-    /// `1/sqrt(H)` (`H` = width of the conditioner's last hidden layer), as nflows does: the
-    /// bins then move more slowly than the derivatives during training, which regularises the
-    /// spline. Applied to the conditioner output and, by the chain rule, to its gradient.
-    fn scale_bin_logits(&self, h: &mut Matrix<T>) {
-        let hidden = self.config.hidden.last().copied().unwrap_or(1).max(1);
-        let c = T::c(1.0 / (hidden as f64).sqrt());
-        let k = self.config.bins;
-        let n_bin = match self.config.kind {
-            SplineKind::Linear => k,
-            SplineKind::Quadratic => 2 * k + 1,
-            SplineKind::RationalQuadratic => 2 * k,
+        let hidden = config.hidden.last().copied().unwrap_or(1).max(1);
+        let bijection = SplineBijection {
+            kind: config.kind,
+            bins: config.bins,
+            bound: config.bound,
+            logit_scale: 1.0 / (hidden as f64).sqrt(),
         };
-        let p = self.n_par;
-        for i in 0..h.rows() {
-            let row = h.row_mut(i);
-            for j in 0..self.tr.len() {
-                for v in &mut row[j * p..j * p + n_bin] {
-                    *v *= c;
-                }
-            }
-        }
-    }
-
-    /// Fills `dh` (zeroed here) with `dL/dtheta` and writes the spline part of `dx`.
-    fn spline_backward(
-        &self,
-        x: &Matrix<T>,
-        h: &Matrix<T>,
-        dy: &Matrix<T>,
-        dladj: &[T],
-        dx: &mut Matrix<T>,
-        dh: &mut Matrix<T>,
-    ) {
-        match self.config.kind {
-            SplineKind::Linear => self.backward_with::<Linear>(x, h, dy, dladj, dx, dh),
-            SplineKind::Quadratic => self.backward_with::<Quadratic>(x, h, dy, dladj, dx, dh),
-            SplineKind::RationalQuadratic => {
-                self.backward_with::<RationalQuadratic>(x, h, dy, dladj, dx, dh)
-            }
-        }
-    }
-
-    fn backward_with<S: Spline1d>(
-        &self,
-        x: &Matrix<T>,
-        h: &Matrix<T>,
-        dy: &Matrix<T>,
-        dladj: &[T],
-        dx: &mut Matrix<T>,
-        dh: &mut Matrix<T>,
-    ) {
-        let p = self.n_par;
-        let bins = self.config.bins;
-        let bound = T::c(self.config.bound);
-        dh.as_mut_slice().fill(T::zero());
-        let n = x.rows();
-        for (i, &gl) in dladj.iter().enumerate().take(n) {
-            let hr = h.row(i);
-            let xr = x.row(i);
-            let dyr = dy.row(i);
-            let dxr = dx.row_mut(i);
-            let dhr = dh.row_mut(i);
-            for (j, &d) in self.tr.iter().enumerate() {
-                let r = j * p..(j + 1) * p;
-                dxr[d] = S::backward(xr[d], &hr[r.clone()], bins, bound, dyr[d], gl, &mut dhr[r]);
-            }
-        }
-    }
-}
-
-impl<T: Real> Transform<T> for SplineCoupling<T> {
-    fn spec(&self) -> LayerSpec {
-        LayerSpec::SplineCoupling(self.config.clone())
-    }
-
-    fn dim(&self) -> usize {
-        self.config.mask.len()
-    }
-
-    fn context_dim(&self) -> usize {
-        self.config.context_dim
-    }
-
-    fn params(&self) -> Vec<&Param<T>> {
-        self.net.params()
-    }
-
-    fn params_mut(&mut self) -> Vec<&mut Param<T>> {
-        self.net.params_mut()
-    }
-
-    fn forward(&self, x: &Matrix<T>, ctx: Option<&Matrix<T>>, y: &mut Matrix<T>, ladj: &mut [T]) {
-        let mut inp = Matrix::zeros(0, 0);
-        let mut h = Matrix::zeros(0, 0);
-        gather_input(x, &self.id, ctx, &mut inp);
-        self.net.forward(&inp, &mut h);
-        self.scale_bin_logits(&mut h);
-        y.copy_from(x);
-        self.apply(&h, y, ladj, false);
-    }
-
-    fn inverse(&self, y: &Matrix<T>, ctx: Option<&Matrix<T>>, x: &mut Matrix<T>, ladj: &mut [T]) {
-        let mut inp = Matrix::zeros(0, 0);
-        let mut h = Matrix::zeros(0, 0);
-        gather_input(y, &self.id, ctx, &mut inp);
-        self.net.forward(&inp, &mut h);
-        self.scale_bin_logits(&mut h);
-        x.copy_from(y);
-        self.apply(&h, x, ladj, true);
-    }
-
-    fn forward_train(
-        &self,
-        x: &Matrix<T>,
-        ctx: Option<&Matrix<T>>,
-        y: &mut Matrix<T>,
-        ladj: &mut [T],
-        tape: &mut Tape<T>,
-    ) {
-        let n = x.rows();
-        gather_input(x, &self.id, ctx, tape.mat(0, n, 0));
-        let mut h = std::mem::take(tape.mat(1, 0, 0));
-        {
-            let tape_seed = tape.seed;
-            let (mats, children) = (&tape.mats, &mut tape.children);
-            while children.is_empty() {
-                children.push(Tape::default());
-            }
-            children[0].seed = tape_seed;
-            self.net.forward_train(&mats[0], &mut h, &mut children[0]);
-            self.scale_bin_logits(&mut h);
-        }
-        y.copy_from(x);
-        self.apply(&h, y, ladj, false);
-        *tape.mat(1, 0, 0) = h;
-    }
-
-    fn backward(
-        &self,
-        x: &Matrix<T>,
-        _y: &Matrix<T>,
-        _ctx: Option<&Matrix<T>>,
-        tape: &mut Tape<T>,
-        dy: &Matrix<T>,
-        dladj: &[T],
-        dx: &mut Matrix<T>,
-        grads: &mut [T],
-    ) {
-        let n = x.rows();
-        dx.copy_from(dy);
-        // dL/d(conditioner output) into slot 2.
-        let mut dh = std::mem::take(tape.mat(2, n, self.n_par * self.tr.len()));
-        self.spline_backward(x, &tape.mats[1], dy, dladj, dx, &mut dh);
-        // Chain rule through the fixed scaling of the bin logits.
-        self.scale_bin_logits(&mut dh);
-        let mut dinp = std::mem::take(tape.mat(3, 0, 0));
-        {
-            while tape.children.len() < 2 {
-                tape.children.push(Tape::default());
-            }
-            let (c0, c1) = tape.children.split_at_mut(1);
-            self.net.backward(
-                &tape.mats[0],
-                &c0[0],
-                &dh,
-                Some(&mut dinp),
-                grads,
-                &mut c1[0],
-            );
-        }
-        for i in 0..n {
-            let di = dinp.row(i);
-            let dxr = dx.row_mut(i);
-            for (k, &d) in self.id.iter().enumerate() {
-                dxr[d] += di[k];
-            }
-        }
-        *tape.mat(2, 0, 0) = dh;
-        *tape.mat(3, 0, 0) = dinp;
+        let shape = ConditionerShape {
+            mask: &config.mask,
+            hidden: &config.hidden,
+            context_dim: config.context_dim,
+            residual: config.residual,
+            dropout: config.dropout,
+        };
+        Coupling::build(
+            LayerSpec::SplineCoupling(config.clone()),
+            shape,
+            bijection,
+            rng,
+        )
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transforms::Transform;
     use crate::transforms::testing::{CheckOptions, check_transform, check_transform_f32};
     use crate::transforms::{alternating_mask, half_mask};
 

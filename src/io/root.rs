@@ -665,4 +665,72 @@ mod tests {
         }
         assert!(errors > 0);
     }
+
+    /// Cross-check against uproot on files written by ROOT itself (e.g. scikit-hep-testdata);
+    /// see tests/fixtures/dump_root_reference.py.
+    #[test]
+    #[ignore = "needs HEPFLOW_ROOT_REFERENCE (a JSON written by dump_root_reference.py)"]
+    fn agrees_with_uproot() {
+        let Ok(refp) = std::env::var("HEPFLOW_ROOT_REFERENCE") else {
+            return;
+        };
+        let refp = PathBuf::from(refp);
+        let dir = refp.parent().unwrap();
+        let doc: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&refp).unwrap()).unwrap();
+        let (mut ok, mut bad) = (0, Vec::new());
+        for (file, objs) in doc.as_object().unwrap() {
+            let path = dir.join(file);
+            for (obj, cols) in objs.as_object().unwrap() {
+                let Some(cols) = cols.as_object() else {
+                    continue;
+                };
+                for (col, want) in cols {
+                    let o = ReadOptions {
+                        tree: Some(obj.clone()),
+                        columns: Some(vec![ColumnRef::Name(col.clone())]),
+                        ..Default::default()
+                    };
+                    match read_root(&path, &o) {
+                        Err(e) => bad.push(format!("{file}:{obj}:{col}: {e}")),
+                        Ok(r) => {
+                            let v = r.table.column(col).unwrap();
+                            let first: Vec<f64> = want["first"]
+                                .as_array()
+                                .unwrap()
+                                .iter()
+                                .map(|x| x.as_f64().unwrap_or(f64::NAN))
+                                .collect();
+                            let sum: f64 = v.iter().map(|&x| f64::from(x)).sum();
+                            let ws = want["sum"].as_f64().unwrap_or(f64::NAN);
+                            let got: Vec<f64> = v.iter().take(5).map(|&x| f64::from(x)).collect();
+                            let same_sum = (sum - ws).abs() <= 1e-6 * ws.abs().max(1.0)
+                                || (sum.is_nan() && ws.is_nan());
+                            let same_first = got
+                                .iter()
+                                .zip(&first)
+                                .all(|(a, b)| a == b || (a.is_nan() && b.is_nan()));
+                            if v.len() as u64 == want["n"].as_u64().unwrap()
+                                && same_first
+                                && same_sum
+                            {
+                                ok += 1;
+                            } else {
+                                bad.push(format!(
+                                    "{file}:{obj}:{col}: got {got:?} sum {sum}, uproot {first:?} sum {ws}"
+                                ));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        eprintln!("{ok} columns agree with uproot");
+        assert!(
+            bad.is_empty(),
+            "{} disagree:\n{}",
+            bad.len(),
+            bad.join("\n")
+        );
+    }
 }

@@ -151,6 +151,8 @@ pub(crate) struct NTuple {
     pub entries: usize,
     fields: Vec<Field>,
     columns: Vec<Column>,
+    /// Alias columns: (physical column, projected field).
+    aliases: Vec<(usize, usize)>,
     /// Per cluster: entries, then per column its pages (`None` when suppressed).
     clusters: Vec<(usize, Vec<Option<Vec<Page>>>)>,
 }
@@ -197,7 +199,12 @@ fn envelope(
     Ok(body[8..].to_vec())
 }
 
-fn schema(c: &mut Le, fields: &mut Vec<Field>, columns: &mut Vec<Column>) -> Res<()> {
+fn schema(
+    c: &mut Le,
+    fields: &mut Vec<Field>,
+    columns: &mut Vec<Column>,
+    aliases: &mut Vec<(usize, usize)>,
+) -> Res<()> {
     let (end, n) = c.list()?;
     for _ in 0..n {
         let (fe, _) = c.frame()?;
@@ -230,7 +237,14 @@ fn schema(c: &mut Le, fields: &mut Vec<Field>, columns: &mut Vec<Column>) -> Res
         c.pos = fe;
     }
     c.pos = end;
-    let (end, _) = c.list()?; // alias columns
+    let (end, n) = c.list()?;
+    for _ in 0..n {
+        let (fe, _) = c.frame()?;
+        let physical = c.u32()? as usize;
+        let field = c.u32()? as usize;
+        aliases.push((physical, field));
+        c.pos = fe;
+    }
     c.pos = end;
     let (end, _) = c.list()?; // extra type information
     c.pos = end;
@@ -271,6 +285,7 @@ pub(crate) fn read_ntuple(f: &RootFile, seek: u64) -> Res<NTuple> {
     let footer = envelope(f, sf as u64, nf, lf, 2, "footer")?;
     let mut fields = Vec::new();
     let mut columns = Vec::new();
+    let mut aliases = Vec::new();
     let mut h = Le {
         buf: &header,
         pos: 0,
@@ -282,7 +297,7 @@ pub(crate) fn read_ntuple(f: &RootFile, seek: u64) -> Res<NTuple> {
     let _name = h.string()?;
     let _desc = h.string()?;
     let _writer = h.string()?;
-    schema(&mut h, &mut fields, &mut columns)?;
+    schema(&mut h, &mut fields, &mut columns, &mut aliases)?;
     let header_sum = xxh3(&{
         // The checksum the footer repeats is the one stored after the header payload.
         let raw = f.read_at(sh as u64, nh)?;
@@ -302,7 +317,7 @@ pub(crate) fn read_ntuple(f: &RootFile, seek: u64) -> Res<NTuple> {
     }
     let (ext_end, _) = c.frame()?;
     if c.pos < ext_end {
-        schema(&mut c, &mut fields, &mut columns)?;
+        schema(&mut c, &mut fields, &mut columns, &mut aliases)?;
     }
     c.pos = ext_end;
     let (groups_end, ngroups) = c.list()?;
@@ -370,6 +385,7 @@ pub(crate) fn read_ntuple(f: &RootFile, seek: u64) -> Res<NTuple> {
         entries,
         fields,
         columns,
+        aliases,
         clusters,
     })
 }
@@ -497,9 +513,28 @@ impl NTuple {
                 .is_some()
     }
 
+    /// The index column behind an `RNTupleCardinality` field (the item count of a collection,
+    /// e.g. NanoAOD's `nJet` as written by ROOT's RNTupleImporter).
+    fn cardinality_column(&self, id: usize) -> Option<usize> {
+        let f = &self.fields[id];
+        if !f.type_name.starts_with("ROOT::RNTupleCardinality<") {
+            return None;
+        }
+        let col = self
+            .aliases
+            .iter()
+            .find(|a| a.1 == id)
+            .map(|a| a.0)
+            .or_else(|| self.primary_column(id))?;
+        matches!(self.columns.get(col)?.kind, 0x0E | 0x0F | 0x1A | 0x1B).then_some(col)
+    }
+
     /// `(shape, value field)` of top-level field `id`, or why it is not readable.
     fn shape(&self, id: usize) -> Result<(Shape, usize), String> {
         let f = &self.fields[id];
+        if self.cardinality_column(id).is_some() {
+            return Ok((Shape::Flat, id));
+        }
         if self.numeric_leaf(id) {
             return Ok((Shape::Flat, id));
         }
@@ -594,11 +629,40 @@ impl NTuple {
         Ok((out, per_cluster))
     }
 
+    /// Item counts per entry from a collection's cluster-relative end offsets.
+    fn counts(&self, ends: &[f64], name: &str) -> Res<Vec<f32>> {
+        let mut out = Vec::with_capacity(ends.len());
+        let mut k = 0usize;
+        for (ci, (n, _)) in self.clusters.iter().enumerate() {
+            let mut prev = 0.0;
+            for _ in 0..*n {
+                let Some(&e) = ends.get(k) else {
+                    return bad(format!(
+                        "field {name}: index column too short in cluster {ci}"
+                    ));
+                };
+                k += 1;
+                if e < prev {
+                    return bad(format!(
+                        "field {name}: bad collection index in cluster {ci}"
+                    ));
+                }
+                out.push((e - prev) as f32);
+                prev = e;
+            }
+        }
+        Ok(out)
+    }
+
     pub fn read(&self, f: &RootFile, name: &str) -> Res<Col> {
         let Some(id) = self.top_level().find(|&i| self.fields[i].name == name) else {
             return bad(format!("no field {name}"));
         };
         let (shape, value_field) = self.shape(id).map_err(Bad::Unsupported)?;
+        if let Some(icol) = self.cardinality_column(id) {
+            let (ends, _) = self.column_values(f, icol, name)?;
+            return Ok(Col::Flat(self.counts(&ends, name)?));
+        }
         let vcol = self
             .primary_column(value_field)
             .ok_or_else(|| Bad::Corrupt(format!("field {name} has no column")))?;

@@ -101,11 +101,13 @@ struct Branch {
     basket_entry: Vec<i64>,
     basket_seek: Vec<i64>,
     write_basket: usize,
+    embedded: Vec<Embedded>,
 }
 
 enum Obj {
     Branch(Branch),
     Leaf(Leaf),
+    Basket(Embedded),
 }
 
 /// A decoded TTree.
@@ -227,6 +229,7 @@ fn object_any(c: &mut Cursor, refs: &mut HashMap<usize, String>) -> Res<Option<O
             Some(Obj::Branch(b))
         }
         c_ if c_.starts_with("TLeaf") => Some(Obj::Leaf(leaf(c, refs, &class)?)),
+        "TBasket" => Some(Obj::Basket(embedded_basket(c)?)),
         _ if end.is_some() => None,
         other => return bad(format!("an object of class {other} without byte count")),
     };
@@ -303,10 +306,16 @@ fn branch(c: &mut Cursor, refs: &mut HashMap<usize, String>) -> Res<Branch> {
         .into_iter()
         .filter_map(|o| match o {
             Obj::Leaf(l) => Some(l),
-            Obj::Branch(_) => None,
+            _ => None,
         })
         .collect();
-    let _baskets = obj_array(c, refs)?;
+    let embedded = obj_array(c, refs)?
+        .into_iter()
+        .filter_map(|o| match o {
+            Obj::Basket(b) => Some(b),
+            _ => None,
+        })
+        .collect();
     if max_baskets > c.buf.len() {
         return bad(format!(
             "branch {name}: fMaxBaskets {max_baskets} is implausible"
@@ -330,6 +339,107 @@ fn branch(c: &mut Cursor, refs: &mut HashMap<usize, String>) -> Res<Branch> {
         basket_entry,
         basket_seek,
         write_basket,
+        embedded,
+    })
+}
+
+/// Appends the values of one basket: `content` is the values (`nev` entries), `offs` (jagged
+/// branches) the entry-offset table that follows them (a count, then one `i32` per entry,
+/// counted from the key start, i.e. including `keylen`).
+fn decode_basket(
+    (name, i, shape, num): (&str, usize, Shape, Num),
+    nev: usize,
+    keylen: usize,
+    content: &[u8],
+    offs: &[u8],
+    (values, offsets): (&mut Vec<f32>, &mut Vec<usize>),
+) -> Res<()> {
+    let w = num.width();
+    let border = content.len();
+    match shape {
+        Shape::Flat | Shape::Fixed(_) => {
+            let per = match shape {
+                Shape::Fixed(n) => n,
+                _ => 1,
+            };
+            if content.len() != nev * per * w {
+                return bad(format!(
+                    "branch {name}, basket {i}: {} bytes for {nev} entries of {per} x {w} bytes",
+                    content.len()
+                ));
+            }
+        }
+        Shape::Jagged => {
+            let mut oc = Cursor::new(offs, 0);
+            let _n = oc.i32()?;
+            let mut prev = 0usize;
+            for k in 0..nev {
+                let o = oc.i32()?;
+                let o = usize::try_from(o)
+                    .ok()
+                    .and_then(|o| o.checked_sub(keylen))
+                    .filter(|&o| o >= prev && o <= border)
+                    .ok_or_else(|| {
+                        Bad::Corrupt(format!("branch {name}, basket {i}: bad entry offset {o}"))
+                    })?;
+                if k > 0 {
+                    offsets.push(offsets.last().copied().unwrap_or(0) + (o - prev) / w);
+                }
+                prev = o;
+            }
+            if nev > 0 {
+                offsets.push(offsets.last().copied().unwrap_or(0) + (border - prev) / w);
+            }
+        }
+    }
+    num.decode(content, values);
+    Ok(())
+}
+
+/// A basket stored inside the TTree object (the last, unflushed basket of a branch).
+#[derive(Debug)]
+struct Embedded {
+    nev: usize,
+    keylen: usize,
+    content: Vec<u8>,
+    offsets: Vec<u8>,
+}
+
+/// Reads a TBasket streamed inside the TTree: its key header, the TBasket fields, the entry
+/// offsets when the entries have different sizes, a second copy of the key, then the values.
+fn embedded_basket(c: &mut Cursor) -> Res<Embedded> {
+    let start = c.pos;
+    let _nbytes = c.i32()?;
+    let _v = c.i16()?;
+    let _objlen = c.i32()?;
+    let _datime = c.u32()?;
+    let keylen = usize::try_from(c.i16()?).map_err(|_| Bad::Corrupt("negative fKeylen".into()))?;
+    c.seek(start + keylen.saturating_sub(19))?;
+    let _bv = c.u16()?;
+    let _buf = c.i32()?;
+    let nev_size = usize::try_from(c.i32()?).unwrap_or(0);
+    let nev = usize::try_from(c.i32()?).map_err(|_| Bad::Corrupt("negative fNevBuf".into()))?;
+    let last = usize::try_from(c.i32()?).map_err(|_| Bad::Corrupt("negative fLast".into()))?;
+    c.u8()?;
+    let border = last
+        .checked_sub(keylen)
+        .ok_or_else(|| Bad::Corrupt("fLast before the key end".into()))?;
+    let offsets = if nev_size
+        .checked_mul(nev)
+        .and_then(|x| x.checked_add(keylen))
+        != Some(last)
+    {
+        c.take(4 + 4 * nev)?.to_vec()
+    } else {
+        Vec::new()
+    };
+    c.take(keylen)?;
+    let content = c.take(border)?.to_vec();
+    Ok(Embedded {
+        nev,
+        keylen,
+        content,
+        offsets,
     })
 }
 
@@ -373,7 +483,7 @@ pub(crate) fn read_tree(f: &RootFile, seek: u64) -> Res<Tree> {
         .into_iter()
         .filter_map(|o| match o {
             Obj::Branch(b) => Some(b),
-            Obj::Leaf(_) => None,
+            _ => None,
         })
         .collect();
     let entries = usize::try_from(entries)
@@ -450,7 +560,6 @@ impl Tree {
             return bad(format!("no branch {name}"));
         };
         let (num, shape) = Tree::num(b).map_err(Bad::Unsupported)?;
-        let w = num.width();
         let mut values = Vec::new();
         let mut offsets = vec![0usize];
         let mut seen = 0usize;
@@ -490,49 +599,26 @@ impl Tree {
                     "branch {name}, basket {i}: {nev} entries where the branch says {expect}"
                 ));
             }
-            let content = &data[..border];
-            match shape {
-                Shape::Flat | Shape::Fixed(_) => {
-                    let per = match shape {
-                        Shape::Fixed(n) => n,
-                        _ => 1,
-                    };
-                    if content.len() != nev * per * w {
-                        return bad(format!(
-                            "branch {name}, basket {i}: {} bytes for {nev} entries of {per} x {w} bytes",
-                            content.len()
-                        ));
-                    }
-                    num.decode(content, &mut values);
-                }
-                Shape::Jagged => {
-                    // Entry offsets follow the values: a count, then one i32 per entry.
-                    let mut oc = Cursor::new(&data[border..], 0);
-                    let _n = oc.i32()?;
-                    let mut prev = 0usize;
-                    for k in 0..nev {
-                        let o = oc.i32()?;
-                        let o = usize::try_from(o)
-                            .ok()
-                            .and_then(|o| o.checked_sub(kh.keylen))
-                            .filter(|&o| o >= prev && o <= border)
-                            .ok_or_else(|| {
-                                Bad::Corrupt(format!(
-                                    "branch {name}, basket {i}: bad entry offset {o}"
-                                ))
-                            })?;
-                        if k > 0 {
-                            offsets.push(offsets.last().copied().unwrap_or(0) + (o - prev) / w);
-                        }
-                        prev = o;
-                    }
-                    if nev > 0 {
-                        offsets.push(offsets.last().copied().unwrap_or(0) + (border - prev) / w);
-                    }
-                    num.decode(content, &mut values);
-                }
-            }
+            decode_basket(
+                (name, i, shape, num),
+                nev,
+                kh.keylen,
+                &data[..border],
+                &data[border..],
+                (&mut values, &mut offsets),
+            )?;
             seen += nev;
+        }
+        for (j, e) in b.embedded.iter().enumerate() {
+            decode_basket(
+                (name, b.write_basket + j, shape, num),
+                e.nev,
+                e.keylen,
+                &e.content,
+                &e.offsets,
+                (&mut values, &mut offsets),
+            )?;
+            seen += e.nev;
         }
         if seen != self.entries {
             return Err(Bad::Unsupported(format!(

@@ -7,13 +7,16 @@
 //! destination only when everything succeeded (on error nothing is left behind).
 
 pub mod csv;
+pub mod describe;
 pub mod error;
 pub mod higgs;
 pub mod npy;
 pub mod parquet;
+pub mod rntuple;
 pub mod root;
 pub mod table;
 
+pub use describe::{ColumnInfo, ColumnKind, describe};
 pub use error::IoError;
 pub use higgs::{Preset, bundled_higgs_path, read_higgs, read_higgs_labeled};
 pub use table::{ColumnRef, Table};
@@ -96,8 +99,11 @@ pub struct ReadOptions {
     pub header: Option<bool>,
     /// Columns to keep, in this order (else all). CSV parses only these columns.
     pub columns: Option<Vec<ColumnRef>>,
-    /// ROOT: name of the TTree (else the first TTree in the file).
+    /// ROOT: name of the TTree or RNTuple (else the first one in the file).
     pub tree: Option<String>,
+    /// ROOT: value for `name[k]` columns in events with fewer than `k + 1` elements (else
+    /// such events are dropped; [`root::read_root`] reports how many).
+    pub fill: Option<f32>,
     /// CSV: require exactly this many fields on every line (else the first line's count).
     pub expect_fields: Option<usize>,
 }
@@ -109,14 +115,19 @@ pub fn read_table(path: &Path, opts: &ReadOptions) -> Result<Table, IoError> {
         Format::Csv => return csv::read_csv(path, opts),
         Format::Npy => npy::read_npy(path)?,
         Format::Parquet => parquet::read_parquet(path)?,
-        Format::Root => root::read_root(path, opts.tree.as_deref())?,
+        // The ROOT reader reads only the selected columns, already in order.
+        Format::Root => return finish_binary(path, root::read_root(path, opts)?.table, None),
     };
-    finish_binary(path, table, opts)
+    finish_binary(path, table, opts.columns.as_deref())
 }
 
 /// Column selection, emptiness and finiteness checks shared by the binary formats.
-fn finish_binary(path: &Path, table: Table, opts: &ReadOptions) -> Result<Table, IoError> {
-    let table = match &opts.columns {
+fn finish_binary(
+    path: &Path,
+    table: Table,
+    columns: Option<&[ColumnRef]>,
+) -> Result<Table, IoError> {
+    let table = match columns {
         Some(refs) => table.select(refs).map_err(|e| e.with_file(path))?,
         None => table,
     };

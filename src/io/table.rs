@@ -13,11 +13,21 @@ pub enum ColumnRef {
     Name(String),
     /// Column at this 0-based position.
     Index(usize),
+    /// Element `index` (0-based) of the variable-length or fixed-size array column `name`,
+    /// written `name[index]` (e.g. `Jet_pt[0]`, the leading jet's pt in NanoAOD). In a table
+    /// already read it names the column `name[index]`.
+    Element {
+        /// The array column.
+        name: String,
+        /// 0-based element index.
+        index: usize,
+    },
 }
 
 impl ColumnRef {
     /// Parses user text: a string of ASCII digits is an index (`"3"` is the fourth column),
-    /// anything else is a name.
+    /// `name[k]` with a non-empty name and digits `k` is an array element, anything else is a
+    /// name.
     pub fn parse(s: &str) -> ColumnRef {
         let t = s.trim();
         if !t.is_empty()
@@ -25,6 +35,18 @@ impl ColumnRef {
             && let Ok(i) = t.parse::<usize>()
         {
             return ColumnRef::Index(i);
+        }
+        if let Some(body) = t.strip_suffix(']')
+            && let Some((name, k)) = body.rsplit_once('[')
+            && !name.is_empty()
+            && !k.is_empty()
+            && k.bytes().all(|b| b.is_ascii_digit())
+            && let Ok(index) = k.parse::<usize>()
+        {
+            return ColumnRef::Element {
+                name: name.to_string(),
+                index,
+            };
         }
         ColumnRef::Name(t.to_string())
     }
@@ -38,6 +60,17 @@ impl ColumnRef {
                 index: *i,
                 count: columns.len(),
             }),
+            ColumnRef::Element { .. } => {
+                let n = self.to_string();
+                columns
+                    .iter()
+                    .position(|c| *c == n)
+                    .ok_or_else(|| IoError::UnknownColumn {
+                        file: file.to_path_buf(),
+                        name: n,
+                        available: columns.join(", "),
+                    })
+            }
             ColumnRef::Name(n) => {
                 columns
                     .iter()
@@ -76,6 +109,7 @@ impl std::fmt::Display for ColumnRef {
         match self {
             ColumnRef::Name(n) => write!(f, "{n}"),
             ColumnRef::Index(i) => write!(f, "{i}"),
+            ColumnRef::Element { name, index } => write!(f, "{name}[{index}]"),
         }
     }
 }
@@ -220,6 +254,20 @@ mod tests {
         assert_eq!(ColumnRef::parse(" 12 "), ColumnRef::Index(12));
         assert_eq!(ColumnRef::parse("m_bb"), ColumnRef::Name("m_bb".into()));
         assert_eq!(ColumnRef::parse("-1"), ColumnRef::Name("-1".into()));
+        let e = ColumnRef::parse("Jet_pt[2]");
+        assert_eq!(
+            e,
+            ColumnRef::Element {
+                name: "Jet_pt".into(),
+                index: 2
+            }
+        );
+        assert_eq!(e.to_string(), "Jet_pt[2]");
+        for s in ["[2]", "a[]", "a[x]", "a[2", "a[-1]"] {
+            assert_eq!(ColumnRef::parse(s), ColumnRef::Name(s.into()), "{s}");
+        }
+        let cols = vec!["a".to_string(), "Jet_pt[2]".to_string()];
+        assert_eq!(e.resolve(&cols, Path::new("f")).unwrap(), 1);
     }
 
     #[test]

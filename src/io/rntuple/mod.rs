@@ -136,6 +136,9 @@ struct Column {
     kind: u16,
     field: usize,
     repr: u16,
+    /// Elements before the first stored one (a deferred column, added during writing):
+    /// they read as zeros.
+    first: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -231,9 +234,19 @@ fn schema(
         let kind = c.u16()?;
         let _bits = c.u16()?;
         let field = c.u32()? as usize;
-        let _flags = c.u16()?;
+        let flags = c.u16()?;
         let repr = c.u16()?;
-        columns.push(Column { kind, field, repr });
+        let first = if flags & 1 != 0 {
+            c.i64()?.unsigned_abs()
+        } else {
+            0
+        };
+        columns.push(Column {
+            kind,
+            field,
+            repr,
+            first,
+        });
         c.pos = fe;
     }
     c.pos = end;
@@ -583,16 +596,45 @@ impl NTuple {
         column: usize,
         name: &str,
     ) -> Res<(Vec<f64>, Vec<usize>)> {
-        let kind = self.columns[column].kind;
+        // The same column in the field's other representations (one of them is primary in
+        // each cluster; the others are suppressed there).
+        let c0 = &self.columns[column];
+        let rank = self.columns[..column]
+            .iter()
+            .filter(|c| c.field == c0.field && c.repr == c0.repr)
+            .count();
+        let alts: Vec<usize> = (0..self.columns.len())
+            .filter(|&k| {
+                let c = &self.columns[k];
+                c.field == c0.field
+                    && self.columns[..k]
+                        .iter()
+                        .filter(|d| d.field == c.field && d.repr == c.repr)
+                        .count()
+                        == rank
+            })
+            .collect();
+        let first = usize::try_from(c0.first).unwrap_or(usize::MAX);
         let mut out = Vec::new();
         let mut per_cluster = Vec::new();
+        let mut elements = 0usize;
         for (ci, (_, cols)) in self.clusters.iter().enumerate() {
             let before = out.len();
-            let Some(Some(pages)) = cols.get(column) else {
+            let found = alts
+                .iter()
+                .find_map(|&k| cols.get(k).and_then(|p| p.as_ref()).map(|p| (k, p)));
+            let Some((col, pages)) = found else {
+                if elements < first {
+                    // A deferred column before its first element: nothing stored here.
+                    per_cluster.push(0);
+                    continue;
+                }
                 return Err(Bad::Unsupported(format!(
                     "field {name}: its column is suppressed or missing in cluster {ci}"
                 )));
             };
+            let kind = self.columns[col].kind;
+            elements += pages.iter().map(|p| p.elements).sum::<usize>();
             for (pi, p) in pages.iter().enumerate() {
                 let w = column_layout(kind).map(|l| l.0).unwrap_or(0);
                 let len = if w == 0 {
@@ -625,6 +667,14 @@ impl NTuple {
                 })?;
             }
             per_cluster.push(out.len() - before);
+        }
+        if first > 0 && first != usize::MAX {
+            let mut z = vec![0.0; first];
+            z.append(&mut out);
+            out = z;
+            if let Some(c) = per_cluster.first_mut() {
+                *c += first;
+            }
         }
         Ok((out, per_cluster))
     }

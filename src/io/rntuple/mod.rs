@@ -15,7 +15,11 @@
 //! all first bytes, then all second bytes, ...), plus *zigzag* (`x -> 2x` for `x >= 0`,
 //! `-(2x + 1)` otherwise) for split signed integers and *delta* (each element stores the
 //! difference to the previous one, within a page) for split index columns; bits are packed
-//! LSB first. A collection field has an index column whose element `i` is the end of entry
+//! LSB first, as are `Real32Trunc` (the top `bits` bits of an IEEE single) and `Real32Quant`
+//! (`min + q (max - min) / (2^bits - 1)`). A field may have several column representations,
+//! one primary per cluster; a deferred column (added during writing) reads as zeros before its
+//! first element. `RNTupleCardinality` fields (NanoAOD's `nJet` from ROOT's importer) give the
+//! item count of a collection. A collection field has an index column whose element `i` is the end of entry
 //! `i`'s items, counted from the start of the cluster; its one child field holds the items.
 
 use super::root::file::{Bad, Cursor, Res, RootFile, bad, decompress};
@@ -136,6 +140,13 @@ struct Column {
     kind: u16,
     field: usize,
     repr: u16,
+    /// Bits per element on storage (Real32Trunc, Real32Quant).
+    bits: u16,
+    /// Value range of a Real32Quant column.
+    range: (f64, f64),
+    /// Elements before the first stored one (a deferred column, added during writing):
+    /// they read as zeros.
+    first: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -229,11 +240,28 @@ fn schema(
     for _ in 0..n {
         let (fe, _) = c.frame()?;
         let kind = c.u16()?;
-        let _bits = c.u16()?;
+        let bits = c.u16()?;
         let field = c.u32()? as usize;
-        let _flags = c.u16()?;
+        let flags = c.u16()?;
         let repr = c.u16()?;
-        columns.push(Column { kind, field, repr });
+        let first = if flags & 1 != 0 {
+            c.i64()?.unsigned_abs()
+        } else {
+            0
+        };
+        let range = if flags & 2 != 0 {
+            (f64::from_bits(c.u64()?), f64::from_bits(c.u64()?))
+        } else {
+            (0.0, 0.0)
+        };
+        columns.push(Column {
+            kind,
+            field,
+            repr,
+            bits,
+            range,
+            first,
+        });
         c.pos = fe;
     }
     c.pos = end;
@@ -406,6 +434,8 @@ fn column_layout(kind: u16) -> Option<(usize, bool, bool, bool)> {
         0x16 | 0x19 => (8, true, false, false),
         0x1A => (4, true, false, true),
         0x1B => (8, true, false, true),
+        // Bit-packed: the width is the column's bits on storage.
+        0x1C | 0x1D => (0, false, false, false),
         _ => return None,
     })
 }
@@ -422,11 +452,45 @@ fn half(h: u16) -> f32 {
     }
 }
 
-/// Decodes one page of `n` elements of column type `kind` into `f64` values.
-fn decode_page(kind: u16, b: &[u8], n: usize, out: &mut Vec<f64>) -> Res<()> {
+/// Bytes of a page of `n` elements of `col`.
+fn page_bytes(col: &Column, n: usize) -> usize {
+    match col.kind {
+        0x1C | 0x1D => (n * usize::from(col.bits)).div_ceil(8),
+        k => match column_layout(k) {
+            Some((0, ..)) | None => n.div_ceil(8),
+            Some((w, ..)) => n * w,
+        },
+    }
+}
+
+/// Decodes one page of `n` elements of column `col` into `f64` values.
+fn decode_page(col: &Column, b: &[u8], n: usize, out: &mut Vec<f64>) -> Res<()> {
+    let kind = col.kind;
     let Some((w, split, zigzag, delta)) = column_layout(kind) else {
         return Err(Bad::Unsupported(format!("RNTuple column type {kind:#x}")));
     };
+    if kind == 0x1C || kind == 0x1D {
+        // Bit-packed, least significant bit first: truncated floats keep the top `bits` bits
+        // of an IEEE single; quantized reals are `min + q (max - min) / (2^bits - 1)`.
+        let nb = usize::from(col.bits);
+        if !(1..=32).contains(&nb) || b.len() < (n * nb).div_ceil(8) {
+            return bad(format!("an RNTuple packed page ({nb} bits) is malformed"));
+        }
+        for i in 0..n {
+            let mut q = 0u64;
+            for k in 0..nb {
+                let bit = i * nb + k;
+                q |= u64::from((b[bit / 8] >> (bit % 8)) & 1) << k;
+            }
+            out.push(if kind == 0x1C {
+                f64::from(f32::from_bits((q as u32) << (32 - nb)))
+            } else {
+                let (lo, hi) = col.range;
+                lo + q as f64 * (hi - lo) / ((1u64 << nb) - 1) as f64
+            });
+        }
+        return Ok(());
+    }
     if w == 0 {
         if b.len() < n.div_ceil(8) {
             return bad("an RNTuple bit page is too short");
@@ -583,23 +647,46 @@ impl NTuple {
         column: usize,
         name: &str,
     ) -> Res<(Vec<f64>, Vec<usize>)> {
-        let kind = self.columns[column].kind;
+        // The same column in the field's other representations (one of them is primary in
+        // each cluster; the others are suppressed there).
+        let c0 = &self.columns[column];
+        let rank = self.columns[..column]
+            .iter()
+            .filter(|c| c.field == c0.field && c.repr == c0.repr)
+            .count();
+        let alts: Vec<usize> = (0..self.columns.len())
+            .filter(|&k| {
+                let c = &self.columns[k];
+                c.field == c0.field
+                    && self.columns[..k]
+                        .iter()
+                        .filter(|d| d.field == c.field && d.repr == c.repr)
+                        .count()
+                        == rank
+            })
+            .collect();
+        let first = usize::try_from(c0.first).unwrap_or(usize::MAX);
         let mut out = Vec::new();
         let mut per_cluster = Vec::new();
+        let mut elements = 0usize;
         for (ci, (_, cols)) in self.clusters.iter().enumerate() {
             let before = out.len();
-            let Some(Some(pages)) = cols.get(column) else {
+            let found = alts
+                .iter()
+                .find_map(|&k| cols.get(k).and_then(|p| p.as_ref()).map(|p| (k, p)));
+            let Some((col, pages)) = found else {
+                if elements < first {
+                    // A deferred column before its first element: nothing stored here.
+                    per_cluster.push(0);
+                    continue;
+                }
                 return Err(Bad::Unsupported(format!(
                     "field {name}: its column is suppressed or missing in cluster {ci}"
                 )));
             };
+            elements += pages.iter().map(|p| p.elements).sum::<usize>();
             for (pi, p) in pages.iter().enumerate() {
-                let w = column_layout(kind).map(|l| l.0).unwrap_or(0);
-                let len = if w == 0 {
-                    p.elements.div_ceil(8)
-                } else {
-                    p.elements * w
-                };
+                let len = page_bytes(&self.columns[col], p.elements);
                 let raw = f.read_at(p.offset, p.size + if p.checksum { 8 } else { 0 })?;
                 let (data, sum) = raw.split_at(p.size);
                 if p.checksum {
@@ -617,7 +704,7 @@ impl NTuple {
                     }
                     u => u,
                 })?;
-                decode_page(kind, &d, p.elements, &mut out).map_err(|e| match e {
+                decode_page(&self.columns[col], &d, p.elements, &mut out).map_err(|e| match e {
                     Bad::Corrupt(m) => {
                         Bad::Corrupt(format!("field {name}, cluster {ci}, page {pi}: {m}"))
                     }
@@ -625,6 +712,14 @@ impl NTuple {
                 })?;
             }
             per_cluster.push(out.len() - before);
+        }
+        if first > 0 && first != usize::MAX {
+            let mut z = vec![0.0; first];
+            z.append(&mut out);
+            out = z;
+            if let Some(c) = per_cluster.first_mut() {
+                *c += first;
+            }
         }
         Ok((out, per_cluster))
     }

@@ -476,7 +476,7 @@ fn train(a: &TrainArgs) -> Result<()> {
     if let Some(v) = fc.ema_decay {
         cfg.ema_decay = v;
     }
-    let margin = fc.margin.unwrap_or(0.05);
+    let margin = fc.margin.unwrap_or(hepflow::preprocess::DEFAULT_MARGIN);
 
     let cdir = a.dir.join(&a.class);
     let train_t = read_csv(&cdir.join("train.csv"))?;

@@ -232,7 +232,7 @@ pub fn job_from_args(a: &TrainArgs) -> Result<TrainJob> {
         preset_options: opts,
         train: cfg,
         val_fraction,
-        margin: fc.margin.unwrap_or(0.05),
+        margin: fc.margin.unwrap_or(hepflow::preprocess::DEFAULT_MARGIN),
         discrete: None,
         out_dir: a.out.clone(),
         resume: a.resume,

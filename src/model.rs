@@ -16,6 +16,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
+/// The value written to files for `log p = -inf` (an event outside the model's support, see
+/// [`Model::outside_support`]): table writers accept finite values only, and every log-density
+/// inside the support is far above it.
+pub const LOG_PROB_FLOOR: f64 = -1e30;
+
 /// Version of the on-disk format written by this build.
 pub const FORMAT_VERSION: u32 = 1;
 

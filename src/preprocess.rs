@@ -16,10 +16,10 @@
 //! from the training values `x_(1) <= ... <= x_(n)` (with `w = max - min` and `m` the caller's
 //! margin fraction, [`DEFAULT_MARGIN`] = 0.25 by default):
 //!
-//! - `m_lo = clamp(x_(k) - x_(1), MIN_MARGIN w, m w)` with `k =` [`EDGE_ORDER`] (and the mirror
-//!   image at the top). The distance from the sample's extreme to the true end of the
+//! - `m_lo = clamp(2 (x_(k) - x_(1)), MIN_MARGIN w, m w)` with `k =` [`EDGE_ORDER`] = 10 (and
+//!   the mirror image at the top). The distance from the sample's extreme to the true end of the
 //!   distribution is of the order of the gap between the outermost order statistics, so this
-//!   margin (about `k - 1` such gaps) covers held-out events beyond the training range where the
+//!   margin (about `2 (k - 1)` such gaps) covers held-out events beyond the training range where the
 //!   distribution has a tail (so that they keep a finite density), and shrinks to
 //!   [`MIN_MARGIN`]` w` at a hard edge (a trigger threshold in pT, the end of the eta or phi
 //!   acceptance), where there are no events beyond.
@@ -73,6 +73,9 @@ pub const MIN_MARGIN: f64 = 1e-4;
 
 /// Order statistic that sets a side's margin: `x_(k) - x_(1)` with `k = EDGE_ORDER` (1-based).
 pub const EDGE_ORDER: usize = 10;
+
+/// A side's margin is `EDGE_SPANS * (x_(k) - x_(1))` (before the floor and the cap).
+pub const EDGE_SPANS: f64 = 2.0;
 
 /// Most distinct values a discrete feature may have.
 pub const MAX_DISCRETE_VALUES: usize = 64;
@@ -219,7 +222,7 @@ fn support(sorted: &[f64], margin: f64) -> (f64, f64) {
     let (mn, mx) = (sorted[0], sorted[n - 1]);
     let w = mx - mn;
     let k = EDGE_ORDER.min(n) - 1;
-    let side = |span: f64| span.max(MIN_MARGIN * w).min(margin * w);
+    let side = |span: f64| (EDGE_SPANS * span).max(MIN_MARGIN * w).min(margin * w);
     let m_lo = side(sorted[k] - mn);
     let m_hi = side(mx - sorted[n - 1 - k]);
     let lo = if mn >= 0.0 {
@@ -261,7 +264,8 @@ impl FeaturePrep {
     fn inverse_one(&self, z: f64) -> f64 {
         let u = sigmoid(z * self.std + self.mean);
         match &self.kind {
-            FeatureKind::Continuous => self.lo + u * (self.hi - self.lo),
+            // Clamped: `lo + 1 (hi - lo)` can round above `hi`.
+            FeatureKind::Continuous => (self.lo + u * (self.hi - self.lo)).clamp(self.lo, self.hi),
             FeatureKind::Discrete { values } => {
                 let kf = (u * values.len() as f64).floor();
                 let k = if kf.is_finite() && kf > 0.0 {
@@ -349,6 +353,28 @@ impl Preprocessor {
         discrete: &[usize],
         margin: f64,
     ) -> Result<Self, PreprocessError> {
+        Self::fit_with(data, names, discrete, margin, false)
+    }
+
+    /// The rule of earlier versions, kept for comparisons (`examples/fidelity.rs support`):
+    /// a fixed margin of `margin * (max - min)` on both sides of every continuous column, also
+    /// below zero.
+    pub fn fit_fixed_margin(
+        data: &Matrix<f64>,
+        names: &[String],
+        discrete: &[usize],
+        margin: f64,
+    ) -> Result<Self, PreprocessError> {
+        Self::fit_with(data, names, discrete, margin, true)
+    }
+
+    fn fit_with(
+        data: &Matrix<f64>,
+        names: &[String],
+        discrete: &[usize],
+        margin: f64,
+        fixed: bool,
+    ) -> Result<Self, PreprocessError> {
         let (n, d) = (data.rows(), data.cols());
         if names.len() != d {
             return Err(PreprocessError::NameCount {
@@ -407,7 +433,11 @@ impl Preprocessor {
                         column: name.clone(),
                     });
                 }
-                let (lo, hi) = support(&sorted, margin);
+                let (lo, hi) = if fixed {
+                    (mn - margin * w, mx + margin * w)
+                } else {
+                    support(&sorted, margin)
+                };
                 FeaturePrep {
                     name: name.clone(),
                     kind: FeatureKind::Continuous,
@@ -839,8 +869,8 @@ mod tests {
             col.sort_by(f64::total_cmp);
             let (mn, mx) = (col[0], col[199]);
             let w = mx - mn;
-            let m_lo = (col[EDGE_ORDER - 1] - mn).clamp(MIN_MARGIN * w, 0.05 * w);
-            let m_hi = (mx - col[200 - EDGE_ORDER]).clamp(MIN_MARGIN * w, 0.05 * w);
+            let m_lo = (EDGE_SPANS * (col[EDGE_ORDER - 1] - mn)).clamp(MIN_MARGIN * w, 0.05 * w);
+            let m_hi = (EDGE_SPANS * (mx - col[200 - EDGE_ORDER])).clamp(MIN_MARGIN * w, 0.05 * w);
             let lo = if mn >= 0.0 {
                 (mn - m_lo).max(0.0)
             } else {
@@ -930,7 +960,17 @@ mod tests {
             f.lo = a - 0.05 * (b - a);
             f.hi = b + 0.05 * (b - a);
         }
+        let fixed = Preprocessor::fit_fixed_margin(&x, &names(3), &[], 0.05).unwrap();
+        assert_eq!(
+            (fixed.features[1].lo, fixed.features[1].hi),
+            (legacy.features[1].lo, legacy.features[1].hi)
+        );
         assert!(edge_z(&p, 0) < -3.5, "new edge at z = {}", edge_z(&p, 0));
+        assert!(
+            edge_z(&fixed, 0) > -3.0,
+            "old edge at z = {}",
+            edge_z(&fixed, 0)
+        );
         assert!(
             edge_z(&legacy, 0) > -3.0,
             "old edge at z = {}",

@@ -85,3 +85,26 @@ fn rational_quadratic_matches_nflows() {
 fn quadratic_matches_nflows_quadratic_spline() {
     check::<Quadratic>("quadratic");
 }
+
+/// nflows' piecewise-quadratic spline with linear tails (`unconstrained_quadratic_spline`) takes
+/// `K - 1` vertex parameters and sets both end vertices so that the density is 1 at `±B`: its
+/// log-derivative is continuous (0) where it joins the identity tails. hepflow's [`Quadratic`]
+/// keeps all `K + 1` vertices free, so its log-derivative jumps at `±B` (and its inverse's at
+/// the image of `±B`). Deliberate for now (the pq-spline default measured best with it); the
+/// fix to match nflows is in the README ("Splines and nflows"). Ignored: it documents the
+/// difference and fails today.
+#[test]
+#[ignore = "documents a deliberate difference from nflows: free end vertices (see README)"]
+fn quadratic_joins_its_identity_tails_with_slope_one_as_in_nflows() {
+    let f = load("quadratic");
+    for case in &f.cases {
+        let b = case.bound;
+        for x in [-b + 1e-9, b - 1e-9] {
+            let (_, l) = Quadratic::forward(x, &case.theta, case.bins, b);
+            assert!(
+                l.abs() < 1e-6,
+                "log f'({x}) = {l} inside the bound, 0 outside"
+            );
+        }
+    }
+}

@@ -5,7 +5,7 @@
 //! cargo run --release --example fidelity -- split --out DIR [--seed 1]
 //! cargo run --release --example fidelity -- train --dir DIR --class background --preset rq-spline \
 //!     [--config flow.toml] [--epochs N] [--seed 0] --out MODELDIR [--json results.jsonl]
-//! cargo run --release --example fidelity -- support [--class background] [--epochs 3] [--n 100000]
+//! cargo run --release --example fidelity -- support [--class background] [--preset default] [--epochs 3] [--n 100000]
 //! cargo run --release --example fidelity -- score --test DIR/background/test.csv \
 //!     --generated gen.csv (--log-prob logp.csv | --nll X --nll-err Y) --name nflows-nsf \
 //!     --class background --seconds S [--json results.jsonl]
@@ -114,7 +114,10 @@ enum Cmd {
         /// Seed of the split, initialisation, training and sampling.
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// Blocks of the default preset (its own default when absent).
+        /// Preset (default: the preset of `hepflow train`).
+        #[arg(long, default_value = "default")]
+        preset: String,
+        /// Blocks of the preset (its own default when absent).
         #[arg(long)]
         blocks: Option<usize>,
         /// Width of its two conditioner layers (its own default when absent).
@@ -182,9 +185,10 @@ fn main() -> Result<()> {
             epochs,
             n,
             seed,
+            preset,
             blocks,
             hidden,
-        } => support(&class, epochs, n, seed, blocks, hidden),
+        } => support(&class, &preset, epochs, n, seed, blocks, hidden),
         Cmd::DefaultPreset => {
             println!("{}", Preset::DEFAULT.name());
             Ok(())
@@ -355,6 +359,7 @@ fn split(out: &Path, seed: u64) -> Result<()> {
 /// The `support` subcommand (see its help).
 fn support(
     class: &str,
+    preset: &str,
     epochs: usize,
     n: usize,
     seed: u64,
@@ -389,7 +394,12 @@ fn support(
         })
         .collect();
     let x64 = x_tr.cast::<f64>();
-    let mut opts = Preset::DEFAULT.default_options();
+    let preset: Preset = if preset == "default" {
+        Preset::DEFAULT
+    } else {
+        preset.parse().map_err(|e: String| anyhow::anyhow!(e))?
+    };
+    let mut opts = preset.default_options();
     if let Some(b) = blocks {
         opts.blocks = b.max(1);
     }
@@ -432,11 +442,11 @@ fn support(
     };
     let (mc_out, _) = fractions(&x_te);
     println!(
-        "{class}: {} training, {} validation, {} test events; default preset {} ({} blocks, hidden {:?}), {} epochs, seed {seed}",
+        "{class}: {} training, {} validation, {} test events; preset {} ({} blocks, hidden {:?}), {} epochs, seed {seed}",
         x_tr.rows(),
         x_va.rows(),
         x_te.rows(),
-        Preset::DEFAULT.name(),
+        preset.name(),
         opts.blocks,
         opts.hidden,
         cfg.epochs
@@ -464,11 +474,11 @@ fn support(
         let t0 = std::time::Instant::now();
         let config = ModelConfig {
             format_version: FORMAT_VERSION,
-            preset: Preset::DEFAULT.name().into(),
+            preset: preset.name().into(),
             features: table.columns.clone(),
             context: Vec::new(),
             preprocessing: Some(pre),
-            layers: build_specs(Preset::DEFAULT, d, &opts, seed),
+            layers: build_specs(preset, d, &opts, seed),
             training: serde_json::Value::Null,
         };
         let mut model = Model::new(config, seed);

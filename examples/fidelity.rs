@@ -5,6 +5,7 @@
 //! cargo run --release --example fidelity -- split --out DIR [--seed 1]
 //! cargo run --release --example fidelity -- train --dir DIR --class background --preset rq-spline \
 //!     [--config flow.toml] [--epochs N] [--seed 0] --out MODELDIR [--json results.jsonl]
+//! cargo run --release --example fidelity -- support [--class background] [--preset default] [--epochs 3] [--n 100000]
 //! cargo run --release --example fidelity -- score --test DIR/background/test.csv \
 //!     --generated gen.csv (--log-prob logp.csv | --nll X --nll-err Y) --name nflows-nsf \
 //!     --class background --seconds S [--json results.jsonl]
@@ -34,7 +35,7 @@ use hepflow::model::Model;
 use hepflow::pipeline::train::{split_indices, take_rows};
 use hepflow::pipeline::{TrainJob, train_model};
 use hepflow::presets::Preset;
-use hepflow::train::{EpochEnd, TrainObserver};
+use hepflow::train::{EpochEnd, TrainConfig, TrainObserver};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -97,6 +98,32 @@ enum Cmd {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// Generated events outside the training range, negative values of non-negative columns and
+    /// pinned events, for the fixed 5% margins of earlier versions and for the current support
+    /// rule, side by side (same events, seed and training budget).
+    Support {
+        /// background or signal.
+        #[arg(long, default_value = "background")]
+        class: String,
+        /// Training epochs (a tiny budget: the point is the preprocessing, not the fit).
+        #[arg(long, default_value_t = 3)]
+        epochs: usize,
+        /// Generated events per model.
+        #[arg(long, default_value_t = 100_000)]
+        n: usize,
+        /// Seed of the split, initialisation, training and sampling.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Preset (default: the preset of `hepflow train`).
+        #[arg(long, default_value = "default")]
+        preset: String,
+        /// Blocks of the preset (its own default when absent).
+        #[arg(long)]
+        blocks: Option<usize>,
+        /// Width of its two conditioner layers (its own default when absent).
+        #[arg(long)]
+        hidden: Option<usize>,
+    },
     /// Prints the name of the preset `hepflow train` uses without `--model`.
     DefaultPreset,
     /// Scores externally generated events against the test split.
@@ -153,6 +180,15 @@ fn main() -> Result<()> {
     }
     match cli.cmd {
         Cmd::Split { out, seed } => split(&out, seed),
+        Cmd::Support {
+            class,
+            epochs,
+            n,
+            seed,
+            preset,
+            blocks,
+            hidden,
+        } => support(&class, &preset, epochs, n, seed, blocks, hidden),
         Cmd::DefaultPreset => {
             println!("{}", Preset::DEFAULT.name());
             Ok(())
@@ -317,6 +353,166 @@ fn split(out: &Path, seed: u64) -> Result<()> {
     let p = out.join("split.json");
     std::fs::write(&p, serde_json::to_string_pretty(&summary)? + "\n")
         .with_context(|| format!("{}", p.display()))?;
+    Ok(())
+}
+
+/// The `support` subcommand (see its help).
+fn support(
+    class: &str,
+    preset: &str,
+    epochs: usize,
+    n: usize,
+    seed: u64,
+    blocks: Option<usize>,
+    hidden: Option<usize>,
+) -> Result<()> {
+    use hepflow::model::{FORMAT_VERSION, ModelConfig};
+    use hepflow::preprocess::{DEFAULT_MARGIN, Preprocessor};
+    use hepflow::presets::build_specs;
+    use hepflow::train::{Silent, fit, initial_state};
+    let label = match class {
+        "background" => 0u8,
+        "signal" => 1,
+        _ => bail!("--class must be background or signal"),
+    };
+    let path = bundled_higgs_path();
+    let table = read_higgs(&path, Features::Higgs18, Some(label))
+        .with_context(|| format!("{}", path.display()))?;
+    let d = table.columns.len();
+    let (fit_idx, test_idx) = split_indices(table.rows(), 0.3, seed);
+    let (tr_idx, va_idx) = split_indices(fit_idx.len(), 0.15, seed + 1);
+    let x_fit = take_rows(&table.data, &fit_idx);
+    let x_tr = take_rows(&x_fit, &tr_idx);
+    let x_va = take_rows(&x_fit, &va_idx);
+    let x_te = take_rows(&table.data, &test_idx);
+    let discrete: Vec<usize> = (0..d)
+        .filter(|&j| {
+            let mut v: Vec<f32> = (0..x_tr.rows()).map(|i| x_tr.get(i, j)).collect();
+            v.sort_by(f32::total_cmp);
+            v.dedup();
+            v.len() <= 8
+        })
+        .collect();
+    let x64 = x_tr.cast::<f64>();
+    let preset: Preset = if preset == "default" {
+        Preset::DEFAULT
+    } else {
+        preset.parse().map_err(|e: String| anyhow::anyhow!(e))?
+    };
+    let mut opts = preset.default_options();
+    if let Some(b) = blocks {
+        opts.blocks = b.max(1);
+    }
+    if let Some(h) = hidden {
+        opts.hidden = vec![h.max(1); 2];
+    }
+    let cfg = TrainConfig {
+        seed,
+        epochs: epochs.max(1),
+        ..TrainConfig::default()
+    };
+    // Training range and non-negative columns (continuous only).
+    let range: Vec<Option<(f32, f32)>> = (0..d)
+        .map(|j| {
+            (!discrete.contains(&j)).then(|| {
+                (0..x_tr.rows()).fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), i| {
+                    (a.min(x_tr.get(i, j)), b.max(x_tr.get(i, j)))
+                })
+            })
+        })
+        .collect();
+    // Fraction of the events of `x` with any continuous feature outside the training range,
+    // and with a negative value where every training value is >= 0.
+    let fractions = |x: &Matrix<f32>| {
+        let (mut out, mut neg) = (0usize, 0usize);
+        for i in 0..x.rows() {
+            let r = x.row(i);
+            let (mut o, mut g) = (false, false);
+            for (j, rg) in range.iter().enumerate() {
+                if let Some((lo, hi)) = rg {
+                    o |= !(r[j] >= *lo && r[j] <= *hi);
+                    g |= *lo >= 0.0 && r[j] < 0.0;
+                }
+            }
+            out += usize::from(o);
+            neg += usize::from(g);
+        }
+        let m = x.rows().max(1) as f64;
+        (out as f64 / m, neg as f64 / m)
+    };
+    let (mc_out, _) = fractions(&x_te);
+    println!(
+        "{class}: {} training, {} validation, {} test events; preset {} ({} blocks, hidden {:?}), {} epochs, seed {seed}",
+        x_tr.rows(),
+        x_va.rows(),
+        x_te.rows(),
+        preset.name(),
+        opts.blocks,
+        opts.hidden,
+        cfg.epochs
+    );
+    println!(
+        "MC test split outside the training range: {:.3} % of {} events",
+        100.0 * mc_out,
+        x_te.rows()
+    );
+    println!(
+        "| preprocessing | generated outside training range | negative where training >= 0 | pinned (every / any feature) | test NLL | test events outside support | training s |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    let rules: [(&str, Preprocessor); 2] = [
+        (
+            "fixed 5% margins (before)",
+            Preprocessor::fit_fixed_margin(&x64, &table.columns, &discrete, 0.05)?,
+        ),
+        (
+            "support rule (after)",
+            Preprocessor::fit(&x64, &table.columns, &discrete, DEFAULT_MARGIN)?,
+        ),
+    ];
+    for (name, pre) in rules {
+        let t0 = std::time::Instant::now();
+        let config = ModelConfig {
+            format_version: FORMAT_VERSION,
+            preset: preset.name().into(),
+            features: table.columns.clone(),
+            context: Vec::new(),
+            preprocessing: Some(pre),
+            layers: build_specs(preset, d, &opts, seed),
+            training: serde_json::Value::Null,
+        };
+        let mut model = Model::new(config, seed);
+        let mut deq = Rng::stream(seed, 0xDE0);
+        let (z_tr, _) = model.to_model_space(&x_tr, Some(&mut deq))?;
+        let (z_va, _) = model.to_model_space(&x_va, None)?;
+        let state = initial_state(&model.flow, &cfg);
+        fit(
+            &mut model.flow,
+            &z_tr,
+            None,
+            &z_va,
+            None,
+            &cfg,
+            state,
+            &mut Silent,
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let secs = t0.elapsed().as_secs_f64();
+        let g = model.sample_range(0, n, seed + 7, None)?;
+        let (out, neg) = fractions(&g);
+        let pin = model.pinned(&g);
+        let lp = model.log_prob(&x_te, None)?;
+        let finite: Vec<f64> = lp.iter().copied().filter(|v| v.is_finite()).collect();
+        let nll = -finite.iter().sum::<f64>() / finite.len().max(1) as f64;
+        println!(
+            "| {name} | {:.3} % | {:.3} % | {} / {} | {nll:.3} | {} | {secs:.0} |",
+            100.0 * out,
+            100.0 * neg,
+            pin.all_features,
+            pin.any_feature,
+            lp.len() - finite.len()
+        );
+    }
     Ok(())
 }
 

@@ -104,7 +104,8 @@ pub struct TrainOptions {
     pub clip_grad_norm: Option<f64>,
     /// Weight averaging (EMA) decay, 0 = off (default 0).
     pub ema_decay: Option<f64>,
-    /// Min-max margin of the preprocessing, as a fraction of the range (default 0.05).
+    /// Largest min-max margin per side of the preprocessing, as a fraction of the range
+    /// (default 0.25; hard edges get far less, see the preprocessing).
     pub margin: Option<f64>,
     /// Seed of the split, initialisation, shuffling and dropout (default 0).
     pub seed: Option<u64>,
@@ -131,8 +132,8 @@ pub struct TrainSettings {
 
 /// Default validation fraction.
 pub const DEFAULT_VAL_FRACTION: f64 = 0.2;
-/// Default min-max margin.
-pub const DEFAULT_MARGIN: f64 = 0.05;
+/// Default largest min-max margin per side (see [`crate::preprocess`]).
+pub const DEFAULT_MARGIN: f64 = crate::preprocess::DEFAULT_MARGIN;
 
 macro_rules! merge_fields {
     ($base:ident, $over:ident; $($f:ident),*) => {
@@ -437,7 +438,11 @@ impl TrainOptions {
                 "gradient-norm clipping threshold (> 0)",
             ),
             ("ema_decay", "0.0", "weight averaging decay (0 = off)"),
-            ("margin", "0.05", "min-max margin of the preprocessing"),
+            (
+                "margin",
+                "0.25",
+                "largest min-max margin per side (hard edges get far less)",
+            ),
             (
                 "seed",
                 "0",
@@ -559,7 +564,7 @@ mod tests {
         assert_eq!(s.preset, Preset::DEFAULT);
         assert_eq!(s.preset_options, Preset::DEFAULT.default_options());
         assert_eq!(s.train, TrainConfig::default());
-        assert_eq!((s.val_fraction, s.margin), (0.2, 0.05));
+        assert_eq!((s.val_fraction, s.margin), (0.2, DEFAULT_MARGIN));
     }
 
     #[test]

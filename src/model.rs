@@ -16,6 +16,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
+/// The value written to files for `log p = -inf` (an event outside the model's support, see
+/// [`Model::outside_support`]): table writers accept finite values only, and every log-density
+/// inside the support is far above it.
+pub const LOG_PROB_FLOOR: f64 = -1e30;
+
 /// Version of the on-disk format written by this build.
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -362,7 +367,9 @@ impl Model {
         }
     }
 
-    /// `log p(x | c)` per event in physical units (`ctx` already encoded).
+    /// `log p(x | c)` per event in physical units (`ctx` already encoded). An event outside the
+    /// model's support ([`Model::outside_support`]) has density zero: `-inf`. Never NaN (a
+    /// non-finite flow output is reported as `-inf`).
     pub fn log_prob(
         &self,
         x: &Matrix<f32>,
@@ -371,7 +378,47 @@ impl Model {
         self.check_context(x.rows(), ctx)?;
         let (z, pre) = self.to_model_space(x, None)?;
         let lp = self.flow.log_prob(&z, ctx);
-        Ok(lp.iter().zip(&pre).map(|(a, b)| *a as f64 + b).collect())
+        let outside = self.outside_support(x)?;
+        Ok(lp
+            .iter()
+            .zip(&pre)
+            .zip(&outside)
+            .map(|((a, b), &out)| {
+                let v = *a as f64 + b;
+                if out || v.is_nan() {
+                    f64::NEG_INFINITY
+                } else {
+                    v
+                }
+            })
+            .collect())
+    }
+
+    /// Per event: true when it lies outside the model's support (a non-finite value, a value
+    /// outside the preprocessing's `(lo, hi)`, or a value a discrete feature never takes; see
+    /// [`Preprocessor::outside_support`]). Always false without preprocessing, except for
+    /// non-finite values.
+    pub fn outside_support(&self, x: &Matrix<f32>) -> Result<Vec<bool>, ModelError> {
+        self.check_width(x)?;
+        Ok(match &self.config.preprocessing {
+            Some(p) => p.outside_support(&x.cast::<f64>()),
+            None => (0..x.rows())
+                .map(|i| x.row(i).iter().any(|v| !v.is_finite()))
+                .collect(),
+        })
+    }
+
+    /// Counts events pinned at an end of the support (see [`Preprocessor::pinned`]); all zero
+    /// without preprocessing.
+    pub fn pinned(&self, x: &Matrix<f32>) -> crate::preprocess::PinnedEvents {
+        match &self.config.preprocessing {
+            Some(p) => p.pinned(&x.cast::<f64>()),
+            None => crate::preprocess::PinnedEvents {
+                events: x.rows(),
+                per_feature: vec![0; x.cols()],
+                ..Default::default()
+            },
+        }
     }
 
     fn check_context(&self, rows: usize, ctx: Option<&Matrix<f32>>) -> Result<(), ModelError> {
@@ -572,4 +619,84 @@ fn fill_tensor(
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::presets::{Preset, build_specs};
+    use crate::transforms::testing::randomize_params;
+
+    /// A model of the default preset (small random weights) with preprocessing fitted on
+    /// `train`, a pT-like, an eta-like and a mass-like column.
+    fn model_and_data() -> (Model, Matrix<f32>) {
+        let mut rng = Rng::new(21);
+        let train = Matrix::from_fn(400, 3, |_, j| match j {
+            0 => (25.0 - 20.0 * (1.0 - rng.uniform()).ln()) as f32,
+            1 => (2.5 * rng.normal()) as f32,
+            _ => (3.0 * rng.uniform().powi(2)) as f32,
+        });
+        let names: Vec<String> = ["pt", "eta", "m"].map(String::from).to_vec();
+        let pre = Preprocessor::fit(&train.cast::<f64>(), &names, &[], 0.05).unwrap();
+        let mut opts = Preset::DEFAULT.default_options();
+        opts.hidden = vec![16, 16];
+        let config = ModelConfig {
+            format_version: FORMAT_VERSION,
+            preset: Preset::DEFAULT.name().into(),
+            features: names,
+            context: Vec::new(),
+            preprocessing: Some(pre),
+            layers: build_specs(Preset::DEFAULT, 3, &opts, 2),
+            training: serde_json::Value::Null,
+        };
+        let mut model = Model::new(config, 3);
+        for l in model.flow.layers_mut() {
+            randomize_params(l.as_mut(), 0.05, &mut rng);
+        }
+        (model, train)
+    }
+
+    #[test]
+    fn far_outliers_score_below_every_training_event_and_are_flagged() {
+        let (model, train) = model_and_data();
+        let lp_train = model.log_prob(&train, None).unwrap();
+        assert!(lp_train.iter().all(|v| v.is_finite()));
+        assert!(model.outside_support(&train).unwrap().iter().all(|o| !o));
+        let lowest = lp_train.iter().copied().fold(f64::INFINITY, f64::min);
+        let p = model.config.preprocessing.as_ref().unwrap();
+        let f0 = &p.features[0];
+        let (_, max0) = f0.data_range.unwrap();
+        // Far beyond the support, a negative mass, a NaN: -inf (never NaN), flagged.
+        // Inside the margin, just below hi: a finite density, lower than every training event.
+        let x = Matrix::from_vec(
+            4,
+            3,
+            vec![
+                1e6,
+                0.0,
+                1.0, //
+                40.0,
+                0.0,
+                -0.5, //
+                40.0,
+                f32::NAN,
+                1.0, //
+                (max0 + 0.99 * (f0.hi - max0)) as f32,
+                0.0,
+                1.0,
+            ],
+        )
+        .unwrap();
+        let lp = model.log_prob(&x, None).unwrap();
+        assert_eq!(
+            model.outside_support(&x).unwrap(),
+            vec![true, true, true, false]
+        );
+        assert!(lp[..3].iter().all(|v| *v == f64::NEG_INFINITY), "{lp:?}");
+        assert!(lp[3].is_finite() && lp[3] < lowest, "{} vs {lowest}", lp[3]);
+        // Sampling never leaves the support: a non-negative column stays non-negative.
+        let s = model.sample_range(0, 2000, 5, None).unwrap();
+        assert!((0..2000).all(|i| s.get(i, 0) >= 0.0 && s.get(i, 2) >= 0.0));
+        assert_eq!(model.pinned(&s).all_features, 0);
+    }
 }

@@ -2,16 +2,49 @@
 //!
 //! Per continuous feature, from physical units `x` to the flow's input `z`:
 //!
-//! 1. min-max: `u = (x - lo) / (hi - lo)`, with `lo = min - m (max - min)`,
-//!    `hi = max + m (max - min)` (margin `m`, 0.05 at the call site, so that values slightly
-//!    outside the training range stay inside `(0, 1)`);
+//! 1. min-max: `u = (x - lo) / (hi - lo)` onto `(0, 1)`, with `lo = min - m_lo`,
+//!    `hi = max + m_hi` (see "Support" below);
 //! 2. logit: `y = log(u / (1 - u))`;
 //! 3. standardisation: `z = (y - mean) / std` (mean and population std of `y` over the fit data).
 //!
 //! `log|dz/dx| = -log(hi - lo) - log(u (1 - u)) - log(std)`, summed over features per row.
-//! Inputs outside `(lo, hi)` are clamped so that `u` stays in `[1e-7, 1 - 1e-7]`: the output and
-//! the log-determinant (evaluated at the clamped `u`) stay finite; [`Preprocessor::out_of_range`]
-//! counts such values so that the caller can warn.
+//!
+//! # Support
+//!
+//! The model's support in physical units is the open box `(lo, hi)`: the inverse
+//! `x = lo + sigmoid(z std + mean) (hi - lo)` can never leave it. The margins are chosen per side
+//! from the training values `x_(1) <= ... <= x_(n)` (with `w = max - min` and `m` the caller's
+//! margin fraction, [`DEFAULT_MARGIN`] = 0.25 by default):
+//!
+//! - `m_lo = clamp(2 (x_(k) - x_(1)), MIN_MARGIN w, m w)` with `k =` [`EDGE_ORDER`] = 10 (and
+//!   the mirror image at the top). The distance from the sample's extreme to the true end of the
+//!   distribution is of the order of the gap between the outermost order statistics, so this
+//!   margin (about `2 (k - 1)` such gaps) covers held-out events beyond the training range where the
+//!   distribution has a tail (so that they keep a finite density), and shrinks to
+//!   [`MIN_MARGIN`]` w` at a hard edge (a trigger threshold in pT, the end of the eta or phi
+//!   acceptance), where there are no events beyond.
+//! - A column whose training values are all `>= 0` (momenta, masses, energies) gets
+//!   `lo = max(0, min - m_lo)`, so generated values are never negative. If its minimum is
+//!   exactly 0, its zeros sit at the end of the support and are evaluated at `u = U_CLAMP`
+//!   (finite, but they come back as `U_CLAMP (hi - lo)` and count as pinned); a column with
+//!   many exact zeros is better declared discrete or split off.
+//!
+//! Why: the old fixed 5% margin on both sides put the data's hard edges at `logit(0.045) = -3.0`,
+//! about 2 standard deviations from the centre in `z`: the margin was a region the Gaussian base
+//! covers with a few percent of its mass, and a smooth flow cannot produce the cliff in density
+//! at a hard edge, so 4.5% of generated events landed in the margins. With a margin of `1e-4 w`
+//! the edge sits at `logit(1e-4) = -9.2`: the density falls smoothly to zero towards it in `y`
+//! (a hard edge becomes an exponential tail `e^y`) and the probability beyond it is tiny.
+//!
+//! Values inside the support get their exact density, including values between the training
+//! range and `(lo, hi)` (no clamping). Values outside `[lo, hi]` (or non-finite) are outside the
+//! model's support: [`Preprocessor::outside_support`] flags them and a density user reports
+//! `log p = -inf` (see `Model::log_prob`); [`Preprocessor::forward`] itself still clamps them to
+//! `u in [U_CLAMP, 1 - U_CLAMP]` so that training and validation code always sees finite values.
+//!
+//! Models saved before these rules keep their stored `lo`, `hi` (5% margins); they load and
+//! evaluate unchanged, except that values in their margins now get the model's density instead
+//! of the density at the edge of the training range.
 //!
 //! Discrete features with `K` sorted distinct values `v_0 < ... < v_{K-1}` (`K <= 64`) are
 //! uniformly dequantised: value `v_k` becomes `y = k + u` with `u ~ U(0, 1)` (training) or
@@ -20,7 +53,7 @@
 //! variable `y` (the map from `x` itself is piecewise constant), so that the flow's density of
 //! `y` integrates to the probability of `v_k` over bin `k`. The inverse snaps back to
 //! `v_k` with `k = floor(K * sigmoid(...))` clamped to `0..K-1`. A physical value that is not one
-//! of the `v_k` is mapped to the nearest one.
+//! of the `v_k` is outside the support (it is mapped to the nearest one by `forward`).
 //!
 //! The whole struct derives `Serialize`/`Deserialize` and is saved with the model.
 
@@ -30,6 +63,19 @@ use thiserror::Error;
 
 /// Lower clamp of the min-max-scaled value `u`; the upper clamp is `1 - U_CLAMP`.
 pub const U_CLAMP: f64 = 1e-7;
+
+/// Recommended `margin` for [`Preprocessor::fit`]: the largest margin on each side, as a
+/// fraction of the training range (reached along tails only; hard edges get far less).
+pub const DEFAULT_MARGIN: f64 = 0.25;
+
+/// Smallest margin on each side of a continuous feature, as a fraction of its training range.
+pub const MIN_MARGIN: f64 = 1e-4;
+
+/// Order statistic that sets a side's margin: `x_(k) - x_(1)` with `k = EDGE_ORDER` (1-based).
+pub const EDGE_ORDER: usize = 10;
+
+/// A side's margin is `EDGE_SPANS * (x_(k) - x_(1))` (before the floor and the cap).
+pub const EDGE_SPANS: f64 = 2.0;
 
 /// Most distinct values a discrete feature may have.
 pub const MAX_DISCRETE_VALUES: usize = 64;
@@ -129,10 +175,9 @@ pub struct FeaturePrep {
     pub mean: f64,
     /// Population standard deviation of the logit values over the fit data.
     pub std: f64,
-    /// Continuous features: the fitted data's range `[min, max]`. Values outside it are outside
-    /// the support the flow was trained on; they are evaluated at the nearest end of the range
-    /// (a guarded recovery, counted by [`Preprocessor::out_of_range`]) instead of deep in the
-    /// logit's tail, where a flow's extrapolation is meaningless.
+    /// Continuous features: the fitted data's range `[min, max]`. Values outside it but inside
+    /// `(lo, hi)` get the model's (extrapolated) density; [`Preprocessor::out_of_range`] counts
+    /// them so that the caller can warn.
     #[serde(default)]
     pub data_range: Option<(f64, f64)>,
 }
@@ -169,6 +214,25 @@ fn nearest_index(values: &[f64], x: f64) -> usize {
     }
 }
 
+/// The support `(lo, hi)` of a continuous column from its ascending-sorted, finite values with
+/// `max > min`; `margin` caps each side's margin as a fraction of `max - min` (see the module
+/// documentation).
+fn support(sorted: &[f64], margin: f64) -> (f64, f64) {
+    let n = sorted.len();
+    let (mn, mx) = (sorted[0], sorted[n - 1]);
+    let w = mx - mn;
+    let k = EDGE_ORDER.min(n) - 1;
+    let side = |span: f64| (EDGE_SPANS * span).max(MIN_MARGIN * w).min(margin * w);
+    let m_lo = side(sorted[k] - mn);
+    let m_hi = side(mx - sorted[n - 1 - k]);
+    let lo = if mn >= 0.0 {
+        (mn - m_lo).max(0.0)
+    } else {
+        mn - m_lo
+    };
+    (lo, mx + m_hi)
+}
+
 /// Mean and population standard deviation.
 fn mean_std(v: &[f64]) -> (f64, f64) {
     let n = v.len() as f64;
@@ -183,13 +247,7 @@ impl FeaturePrep {
     #[inline]
     fn forward_one(&self, x: f64, noise: f64) -> (f64, f64) {
         let raw = match &self.kind {
-            FeatureKind::Continuous => {
-                let x = match self.data_range {
-                    Some((mn, mx)) if x.is_finite() => x.clamp(mn, mx),
-                    _ => x,
-                };
-                (x - self.lo) / (self.hi - self.lo)
-            }
+            FeatureKind::Continuous => (x - self.lo) / (self.hi - self.lo),
             FeatureKind::Discrete { values } => {
                 let k = nearest_index(values, x);
                 (k as f64 + noise) / values.len().max(1) as f64
@@ -206,7 +264,8 @@ impl FeaturePrep {
     fn inverse_one(&self, z: f64) -> f64 {
         let u = sigmoid(z * self.std + self.mean);
         match &self.kind {
-            FeatureKind::Continuous => self.lo + u * (self.hi - self.lo),
+            // Clamped: `lo + 1 (hi - lo)` can round above `hi`.
+            FeatureKind::Continuous => (self.lo + u * (self.hi - self.lo)).clamp(self.lo, self.hi),
             FeatureKind::Discrete { values } => {
                 let kf = (u * values.len() as f64).floor();
                 let k = if kf.is_finite() && kf > 0.0 {
@@ -219,8 +278,34 @@ impl FeaturePrep {
         }
     }
 
-    /// True when `x` would be clamped (continuous: outside `(lo, hi)`), is not an allowed value
-    /// (discrete), or is not finite.
+    /// True when `x` lies outside the model's support: not finite, outside `[lo, hi]`
+    /// (continuous; the ends themselves are evaluated at `u = U_CLAMP` or `1 - U_CLAMP`) or not
+    /// one of the allowed values (discrete).
+    pub fn outside_support(&self, x: f64) -> bool {
+        if !x.is_finite() {
+            return true;
+        }
+        match &self.kind {
+            FeatureKind::Continuous => !(x >= self.lo && x <= self.hi),
+            FeatureKind::Discrete { values } => values.get(nearest_index(values, x)) != Some(&x),
+        }
+    }
+
+    /// True when `x` is a continuous value at an end of the support: within
+    /// `1e-6 (hi - lo) + 2^-22 max(|lo|, |hi|)` of `lo` or `hi` (the second term absorbs the
+    /// rounding of `lo`/`hi` to `f32`). The inverse only produces such values when the flow's
+    /// output saturates the sigmoid (`|y| > 13.8`); a real event lands there with probability
+    /// of the order of `1e-6`. Discrete features are never pinned.
+    pub fn is_pinned(&self, x: f64) -> bool {
+        if !matches!(self.kind, FeatureKind::Continuous) || !x.is_finite() {
+            return false;
+        }
+        let tol = 1e-6 * (self.hi - self.lo) + self.lo.abs().max(self.hi.abs()) * 2f64.powi(-22);
+        (x - self.lo).abs() <= tol || (x - self.hi).abs() <= tol
+    }
+
+    /// True when `x` is outside the training range (continuous, when known), is not an allowed
+    /// value (discrete), or is not finite.
     fn is_out_of_range(&self, x: f64) -> bool {
         if !x.is_finite() {
             return true;
@@ -235,6 +320,21 @@ impl FeaturePrep {
     }
 }
 
+/// Events pinned at an end of the support, as counted by [`Preprocessor::pinned`]: a value is
+/// pinned when it lies within `1e-6 (hi - lo)` of `lo` or `hi` (plus `f32` rounding), which the
+/// inverse only produces when the flow's output saturates the logistic function.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PinnedEvents {
+    /// Number of events examined.
+    pub events: usize,
+    /// Events with every continuous feature pinned (0 when there is no continuous feature).
+    pub all_features: usize,
+    /// Events with at least one continuous feature pinned.
+    pub any_feature: usize,
+    /// Pinned values per feature (0 for discrete features).
+    pub per_feature: Vec<usize>,
+}
+
 /// The fitted preprocessing chain of all features (saved with the model).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Preprocessor {
@@ -244,13 +344,36 @@ pub struct Preprocessor {
 
 impl Preprocessor {
     /// Fits the chain on `data` (rows = events) only. `names[j]` names column `j`; the columns
-    /// listed in `discrete` are dequantised; `margin` widens the continuous min-max range by
-    /// `margin * (max - min)` on both sides.
+    /// listed in `discrete` are dequantised; `margin` is the largest margin added to each side
+    /// of a continuous column's range, as a fraction of `max - min` (the margins themselves and
+    /// the non-negative rule are in the module documentation).
     pub fn fit(
         data: &Matrix<f64>,
         names: &[String],
         discrete: &[usize],
         margin: f64,
+    ) -> Result<Self, PreprocessError> {
+        Self::fit_with(data, names, discrete, margin, false)
+    }
+
+    /// The rule of earlier versions, kept for comparisons (`examples/fidelity.rs support`):
+    /// a fixed margin of `margin * (max - min)` on both sides of every continuous column, also
+    /// below zero.
+    pub fn fit_fixed_margin(
+        data: &Matrix<f64>,
+        names: &[String],
+        discrete: &[usize],
+        margin: f64,
+    ) -> Result<Self, PreprocessError> {
+        Self::fit_with(data, names, discrete, margin, true)
+    }
+
+    fn fit_with(
+        data: &Matrix<f64>,
+        names: &[String],
+        discrete: &[usize],
+        margin: f64,
+        fixed: bool,
     ) -> Result<Self, PreprocessError> {
         let (n, d) = (data.rows(), data.cols());
         if names.len() != d {
@@ -301,22 +424,25 @@ impl Preprocessor {
                     data_range: None,
                 }
             } else {
-                let (mn, mx) = col
-                    .iter()
-                    .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
-                        (a.min(v), b.max(v))
-                    });
+                let mut sorted = col.clone();
+                sorted.sort_by(f64::total_cmp);
+                let (mn, mx) = (sorted[0], sorted[n - 1]);
                 let w = mx - mn;
                 if w <= 0.0 || !w.is_finite() {
                     return Err(PreprocessError::ConstantColumn {
                         column: name.clone(),
                     });
                 }
+                let (lo, hi) = if fixed {
+                    (mn - margin * w, mx + margin * w)
+                } else {
+                    support(&sorted, margin)
+                };
                 FeaturePrep {
                     name: name.clone(),
                     kind: FeatureKind::Continuous,
-                    lo: mn - margin * w,
-                    hi: mx + margin * w,
+                    lo,
+                    hi,
                     mean: 0.0,
                     std: 1.0,
                     data_range: Some((mn, mx)),
@@ -410,8 +536,9 @@ impl Preprocessor {
 
     /// Physical units -> standardised logit space, with `log|det dz/dx|` per row (see the module
     /// documentation). With `rng = Some`, discrete features are dequantised with `u ~ U(0, 1)`
-    /// (training); with `None`, `u = 1/2`. Non-finite inputs give non-finite outputs (they are
-    /// counted by [`Preprocessor::out_of_range`]); everything finite stays finite.
+    /// (training); with `None`, `u = 1/2`. Finite values outside the support are clamped to
+    /// `u in [U_CLAMP, 1 - U_CLAMP]` (flag them with [`Preprocessor::outside_support`]), so
+    /// everything finite stays finite; non-finite inputs give non-finite outputs.
     pub fn forward(
         &self,
         x: &Matrix<f64>,
@@ -454,9 +581,50 @@ impl Preprocessor {
         Ok(x)
     }
 
-    /// For each column with problems, `(column, count)` of values that [`Preprocessor::forward`]
-    /// clamps (continuous: outside `(lo, hi)`), that are not allowed values (discrete), or that
-    /// are not finite. Columns beyond the preprocessor's width are ignored.
+    /// Per row of `x` (physical units): true when any feature is outside the model's support
+    /// (see [`FeaturePrep::outside_support`]); such an event has density zero under the model.
+    /// Columns beyond the preprocessor's width are ignored.
+    pub fn outside_support(&self, x: &Matrix<f64>) -> Vec<bool> {
+        (0..x.rows())
+            .map(|i| {
+                self.features
+                    .iter()
+                    .zip(x.row(i))
+                    .any(|(f, &v)| f.outside_support(v))
+            })
+            .collect()
+    }
+
+    /// Counts events of `x` (physical units, typically generated) pinned at an end of the
+    /// support (see [`FeaturePrep::is_pinned`]).
+    pub fn pinned(&self, x: &Matrix<f64>) -> PinnedEvents {
+        let cont: Vec<usize> = (0..self.features.len().min(x.cols()))
+            .filter(|&j| matches!(self.features[j].kind, FeatureKind::Continuous))
+            .collect();
+        let mut out = PinnedEvents {
+            events: x.rows(),
+            per_feature: vec![0; self.features.len()],
+            ..PinnedEvents::default()
+        };
+        for i in 0..x.rows() {
+            let r = x.row(i);
+            let mut k = 0;
+            for &j in &cont {
+                if self.features[j].is_pinned(r[j]) {
+                    out.per_feature[j] += 1;
+                    k += 1;
+                }
+            }
+            out.any_feature += usize::from(k > 0);
+            out.all_features += usize::from(k > 0 && k == cont.len());
+        }
+        out
+    }
+
+    /// For each column with problems, `(column, count)` of values outside the training range
+    /// (continuous; they get the model's extrapolated density, or none outside `(lo, hi)`),
+    /// that are not allowed values (discrete), or that are not finite. Columns beyond the
+    /// preprocessor's width are ignored.
     pub fn out_of_range(&self, x: &Matrix<f64>) -> Vec<(usize, usize)> {
         let d = x.cols().min(self.features.len());
         (0..d)
@@ -510,8 +678,16 @@ mod tests {
         for i in 0..500 {
             for j in 0..4 {
                 let (a, b) = (x.get(i, j), xr.get(i, j));
+                // Column 3 is non-negative with minimum 0: its zeros sit at lo = 0, the end of
+                // the support, evaluated at u = U_CLAMP.
+                let f = &p.features[j];
+                let end = if a == f.lo {
+                    U_CLAMP * (f.hi - f.lo)
+                } else {
+                    0.0
+                };
                 assert!(
-                    (a - b).abs() <= 1e-9 * a.abs().max(1e-300) + 1e-15,
+                    (a - b).abs() <= 1e-9 * a.abs().max(1e-300) + 1e-15 + end,
                     "({i},{j}): {a} vs {b}"
                 );
             }
@@ -694,11 +870,20 @@ mod tests {
             Preprocessor::fit(&train.clone(), &names(4), &[3], 0.05).unwrap()
         );
         for j in 0..3 {
-            let col: Vec<f64> = (0..200).map(|i| train.get(i, j)).collect();
-            let mn = col.iter().copied().fold(f64::INFINITY, f64::min);
-            let mx = col.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            assert_eq!(p.features[j].lo, mn - 0.05 * (mx - mn));
-            assert_eq!(p.features[j].hi, mx + 0.05 * (mx - mn));
+            let mut col: Vec<f64> = (0..200).map(|i| train.get(i, j)).collect();
+            col.sort_by(f64::total_cmp);
+            let (mn, mx) = (col[0], col[199]);
+            let w = mx - mn;
+            let m_lo = (EDGE_SPANS * (col[EDGE_ORDER - 1] - mn)).clamp(MIN_MARGIN * w, 0.05 * w);
+            let m_hi = (EDGE_SPANS * (mx - col[200 - EDGE_ORDER])).clamp(MIN_MARGIN * w, 0.05 * w);
+            let lo = if mn >= 0.0 {
+                (mn - m_lo).max(0.0)
+            } else {
+                mn - m_lo
+            };
+            assert_eq!(p.features[j].lo, lo);
+            assert_eq!(p.features[j].hi, mx + m_hi);
+            assert_eq!(p.features[j].data_range, Some((mn, mx)));
         }
         assert!(p.validate().is_ok());
         let s = serde_json::to_string(&p).unwrap();
@@ -724,5 +909,153 @@ mod tests {
         let (z, _) = empty.forward(&train, None).unwrap();
         assert!(empty.inverse(&z).is_ok());
         assert_eq!(empty.out_of_range(&train), vec![(3, 200)]);
+    }
+
+    #[test]
+    fn margins_follow_the_edges_and_positive_columns_stay_positive() {
+        let mut rng = Rng::new(11);
+        let n = 20_000;
+        // col 0: hard edge at 25 with the density at its maximum there (a pT threshold) and an
+        // exponential tail; col 1: a flat distribution on [-2.5, 2.5] (eta); col 2: positive,
+        // starting near 0 (a mass), so that the 5% cap would cross zero.
+        let x = Matrix::from_fn(n, 3, |_, j| match j {
+            0 => 25.0 - 20.0 * (1.0 - rng.uniform()).ln(),
+            1 => 5.0 * rng.uniform() - 2.5,
+            _ => 0.01 + 3.0 * rng.uniform().powi(2),
+        });
+        let p = Preprocessor::fit(&x, &names(3), &[], 0.05).unwrap();
+        let w = |j: usize| {
+            let (a, b) = p.features[j].data_range.unwrap();
+            (a, b, b - a)
+        };
+        // Hard edges: the margin is a few gaps between order statistics, far below 5%.
+        let (mn0, mx0, w0) = w(0);
+        assert!(mn0 - p.features[0].lo < 2e-3 * w0, "{:?}", p.features[0]);
+        assert!(mn0 - p.features[0].lo >= MIN_MARGIN * w0 * (1.0 - 1e-12));
+        // The exponential tail gets the full 5% cap (its 10 outermost values span far more).
+        assert!((p.features[0].hi - mx0 - 0.05 * w0).abs() < 1e-9 * w0);
+        let (mn1, mx1, w1) = w(1);
+        assert!(mn1 - p.features[1].lo < 2e-3 * w1 && p.features[1].hi - mx1 < 2e-3 * w1);
+        assert!(p.features[1].lo < mn1);
+        // Non-negative columns keep lo >= 0 even when the margin would cross zero.
+        assert!(p.features[2].lo >= 0.0 && p.features[0].lo >= 0.0);
+        // The inverse of any latent value stays in the support: never negative.
+        let big = Matrix::from_fn(8, 3, |i, _| {
+            [1e4, -1e4, 700.0, -745.0, 40.0, -40.0, 0.0, -8.0][i]
+        });
+        let xb = p.inverse(&big).unwrap();
+        for i in 0..8 {
+            assert!(xb.get(i, 2) >= 0.0 && xb.get(i, 0) >= 0.0);
+            for j in 0..3 {
+                let v = xb.get(i, j);
+                assert!(v >= p.features[j].lo && v <= p.features[j].hi);
+            }
+        }
+        // Under the identity flow (z ~ N(0, 1)) the hard edges lie far out in z: the Gaussian
+        // mass beyond them is negligible, whereas the old 5% margins put them near z = -2.
+        let edge_z = |q: &Preprocessor, j: usize| {
+            let f = &q.features[j];
+            let u = (f.data_range.unwrap().0 - f.lo) / (f.hi - f.lo);
+            ((u / (1.0 - u)).ln() - f.mean) / f.std
+        };
+        let old = Preprocessor::fit(&x, &names(3), &[], 0.0).unwrap();
+        let mut legacy = old.clone();
+        for (f, g) in legacy.features.iter_mut().zip(&p.features) {
+            let (a, b) = g.data_range.unwrap();
+            f.lo = a - 0.05 * (b - a);
+            f.hi = b + 0.05 * (b - a);
+        }
+        let fixed = Preprocessor::fit_fixed_margin(&x, &names(3), &[], 0.05).unwrap();
+        assert_eq!(
+            (fixed.features[1].lo, fixed.features[1].hi),
+            (legacy.features[1].lo, legacy.features[1].hi)
+        );
+        assert!(edge_z(&p, 0) < -3.5, "new edge at z = {}", edge_z(&p, 0));
+        assert!(
+            edge_z(&fixed, 0) > -3.0,
+            "old edge at z = {}",
+            edge_z(&fixed, 0)
+        );
+        assert!(
+            edge_z(&legacy, 0) > -3.0,
+            "old edge at z = {}",
+            edge_z(&legacy, 0)
+        );
+    }
+
+    #[test]
+    fn values_beyond_the_training_range_get_exact_density_or_are_outside() {
+        let x = data(300, 9);
+        let p = Preprocessor::fit(&x, &names(4), &[3], 0.05).unwrap();
+        let f = &p.features[1];
+        let (mn, _) = f.data_range.unwrap();
+        // Inside the margin: not clamped any more, the log-det matches a finite difference.
+        let v = 0.5 * (f.lo + mn);
+        let row = |v: f64| Matrix::from_vec(1, 4, vec![100.0, v, 0.0, 1.0]).unwrap();
+        let h = 1e-7 * (f.hi - f.lo);
+        let (zp, _) = p.forward(&row(v + h), None).unwrap();
+        let (zm, _) = p.forward(&row(v - h), None).unwrap();
+        let (z0, l0) = p.forward(&row(v), None).unwrap();
+        let (zmn, _) = p.forward(&row(mn), None).unwrap();
+        assert!(z0.get(0, 1) < zmn.get(0, 1));
+        let fd = ((zp.get(0, 1) - zm.get(0, 1)) / (2.0 * h)).ln();
+        let (_, lmn) = p.forward(&row(mn), None).unwrap();
+        let others = lmn[0] - {
+            let u = (mn - f.lo) / (f.hi - f.lo);
+            -(f.hi - f.lo).ln() - u.ln() - (-u).ln_1p() - f.std.ln()
+        };
+        assert!((l0[0] - others - fd).abs() < 1e-5 * (1.0 + fd.abs()));
+        assert_eq!(p.outside_support(&row(v)), vec![false]);
+        assert_eq!(p.out_of_range(&row(v)), vec![(1, 1)]);
+        // Beyond lo, non-finite, or a value a discrete feature never takes: outside.
+        let far = Matrix::from_vec(
+            4,
+            4,
+            vec![
+                100.0,
+                f.lo - 1.0,
+                0.0,
+                1.0, //
+                100.0,
+                0.0,
+                f64::NAN,
+                1.0, //
+                100.0,
+                0.0,
+                0.0,
+                3.0, //
+                100.0,
+                0.0,
+                0.0,
+                4.0,
+            ],
+        )
+        .unwrap();
+        assert_eq!(p.outside_support(&far), vec![true, true, true, false]);
+    }
+
+    #[test]
+    fn pinned_events_are_counted_per_feature_and_per_event() {
+        let x = data(300, 10);
+        let p = Preprocessor::fit(&x, &names(4), &[3], 0.05).unwrap();
+        let f = |j: usize| (p.features[j].lo, p.features[j].hi);
+        // Saturated latent values give every continuous feature at an edge.
+        let z = Matrix::from_fn(3, 4, |i, _| [1e3, -1e3, 0.1][i]);
+        let xs = p.inverse(&z).unwrap();
+        // Round to f32 and back, as generated events are stored.
+        let xs = xs.cast::<f32>().cast::<f64>();
+        let c = p.pinned(&xs);
+        assert_eq!(c.events, 3);
+        assert_eq!(c.all_features, 2);
+        assert_eq!(c.any_feature, 2);
+        assert_eq!(c.per_feature, vec![2, 2, 2, 0]);
+        // One feature at an edge: counted in `any` only.
+        let (lo0, _) = f(0);
+        let mixed = Matrix::from_vec(1, 4, vec![lo0, 0.0, 0.0, 1.0]).unwrap();
+        let c = p.pinned(&mixed);
+        assert_eq!((c.any_feature, c.all_features), (1, 0));
+        // The training data itself is never pinned.
+        let c = p.pinned(&x);
+        assert_eq!((c.any_feature, c.all_features), (0, 0));
     }
 }

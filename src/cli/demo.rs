@@ -158,7 +158,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
                     ..TrainConfig::default()
                 },
                 val_fraction: 0.2,
-                margin: 0.05,
+                margin: hepflow::preprocess::DEFAULT_MARGIN,
                 discrete: None,
                 out_dir: dir.join("model"),
                 resume: false,

@@ -104,6 +104,7 @@ pub fn evaluate_model(
     };
     let mut opts = EvalOptions {
         seed,
+        support: model.config.preprocessing.clone(),
         ..EvalOptions::default()
     };
     if let Some((labels, name)) = physics_labels {

@@ -52,15 +52,29 @@ pub fn run(a: LogProbArgs) -> Result<()> {
     if let Some(p) = &model.config.preprocessing {
         for (col, count) in p.out_of_range(&x.cast::<f64>()) {
             eprintln!(
-                "warning: {}: {count} event(s) have {} outside the range seen in training; their density is evaluated at the edge of that range",
+                "warning: {}: {count} event(s) have {} outside the range seen in training; their density is the model's extrapolation",
                 a.data.display(),
                 model.config.features[col]
             );
         }
     }
     let lp = model.log_prob(&x, ctx.as_ref())?;
-    let data = Matrix::from_vec(lp.len(), 1, lp.iter().map(|v| *v as f32).collect())
-        .context("log_prob")?;
+    let outside = lp.iter().filter(|v| !v.is_finite()).count();
+    if outside > 0 {
+        eprintln!(
+            "warning: {}: {outside} event(s) lie outside the model's support (zero density); their log_prob is written as {:e}",
+            a.data.display(),
+            hepflow::model::LOG_PROB_FLOOR
+        );
+    }
+    let data = Matrix::from_vec(
+        lp.len(),
+        1,
+        lp.iter()
+            .map(|v| v.max(hepflow::model::LOG_PROB_FLOOR) as f32)
+            .collect(),
+    )
+    .context("log_prob")?;
     let format = Format::from_path(&a.out)
         .with_context(|| format!("{}: unknown output extension", a.out.display()))?;
     write_table(
@@ -71,9 +85,10 @@ pub fn run(a: LogProbArgs) -> Result<()> {
         },
         format,
     )?;
-    let mean = lp.iter().sum::<f64>() / lp.len().max(1) as f64;
+    let inside: Vec<f64> = lp.iter().copied().filter(|v| v.is_finite()).collect();
+    let mean = inside.iter().sum::<f64>() / inside.len().max(1) as f64;
     println!(
-        "wrote {} log-densities to {} (mean log p = {mean:.4} nats)",
+        "wrote {} log-densities to {} (mean log p = {mean:.4} nats over the events inside the support)",
         lp.len(),
         a.out.display()
     );

@@ -564,6 +564,45 @@ pub fn mean_nll(log_probs: &[f64]) -> (f64, f64, usize) {
     (-m, s / (finite.len() as f64).sqrt(), skipped)
 }
 
+/// Per-feature `(min, max)` of the finite values of a row-major `n x d` sample
+/// (`(inf, -inf)` for a feature without finite values).
+pub fn column_ranges(data: &[f64], d: usize) -> Vec<(f64, f64)> {
+    let mut r = vec![(f64::INFINITY, f64::NEG_INFINITY); d];
+    for row in data.chunks_exact(d.max(1)) {
+        for (rj, &v) in r.iter_mut().zip(row) {
+            if v.is_finite() {
+                *rj = (rj.0.min(v), rj.1.max(v));
+            }
+        }
+    }
+    r
+}
+
+/// Fractions of the events of a row-major `n x d` sample outside the closed per-feature
+/// `ranges`: per feature, and of events with at least one feature outside. `(zeros, 0)` for an
+/// empty sample.
+pub fn outside_fractions(data: &[f64], d: usize, ranges: &[(f64, f64)]) -> (Vec<f64>, f64) {
+    let mut per = vec![0usize; d];
+    let mut any = 0usize;
+    let mut n = 0usize;
+    for row in data.chunks_exact(d.max(1)) {
+        n += 1;
+        let mut out = false;
+        for ((c, &v), &(lo, hi)) in per.iter_mut().zip(row).zip(ranges) {
+            if !(v >= lo && v <= hi) {
+                *c += 1;
+                out = true;
+            }
+        }
+        any += usize::from(out);
+    }
+    let nf = n.max(1) as f64;
+    (
+        per.iter().map(|&c| c as f64 / nf).collect(),
+        any as f64 / nf,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -571,6 +610,18 @@ mod tests {
 
     fn gauss(rng: &mut Rng, n: usize, mu: f64) -> Vec<f64> {
         (0..n).map(|_| mu + rng.normal()).collect()
+    }
+
+    #[test]
+    fn outside_fractions_count_per_feature_and_per_event() {
+        let a = [0.0, 10.0, 1.0, 20.0, 2.0, 15.0];
+        let r = column_ranges(&a, 2);
+        assert_eq!(r, vec![(0.0, 2.0), (10.0, 20.0)]);
+        let b = [0.5, 12.0, -1.0, 25.0, 3.0, 15.0, 1.0, 9.0, 1.0, 11.0];
+        let (per, any) = outside_fractions(&b, 2, &r);
+        assert_eq!(per, vec![0.4, 0.4]);
+        assert!((any - 0.6).abs() < 1e-15);
+        assert_eq!(outside_fractions(&[], 2, &r), (vec![0.0, 0.0], 0.0));
     }
 
     #[test]

@@ -17,11 +17,12 @@ use std::path::PathBuf;
 use rayon::prelude::*;
 
 use crate::engine::Matrix;
+use crate::preprocess::Preprocessor;
 pub use c2st::{C2stConfig, C2stResult, c2st_auc, c2st_auc_with, c2st_mc_vs_mc};
 pub use gbdt::{Gbdt, GbdtConfig};
 pub use physics::physics_check;
 pub use plots::plot_training_curves;
-pub use report::{FeatureMetrics, Metrics, PhysicsMetrics, write_report};
+pub use report::{FeatureMetrics, Metrics, OutsideRange, PhysicsMetrics, write_report};
 
 /// Errors of the evaluation and report code.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +62,9 @@ pub struct EvalOptions {
     pub seed: u64,
     /// Physics-level metrics computed by the caller, copied into the report.
     pub physics: Option<PhysicsMetrics>,
+    /// The model's preprocessing (its support), to count generated events pinned at an end of
+    /// the support ([`Preprocessor::pinned`]); `None` skips that metric.
+    pub support: Option<Preprocessor>,
 }
 
 impl Default for EvalOptions {
@@ -71,6 +75,7 @@ impl Default for EvalOptions {
             mc_vs_mc: true,
             seed: 1234,
             physics: None,
+            support: None,
         }
     }
 }
@@ -127,6 +132,37 @@ fn finite_rows(m: &Matrix<f32>) -> (Matrix<f32>, Vec<f64>, usize) {
     let data64 = data32.iter().map(|&v| v as f64).collect();
     let mat = Matrix::from_vec(kept, d, data32).unwrap_or_else(|| Matrix::zeros(0, d));
     (mat, data64, m.rows() - kept)
+}
+
+/// Generated and MC events outside the range of the reference's even rows (the MC side is
+/// the odd rows); `None` with fewer than 4 reference events. Row-major finite `f64` samples.
+fn outside_range(ref64: &[f64], gen64: &[f64], names: &[String]) -> Option<OutsideRange> {
+    let d = names.len();
+    let n = ref64.len() / d.max(1);
+    if n < 4 {
+        return None;
+    }
+    let half = |parity: usize| -> Vec<f64> {
+        ref64
+            .chunks_exact(d)
+            .enumerate()
+            .filter(|(i, _)| i % 2 == parity)
+            .flat_map(|(_, r)| r.iter().copied())
+            .collect()
+    };
+    let (a, b) = (half(0), half(1));
+    let ranges = metrics::column_ranges(&a, d);
+    let (per_gen, frac_gen) = metrics::outside_fractions(gen64, d, &ranges);
+    let (per_mc, mc) = metrics::outside_fractions(&b, d, &ranges);
+    Some(OutsideRange {
+        generated: frac_gen,
+        mc,
+        features: names
+            .iter()
+            .zip(per_gen.iter().zip(&per_mc))
+            .map(|(nm, (&g, &m))| (nm.clone(), g, m))
+            .collect(),
+    })
 }
 
 /// Compares `generated` to `reference` (both `events x features`, columns named by `names`).
@@ -203,6 +239,16 @@ pub fn evaluate(
         None => (f64::NAN, f64::NAN, 0),
     };
 
+    let outside_support = log_prob_reference.map_or(0, |lp| {
+        lp.iter().filter(|v| **v == f64::NEG_INFINITY).count()
+    });
+    let outside_range = outside_range(&ref64, &gen64, names);
+    // Pinned values are counted on all generated events (a pinned event is finite).
+    let pinned = options
+        .support
+        .as_ref()
+        .map(|p| p.pinned(&generated.cast::<f64>()));
+
     let c2st = c2st_auc_with(&ref32, &gen32, &options.c2st, options.seed)?;
     let c2st_mc_vs_mc = if options.mc_vs_mc {
         c2st::c2st_mc_vs_mc_with(&ref32, &options.c2st, options.seed.wrapping_add(17))?
@@ -223,6 +269,9 @@ pub fn evaluate(
             n_reference: nr,
             features,
             physics: options.physics.clone(),
+            outside_range,
+            pinned,
+            outside_support,
         },
         names: names.to_vec(),
         histograms,

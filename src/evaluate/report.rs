@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::plots::{self, write_atomic};
 use super::{EvalError, Evaluation};
+use crate::preprocess::PinnedEvents;
 
 /// Physics-level comparison supplied by the caller: the AUC on MC test events of a physics
 /// classifier (e.g. signal vs background) trained on MC and of the same classifier trained on
@@ -37,6 +38,21 @@ pub struct FeatureMetrics {
     pub w1_over_std: f64,
 }
 
+/// Events outside the reference's range, generated vs MC (`metrics.json` key `outside_range`).
+///
+/// The range is that of one half of the reference (its even rows); the MC fraction is that of
+/// the other half (its odd rows), the generated fraction that of all generated events. Two MC
+/// samples of the same size differ by about `2 / (n/2)` per feature at the ends.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OutsideRange {
+    /// Fraction of generated events with at least one feature outside the range.
+    pub generated: f64,
+    /// The same for the other half of the MC.
+    pub mc: f64,
+    /// Per feature: `(name, generated fraction, MC fraction)`.
+    pub features: Vec<(String, f64, f64)>,
+}
+
 /// The content of `metrics.json`. NaN values (e.g. `test_nll` without log-densities) are
 /// written as `null`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -64,6 +80,18 @@ pub struct Metrics {
     /// Optional physics-level metrics (omitted from JSON when absent).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub physics: Option<PhysicsMetrics>,
+    /// Generated and MC events outside the reference's range (absent for a reference of
+    /// fewer than 4 events).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub outside_range: Option<OutsideRange>,
+    /// Generated events pinned at an end of the model's support (needs the model's
+    /// preprocessing, [`crate::evaluate::EvalOptions::support`]).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub pinned: Option<PinnedEvents>,
+    /// Reference events outside the model's support (their log-density is `-inf`; they are
+    /// left out of `test_nll`).
+    #[serde(default)]
+    pub outside_support: usize,
 }
 
 fn esc(s: &str) -> String {
@@ -271,15 +299,50 @@ pub fn write_report(
             "the same classifier trained on generated events: close to the MC-trained value = drop-in replacement",
         );
     }
+    if let Some(o) = &m.outside_range {
+        row(
+            "events outside the MC range",
+            format!(
+                "{} % (MC {} %)",
+                fmt(100.0 * o.generated, 3),
+                fmt(100.0 * o.mc, 3)
+            ),
+            "generated events with a feature outside the range of one half of the MC, next to the other half's own fraction",
+        );
+    }
+    if let Some(p) = &m.pinned {
+        row(
+            "pinned events",
+            format!(
+                "{} with every feature, {} with any (of {})",
+                p.all_features, p.any_feature, p.events
+            ),
+            "generated events at the very end of the model's support (a saturated flow output); 0 expected",
+        );
+    }
+    if m.outside_support > 0 {
+        row(
+            "MC events outside the model's support",
+            m.outside_support.to_string(),
+            "held-out events the model gives zero density (log p = -inf); left out of the test NLL",
+        );
+    }
     h.push_str("</table>\n");
 
     h.push_str("<h2>Per-feature metrics</h2>\n<p class=\"note\">χ²/ndf: binned two-sample test (1 = statistically compatible); KS: largest CDF difference; W1/σ: Wasserstein-1 distance in units of the MC standard deviation (0 = identical). p-values below 0.001 are highlighted.</p>\n");
-    h.push_str("<table><tr><th class=\"l\">feature</th><th>χ²/ndf</th><th>χ² p-value</th><th>KS</th><th>KS p-value</th><th>W1/σ</th></tr>\n");
-    for f in &m.features {
+    h.push_str("<table><tr><th class=\"l\">feature</th><th>χ²/ndf</th><th>χ² p-value</th><th>KS</th><th>KS p-value</th><th>W1/σ</th><th>outside MC range: generated / MC (%)</th></tr>\n");
+    for (j, f) in m.features.iter().enumerate() {
         let cls = |p: f64| if p < 1e-3 { "bad" } else { "ok" };
+        let outside = m
+            .outside_range
+            .as_ref()
+            .and_then(|o| o.features.get(j))
+            .map_or("n/a".to_string(), |(_, g, mc)| {
+                format!("{} / {}", fmt(100.0 * g, 3), fmt(100.0 * mc, 3))
+            });
         let _ = writeln!(
             h,
-            "<tr><td class=\"l\">{}</td><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td class=\"{}\">{}</td><td>{}</td></tr>",
+            "<tr><td class=\"l\">{}</td><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td>{}</td></tr>",
             esc(&f.name),
             fmt(f.chi2_ndf, 3),
             cls(f.chi2_p),
@@ -287,7 +350,8 @@ pub fn write_report(
             fmt(f.ks, 4),
             cls(f.ks_p),
             fmt(f.ks_p, 3),
-            fmt(f.w1_over_std, 4)
+            fmt(f.w1_over_std, 4),
+            esc(&outside)
         );
     }
     h.push_str("</table>\n");
@@ -326,8 +390,17 @@ mod tests {
             .iter()
             .map(|s| s.to_string())
             .collect();
-        let logp: Vec<f64> = (0..n).map(|i| -1.0 - (i % 7) as f64).collect();
+        let mut logp: Vec<f64> = (0..n).map(|i| -1.0 - (i % 7) as f64).collect();
+        logp[3] = f64::NEG_INFINITY;
+        let support =
+            crate::preprocess::Preprocessor::fit(&reference.cast::<f64>(), &names, &[], 0.05)
+                .unwrap();
+        // Generated event 1 sits at the upper end of the support in every feature.
+        for (j, f) in support.features.iter().enumerate() {
+            generated.set(1, j, f.hi as f32);
+        }
         let opts = EvalOptions {
+            support: Some(support),
             c2st: C2stConfig {
                 folds: 3,
                 max_events: 1500,
@@ -369,6 +442,9 @@ mod tests {
             "n_reference",
             "features",
             "physics",
+            "outside_range",
+            "pinned",
+            "outside_support",
         ];
         want.sort_unstable();
         assert_eq!(keys, want);
@@ -383,10 +459,20 @@ mod tests {
         assert!(obj["test_nll"].as_f64().unwrap() > 0.0);
         let ph = obj["physics"].as_object().unwrap();
         assert_eq!(ph.len(), 2);
+        assert_eq!(obj["outside_support"], 1);
+        assert_eq!(obj["pinned"]["all_features"], 1);
+        assert_eq!(obj["pinned"]["any_feature"], 1);
+        // Event 1 is outside the MC range in every feature; Gaussians of the same width
+        // (shifted by 0.1) give a small fraction, like the MC's own.
+        let o = ev.metrics.outside_range.as_ref().unwrap();
+        assert_eq!(o.features.len(), 3);
+        assert!(o.generated >= 1.0 / n as f64 && o.generated < 0.05, "{o:?}");
+        assert!(o.mc > 0.0 && o.mc < 0.05, "{o:?}");
 
         let html = std::fs::read_to_string(dir.path().join("report.html")).unwrap();
         assert!(html.contains("data:image/png;base64,"));
         assert!(html.contains("affine &lt;coupling&gt; x 8"));
+        assert!(html.contains("pinned events") && html.contains("outside the MC range"));
         for attr in ["src=\"", "href=\"", "src='", "href='"] {
             for (i, _) in html.match_indices(attr) {
                 let rest = &html[i + attr.len()..];

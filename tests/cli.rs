@@ -143,14 +143,21 @@ fn train_sample_logprob_evaluate_round_trip() {
         "--out",
         s(&lp),
     ]);
-    let lps: Vec<f64> = std::fs::read_to_string(&lp)
-        .unwrap()
+    let text = std::fs::read_to_string(&lp).unwrap();
+    assert_eq!(text.lines().next(), Some("log_prob,outside_support"));
+    let rows: Vec<(f64, f64)> = text
         .lines()
         .skip(1)
-        .map(|l| l.parse().unwrap())
+        .map(|l| {
+            let (a, b) = l.split_once(',').unwrap();
+            (a.parse().unwrap(), b.parse().unwrap())
+        })
         .collect();
-    assert_eq!(lps.len(), 800);
-    assert!(lps.iter().all(|v| v.is_finite()));
+    assert_eq!(rows.len(), 800);
+    assert!(
+        rows.iter()
+            .all(|(v, f)| v.is_finite() && (*f == 0.0 || *f == 1.0))
+    );
     let rep = dir.path().join("report");
     ok(&[
         "evaluate",

@@ -427,3 +427,56 @@ fn negative_weights_train_without_nan() {
         .unwrap();
     assert!(lp.iter().all(|v| v.is_finite()));
 }
+
+#[test]
+fn log_prob_flags_far_outliers_and_scores_them_below_every_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = csv(dir.path(), 600);
+    let model = dir.path().join("m");
+    let o = hepflow(&[
+        "train",
+        "--data",
+        s(&data),
+        "--columns",
+        "a,b,c",
+        "--model",
+        "realnvp",
+        "--blocks",
+        "2",
+        "--hidden",
+        "8",
+        "--epochs",
+        "2",
+        "--out",
+        s(&model),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut text = std::fs::read_to_string(&data).unwrap();
+    text.push_str("1000000,0.5,2.0,0\n");
+    let with_outlier = dir.path().join("scored.csv");
+    std::fs::write(&with_outlier, text).unwrap();
+    let out = dir.path().join("lp.csv");
+    let o = hepflow(&[
+        "log-prob",
+        "--model",
+        s(&model),
+        "--data",
+        s(&with_outlier),
+        "--out",
+        s(&out),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("outside the model's support"));
+    let rows: Vec<(f64, f64)> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let (a, b) = l.split_once(',').unwrap();
+            (a.parse().unwrap(), b.parse().unwrap())
+        })
+        .collect();
+    let (last, flag) = rows[rows.len() - 1];
+    assert_eq!(flag, 1.0);
+    assert!(rows[..rows.len() - 1].iter().all(|(v, _)| *v > last));
+}

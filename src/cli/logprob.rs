@@ -67,20 +67,22 @@ pub fn run(a: LogProbArgs) -> Result<()> {
             hepflow::model::LOG_PROB_FLOOR
         );
     }
-    let data = Matrix::from_vec(
-        lp.len(),
-        1,
-        lp.iter()
-            .map(|v| v.max(hepflow::model::LOG_PROB_FLOOR) as f32)
-            .collect(),
-    )
-    .context("log_prob")?;
+    // log_prob (floored where the density is zero) and the 0/1 flag of events outside the
+    // model's support, so that a far outlier is never mistaken for an ordinary event.
+    let flags = model.outside_support(&x)?;
+    let data = Matrix::from_fn(lp.len(), 2, |i, j| {
+        if j == 0 {
+            lp[i].max(hepflow::model::LOG_PROB_FLOOR) as f32
+        } else {
+            f32::from(u8::from(flags[i] || !lp[i].is_finite()))
+        }
+    });
     let format = Format::from_path(&a.out)
         .with_context(|| format!("{}: unknown output extension", a.out.display()))?;
     write_table(
         &a.out,
         &Table {
-            columns: vec!["log_prob".into()],
+            columns: vec!["log_prob".into(), "outside_support".into()],
             data,
         },
         format,

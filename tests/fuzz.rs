@@ -9,10 +9,11 @@
 //! a panic hook installed before any read records every panic that is not silenced by
 //! `hepflow::io::guard` (the panics a user would see). `cargo test --test fuzz` runs the corpus
 //! (about 2,000 cases per reader, small files); `cargo test --release --test fuzz -- --ignored`
-//! runs 25,000 per reader.
+//! runs 25,000 per reader. The same harness fuzzes `Model::load` (model.json, model.safetensors
+//! of a saved model directory), followed by a log-prob and a sample of a few events.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, Once, mpsc};
 use std::time::{Duration, Instant};
@@ -201,36 +202,59 @@ fn bases(dir: &Path, name: &str, format: Format) -> Vec<Vec<u8>> {
 
 /// What a case produced.
 enum Outcome {
-    Table(Table),
+    /// A valid result (a table with rows and finite values, a usable model).
+    Valid,
+    /// A result that is not valid (why).
+    Invalid(String),
+    /// A clear error (its message).
     Error(String),
+    /// A panic escaped.
     Panic,
+}
+
+/// Reads a table and judges it.
+fn read_case(p: &Path) -> Outcome {
+    match read_table(p, &ReadOptions::default()) {
+        Ok(t) => {
+            let ok = t.rows() > 0
+                && t.columns.len() == t.cols()
+                && t.data.as_slice().iter().all(|v| v.is_finite());
+            if ok {
+                Outcome::Valid
+            } else {
+                Outcome::Invalid(format!("invalid table {}x{}", t.rows(), t.cols()))
+            }
+        }
+        Err(e) => Outcome::Error(e.to_string()),
+    }
 }
 
 /// Runs the corpus of `cases` mutations for files named `name` in `format`.
 fn run_corpus(name: &str, format: Format, cases: u64) {
-    setup();
     let dir = tempfile::tempdir().unwrap();
     let bases = bases(dir.path(), name, format);
-    let path: PathBuf = dir.path().join(name);
+    run_cases(name, &bases, &dir.path().join(name), cases, read_case);
+}
+
+/// Writes `cases` mutations of `bases` to `path` in turn and judges each with `check` (on its
+/// own thread, with a time limit).
+fn run_cases(name: &str, bases: &[Vec<u8>], path: &Path, cases: u64, check: fn(&Path) -> Outcome) {
+    setup();
     let mut failures = Vec::new();
     let mut slowest = Duration::ZERO;
-    let (mut tables, mut errors) = (0, 0);
+    let (mut valid, mut errors) = (0, 0);
     for case in 0..cases {
         let base = &bases[case as usize % bases.len()];
         let bytes = mutate(base, case ^ ((name.len() as u64) << 32));
-        std::fs::write(&path, &bytes).unwrap();
+        std::fs::write(path, &bytes).unwrap();
         LARGEST.store(0, Ordering::Relaxed);
         PEAK.store(LIVE.load(Ordering::Relaxed), Ordering::Relaxed);
         let start = Instant::now();
         let (tx, rx) = mpsc::channel();
-        let p = path.clone();
+        let p = path.to_path_buf();
         std::thread::spawn(move || {
-            let r = std::panic::catch_unwind(|| read_table(&p, &ReadOptions::default()));
-            let _ = tx.send(match r {
-                Ok(Ok(t)) => Outcome::Table(t),
-                Ok(Err(e)) => Outcome::Error(e.to_string()),
-                Err(_) => Outcome::Panic,
-            });
+            let r = std::panic::catch_unwind(|| check(&p));
+            let _ = tx.send(r.unwrap_or(Outcome::Panic));
         });
         let outcome = match rx.recv_timeout(TIMEOUT) {
             Ok(o) => o,
@@ -251,21 +275,14 @@ fn run_corpus(name: &str, format: Format, cases: u64) {
         }
         match outcome {
             Outcome::Panic => fail("panicked".into()),
+            Outcome::Invalid(why) => fail(why),
             Outcome::Error(e) => {
                 errors += 1;
                 if !e.contains(name) {
                     fail(format!("error does not name the file: {e}"));
                 }
             }
-            Outcome::Table(t) => {
-                tables += 1;
-                let ok = t.rows() > 0
-                    && t.columns.len() == t.cols()
-                    && t.data.as_slice().iter().all(|v| v.is_finite());
-                if !ok {
-                    fail(format!("invalid table {}x{}", t.rows(), t.cols()));
-                }
-            }
+            Outcome::Valid => valid += 1,
         }
         if failures.len() > 20 {
             break;
@@ -273,7 +290,7 @@ fn run_corpus(name: &str, format: Format, cases: u64) {
     }
     let visible = VISIBLE_PANICS.lock().map(|v| v.clone()).unwrap_or_default();
     println!(
-        "{name}: {cases} cases, {tables} tables, {errors} errors, slowest {slowest:?}, \
+        "{name}: {cases} cases, {valid} valid, {errors} errors, slowest {slowest:?}, \
          {} visible panics",
         visible.len()
     );
@@ -283,6 +300,55 @@ fn run_corpus(name: &str, format: Format, cases: u64) {
         "panic messages reached the terminal:\n{}",
         visible.join("\n")
     );
+}
+
+/// Saves a small RealNVP model (2 features, min-max/logit preprocessing) into `dir`.
+fn save_model(dir: &Path) {
+    use hepflow::model::{FORMAT_VERSION, Model, ModelConfig};
+    use hepflow::preprocess::Preprocessor;
+    use hepflow::presets::{Preset, build_specs};
+    let names: Vec<String> = vec!["pt".into(), "eta".into()];
+    let data = Matrix::from_fn(64, 2, |i, j| ((i * 2 + j) as f64 * 0.37).sin() + j as f64);
+    let pre = Preprocessor::fit(&data, &names, &[], 0.05).unwrap();
+    let mut opts = Preset::Realnvp.default_options();
+    opts.blocks = 2;
+    opts.hidden = vec![4];
+    let config = ModelConfig {
+        format_version: FORMAT_VERSION,
+        preset: Preset::Realnvp.name().into(),
+        features: names.clone(),
+        context: Vec::new(),
+        preprocessing: Some(pre),
+        layers: build_specs(Preset::Realnvp, 2, &opts, 0),
+        training: serde_json::Value::Null,
+    };
+    Model::new(config, 0).save(dir).unwrap();
+}
+
+/// Loads the model directory of `p` and uses it (log-prob and sampling of a few events).
+fn model_case(p: &Path) -> Outcome {
+    let dir = p.parent().unwrap_or(Path::new("."));
+    match hepflow::model::Model::load(dir) {
+        Err(e) => Outcome::Error(e.to_string()),
+        Ok(m) => {
+            let x = Matrix::from_fn(4, m.dim(), |i, j| (i + j) as f32 * 0.1);
+            let lp = m.log_prob(&x, None);
+            let s = m.sample_range(0, 4, 1, None);
+            match (lp, s) {
+                (Ok(_), Ok(_)) => Outcome::Valid,
+                // A model that loads must be usable.
+                (Err(e), _) | (_, Err(e)) => Outcome::Invalid(format!("loaded, then: {e}")),
+            }
+        }
+    }
+}
+
+/// Mutations of one file of a saved model directory; the other file stays intact.
+fn run_model_corpus(file: &str, cases: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    save_model(dir.path());
+    let base = std::fs::read(dir.path().join(file)).unwrap();
+    run_cases(file, &[base], &dir.path().join(file), cases, model_case);
 }
 
 const CASES: u64 = 2_000;
@@ -315,6 +381,16 @@ fn fuzz_parquet() {
 #[ignore = "the ROOT reader allocates >1 GB on damaged headers (src/io/root.rs, oxyroot)"]
 fn fuzz_root() {
     run_corpus("f.root", Format::Root, CASES);
+}
+
+#[test]
+fn fuzz_model_json() {
+    run_model_corpus("model.json", CASES);
+}
+
+#[test]
+fn fuzz_model_safetensors() {
+    run_model_corpus("model.safetensors", CASES);
 }
 
 #[test]

@@ -1,4 +1,6 @@
-//! Delimited text tables (CSV/TSV/whitespace), plain or gzip-compressed.
+//! Delimited text tables (CSV/TSV/semicolon/whitespace), plain or gzip-compressed, as people
+//! write them: with or without a header, with Excel's UTF-8 byte-order mark, with quoted fields
+//! (`pandas.to_csv(quoting=QUOTE_ALL)`, Excel exports), and with pandas' unnamed row-index column.
 //!
 //! The reader streams the (possibly gzip-decoded) bytes in large chunks, cuts each chunk at its
 //! last newline, splits it into line-aligned pieces and parses the pieces in parallel with rayon,
@@ -8,15 +10,34 @@
 //! check) but not parsed. Cells are parsed with `str::parse::<f32>` on the trimmed field, which
 //! rounds correctly; `nan`/`inf` parse but are rejected.
 //!
+//! Dialect, as the `csv` crate (csv-core) reads it:
+//! - A leading UTF-8 byte-order mark is dropped.
+//! - A field in double quotes (RFC 4180, `""` for a quote inside) is read without its quotes, so
+//!   `"0.125"` is the number 0.125 and `"a,b"` one field. Quoted fields cannot span lines.
+//! - The delimiter (unless given) is sniffed from the first (up to 20) lines: the first of comma,
+//!   semicolon and tab that splits every sampled line into the same number (> 1) of fields, all
+//!   numeric below the first line, else the first that splits them consistently, else
+//!   whitespace runs. In a semicolon-separated file a number may use a decimal comma (`1,5`),
+//!   as Excel writes it in much of Europe.
+//! - The first line is a header when any of its fields is not a number (else the file has no
+//!   header and its columns are named `col0, col1, ...`; the first line is the first event).
+//! - A first column whose header is empty or `Unnamed: 0` and whose values are non-negative,
+//!   strictly increasing integers is the row index pandas' `to_csv()` writes: it is skipped
+//!   (when no columns were selected explicitly), with a note for the user.
+//!
+//! The hot loop is a fused SWAR scanner for one-byte delimiters; a piece that holds a quoted field
+//! it cannot take as is (a delimiter or quote inside the quotes) is re-parsed by the general
+//! quote-aware line parser.
+//!
 //! Gzip is detected from the magic bytes `1f 8b` (not the extension) and decoded with
 //! `flate2::read::MultiGzDecoder`, so concatenated members (as written by `bgzip`/`pigz`) work.
 //!
 //! The writer writes a header line and the shortest decimal text that parses back to the same
 //! `f32` (Rust's `Display`, or `LowerExp` for magnitudes outside `[1e-5, 1e16)`): deterministic
-//! bytes, exact round trip. It gzip-compresses when the path ends in `.gz`.
+//! bytes, exact round trip (see [`crate::io::writer`], which gzip-compresses when the path ends
+//! in `.gz`).
 
-use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 
 use flate2::read::MultiGzDecoder;
@@ -29,6 +50,10 @@ use crate::engine::Matrix;
 const CHUNK: usize = 4 << 20;
 /// Smallest piece handed to one rayon task.
 const MIN_PIECE: usize = 128 << 10;
+/// UTF-8 byte-order mark, which Excel writes at the start of "CSV UTF-8" files.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+/// Lines sampled to sniff the delimiter.
+const SNIFF_LINES: usize = 20;
 
 type Source = Box<dyn Read + Send>;
 
@@ -98,35 +123,91 @@ fn trim(mut s: &[u8]) -> &[u8] {
     s
 }
 
-/// Calls `f(k, field)` for each field of `line` (fields are trimmed); returns the field count.
+/// Position of the first byte of `s` at or after `from` that satisfies `p` (else `s.len()`).
 #[inline]
-fn for_each_field<'a, E>(
+fn find_from(s: &[u8], from: usize, p: impl Fn(u8) -> bool) -> usize {
+    s.get(from..)
+        .and_then(|t| t.iter().position(|&b| p(b)))
+        .map_or(s.len(), |i| from + i)
+}
+
+/// Calls `f(k, field)` for each field of `line` and returns the field count. Fields are
+/// trimmed; a field in double quotes is passed without its quotes (a doubled `""` inside stays
+/// doubled: no number contains one). A quote that is not closed on this line is
+/// [`Bad::Unterminated`].
+fn for_each_field<'a>(
     line: &'a [u8],
     delim: Delimiter,
-    mut f: impl FnMut(usize, &'a [u8]) -> Result<(), E>,
-) -> Result<usize, E> {
+    mut f: impl FnMut(usize, &'a [u8]) -> Result<(), Bad>,
+) -> Result<usize, Bad> {
+    let ws = delim == Delimiter::Whitespace;
+    let c = delim_byte(delim);
+    let is_sep = |b: u8| if ws { is_ws(b) } else { b == c };
+    let n = line.len();
+    let mut i = 0;
     let mut k = 0;
-    match delim {
-        Delimiter::Whitespace => {
-            for field in line.split(|&b| is_ws(b)).filter(|s| !s.is_empty()) {
-                f(k, field)?;
-                k += 1;
-            }
+    if ws {
+        i = find_from(line, 0, |b| !b.is_ascii_whitespace());
+        if i == n {
+            return Ok(0);
         }
-        _ => {
-            let c = match delim {
-                Delimiter::Comma => b',',
-                Delimiter::Tab => b'\t',
-                Delimiter::Byte(c) => c,
-                Delimiter::Whitespace => b' ',
+    }
+    loop {
+        while i < n && line[i].is_ascii_whitespace() && (ws || line[i] != c) {
+            i += 1;
+        }
+        let field;
+        if line.get(i) == Some(&b'"') {
+            let mut j = i + 1;
+            let close = loop {
+                let q = find_from(line, j, |b| b == b'"');
+                if q == n {
+                    return Err(Bad::Unterminated(k));
+                }
+                if line.get(q + 1) == Some(&b'"') {
+                    j = q + 2;
+                } else {
+                    break q;
+                }
             };
-            for field in line.split(|&b| b == c) {
-                f(k, trim(field))?;
-                k += 1;
+            let end = find_from(line, close + 1, is_sep);
+            // Text after the closing quote makes the whole field plain (and not a number).
+            field = if trim(&line[close + 1..end]).is_empty() {
+                trim(&line[i + 1..close])
+            } else {
+                trim(&line[i..end])
+            };
+            i = end;
+        } else {
+            let end = find_from(line, i, is_sep);
+            field = trim(&line[i..end]);
+            i = end;
+        }
+        f(k, field)?;
+        k += 1;
+        if i >= n {
+            break;
+        }
+        if ws {
+            i = find_from(line, i, |b| !b.is_ascii_whitespace());
+            if i >= n {
+                break;
             }
+        } else {
+            i += 1;
         }
     }
     Ok(k)
+}
+
+/// The byte of a one-byte delimiter (`b' '` for whitespace runs, which the callers treat apart).
+fn delim_byte(delim: Delimiter) -> u8 {
+    match delim {
+        Delimiter::Comma => b',',
+        Delimiter::Tab => b'\t',
+        Delimiter::Byte(c) => c,
+        Delimiter::Whitespace => b' ',
+    }
 }
 
 /// Why a cell or line was rejected (line numbers are resolved by the caller).
@@ -134,13 +215,37 @@ enum Bad {
     NonNumeric(usize, String),
     NonFinite(usize, String),
     Ragged(usize),
+    /// A quote opened in field `k` is not closed on its line.
+    Unterminated(usize),
+    /// The fast scanner met a quoted field it cannot take as is (internal: re-parse the piece).
+    Quoted,
+}
+
+/// Parses a number, with a decimal comma (`1,5`) allowed when `decimal_comma`.
+#[inline]
+fn parse_num(field: &[u8], decimal_comma: bool) -> Option<f32> {
+    let v = std::str::from_utf8(field)
+        .ok()
+        .and_then(|s| s.parse::<f32>().ok());
+    if v.is_some() || !decimal_comma {
+        return v;
+    }
+    // One comma and no point: a decimal comma.
+    let mut tmp = [0u8; 64];
+    let commas = field.iter().filter(|&&b| b == b',').count();
+    if commas != 1 || field.contains(&b'.') || field.len() > tmp.len() {
+        return None;
+    }
+    let t = tmp.get_mut(..field.len())?;
+    for (d, &s) in t.iter_mut().zip(field) {
+        *d = if s == b',' { b'.' } else { s };
+    }
+    std::str::from_utf8(t).ok()?.parse::<f32>().ok()
 }
 
 #[inline]
-fn parse_cell(field: &[u8], k: usize) -> Result<f32, Bad> {
-    let v = std::str::from_utf8(field)
-        .ok()
-        .and_then(|s| s.parse::<f32>().ok())
+fn parse_cell(field: &[u8], k: usize, decimal_comma: bool) -> Result<f32, Bad> {
+    let v = parse_num(field, decimal_comma)
         .ok_or_else(|| Bad::NonNumeric(k, String::from_utf8_lossy(field).into_owned()))?;
     if v.is_finite() {
         Ok(v)
@@ -160,6 +265,8 @@ struct Plan {
     need: Vec<bool>,
     /// Output column `j` is field `sel[j]`.
     sel: Vec<usize>,
+    /// Numbers may use a decimal comma (semicolon-separated files).
+    decimal_comma: bool,
 }
 
 /// Result of one piece: values, data rows, newline count.
@@ -179,7 +286,8 @@ fn eq_mask(w: u64, c: u8) -> u64 {
 
 /// Fused single-pass parser for a one-byte delimiter: finds delimiters and newlines eight bytes
 /// at a time (SWAR) and parses each selected field as soon as it ends. Same results and errors
-/// as [`parse_piece_lines`].
+/// as [`parse_piece_lines`], except that it gives up with [`Bad::Quoted`] on a quoted field
+/// other than a simple `"text"` (no quote or delimiter inside).
 fn parse_piece_byte(text: &[u8], c: u8, plan: &Plan) -> Result<Piece, (u64, Bad)> {
     let mut values = Vec::with_capacity(text.len() / 16);
     let mut tmp = vec![0f32; plan.n_fields];
@@ -189,14 +297,21 @@ fn parse_piece_byte(text: &[u8], c: u8, plan: &Plan) -> Result<Piece, (u64, Bad)
     let mut start = 0usize; // start of the current field
     // Handles the separator at `i` (`i == text.len()` means end of text).
     let mut on_sep = |i: usize, newline: bool| -> Result<(), (u64, Bad)> {
-        let field = trim(&text[start..i]);
+        let mut field = trim(&text[start..i]);
         start = i + 1;
+        if let [b'"', inner @ .., b'"'] = field
+            && !inner.contains(&b'"')
+        {
+            field = trim(inner);
+        } else if field.first() == Some(&b'"') {
+            return Err((line, Bad::Quoted));
+        }
         if newline && k == 0 && field.is_empty() {
             line += 1; // blank line
             return Ok(());
         }
         if k < plan.n_fields && plan.need[k] {
-            tmp[k] = parse_cell(field, k).map_err(|b| (line, b))?;
+            tmp[k] = parse_cell(field, k, plan.decimal_comma).map_err(|b| (line, b))?;
         }
         k += 1;
         if newline {
@@ -242,15 +357,21 @@ fn parse_piece_byte(text: &[u8], c: u8, plan: &Plan) -> Result<Piece, (u64, Bad)
 
 /// Parses complete lines of `text`. On error returns the 0-based line offset within `text`.
 fn parse_piece(text: &[u8], plan: &Plan) -> Result<Piece, (u64, Bad)> {
-    match plan.delim {
+    let fast = match plan.delim {
         Delimiter::Comma => parse_piece_byte(text, b',', plan),
         Delimiter::Tab => parse_piece_byte(text, b'\t', plan),
-        Delimiter::Byte(c) if c != b'\n' && c.is_ascii() => parse_piece_byte(text, c, plan),
-        _ => parse_piece_lines(text, plan),
+        Delimiter::Byte(c) if c != b'\n' && c != b'"' && c.is_ascii() => {
+            parse_piece_byte(text, c, plan)
+        }
+        _ => return parse_piece_lines(text, plan),
+    };
+    match fast {
+        Err((_, Bad::Quoted)) => parse_piece_lines(text, plan),
+        r => r,
     }
 }
 
-/// Line-by-line parser (any delimiter, including whitespace runs).
+/// Line-by-line parser (any delimiter, including whitespace runs, and quoted fields).
 fn parse_piece_lines(text: &[u8], plan: &Plan) -> Result<Piece, (u64, Bad)> {
     let mut values = Vec::with_capacity(text.len() / 16);
     let mut tmp = vec![0f32; plan.n_fields];
@@ -267,7 +388,7 @@ fn parse_piece_lines(text: &[u8], plan: &Plan) -> Result<Piece, (u64, Bad)> {
         }
         let k = for_each_field(line, plan.delim, |k, field| {
             if k < plan.n_fields && plan.need[k] {
-                tmp[k] = parse_cell(field, k)?;
+                tmp[k] = parse_cell(field, k, plan.decimal_comma)?;
             }
             Ok(())
         })
@@ -306,34 +427,142 @@ fn pieces(text: &[u8], n: usize) -> Vec<&[u8]> {
     out
 }
 
-fn detect_delimiter(line: &[u8]) -> Delimiter {
-    if line.contains(&b',') {
+/// Field counts of `lines` split by `delim` (`None` when a line has an unclosed quote).
+fn field_counts(lines: &[&[u8]], delim: Delimiter) -> Option<Vec<usize>> {
+    lines
+        .iter()
+        .map(|l| for_each_field(l, delim, |_, _| Ok(())).ok())
+        .collect()
+}
+
+/// Whether every field of `lines` is a number.
+fn all_numeric(lines: &[&[u8]], delim: Delimiter) -> bool {
+    let dc = delim == Delimiter::Byte(b';');
+    lines.iter().all(|l| {
+        for_each_field(l, delim, |k, f| match parse_num(f, dc) {
+            Some(_) => Ok(()),
+            None => Err(Bad::Ragged(k)),
+        })
+        .is_ok()
+    })
+}
+
+/// Sniffs the delimiter from the first non-blank lines (see the module docs).
+fn sniff_delimiter(lines: &[&[u8]]) -> Delimiter {
+    let candidates = [Delimiter::Comma, Delimiter::Byte(b';'), Delimiter::Tab];
+    let data = if lines.len() > 1 { &lines[1..] } else { lines };
+    let consistent: Vec<Delimiter> = candidates
+        .into_iter()
+        .filter(|&d| field_counts(lines, d).is_some_and(|c| c.iter().all(|&n| n > 1 && n == c[0])))
+        .collect();
+    if let Some(&d) = consistent.iter().find(|&&d| all_numeric(data, d)) {
+        return d;
+    }
+    if let Some(&d) = consistent.first() {
+        return d;
+    }
+    let first = lines.first().copied().unwrap_or_default();
+    if first.contains(&b',') {
         Delimiter::Comma
-    } else if line.contains(&b'\t') {
+    } else if first.contains(&b';') {
+        Delimiter::Byte(b';')
+    } else if first.contains(&b'\t') {
         Delimiter::Tab
     } else {
         Delimiter::Whitespace
     }
 }
 
-fn unquote(s: &[u8]) -> String {
-    let s = String::from_utf8_lossy(s);
-    let t = s.trim();
-    t.strip_prefix('"')
-        .and_then(|x| x.strip_suffix('"'))
-        .unwrap_or(t)
-        .to_string()
+/// Up to `max` non-blank lines of `text` from its start (a last line without newline only when
+/// `eof`).
+fn sample_lines(text: &[u8], eof: bool, max: usize) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while out.len() < max {
+        let (line, more) = match rest.iter().position(|&b| b == b'\n') {
+            Some(p) => (&rest[..p], &rest[p + 1..]),
+            None if eof && !rest.is_empty() => (rest, &rest[rest.len()..]),
+            None => break,
+        };
+        if !line.iter().all(|b| b.is_ascii_whitespace()) {
+            out.push(line);
+        }
+        rest = more;
+    }
+    out
+}
+
+/// The layout of a text table, from its first lines and the options.
+struct Layout {
+    delim: Delimiter,
+    has_header: bool,
+    names: Vec<String>,
+    n_fields: usize,
+}
+
+/// Reads the layout from the first non-blank line `first_line` (line `line_no`) and a sample of
+/// the following lines.
+fn layout(
+    path: &Path,
+    first_line: &[u8],
+    sample: &[&[u8]],
+    line_no: u64,
+    opts: &ReadOptions,
+) -> Result<Layout, IoError> {
+    let delim = opts.delimiter.unwrap_or_else(|| sniff_delimiter(sample));
+    let dc = delim == Delimiter::Byte(b';');
+    let mut raw_fields: Vec<&[u8]> = Vec::new();
+    let mut numeric = true;
+    for_each_field(first_line, delim, |_, f| {
+        numeric &= parse_num(f, dc).is_some();
+        raw_fields.push(f);
+        Ok(())
+    })
+    .map_err(|_| IoError::UnterminatedQuote {
+        file: path.to_path_buf(),
+        line: line_no,
+        column: format!("col{}", raw_fields.len()),
+    })?;
+    let has_header = opts.header.unwrap_or(!numeric);
+    let n_fields = opts.expect_fields.unwrap_or(raw_fields.len());
+    if raw_fields.len() != n_fields {
+        return Err(IoError::Ragged {
+            file: path.to_path_buf(),
+            line: line_no,
+            expected: n_fields,
+            found: raw_fields.len(),
+        });
+    }
+    let names: Vec<String> = if has_header {
+        raw_fields
+            .iter()
+            .map(|f| String::from_utf8_lossy(f).replace("\"\"", "\""))
+            .collect()
+    } else {
+        Table::default_names(n_fields)
+    };
+    Ok(Layout {
+        delim,
+        has_header,
+        names,
+        n_fields,
+    })
 }
 
 /// Reads a delimited text table (see the module docs and [`ReadOptions`]).
 pub fn read_csv(path: &Path, opts: &ReadOptions) -> Result<Table, IoError> {
+    read_csv_noted(path, opts).map(|(t, _)| t)
+}
+
+/// [`read_csv`], also returning notes for the user (e.g. a skipped pandas index column).
+pub fn read_csv_noted(path: &Path, opts: &ReadOptions) -> Result<(Table, Vec<String>), IoError> {
     let file = path.to_path_buf();
     let (mut src, gz) = open_source(path)?;
     let mut buf: Vec<u8> = Vec::with_capacity(CHUNK + (1 << 20));
     let mut eof = fill(&mut src, &mut buf, CHUNK).map_err(|e| read_error(path, gz, e))?;
 
     // Find the first non-blank line (reading more if a line is longer than a chunk).
-    let mut pos = 0usize;
+    let mut pos = if buf.starts_with(BOM) { BOM.len() } else { 0 };
     let mut line_no = 1u64;
     let first = loop {
         match buf[pos..].iter().position(|&b| b == b'\n') {
@@ -362,37 +591,13 @@ pub fn read_csv(path: &Path, opts: &ReadOptions) -> Result<Table, IoError> {
     let Some((l0, l1)) = first else {
         return Err(IoError::Empty { file });
     };
-    let first_line = &buf[l0..l1];
-    let delim = opts
-        .delimiter
-        .unwrap_or_else(|| detect_delimiter(first_line));
-    let mut raw_fields: Vec<&[u8]> = Vec::new();
-    let _ = for_each_field::<()>(first_line, delim, |_, f| {
-        raw_fields.push(f);
-        Ok(())
-    });
-    let has_header = opts.header.unwrap_or_else(|| {
-        raw_fields.iter().any(|f| {
-            std::str::from_utf8(f)
-                .ok()
-                .and_then(|s| s.parse::<f32>().ok())
-                .is_none()
-        })
-    });
-    let n_fields = opts.expect_fields.unwrap_or(raw_fields.len());
-    if raw_fields.len() != n_fields {
-        return Err(IoError::Ragged {
-            file,
-            line: line_no,
-            expected: n_fields,
-            found: raw_fields.len(),
-        });
-    }
-    let names: Vec<String> = if has_header {
-        raw_fields.iter().map(|f| unquote(f)).collect()
-    } else {
-        Table::default_names(n_fields)
-    };
+    let sample = sample_lines(&buf[l0..], eof, SNIFF_LINES);
+    let Layout {
+        delim,
+        has_header,
+        names,
+        n_fields,
+    } = layout(path, &buf[l0..l1], &sample, line_no, opts)?;
     let sel: Vec<usize> = match &opts.columns {
         Some(refs) => refs
             .iter()
@@ -409,6 +614,7 @@ pub fn read_csv(path: &Path, opts: &ReadOptions) -> Result<Table, IoError> {
         n_fields,
         need,
         sel,
+        decimal_comma: delim == Delimiter::Byte(b';'),
     };
     if has_header {
         pos = l1;
@@ -463,30 +669,7 @@ pub fn read_csv(path: &Path, opts: &ReadOptions) -> Result<Table, IoError> {
                     rows += p.rows;
                     line_no += p.newlines;
                 }
-                Err((rel, bad)) => {
-                    let line = line_no + rel;
-                    let col = |k: usize| names.get(k).cloned().unwrap_or_default();
-                    return Err(match bad {
-                        Bad::NonNumeric(k, text) => IoError::NonNumeric {
-                            file,
-                            line,
-                            column: col(k),
-                            text,
-                        },
-                        Bad::NonFinite(k, text) => IoError::NonFiniteCell {
-                            file,
-                            line,
-                            column: col(k),
-                            text,
-                        },
-                        Bad::Ragged(found) => IoError::Ragged {
-                            file,
-                            line,
-                            expected: n_fields,
-                            found,
-                        },
-                    });
-                }
+                Err((rel, bad)) => return Err(bad_to_error(path, line_no + rel, bad, &names)),
             }
         }
         if was_eof {
@@ -510,7 +693,91 @@ pub fn read_csv(path: &Path, opts: &ReadOptions) -> Result<Table, IoError> {
         format: "CSV",
         reason: "internal row count mismatch".into(),
     })?;
-    Ok(Table { columns, data })
+    let table = Table { columns, data };
+    let mut notes = Vec::new();
+    if plan.decimal_comma && opts.delimiter.is_none() {
+        notes.push(format!(
+            "{}: read as semicolon-separated (numbers may use a decimal comma)",
+            path.display()
+        ));
+    }
+    if has_header
+        && opts.columns.is_none()
+        && let Some(t) = drop_index_column(&table)
+    {
+        notes.push(format!(
+            "{}: skipped the first column {:?}: a row index as written by pandas' to_csv() \
+             (pass index=False to to_csv, or select columns explicitly, to avoid this)",
+            path.display(),
+            table.columns[0]
+        ));
+        return Ok((t, notes));
+    }
+    Ok((table, notes))
+}
+
+/// The error for a rejected cell or line at 1-based `line`.
+fn bad_to_error(path: &Path, line: u64, bad: Bad, names: &[String]) -> IoError {
+    let file = path.to_path_buf();
+    let col = |k: usize| names.get(k).cloned().unwrap_or_else(|| format!("col{k}"));
+    match bad {
+        Bad::NonNumeric(k, text) => IoError::NonNumeric {
+            file,
+            line,
+            column: col(k),
+            text,
+        },
+        Bad::NonFinite(k, text) => IoError::NonFiniteCell {
+            file,
+            line,
+            column: col(k),
+            text,
+        },
+        Bad::Ragged(found) => IoError::Ragged {
+            file,
+            line,
+            expected: names.len(),
+            found,
+        },
+        Bad::Unterminated(k) => IoError::UnterminatedQuote {
+            file,
+            line,
+            column: col(k),
+        },
+        // Never escapes `parse_piece`, which re-parses such a piece.
+        Bad::Quoted => IoError::UnterminatedQuote {
+            file,
+            line,
+            column: String::new(),
+        },
+    }
+}
+
+/// `table` without its first column when that column is pandas' unnamed row index: header `""`
+/// or `Unnamed: 0`, non-negative strictly increasing integers, and other columns besides it.
+fn drop_index_column(table: &Table) -> Option<Table> {
+    let name = table.columns.first()?;
+    if !(name.is_empty() || name == "Unnamed: 0") || table.cols() < 2 {
+        return None;
+    }
+    let c = table.cols();
+    let mut prev = -1.0f32;
+    for row in table.data.as_slice().chunks(c) {
+        let v = *row.first()?;
+        if v.fract() != 0.0 || v <= prev {
+            return None;
+        }
+        prev = v;
+    }
+    let rows = table.rows();
+    let mut values = Vec::with_capacity(rows * (c - 1));
+    for row in table.data.as_slice().chunks(c) {
+        values.extend_from_slice(row.get(1..)?);
+    }
+    Some(Table {
+        columns: table.columns.get(1..)?.to_vec(),
+        data: Matrix::from_vec(rows, c - 1, values)?,
+    })
 }
 
 /// Appends the shortest text that parses back to exactly `v`.
@@ -526,7 +793,7 @@ pub fn format_f32(v: f32, out: &mut String) {
 
 /// Checks that the column names survive a header line: non-empty, no delimiter, quote or line
 /// break, and not a number (else the reader would take the header for data).
-fn check_names(path: &Path, names: &[String]) -> Result<(), IoError> {
+pub(crate) fn check_names(path: &Path, names: &[String]) -> Result<(), IoError> {
     let bad = |reason: String| IoError::InvalidTable {
         file: path.to_path_buf(),
         reason,
@@ -554,15 +821,14 @@ fn check_names(path: &Path, names: &[String]) -> Result<(), IoError> {
     Ok(())
 }
 
-fn write_rows(w: &mut impl Write, table: &Table) -> std::io::Result<()> {
-    w.write_all(table.columns.join(",").as_bytes())?;
-    w.write_all(b"\n")?;
-    let c = table.cols();
+/// Writes the rows of `data` as comma-separated lines (formatted in parallel blocks).
+pub(crate) fn write_values(w: &mut impl Write, data: &Matrix<f32>) -> std::io::Result<()> {
+    let c = data.cols();
     if c == 0 {
         return Ok(());
     }
     const BLOCK: usize = 4096;
-    for group in table.data.as_slice().chunks(BLOCK * c * 64) {
+    for group in data.as_slice().chunks(BLOCK * c * 64) {
         let texts: Vec<String> = group
             .par_chunks(BLOCK * c)
             .map(|block| {
@@ -584,26 +850,6 @@ fn write_rows(w: &mut impl Write, table: &Table) -> std::io::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Writes `table` as comma-separated text with a header line (gzip when `path` ends in `.gz`).
-pub fn write_csv(path: &Path, table: &Table) -> Result<(), IoError> {
-    let gz = path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("gz"));
-    super::write_atomic(path, |f: &mut File, _| {
-        check_names(path, &table.columns)?;
-        let werr = |e| IoError::os(path, "cannot write", e);
-        let mut bw = BufWriter::with_capacity(1 << 20, f);
-        if gz {
-            let mut enc = flate2::write::GzEncoder::new(&mut bw, flate2::Compression::default());
-            write_rows(&mut enc, table).map_err(werr)?;
-            enc.finish().map_err(werr)?;
-        } else {
-            write_rows(&mut bw, table).map_err(werr)?;
-        }
-        bw.flush().map_err(werr)
-    })
 }
 
 #[cfg(test)]
@@ -797,6 +1043,7 @@ mod tests {
             n_fields: n,
             need: (0..n).map(|k| sel.contains(&k)).collect(),
             sel,
+            decimal_comma: false,
         };
         let p3 = plan(3, vec![2, 0]);
         let texts = [
@@ -833,6 +1080,177 @@ mod tests {
         ));
     }
 
+    fn noted(p: &Path) -> (Table, Vec<String>) {
+        read_csv_noted(p, &ReadOptions::default()).unwrap()
+    }
+
+    #[test]
+    fn excel_byte_order_mark_is_dropped() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(d.path(), "bom.csv", "\u{feff}pt,eta\n1,2\n3,4\n");
+        let t = read(&p).unwrap();
+        assert_eq!(t.columns, vec!["pt", "eta"]);
+        assert_eq!(t.data.as_slice(), &[1.0, 2.0, 3.0, 4.0]);
+        // Without a header the first line is the first event, BOM or not.
+        let p = write(d.path(), "bomnum.csv", "\u{feff}1,2\n3,4\n");
+        let t = read(&p).unwrap();
+        assert_eq!(t.columns, vec!["col0", "col1"]);
+        assert_eq!(t.data.as_slice(), &[1.0, 2.0, 3.0, 4.0]);
+        // Quoted numbers as the first line: still data.
+        let p = write(d.path(), "qnum.csv", "\"1\",\"2\"\n\"3\",\"4\"\n");
+        assert_eq!(read(&p).unwrap().rows(), 2);
+    }
+
+    #[test]
+    fn quoted_fields_as_pandas_and_excel_write_them() {
+        let d = tempfile::tempdir().unwrap();
+        // pandas to_csv(quoting=QUOTE_ALL)
+        let p = write(
+            d.path(),
+            "qa.csv",
+            "\"a\",\"b\"\r\n\"0.1257\",\"-2\"\r\n\"3e2\", \"4\" \r\n",
+        );
+        let t = read(&p).unwrap();
+        assert_eq!(t.columns, vec!["a", "b"]);
+        assert_eq!(t.data.as_slice(), &[0.1257, -2.0, 300.0, 4.0]);
+        // Delimiters and escaped quotes inside quotes (header and an unselected text column).
+        let p = write(
+            d.path(),
+            "qc.csv",
+            "\"x,y\",\"say \"\"hi\"\"\",z\n1,\"a,b\",2\n3,\"\",4\n",
+        );
+        let opts = ReadOptions {
+            columns: Some(vec!["z".into(), "x,y".into()]),
+            ..Default::default()
+        };
+        let t = read_table(&p, &opts).unwrap();
+        assert_eq!(t.data.as_slice(), &[2.0, 1.0, 4.0, 3.0]);
+        let t = read_table(
+            &p,
+            &ReadOptions {
+                columns: Some(vec![ColumnRef::Index(1)]),
+                ..Default::default()
+            },
+        );
+        let e = t.unwrap_err().to_string();
+        assert!(
+            e.contains("line 2") && e.contains("column say \"hi\"") && e.contains("\"a,b\""),
+            "{e}"
+        );
+        // An unclosed quote names the line and column.
+        let p = write(d.path(), "qu.csv", "a,b\n1,2\n3,\"4\n5,6\n");
+        let e = err(&p);
+        assert!(
+            e.contains("qu.csv") && e.contains("line 3") && e.contains("column b"),
+            "{e}"
+        );
+        assert!(e.contains("unterminated"), "{e}");
+    }
+
+    #[test]
+    fn quoted_file_spanning_pieces_matches_unquoted() {
+        let d = tempfile::tempdir().unwrap();
+        let mut plain = String::from("a,b,c\n");
+        let mut quoted = String::from("\"a\",\"b\",\"c\",\"note\"\n");
+        for i in 0..40_000 {
+            let row = [i as f32 * 0.5, (i as f32).sqrt(), -1e-3 * i as f32];
+            let cells: Vec<String> = row.iter().map(|v| format!("{v}")).collect();
+            plain.push_str(&cells.join(","));
+            plain.push('\n');
+            let q: Vec<String> = cells.iter().map(|c| format!("\" {c}\"")).collect();
+            quoted.push_str(&q.join(","));
+            // Some rows carry an unselected text field with a comma and quotes inside, which
+            // sends their piece to the quote-aware parser.
+            if i % 9_999 == 0 {
+                quoted.push_str(",\"x, \"\"y\"\"\"\n");
+            } else {
+                quoted.push_str(",\"\"\n");
+            }
+        }
+        let sel = ReadOptions {
+            columns: Some(vec!["a".into(), "b".into(), "c".into()]),
+            ..Default::default()
+        };
+        let p = write(d.path(), "p.csv", &plain);
+        let q = write(d.path(), "q.csv", &quoted);
+        assert_eq!(read(&p).unwrap(), read_table(&q, &sel).unwrap());
+        // A quoted comma in a selected column: its line number survives the re-parse.
+        quoted.push_str("\"1\",\"2,5\",\"3\",\"\"\n");
+        let q = write(d.path(), "q2.csv", &quoted);
+        let e = read_table(&q, &sel).unwrap_err().to_string();
+        assert!(
+            e.contains("line 40002") && e.contains("column b") && e.contains("\"2,5\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn semicolons_and_decimal_commas() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(d.path(), "s.csv", "a;b;c\n1;2;3\n4;5;6\n");
+        let (t, notes) = noted(&p);
+        assert_eq!(t.columns, vec!["a", "b", "c"]);
+        assert_eq!(t.data.as_slice(), &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(notes[0].contains("s.csv") && notes[0].contains("semicolon"));
+        // Excel in much of Europe: semicolons and decimal commas, with or without a header.
+        let p = write(d.path(), "eu.csv", "pt;eta\n1,5;-0,25\n2;3,125\n");
+        let t = read(&p).unwrap();
+        assert_eq!(t.columns, vec!["pt", "eta"]);
+        assert_eq!(t.data.as_slice(), &[1.5, -0.25, 2.0, 3.125]);
+        let p = write(d.path(), "eu2.csv", "1,5;2,5\n3,5;4,5\n");
+        let t = read(&p).unwrap();
+        assert_eq!(t.data.as_slice(), &[1.5, 2.5, 3.5, 4.5]);
+        // Comma files are not affected: "1,5" there is two fields, and comma wins ties.
+        let p = write(d.path(), "c.csv", "x,y\n1,5\n");
+        assert_eq!(read(&p).unwrap().data.as_slice(), &[1.0, 5.0]);
+        let p = write(d.path(), "t.tsv", "x\ty\n1.5\t2\n");
+        assert_eq!(read(&p).unwrap().data.as_slice(), &[1.5, 2.0]);
+        // Whitespace-separated still works, and a one-column file too.
+        let p = write(d.path(), "w.txt", "x y\n1 2\n");
+        assert_eq!(read(&p).unwrap().columns, vec!["x", "y"]);
+        let p = write(d.path(), "one.csv", "x\n1\n2\n");
+        assert_eq!(read(&p).unwrap().data.as_slice(), &[1.0, 2.0]);
+    }
+
+    #[test]
+    fn pandas_index_column_is_skipped_with_a_note() {
+        let d = tempfile::tempdir().unwrap();
+        for head in ["", "Unnamed: 0", "\"\""] {
+            let p = write(
+                d.path(),
+                "ix.csv",
+                &format!("{head},a,b\n0,1.5,2\n1,3,4\n2,5,6\n"),
+            );
+            let (t, notes) = noted(&p);
+            assert_eq!(t.columns, vec!["a", "b"], "{head}");
+            assert_eq!(t.data.as_slice(), &[1.5, 2.0, 3.0, 4.0, 5.0, 6.0]);
+            assert_eq!(notes.len(), 1);
+            assert!(notes[0].contains("ix.csv") && notes[0].contains("index"));
+        }
+        // A filtered frame keeps increasing, non-contiguous labels: still an index.
+        let p = write(d.path(), "f.csv", ",a\n3,1\n7,2\n");
+        assert_eq!(noted(&p).0.columns, vec!["a"]);
+        // Not an index: values that are not increasing integers, or a named column.
+        let p = write(d.path(), "n1.csv", ",a\n0,1\n0.5,2\n");
+        let (t, notes) = noted(&p);
+        assert_eq!((t.cols(), notes.len()), (2, 0));
+        let p = write(d.path(), "n2.csv", ",a\n1,1\n0,2\n");
+        assert_eq!(noted(&p).0.cols(), 2);
+        let p = write(d.path(), "n3.csv", "i,a\n0,1\n1,2\n");
+        assert_eq!(noted(&p).0.cols(), 2);
+        // Explicit selection is respected.
+        let p = write(d.path(), "ix.csv", ",a\n0,1\n1,2\n");
+        let opts = ReadOptions {
+            columns: Some(vec![ColumnRef::Index(0), "a".into()]),
+            ..Default::default()
+        };
+        assert_eq!(
+            read_table(&p, &opts).unwrap().data.as_slice(),
+            &[0.0, 1.0, 1.0, 2.0]
+        );
+    }
+
     #[test]
     fn unwritable_names_are_refused() {
         let d = tempfile::tempdir().unwrap();
@@ -855,7 +1273,7 @@ mod bench {
     fn parse_speed_higgs_35k() {
         let gz = bundled_higgs_path();
         let mut text = Vec::new();
-        MultiGzDecoder::new(File::open(&gz).unwrap())
+        MultiGzDecoder::new(std::fs::File::open(&gz).unwrap())
             .read_to_end(&mut text)
             .unwrap();
         let d = tempfile::tempdir().unwrap();

@@ -111,6 +111,20 @@ pub enum IoError {
         /// Field count of this line.
         found: usize,
     },
+    /// A quoted text field whose closing quote is not on the same line.
+    #[error(
+        "{}, line {line}, column {column}: unterminated quoted field (a quote opened here is not \
+         closed on this line; quoted fields cannot span lines)",
+        file.display()
+    )]
+    UnterminatedQuote {
+        /// The file.
+        file: PathBuf,
+        /// 1-based line number.
+        line: u64,
+        /// Column name (or `colK`).
+        column: String,
+    },
     /// The file does not have the UCI HIGGS layout.
     #[error(
         "expected 29 columns (label + 28 features) in the UCI HIGGS layout, found {found} on \
@@ -158,6 +172,28 @@ pub enum IoError {
         index: usize,
         /// Number of columns.
         count: usize,
+    },
+    /// A glob pattern that is invalid or matches no file.
+    #[error("{pattern}: {reason}")]
+    Glob {
+        /// The pattern as given.
+        pattern: String,
+        /// What was wrong ("no file matches it", a syntax error).
+        reason: String,
+    },
+    /// A file whose columns differ from those of the first file of a multi-file read.
+    #[error(
+        "{}: its columns differ from those of {}: {detail} (all files must have the same columns)",
+        file.display(),
+        first.display()
+    )]
+    ColumnMismatch {
+        /// The file that differs.
+        file: PathBuf,
+        /// The first file (in sorted order).
+        first: PathBuf,
+        /// Which column differs.
+        detail: String,
     },
     /// A structurally invalid file (bad magic, truncated, wrong metadata, ...).
     #[error("{}: invalid or corrupt {format} file: {reason}", file.display())]

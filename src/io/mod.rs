@@ -9,17 +9,23 @@
 pub mod csv;
 pub mod describe;
 pub mod error;
+pub mod guard;
 pub mod higgs;
 pub mod npy;
 pub mod parquet;
 pub mod rntuple;
 pub mod root;
+pub mod sources;
 pub mod table;
+pub mod writer;
 
 pub use describe::{ColumnInfo, ColumnKind, describe};
 pub use error::IoError;
+pub use guard::guard;
 pub use higgs::{Preset, bundled_higgs_path, read_higgs, read_higgs_labeled};
+pub use sources::{Source, read_sources};
 pub use table::{ColumnRef, Table};
+pub use writer::TableWriter;
 
 use std::fs::File;
 use std::path::Path;
@@ -109,16 +115,71 @@ pub struct ReadOptions {
 }
 
 /// Reads an event table. The result has at least one row and only finite values.
+///
+/// Notes a user should see (a skipped index column, a sniffed dialect) are dropped; use
+/// [`read_table_noted`] to show them.
 pub fn read_table(path: &Path, opts: &ReadOptions) -> Result<Table, IoError> {
+    read_table_noted(path, opts).map(|(t, _)| t)
+}
+
+/// [`read_table`], also returning notes for the user: complete sentences that name the file,
+/// e.g. "x.csv: skipped the first column \"\": a row index as written by pandas' to_csv() ...".
+/// Print each on its own line (the CLI prints them as `note: ...` on stderr).
+pub fn read_table_noted(path: &Path, opts: &ReadOptions) -> Result<(Table, Vec<String>), IoError> {
     let format = Format::resolve(path, opts.format)?;
+    // Every reader runs guarded: a panic inside it (or inside a third-party crate it calls)
+    // becomes a "corrupt file" error and its message stays off the terminal.
     let table = match format {
-        Format::Csv => return csv::read_csv(path, opts),
-        Format::Npy => npy::read_npy(path)?,
+        Format::Csv => return guard(path, "CSV", || csv::read_csv_noted(path, opts)),
+        Format::Npy => guard(path, "npy", || npy::read_npy(path))?,
         Format::Parquet => parquet::read_parquet(path)?,
         // The ROOT reader reads only the selected columns, already in order.
-        Format::Root => return finish_binary(path, root::read_root(path, opts)?.table, None),
+        Format::Root => {
+            let r = root::read_root(path, opts)?;
+            let mut notes = r.notes;
+            if r.dropped > 0 {
+                notes.push(format!(
+                    "{}: dropped {} event(s) without the requested collection element (use --fill VALUE to keep them)",
+                    path.display(),
+                    r.dropped
+                ));
+            }
+            return Ok((finish_binary(path, r.table, None)?, notes));
+        }
     };
-    finish_binary(path, table, opts.columns.as_deref())
+    Ok((
+        finish_binary(path, table, opts.columns.as_deref())?,
+        Vec::new(),
+    ))
+}
+
+/// Whether `table`'s columns have the generated names `col0, col1, ...`: it came from a file
+/// without column names (an `.npy` file, a CSV without a header line).
+pub fn has_generated_names(table: &Table) -> bool {
+    table.columns == Table::default_names(table.cols())
+}
+
+/// Matches a nameless table to the columns a model expects, by position: when `table` has
+/// generated names (see [`has_generated_names`]), none of `wanted` is one of them, and it has
+/// exactly `wanted.len()` columns, its columns are renamed to `wanted` and a note for the user is
+/// returned (naming `file`). Otherwise the table is left as it is (`None`), and selecting
+/// `wanted` reports the usual unknown-column error.
+///
+/// This is how `hepflow log-prob --data g.npy` scores the output of `hepflow sample --out g.npy`.
+pub fn match_by_position(table: &mut Table, wanted: &[String], file: &Path) -> Option<String> {
+    let applies = has_generated_names(table)
+        && table.cols() == wanted.len()
+        && !wanted.iter().any(|w| table.columns.contains(w));
+    if !applies {
+        return None;
+    }
+    table.columns = wanted.to_vec();
+    Some(format!(
+        "{}: the file has no column names; its {} columns are taken in the model's order ({})",
+        file.display(),
+        wanted.len(),
+        wanted.join(", ")
+    ))
 }
 
 /// Column selection, emptiness and finiteness checks shared by the binary formats.
@@ -141,7 +202,7 @@ fn finish_binary(
 }
 
 /// Writes `table` to `path` in `format` (CSV gets gzip-compressed when `path` ends in `.gz`).
-/// Non-finite values are refused. The write is atomic.
+/// Non-finite values are refused. The write is atomic. Streams with [`TableWriter`].
 pub fn write_table(path: &Path, table: &Table, format: Format) -> Result<(), IoError> {
     table.validate_finite(path)?;
     if table.columns.len() != table.cols() {
@@ -154,12 +215,9 @@ pub fn write_table(path: &Path, table: &Table, format: Format) -> Result<(), IoE
             ),
         });
     }
-    match format {
-        Format::Csv => csv::write_csv(path, table),
-        Format::Npy => npy::write_npy(path, table),
-        Format::Parquet => parquet::write_parquet(path, table),
-        Format::Root => root::write_root(path, table),
-    }
+    let mut w = TableWriter::create(path, format, &table.columns, Some(table.rows() as u64))?;
+    w.write(&table.data)?;
+    w.finish().map(|_| ())
 }
 
 /// Atomic write: `body` writes into a fresh temporary file in `path`'s directory (it gets the
@@ -169,26 +227,7 @@ pub(crate) fn write_atomic(
     path: &Path,
     body: impl FnOnce(&mut File, &Path) -> Result<(), IoError>,
 ) -> Result<(), IoError> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let prefix = format!(".{name}.");
-    let mut builder = tempfile::Builder::new();
-    builder.prefix(&prefix).suffix(".tmp");
-    // Ordinary file permissions (0666 minus the umask) instead of the private 0600 of temp files.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        builder.permissions(std::fs::Permissions::from_mode(0o666));
-    }
-    let mut tmp = builder
-        .tempfile_in(dir)
-        .map_err(|e| IoError::os(path, "cannot create a temporary file next to it", e))?;
+    let mut tmp = writer::temp_next_to(path)?;
     let tmp_path = tmp.path().to_path_buf();
     body(tmp.as_file_mut(), &tmp_path)?;
     tmp.as_file()
@@ -248,6 +287,29 @@ mod tests {
             assert!(matches!(e, IoError::NotFound { .. }), "{name}: {e}");
             assert!(e.to_string().contains(name), "{e}");
         }
+    }
+
+    #[test]
+    fn nameless_tables_match_a_model_by_position() {
+        let wanted: Vec<String> = vec!["lepton_pT".into(), "m_bb".into()];
+        let data = Matrix::from_vec(1, 2, vec![1.0, 2.0]).unwrap();
+        let mut t = Table::new(Table::default_names(2), data.clone()).unwrap();
+        assert!(has_generated_names(&t));
+        let note = match_by_position(&mut t, &wanted, Path::new("g.npy")).unwrap();
+        assert_eq!(t.columns, wanted);
+        assert!(
+            note.contains("g.npy") && note.contains("lepton_pT, m_bb"),
+            "{note}"
+        );
+        // Named tables, other widths, and tables that do have a wanted name are left alone.
+        let mut named = Table::new(vec!["a".into(), "b".into()], data.clone()).unwrap();
+        assert!(!has_generated_names(&named));
+        assert!(match_by_position(&mut named, &wanted, Path::new("x")).is_none());
+        let mut t = Table::new(Table::default_names(2), data.clone()).unwrap();
+        assert!(match_by_position(&mut t, &wanted[..1], Path::new("x")).is_none());
+        let wants_col1: Vec<String> = vec!["col1".into(), "col0".into()];
+        assert!(match_by_position(&mut t, &wants_col1, Path::new("x")).is_none());
+        assert_eq!(t.columns, Table::default_names(2));
     }
 
     #[test]

@@ -6,10 +6,10 @@
 //! C-order `<f4` array and **drops the table's column names** (use CSV, Parquet or ROOT to keep
 //! them).
 
-use std::io::{BufReader, BufWriter, Write};
+use std::io::BufReader;
 use std::path::Path;
 
-use npyz::{DType, NpyFile, Order, TypeChar, WriterBuilder};
+use npyz::{DType, NpyFile, Order, TypeChar};
 
 use super::{IoError, Table};
 use crate::engine::Matrix;
@@ -118,26 +118,20 @@ pub fn read_npy(path: &Path) -> Result<Table, IoError> {
     })
 }
 
-/// Writes `table` as a C-order `<f4` array of shape `[rows, cols]` (column names are dropped).
-pub fn write_npy(path: &Path, table: &Table) -> Result<(), IoError> {
-    super::write_atomic(path, |f, _| {
-        let werr = |e| IoError::os(path, "cannot write", e);
-        let mut bw = BufWriter::with_capacity(1 << 20, f);
-        {
-            let mut w = npyz::WriteOptions::<f32>::new()
-                .default_dtype()
-                .shape(&[table.rows() as u64, table.cols() as u64])
-                .writer(&mut bw)
-                .begin_nd()
-                .map_err(werr)?;
-            w.extend(table.data.as_slice().iter().copied())
-                .map_err(werr)?;
-            w.finish().map_err(werr)?;
-        }
-        bw.flush().map_err(werr)
-    })
+/// The header of a C-order `<f4` array of shape `[rows, cols]`, as numpy (and `npyz`) write it:
+/// format version 1.0, the dictionary padded with spaces and a newline to a multiple of 64 bytes.
+pub(crate) fn header(rows: u64, cols: usize) -> Vec<u8> {
+    let dict = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
+    let mut h = dict.into_bytes();
+    let total = 10 + h.len() + 1;
+    let pad = (64 - total % 64) % 64;
+    h.extend(std::iter::repeat_n(b' ', pad));
+    h.push(b'\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(h.len() as u16).to_le_bytes());
+    out.extend_from_slice(&h);
+    out
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,11 +3,11 @@
 //! Reading keeps every top-level numeric column (`f32`, `f64`, signed and unsigned integers of
 //! 8..64 bits, and `bool` as 0/1), converted to `f32`, with its name; other columns (strings,
 //! timestamps, nested types) are skipped. A null cell is an error naming the row and column.
-//! Writing produces one non-nullable `Float32` column per table column, Snappy-compressed, readable
-//! by pyarrow and pandas.
+//! Writing (behind [`crate::io::TableWriter`]) produces one non-nullable `Float32`
+//! column per table column, Snappy-compressed, readable by pyarrow and pandas.
 
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
@@ -16,7 +16,7 @@ use arrow_array::types::{
     UInt32Type, UInt64Type,
 };
 use arrow_array::{Array, ArrayRef, Float32Array, RecordBatch};
-use arrow_schema::{DataType, Field, Schema};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -84,7 +84,13 @@ fn to_f32(a: &dyn Array) -> Option<Vec<f32>> {
 }
 
 /// Reads the numeric columns of a Parquet file (values are not yet checked for finiteness).
+/// Every codec pyarrow, polars and awkward write is read (uncompressed, Snappy, gzip, Brotli,
+/// LZ4, LZ4_RAW, ZSTD); a panic inside the `parquet` crate is reported as a corrupt file.
 pub fn read_parquet(path: &Path) -> Result<Table, IoError> {
+    super::guard(path, "parquet", || read_inner(path))
+}
+
+fn read_inner(path: &Path) -> Result<Table, IoError> {
     let f = super::open(path)?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| corrupt(path, e))?;
     let schema = builder.schema().clone();
@@ -155,51 +161,116 @@ pub fn read_parquet(path: &Path) -> Result<Table, IoError> {
     Ok(Table { columns, data })
 }
 
-/// Writes `table` as one non-nullable `Float32` column per table column (Snappy-compressed).
-pub fn write_parquet(path: &Path, table: &Table) -> Result<(), IoError> {
-    let schema = Arc::new(Schema::new(
-        table
-            .columns
-            .iter()
-            .map(|n| Field::new(n, DataType::Float32, false))
-            .collect::<Vec<_>>(),
-    ));
-    let werr = |e: parquet::errors::ParquetError| {
-        IoError::os(path, "cannot write", std::io::Error::other(e.to_string()))
-    };
-    super::write_atomic(path, |f: &mut File, _| {
+/// Rows per record batch written.
+const WRITE_BATCH: usize = 65536;
+
+/// A Parquet file being written: one non-nullable `Float32` column per table column,
+/// Snappy-compressed, in record batches of exactly [`WRITE_BATCH`] rows (the last one shorter),
+/// whatever the sizes of the batches given to [`Stream::write`]; see [`crate::io::writer`].
+pub(crate) struct Stream {
+    path: PathBuf,
+    writer: ArrowWriter<File>,
+    schema: SchemaRef,
+    /// Rows not yet written, row-major.
+    pending: Vec<f32>,
+    cols: usize,
+}
+
+fn write_error(path: &Path, e: impl std::fmt::Display) -> IoError {
+    IoError::os(path, "cannot write", std::io::Error::other(e.to_string()))
+}
+
+impl Stream {
+    pub(crate) fn new(path: &Path, file: File, columns: &[String]) -> Result<Stream, IoError> {
+        let schema = Arc::new(Schema::new(
+            columns
+                .iter()
+                .map(|n| Field::new(n, DataType::Float32, false))
+                .collect::<Vec<_>>(),
+        ));
         let props = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
             .build();
-        let mut w = ArrowWriter::try_new(f, schema.clone(), Some(props)).map_err(werr)?;
-        let c = table.cols();
-        let n = table.rows();
-        const BATCH: usize = 65536;
-        let mut start = 0;
-        while start < n {
-            let end = (start + BATCH).min(n);
-            let arrays: Vec<ArrayRef> = (0..c)
-                .map(|j| {
-                    let col: Vec<f32> = (start..end).map(|i| table.data.get(i, j)).collect();
-                    Arc::new(Float32Array::from(col)) as ArrayRef
-                })
-                .collect();
-            let batch = RecordBatch::try_new(schema.clone(), arrays).map_err(|e| {
-                IoError::InvalidTable {
-                    file: path.to_path_buf(),
-                    reason: e.to_string(),
-                }
-            })?;
-            w.write(&batch).map_err(werr)?;
-            start = end;
+        let writer = ArrowWriter::try_new(file, schema.clone(), Some(props))
+            .map_err(|e| write_error(path, e))?;
+        Ok(Stream {
+            path: path.to_path_buf(),
+            writer,
+            schema,
+            pending: Vec::new(),
+            cols: columns.len(),
+        })
+    }
+
+    /// Appends row-major `values` of `cols` columns.
+    pub(crate) fn write(&mut self, values: &[f32], cols: usize) -> Result<(), IoError> {
+        if cols != self.cols {
+            return Err(write_error(
+                &self.path,
+                "batch width differs from the schema",
+            ));
         }
-        w.close().map_err(werr)?;
+        self.pending.extend_from_slice(values);
+        while self.pending.len() >= WRITE_BATCH * self.cols {
+            self.flush(WRITE_BATCH)?;
+        }
         Ok(())
-    })
+    }
+
+    /// Writes the first `n` pending rows as one record batch.
+    fn flush(&mut self, n: usize) -> Result<(), IoError> {
+        let c = self.cols;
+        let rows = &self.pending[..n * c];
+        let arrays: Vec<ArrayRef> = (0..c)
+            .map(|j| {
+                let col: Vec<f32> = rows.iter().skip(j).step_by(c).copied().collect();
+                Arc::new(Float32Array::from(col)) as ArrayRef
+            })
+            .collect();
+        let batch = RecordBatch::try_new(self.schema.clone(), arrays).map_err(|e| {
+            IoError::InvalidTable {
+                file: self.path.clone(),
+                reason: e.to_string(),
+            }
+        })?;
+        self.writer
+            .write(&batch)
+            .map_err(|e| write_error(&self.path, e))?;
+        self.pending.drain(..n * c);
+        Ok(())
+    }
+
+    /// Writes the remaining rows and the footer; returns the file.
+    pub(crate) fn finish(mut self) -> Result<File, IoError> {
+        let n = self.pending.len() / self.cols.max(1);
+        if n > 0 {
+            self.flush(n)?;
+        }
+        let path = self.path.clone();
+        self.writer.into_inner().map_err(|e| write_error(&path, e))
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn every_codec_of_pyarrow_polars_and_awkward_reads() {
+        // Written by tests/fixtures/parquet/make_fixtures.py (pyarrow).
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/parquet");
+        for stem in ["none", "snappy", "gzip", "brotli", "lz4", "zstd", "zstd_v2"] {
+            let p = dir.join(format!("{stem}.parquet"));
+            let t = read_table(&p, &ReadOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(t.columns, ["f64", "f32", "i64", "i32", "flag"], "{stem}");
+            assert_eq!(t.rows(), 64, "{stem}");
+            for i in 0..64 {
+                let x = i as f32;
+                let flag = if i % 3 == 0 { 1.0 } else { 0.0 };
+                let want = [x * 0.5 - 7.0, x * 0.125, x * x - 100.0, -x, flag];
+                assert_eq!(t.data.row(i), &want, "{stem}, row {i}");
+            }
+        }
+    }
+
     use super::*;
     use crate::io::{Format, ReadOptions, read_table, write_table};
     use arrow_array::{BooleanArray, Int64Array, StringArray};

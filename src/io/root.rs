@@ -20,11 +20,8 @@
 pub(in crate::io) mod file;
 mod ttree;
 
-use std::cell::Cell;
 use std::collections::HashMap;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
-use std::sync::Once;
 
 use oxyroot::{RootFile as OxyFile, WriterTree};
 
@@ -101,34 +98,6 @@ fn from_bad(path: &Path, e: Bad) -> IoError {
         Bad::Corrupt(m) => corrupt(path, m),
         Bad::Unsupported(m) => unsupported(path, m),
     }
-}
-
-thread_local! {
-    static GUARDED: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Runs `f`, turning a panic into `Err(message)`; the panic is not printed (a process-wide
-/// hook, installed once, stays silent for panics raised inside this guard and defers to the
-/// previous hook for all others).
-fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
-    static HOOK: Once = Once::new();
-    HOOK.call_once(|| {
-        let prev = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            if !GUARDED.with(Cell::get) {
-                prev(info);
-            }
-        }));
-    });
-    let was = GUARDED.with(|g| g.replace(true));
-    let r = catch_unwind(AssertUnwindSafe(f));
-    GUARDED.with(|g| g.set(was));
-    r.map_err(|p| {
-        p.downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| p.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "unknown failure".into())
-    })
 }
 
 /// A TTree or an RNTuple.
@@ -397,15 +366,15 @@ fn read_inner(path: &Path, opts: &ReadOptions) -> Result<RootRead, IoError> {
 /// [`crate::io::read_table`] does that).
 pub fn read_root(path: &Path, opts: &ReadOptions) -> Result<RootRead, IoError> {
     super::open(path)?; // clear NotFound / permission errors first
-    guarded(|| read_inner(path, opts))
-        .unwrap_or_else(|p| Err(corrupt(path, format!("the ROOT reader failed: {p}"))))
+    super::guard(path, "ROOT", || read_inner(path, opts))
 }
 
 /// The columns of the TTree or RNTuple `tree` (else the first one): name, type, shape, entries.
 pub fn describe_root(path: &Path, tree: Option<&str>) -> Result<Vec<ColumnInfo>, IoError> {
     super::open(path)?;
-    let fields = guarded(|| open_source(path, tree).map(|(_, s, _)| s.fields()))
-        .unwrap_or_else(|p| Err(corrupt(path, format!("the ROOT reader failed: {p}"))))?;
+    let fields = super::guard(path, "ROOT", || {
+        open_source(path, tree).map(|(_, s, _)| s.fields())
+    })?;
     Ok(fields.into_iter().map(ColumnInfo::from).collect())
 }
 
@@ -419,21 +388,15 @@ pub fn write_root(path: &Path, table: &Table) -> Result<(), IoError> {
         let cols: Vec<Vec<f32>> = (0..table.cols())
             .map(|j| (0..table.rows()).map(|i| table.data.get(i, j)).collect())
             .collect();
-        let res = guarded(|| -> Result<(), String> {
-            let mut f = OxyFile::create(tmp).map_err(|e| e.to_string())?;
+        super::guard(path, "ROOT", || {
+            let mut f = OxyFile::create(tmp).map_err(|e| werr(e.to_string()))?;
             let mut tree = WriterTree::new(TREE_NAME);
             for (name, col) in table.columns.iter().zip(cols) {
                 tree.new_branch(name, col.into_iter());
             }
-            tree.write(&mut f).map_err(|e| e.to_string())?;
-            f.close().map_err(|e| e.to_string())?;
-            Ok(())
-        });
-        match res {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(werr(e)),
-            Err(p) => Err(werr(format!("the ROOT writer failed: {p}"))),
-        }
+            tree.write(&mut f).map_err(|e| werr(e.to_string()))?;
+            f.close().map_err(|e| werr(e.to_string()))
+        })
     })
 }
 

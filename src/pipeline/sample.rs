@@ -3,14 +3,14 @@
 //! Event `i` of a sample depends only on `(model, seed, i)` (see [`crate::flow::base_sample`]),
 //! so shard `k/M` generates events `floor((k-1)N/M) .. floor(kN/M)`, the shards are disjoint and
 //! their concatenation is byte-identical to the unsharded output, for any thread count. Events are
-//! generated and written in batches, so memory stays bounded for any `N` (except for ROOT output,
-//! whose writer needs whole columns).
+//! generated and written in batches through [`crate::io::TableWriter`], so memory stays bounded
+//! for any `N` (except for ROOT output, whose writer needs whole columns), and the output is
+//! renamed into place only when complete.
 
 use crate::engine::Matrix;
-use crate::io::{Format, Table, write_table};
+use crate::io::{Format, TableWriter};
 use crate::model::{Model, ModelError};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::str::FromStr;
 
 /// Shard `index` (1-based) of `count`.
@@ -80,29 +80,6 @@ pub struct SampleJob {
     pub context_columns: Option<(Vec<String>, Matrix<f32>)>,
 }
 
-enum Sink {
-    Csv(Box<dyn Write>),
-    Npy(Box<dyn Write>),
-    Parquet(
-        Box<parquet::arrow::ArrowWriter<std::fs::File>>,
-        arrow_schema::SchemaRef,
-    ),
-    Collect(Vec<f32>),
-}
-
-fn npy_header(rows: u64, cols: usize) -> Vec<u8> {
-    let dict = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
-    let mut h = dict.into_bytes();
-    let total = 10 + h.len() + 1;
-    let pad = (64 - total % 64) % 64;
-    h.extend(std::iter::repeat_n(b' ', pad));
-    h.push(b'\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend_from_slice(&(h.len() as u16).to_le_bytes());
-    out.extend_from_slice(&h);
-    out
-}
-
 /// Generates the job's events with `model` and writes them atomically to `job.out`;
 /// `progress` is called with the number of events written so far.
 pub fn sample_to_file(
@@ -128,60 +105,10 @@ pub fn sample_to_file(
         )));
     }
     let out = &job.out;
-    let dir = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let tmp = tempfile::Builder::new()
-        .prefix(".hepflow-")
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(|e| ModelError::Io {
-            path: out.clone(),
-            source: e,
-        })?;
-    let ioe = |e: std::io::Error| ModelError::Io {
-        path: out.clone(),
-        source: e,
-    };
-    let file = tmp.reopen().map_err(ioe)?;
-    let mut sink = match job.format {
-        Format::Csv => {
-            let mut w: Box<dyn Write> = Box::new(std::io::BufWriter::with_capacity(1 << 20, file));
-            if out.extension().is_some_and(|e| e == "gz") {
-                w = Box::new(flate2::write::GzEncoder::new(
-                    w,
-                    flate2::Compression::default(),
-                ));
-            }
-            writeln!(w, "{}", names.join(",")).map_err(ioe)?;
-            Sink::Csv(w)
-        }
-        Format::Npy => {
-            let mut w: Box<dyn Write> = Box::new(std::io::BufWriter::with_capacity(1 << 20, file));
-            w.write_all(&npy_header(total, width)).map_err(ioe)?;
-            Sink::Npy(w)
-        }
-        Format::Parquet => {
-            let fields: Vec<arrow_schema::Field> = names
-                .iter()
-                .map(|n| arrow_schema::Field::new(n, arrow_schema::DataType::Float32, false))
-                .collect();
-            let schema = std::sync::Arc::new(arrow_schema::Schema::new(fields));
-            let w =
-                parquet::arrow::ArrowWriter::try_new(file, schema.clone(), None).map_err(|e| {
-                    ModelError::Io {
-                        path: out.clone(),
-                        source: std::io::Error::other(e),
-                    }
-                })?;
-            Sink::Parquet(Box::new(w), schema)
-        }
-        Format::Root => Sink::Collect(Vec::new()),
-    };
+    let ioerr = |e: crate::io::IoError| ModelError::Input(e.to_string());
+    let mut writer = TableWriter::create(out, job.format, &names, Some(total)).map_err(ioerr)?;
     let mut done = 0u64;
     let batch = job.batch.max(1) as u64;
-    let mut line = String::new();
     while done < total {
         if crate::interrupt::stop_requested() {
             // Dropping the temporary file removes it: no partial output remains.
@@ -220,75 +147,10 @@ pub fn sample_to_file(
                 first + b as u64
             )));
         }
-        match &mut sink {
-            Sink::Csv(w) => {
-                for i in 0..b {
-                    line.clear();
-                    for (j, v) in x.row(i).iter().enumerate() {
-                        if j > 0 {
-                            line.push(',');
-                        }
-                        use std::fmt::Write as _;
-                        let _ = write!(line, "{v}");
-                    }
-                    line.push('\n');
-                    w.write_all(line.as_bytes()).map_err(ioe)?;
-                }
-            }
-            Sink::Npy(w) => {
-                let bytes: Vec<u8> = x.as_slice().iter().flat_map(|v| v.to_le_bytes()).collect();
-                w.write_all(&bytes).map_err(ioe)?;
-            }
-            Sink::Parquet(w, schema) => {
-                let cols: Vec<arrow_array::ArrayRef> = (0..width)
-                    .map(|j| {
-                        let v: Vec<f32> = (0..b).map(|i| x.get(i, j)).collect();
-                        std::sync::Arc::new(arrow_array::Float32Array::from(v))
-                            as arrow_array::ArrayRef
-                    })
-                    .collect();
-                let rb = arrow_array::RecordBatch::try_new(schema.clone(), cols).map_err(|e| {
-                    ModelError::Io {
-                        path: out.clone(),
-                        source: std::io::Error::other(e),
-                    }
-                })?;
-                w.write(&rb).map_err(|e| ModelError::Io {
-                    path: out.clone(),
-                    source: std::io::Error::other(e),
-                })?;
-            }
-            Sink::Collect(v) => v.extend_from_slice(x.as_slice()),
-        }
+        writer.write(&x).map_err(ioerr)?;
         done += b as u64;
         progress(done);
     }
-    match sink {
-        Sink::Csv(mut w) | Sink::Npy(mut w) => {
-            w.flush().map_err(ioe)?;
-            drop(w);
-        }
-        Sink::Parquet(w, _) => {
-            w.close().map_err(|e| ModelError::Io {
-                path: out.clone(),
-                source: std::io::Error::other(e),
-            })?;
-        }
-        Sink::Collect(v) => {
-            let data = Matrix::from_vec(total as usize, width, v)
-                .unwrap_or_else(|| Matrix::zeros(0, width));
-            let table = Table {
-                columns: names,
-                data,
-            };
-            drop(tmp);
-            write_table(out, &table, Format::Root).map_err(|e| ModelError::Input(e.to_string()))?;
-            return Ok(total);
-        }
-    }
-    tmp.persist(out).map_err(|e| ModelError::Io {
-        path: out.clone(),
-        source: e.error,
-    })?;
+    writer.finish().map_err(ioerr)?;
     Ok(total)
 }

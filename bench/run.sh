@@ -4,6 +4,10 @@
 # sampling 1,000,000 events, and the ratios hepflow / nflows and hepflow / zuko.
 #
 #   bash bench/run.sh [--threads N] [--data CSV(.gz)] [--sides nflows,zuko] [--chunks 128,256,512]
+#                     [--simd avx512|avx2|portable]
+#
+# --simd forces hepflow's kernel path (HEPFLOW_SIMD); every path gives the same bits, only the
+# speed differs. The peer side always runs its own best path.
 #
 # Creates bench/.venv (torch, nflows, zuko, numpy from PyPI) on first use and builds the Rust side
 # with `cargo build --release --example benchmark`. Raw JSON lines go to bench/out/.
@@ -17,13 +21,15 @@ threads="$(nproc)"
 data=""
 sides="nflows,zuko"
 chunks="128,256,512"
+simd=""
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --threads) threads="$2"; shift 2 ;;
         --data) data="$2"; shift 2 ;;
         --sides) sides="$2"; shift 2 ;;
         --chunks) chunks="$2"; shift 2 ;;
-        -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+        --simd) simd="$2"; shift 2 ;;
+        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
@@ -73,8 +79,8 @@ hf_json="$out/hepflow-t${threads}-$stamp.jsonl"
 py_json="$out/torch-t${threads}-$stamp.jsonl"
 
 load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
-echo "== hepflow (threads=$threads, data=$data)" >&2
-"$bin" --data "$data" --threads "$threads" --chunks "$chunks" | tee "$hf_json" >&2
+echo "== hepflow (threads=$threads, data=$data${simd:+, simd=$simd})" >&2
+"$bin" --data "$data" --threads "$threads" --chunks "$chunks" ${simd:+--simd "$simd"} | tee "$hf_json" >&2
 echo "== PyTorch: $sides (threads=$threads)" >&2
 OMP_NUM_THREADS="$threads" MKL_NUM_THREADS="$threads" \
     "$py" "$here/torch_flows.py" --data "$data" --threads "$threads" --sides "$sides" | tee "$py_json" >&2

@@ -37,6 +37,8 @@ pub fn base_sample<T: Real>(seed: u64, index: u64, out: &mut [T]) {
 struct EvalScratch<T> {
     a: Matrix<T>,
     b: Matrix<T>,
+    /// The chunk's rows of the context.
+    ctx: Matrix<T>,
     tape: Tape<T>,
 }
 
@@ -45,6 +47,7 @@ impl<T: Real> Default for EvalScratch<T> {
         Self {
             a: Matrix::zeros(0, 0),
             b: Matrix::zeros(0, 0),
+            ctx: Matrix::zeros(0, 0),
             tape: Tape::default(),
         }
     }
@@ -218,8 +221,15 @@ impl<T: Real> Flow<T> {
                     .a
                     .as_mut_slice()
                     .copy_from_slice(&x.as_slice()[s * d..e * d]);
-                let cm = ctx.map(|c| c.slice_rows(s, e));
-                self.run_layers(scratch, cm.as_ref(), inverse, l);
+                let mut cm = std::mem::take(&mut scratch.ctx);
+                if let Some(c) = ctx {
+                    let w = c.cols();
+                    cm.resize(e - s, w);
+                    cm.as_mut_slice()
+                        .copy_from_slice(&c.as_slice()[s * w..e * w]);
+                }
+                self.run_layers(scratch, ctx.map(|_| &cm), inverse, l);
+                scratch.ctx = cm;
                 o.copy_from_slice(scratch.a.as_slice());
             });
         (out, ladj)

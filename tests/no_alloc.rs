@@ -1,4 +1,5 @@
-//! The training step allocates nothing once warm, for every preset: every buffer of the gradient
+//! The training step, and every layer's evaluation passes (log-density and sampling directions),
+//! allocate nothing once warm, for every preset: every buffer of the gradient
 //! engine, the layers' tapes and the conditioners' scratch is reused from step to step (a counting
 //! global allocator checks this, with two worker threads), on every SIMD path (all f32 products run
 //! on our own kernel, which allocates nothing).
@@ -35,7 +36,16 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
+/// One test for both checks: the allocation counter is global, and the test harness allocates
+/// when another test of this binary starts or finishes, so they must not run side by side. The
+/// evaluation check runs first: the training check's thread pool frees memory as its workers
+/// shut down.
 #[test]
+fn warm_training_and_evaluation_passes_do_not_allocate() {
+    warm_evaluation_passes_do_not_allocate();
+    warm_training_step_does_not_allocate();
+}
+
 fn warm_training_step_does_not_allocate() {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(2)
@@ -75,6 +85,51 @@ fn warm_training_step_does_not_allocate() {
                 }
             }
         });
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+/// Every layer of every preset (conditional, so the context path is covered too) evaluates a
+/// chunk in both directions without allocating once its scratch tape is warm: the log-density and
+/// sampling passes of `Flow` run exactly these calls per chunk.
+fn warm_evaluation_passes_do_not_allocate() {
+    let (dim, ctx_dim, rows) = (6, 2, 200);
+    let mut rng = Rng::new(2);
+    let x = Matrix::from_fn(rows, dim, |_, _| rng.normal() as f32);
+    let ctx = Matrix::from_fn(rows, ctx_dim, |_, _| rng.normal() as f32);
+    let mut failures = Vec::new();
+    for preset in Preset::ALL {
+        let mut opts = preset.default_options();
+        opts.blocks = 2;
+        opts.hidden = vec![32, 32];
+        opts.context_dim = ctx_dim;
+        let specs = build_specs(preset, dim, &opts, 3);
+        let flow = Flow::<f32>::from_specs(dim, ctx_dim, &specs, 3);
+        let mut tape = hepflow::engine::Tape::default();
+        let (mut a, mut b) = (Matrix::zeros(0, 0), Matrix::zeros(0, 0));
+        let mut ladj = vec![0.0f32; rows];
+        for round in 0..3 {
+            let before = ALLOCATIONS.load(Ordering::SeqCst);
+            for inverse in [false, true] {
+                a.copy_from(&x);
+                for layer in flow.layers() {
+                    let c = (layer.context_dim() > 0).then_some(&ctx);
+                    if inverse {
+                        layer.inverse_reusing(&a, c, &mut b, &mut ladj, &mut tape);
+                    } else {
+                        layer.forward_reusing(&a, c, &mut b, &mut ladj, &mut tape);
+                    }
+                    std::mem::swap(&mut a, &mut b);
+                }
+            }
+            let during = ALLOCATIONS.load(Ordering::SeqCst) - before;
+            if round >= 1 && during > 0 {
+                failures.push(format!(
+                    "{preset:?}: evaluation round {round} allocated {during} times"
+                ));
+            }
+        }
+        assert!(a.all_finite());
     }
     assert!(failures.is_empty(), "{failures:#?}");
 }

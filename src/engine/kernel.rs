@@ -657,8 +657,58 @@ mod portable {
     /// Columns per panel (one accumulator row on the stack).
     const PANEL: usize = 64;
 
+    /// Runs [`body`] compiled with hardware FMA where the CPU has it (x86-64 CPUs with FMA but
+    /// forced to this path); elsewhere as compiled for the target (`mul_add` is an instruction
+    /// on aarch64, a slow but exact libm routine on x86-64 CPUs without FMA).
     #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn sgemm(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: *const f32,
+        rsa: usize,
+        csa: usize,
+        b: *const f32,
+        ldb: usize,
+        c: *mut f32,
+        ldc: usize,
+        ep: &super::Epilogue,
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("fma") {
+                // SAFETY: FMA is present; memory contract forwarded.
+                unsafe { sgemm_fma(m, k, n, a, rsa, csa, b, ldb, c, ldc, ep) };
+                return;
+            }
+        }
+        // SAFETY: forwarded contract.
+        unsafe { body(m, k, n, a, rsa, csa, b, ldb, c, ldc, ep) }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "fma")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn sgemm_fma(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: *const f32,
+        rsa: usize,
+        csa: usize,
+        b: *const f32,
+        ldb: usize,
+        c: *mut f32,
+        ldc: usize,
+        ep: &super::Epilogue,
+    ) {
+        // SAFETY: forwarded contract.
+        unsafe { body(m, k, n, a, rsa, csa, b, ldb, c, ldc, ep) }
+    }
+
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn body(
         m: usize,
         k: usize,
         n: usize,

@@ -39,6 +39,14 @@ pub fn exp_in_place_on(path: SimdPath, xs: &mut [f32]) {
         // SAFETY: AVX2 and FMA are present (asserted above).
         SimdPath::Avx2 => unsafe { avx2::exp_in_place(xs) },
         _ => {
+            #[cfg(target_arch = "x86_64")]
+            {
+                if std::arch::is_x86_feature_detected!("fma") {
+                    // SAFETY: FMA is present.
+                    unsafe { fma::exp_in_place(xs) };
+                    return;
+                }
+            }
             for x in xs {
                 *x = exp(*x);
             }
@@ -60,6 +68,14 @@ pub fn soft_clamp_in_place_on(path: SimdPath, xs: &mut [f32], a: f32) {
         // SAFETY: AVX2 and FMA are present (asserted above).
         SimdPath::Avx2 => unsafe { avx2::soft_clamp_in_place(xs, a) },
         _ => {
+            #[cfg(target_arch = "x86_64")]
+            {
+                if std::arch::is_x86_feature_detected!("fma") {
+                    // SAFETY: FMA is present.
+                    unsafe { fma::soft_clamp_in_place(xs, a) };
+                    return;
+                }
+            }
             let inv = 1.0 / a;
             for x in xs {
                 *x = a * tanh(*x * inv);
@@ -93,6 +109,8 @@ macro_rules! vector_path {
 }
 vector_path!(avx512, "avx512f");
 vector_path!(avx2, "avx2,fma");
+// The portable path on an x86-64 CPU that has FMA (forced portable): `mul_add` as an instruction.
+vector_path!(fma, "fma");
 
 /// Branch-free `e^x` (see the module documentation).
 #[inline(always)]

@@ -276,6 +276,12 @@ impl<T: Real> Made<T> {
         }
     }
 
+    /// [`Made::forward`] with every buffer kept in `scratch` (allocation-free once warm; the
+    /// same computation, as MADE has no dropout).
+    pub fn forward_reusing(&self, input: &Matrix<T>, out: &mut Matrix<T>, scratch: &mut Tape<T>) {
+        self.forward_train(input, out, scratch);
+    }
+
     /// Training forward pass: like [`Made::forward`], saving the hidden activations in
     /// `tape.mats[0..L-1]` and the masked weights in `tape.mats[L-1..2L-1]` (L = number of layers);
     /// `tape.mats[2L-1]` is scratch for the transposed masked weight of the current layer.

@@ -84,10 +84,37 @@ impl<T: Real> Transform<T> for ActNorm<T> {
         self.forward_train(x, ctx, y, ladj, &mut Tape::default());
     }
 
-    fn inverse(&self, y: &Matrix<T>, _ctx: Option<&Matrix<T>>, x: &mut Matrix<T>, ladj: &mut [T]) {
+    fn inverse(&self, y: &Matrix<T>, ctx: Option<&Matrix<T>>, x: &mut Matrix<T>, ladj: &mut [T]) {
+        self.inverse_reusing(y, ctx, x, ladj, &mut Tape::default());
+    }
+
+    fn forward_reusing(
+        &self,
+        x: &Matrix<T>,
+        ctx: Option<&Matrix<T>>,
+        y: &mut Matrix<T>,
+        ladj: &mut [T],
+        scratch: &mut Tape<T>,
+    ) {
+        self.forward_train(x, ctx, y, ladj, scratch);
+    }
+
+    /// Scratch slot 0 holds `exp(-log_scale)`.
+    fn inverse_reusing(
+        &self,
+        y: &Matrix<T>,
+        _ctx: Option<&Matrix<T>>,
+        x: &mut Matrix<T>,
+        ladj: &mut [T],
+        scratch: &mut Tape<T>,
+    ) {
         let d = self.config.dim;
         x.resize(y.rows(), d);
-        let inv: Vec<T> = self.log_scale.data.iter().map(|s| (-*s).exp()).collect();
+        let inv = scratch.mat(0, 1, d).as_mut_slice();
+        for (v, s) in inv.iter_mut().zip(&self.log_scale.data) {
+            *v = (-*s).exp();
+        }
+        let inv = &*inv;
         let total: T = self.log_scale.data.iter().copied().sum();
         for (i, l) in ladj.iter_mut().enumerate().take(y.rows()) {
             let yr = y.row(i);

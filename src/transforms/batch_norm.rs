@@ -87,21 +87,21 @@ impl<T: Real> BatchNorm<T> {
     }
 
     /// Per-feature `(scale, shift)` of the eval-mode map `z = scale * x + shift`, and its ladj.
-    fn eval_affine(&self) -> (Vec<T>, Vec<T>, T) {
+    /// Written into `out` (`2 x d`: scales, then shifts); returns the ladj.
+    fn eval_affine(&self, out: &mut Matrix<T>) -> T {
         let d = self.config.dim;
         let eps = self.eps();
-        let mut scale = Vec::with_capacity(d);
-        let mut shift = Vec::with_capacity(d);
+        out.resize(2, d);
         let mut ld = T::zero();
         for j in 0..d {
             let var = self.running_var.data[j].max(T::zero()) + eps;
             let lg = self.log_gamma.data[j];
             let a = (lg - T::c(0.5) * var.ln()).exp();
-            scale.push(a);
-            shift.push(self.beta.data[j] - a * self.running_mean.data[j]);
+            out.set(0, j, a);
+            out.set(1, j, self.beta.data[j] - a * self.running_mean.data[j]);
             ld += lg - T::c(0.5) * var.ln();
         }
-        (scale, shift, ld)
+        ld
     }
 }
 
@@ -130,9 +130,27 @@ impl<T: Real> Transform<T> for BatchNorm<T> {
         vec![&mut self.running_mean, &mut self.running_var]
     }
 
-    fn forward(&self, x: &Matrix<T>, _ctx: Option<&Matrix<T>>, y: &mut Matrix<T>, ladj: &mut [T]) {
+    fn forward(&self, x: &Matrix<T>, ctx: Option<&Matrix<T>>, y: &mut Matrix<T>, ladj: &mut [T]) {
+        self.forward_reusing(x, ctx, y, ladj, &mut Tape::default());
+    }
+
+    fn inverse(&self, y: &Matrix<T>, ctx: Option<&Matrix<T>>, x: &mut Matrix<T>, ladj: &mut [T]) {
+        self.inverse_reusing(y, ctx, x, ladj, &mut Tape::default());
+    }
+
+    /// Scratch slot 0 holds the per-feature scales and shifts.
+    fn forward_reusing(
+        &self,
+        x: &Matrix<T>,
+        _ctx: Option<&Matrix<T>>,
+        y: &mut Matrix<T>,
+        ladj: &mut [T],
+        scratch: &mut Tape<T>,
+    ) {
         let d = self.config.dim;
-        let (scale, shift, ld) = self.eval_affine();
+        let aff = scratch.mat(0, 2, d);
+        let ld = self.eval_affine(aff);
+        let (scale, shift) = aff.as_slice().split_at(d);
         y.resize(x.rows(), d);
         for (i, l) in ladj.iter_mut().enumerate().take(x.rows()) {
             let xr = x.row(i);
@@ -144,18 +162,27 @@ impl<T: Real> Transform<T> for BatchNorm<T> {
         }
     }
 
-    fn inverse(&self, y: &Matrix<T>, _ctx: Option<&Matrix<T>>, x: &mut Matrix<T>, ladj: &mut [T]) {
+    /// Scratch slot 0 holds the per-feature inverse scales.
+    fn inverse_reusing(
+        &self,
+        y: &Matrix<T>,
+        _ctx: Option<&Matrix<T>>,
+        x: &mut Matrix<T>,
+        ladj: &mut [T],
+        scratch: &mut Tape<T>,
+    ) {
         let d = self.config.dim;
         let eps = self.eps();
         // x = mu + (z - beta) * exp(-log_gamma) * sqrt(var + eps).
-        let mut inv = Vec::with_capacity(d);
+        let inv = scratch.mat(0, 1, d).as_mut_slice();
         let mut ld = T::zero();
         for j in 0..d {
             let var = self.running_var.data[j].max(T::zero()) + eps;
             let lg = self.log_gamma.data[j];
-            inv.push((T::c(0.5) * var.ln() - lg).exp());
+            inv[j] = (T::c(0.5) * var.ln() - lg).exp();
             ld += lg - T::c(0.5) * var.ln();
         }
+        let inv = &*inv;
         x.resize(y.rows(), d);
         for (i, l) in ladj.iter_mut().enumerate().take(y.rows()) {
             let yr = y.row(i);

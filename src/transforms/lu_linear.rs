@@ -190,15 +190,6 @@ impl<T: Real> LuLinear<T> {
         }
     }
 
-    /// Dense `L` (unit diagonal) and `U + diag(s)`, row-major `d x d`.
-    fn dense_factors(&self) -> (Vec<T>, Vec<T>) {
-        let d = self.config.dim;
-        let mut l = vec![T::zero(); d * d];
-        let mut u = vec![T::zero(); d * d];
-        self.dense_factors_into(&mut l, &mut u);
-        (l, u)
-    }
-
     /// Writes `L` and `U + diag(s)` into the zero-filled `d x d` buffers `l` and `u`.
     fn dense_factors_into(&self, l: &mut [T], u: &mut [T]) {
         let d = self.config.dim;
@@ -276,12 +267,40 @@ impl<T: Real> Transform<T> for LuLinear<T> {
         self.forward_train(x, ctx, y, ladj, &mut Tape::default());
     }
 
-    fn inverse(&self, y: &Matrix<T>, _ctx: Option<&Matrix<T>>, x: &mut Matrix<T>, ladj: &mut [T]) {
+    fn inverse(&self, y: &Matrix<T>, ctx: Option<&Matrix<T>>, x: &mut Matrix<T>, ladj: &mut [T]) {
+        self.inverse_reusing(y, ctx, x, ladj, &mut Tape::default());
+    }
+
+    fn forward_reusing(
+        &self,
+        x: &Matrix<T>,
+        ctx: Option<&Matrix<T>>,
+        y: &mut Matrix<T>,
+        ladj: &mut [T],
+        scratch: &mut Tape<T>,
+    ) {
+        self.forward_train(x, ctx, y, ladj, scratch);
+    }
+
+    /// Scratch slots 0 and 1 hold `L` and `U + diag(s)`, slot 2 one permuted row.
+    fn inverse_reusing(
+        &self,
+        y: &Matrix<T>,
+        _ctx: Option<&Matrix<T>>,
+        x: &mut Matrix<T>,
+        ladj: &mut [T],
+        scratch: &mut Tape<T>,
+    ) {
         let d = self.config.dim;
         let n = y.rows();
-        let (l, u) = self.dense_factors();
+        let mut lm = std::mem::take(scratch.mat(0, d, d));
+        let mut um = std::mem::take(scratch.mat(1, d, d));
+        let mut vm = std::mem::take(scratch.mat(2, 1, d));
+        lm.as_mut_slice().fill(T::zero());
+        um.as_mut_slice().fill(T::zero());
+        self.dense_factors_into(lm.as_mut_slice(), um.as_mut_slice());
+        let (l, u, v) = (lm.as_slice(), um.as_slice(), vm.as_mut_slice());
         x.resize(n, d);
-        let mut v = vec![T::zero(); d];
         for r in 0..n {
             let yr = y.row(r);
             // w = P^T z: w_{perm[i]} = z_i.
@@ -310,6 +329,9 @@ impl<T: Real> Transform<T> for LuLinear<T> {
         for l in ladj.iter_mut().take(n) {
             *l -= ld;
         }
+        *scratch.mat(0, 0, 0) = lm;
+        *scratch.mat(1, 0, 0) = um;
+        *scratch.mat(2, 0, 0) = vm;
     }
 
     fn forward_train(

@@ -197,26 +197,52 @@ impl<T: Real> Transform<T> for Maf<T> {
     }
 
     fn forward(&self, x: &Matrix<T>, ctx: Option<&Matrix<T>>, y: &mut Matrix<T>, ladj: &mut [T]) {
-        let mut inp = Matrix::zeros(0, 0);
-        let mut h = Matrix::zeros(0, 0);
-        self.build_input(x, ctx, &mut inp);
-        self.net.forward(&inp, &mut h);
-        self.apply_forward(&inp, &h, y, ladj);
+        self.forward_reusing(x, ctx, y, ladj, &mut Tape::default());
     }
 
     fn inverse(&self, y: &Matrix<T>, ctx: Option<&Matrix<T>>, x: &mut Matrix<T>, ladj: &mut [T]) {
+        self.inverse_reusing(y, ctx, x, ladj, &mut Tape::default());
+    }
+
+    /// Scratch slots 0 and 1 hold the MADE input and output, child 0 the MADE's buffers.
+    fn forward_reusing(
+        &self,
+        x: &Matrix<T>,
+        ctx: Option<&Matrix<T>>,
+        y: &mut Matrix<T>,
+        ladj: &mut [T],
+        scratch: &mut Tape<T>,
+    ) {
+        let mut inp = std::mem::take(scratch.mat(0, 0, 0));
+        let mut h = std::mem::take(scratch.mat(1, 0, 0));
+        self.build_input(x, ctx, &mut inp);
+        self.net.forward_reusing(&inp, &mut h, scratch.child(0));
+        self.apply_forward(&inp, &h, y, ladj);
+        *scratch.mat(0, 0, 0) = inp;
+        *scratch.mat(1, 0, 0) = h;
+    }
+
+    /// As [`Maf::forward_reusing`], with `D` MADE passes.
+    fn inverse_reusing(
+        &self,
+        y: &Matrix<T>,
+        ctx: Option<&Matrix<T>>,
+        x: &mut Matrix<T>,
+        ladj: &mut [T],
+        scratch: &mut Tape<T>,
+    ) {
         let d = self.config.dim;
         let n = y.rows();
         // `inp` holds [x, c]; the x part starts at zero and is filled in autoregressive order.
-        let mut inp = Matrix::zeros(0, 0);
-        let mut h = Matrix::zeros(0, 0);
+        let mut inp = std::mem::take(scratch.mat(0, 0, 0));
+        let mut h = std::mem::take(scratch.mat(1, 0, 0));
         self.build_input(y, ctx, &mut inp);
         for i in 0..n {
             inp.row_mut(i)[..d].fill(T::zero());
         }
         for &f in &self.config.order {
             // x_f depends only on features before f in the order, all final by now.
-            self.net.forward(&inp, &mut h);
+            self.net.forward_reusing(&inp, &mut h, scratch.child(0));
             for i in 0..n {
                 let (s, t) = self.scale_shift(h.row(i), f);
                 let z = y.row(i).get(f).copied().unwrap_or(T::zero());
@@ -237,6 +263,8 @@ impl<T: Real> Transform<T> for Maf<T> {
                 }
             }
         }
+        *scratch.mat(0, 0, 0) = inp;
+        *scratch.mat(1, 0, 0) = h;
     }
 
     fn forward_train(

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it (after fmt and clippy, see .ci/run): the Rust crate's tests,
+# then the Python package built from ./python into a fresh virtual environment and its pytest suite.
+# The extension builds into the same cargo target directory with the dev profile, so it reuses the
+# dependencies `cargo test` compiled. Environment: HEPFLOW_VENV (default target/python-venv),
+# HEPFLOW_SKIP_PYTHON=1 to run only the Rust tests.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+cargo test
+
+[ "${HEPFLOW_SKIP_PYTHON:-0}" = 1 ] && exit 0
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+venv="${HEPFLOW_VENV:-$CARGO_TARGET_DIR/python-venv}"
+t0=$(date +%s)
+python3 -m venv --clear "$venv"
+MATURIN_PEP517_ARGS="--profile dev" "$venv/bin/pip" install --quiet --disable-pip-version-check ./python pytest pandas
+HEPFLOW_CLI="$CARGO_TARGET_DIR/debug/hepflow" "$venv/bin/python" -m pytest -q python/tests
+echo "python package: built and tested in $(( $(date +%s) - t0 )) s"

@@ -7,13 +7,13 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-cargo test
+cargo test --workspace
 
 [ "${HEPFLOW_SKIP_PYTHON:-0}" = 1 ] && exit 0
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 venv="${HEPFLOW_VENV:-$CARGO_TARGET_DIR/python-venv}"
 t0=$(date +%s)
 python3 -m venv --clear "$venv"
-MATURIN_PEP517_ARGS="--profile dev" "$venv/bin/pip" install --quiet --disable-pip-version-check ./python pytest pandas
+MATURIN_PEP517_ARGS="--profile dev --strip" "$venv/bin/pip" install --quiet --disable-pip-version-check ./python pytest pandas
 HEPFLOW_CLI="$CARGO_TARGET_DIR/debug/hepflow" "$venv/bin/python" -m pytest -q python/tests
 echo "python package: built and tested in $(( $(date +%s) - t0 )) s"

@@ -22,6 +22,7 @@
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+use hepflow::config::TrainOptions;
 use hepflow::engine::{Matrix, Rng};
 use hepflow::evaluate::{EvalOptions, Evaluation, evaluate};
 use hepflow::flow::Flow;
@@ -32,9 +33,8 @@ use hepflow::io::{
 use hepflow::model::Model;
 use hepflow::pipeline::train::{split_indices, take_rows};
 use hepflow::pipeline::{TrainJob, train_model};
-use hepflow::presets::{Preset, PresetOptions};
-use hepflow::train::{EpochEnd, Schedule, TrainConfig, TrainObserver};
-use serde::Deserialize;
+use hepflow::presets::Preset;
+use hepflow::train::{EpochEnd, TrainObserver};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -334,28 +334,6 @@ struct TrainArgs {
     json: Option<PathBuf>,
 }
 
-/// Options a `--config` TOML file may set (the keys of `hepflow train --config`, without
-/// `val_fraction`: the validation split is fixed here).
-#[derive(Deserialize, Default, Debug)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    model: Option<String>,
-    blocks: Option<usize>,
-    hidden: Option<Vec<usize>>,
-    bins: Option<usize>,
-    bound: Option<f64>,
-    residual: Option<bool>,
-    epochs: Option<usize>,
-    batch_size: Option<usize>,
-    lr: Option<f64>,
-    schedule: Option<String>,
-    patience: Option<usize>,
-    weight_decay: Option<f64>,
-    clip_grad_norm: Option<f64>,
-    ema_decay: Option<f64>,
-    margin: Option<f64>,
-}
-
 /// Stacks `train` and `val` into one matrix whose rows at the validation indices chosen by
 /// [`split_indices`]`(n, n_val / n, seed)` are exactly the `val` events, so that `train_model`
 /// (which draws its validation split from one matrix) validates on the fixed `val.csv` events and
@@ -409,74 +387,26 @@ impl TrainObserver for EpochLog {
 }
 
 fn train(a: &TrainArgs) -> Result<()> {
-    let fc: FileConfig = match &a.config {
-        Some(p) => {
-            let text = std::fs::read_to_string(p).with_context(|| format!("{}", p.display()))?;
-            toml::from_str(&text)
-                .with_context(|| format!("{}: invalid configuration", p.display()))?
-        }
-        None => FileConfig::default(),
+    // The same options, defaults and checks as `hepflow train --config` (hepflow::config); the
+    // validation split is fixed here, so `val_fraction` is ignored.
+    let file = match &a.config {
+        Some(p) => TrainOptions::from_toml_file(p)?,
+        None => TrainOptions::default(),
     };
-    let preset_name = match (a.preset.as_str(), fc.model.as_deref()) {
-        ("default", Some(m)) => m.to_string(),
-        (p, _) => p.to_string(),
+    let over = TrainOptions {
+        model: (a.preset != "default").then(|| a.preset.clone()),
+        epochs: a.epochs,
+        patience: a.patience,
+        seed: Some(a.seed),
+        ..TrainOptions::default()
     };
-    let preset: Preset = if preset_name == "default" {
-        Preset::DEFAULT
-    } else {
-        preset_name
-            .parse()
-            .map_err(|e: String| anyhow::anyhow!(e))?
-    };
-    let mut opts: PresetOptions = preset.default_options();
-    if let Some(b) = fc.blocks {
-        opts.blocks = b;
-    }
-    if let Some(h) = fc.hidden {
-        opts.hidden = h;
-    }
-    if let Some(b) = fc.bins {
-        opts.bins = b;
-    }
-    if let Some(b) = fc.bound {
-        opts.bound = b;
-    }
-    if let Some(r) = fc.residual {
-        opts.residual = r;
-    }
-    if opts.blocks == 0 || opts.hidden.is_empty() || opts.hidden.contains(&0) || opts.bins == 0 {
-        bail!("blocks, hidden widths and bins must be positive");
-    }
-    let mut cfg = TrainConfig {
-        seed: a.seed,
-        ..TrainConfig::default()
-    };
-    if let Some(v) = a.epochs.or(fc.epochs) {
-        cfg.epochs = v.max(1);
-    }
-    if let Some(v) = fc.batch_size {
-        cfg.batch_size = v.max(1);
-    }
-    if let Some(v) = fc.lr {
-        cfg.lr = v;
-    }
-    if let Some(s) = fc.schedule.as_deref() {
-        cfg.schedule = Schedule::from_name(s)
-            .with_context(|| format!("schedule '{s}': expected cosine, plateau or constant"))?;
-    }
-    if let Some(v) = a.patience.or(fc.patience) {
-        cfg.patience = v.max(1);
-    }
-    if let Some(v) = fc.weight_decay {
-        cfg.adam.weight_decay = v;
-    }
-    if let Some(v) = fc.clip_grad_norm {
-        cfg.clip_grad_norm = v;
-    }
-    if let Some(v) = fc.ema_decay {
-        cfg.ema_decay = v;
-    }
-    let margin = fc.margin.unwrap_or(0.05);
+    let settings = file.merged(&over).resolve()?;
+    let (preset, opts, cfg, margin) = (
+        settings.preset,
+        settings.preset_options.clone(),
+        settings.train.clone(),
+        settings.margin,
+    );
 
     let cdir = a.dir.join(&a.class);
     let train_t = read_csv(&cdir.join("train.csv"))?;
@@ -495,6 +425,7 @@ fn train(a: &TrainArgs) -> Result<()> {
         features,
         context_names: Vec::new(),
         context: None,
+        weights: None,
         preset,
         preset_options: opts,
         train: cfg.clone(),

@@ -13,10 +13,16 @@ pub fn atomic_write_with(
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".hepflow-")
-        .suffix(".tmp")
-        .tempfile_in(dir)?;
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".hepflow-").suffix(".tmp");
+    // Ordinary file permissions (0666 minus the user's umask, 0644 by default) instead of the
+    // private 0600 of temporary files, so that a group sharing a directory can read the output.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    let mut tmp = builder.tempfile_in(dir)?;
     {
         let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
         fill(&mut w)?;
@@ -30,4 +36,38 @@ pub fn atomic_write_with(
 /// Writes `bytes` to `path` atomically.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     atomic_write_with(path, |w| w.write_all(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn files_get_the_umask_permissions_not_0600() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("out.json");
+        atomic_write(&p, b"{}").unwrap();
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        // Whatever the umask, group and others get what it allows, never the private 0600
+        // of temporary files (unless the umask itself is 077).
+        let umask = current_umask();
+        assert_eq!(mode, 0o666 & !umask, "mode {mode:o}, umask {umask:o}");
+        assert_eq!(std::fs::read(&p).unwrap(), b"{}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    /// The process umask, read from /proc (Linux) or assumed 022.
+    #[cfg(unix)]
+    fn current_umask() -> u32 {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("Umask:"))
+                    .and_then(|l| u32::from_str_radix(l[6..].trim(), 8).ok())
+            })
+            .unwrap_or(0o022)
+    }
 }

@@ -3,10 +3,13 @@
 // Batched numeric kernels index rows and per-row log-dets side by side on purpose.
 #![allow(clippy::needless_range_loop)]
 
+pub mod config;
+pub mod dataset;
 pub mod engine;
 pub mod evaluate;
 pub mod flow;
 pub mod fsutil;
+pub mod interrupt;
 pub mod io;
 pub mod model;
 pub mod nn;

@@ -5,6 +5,11 @@ mod cli;
 fn main() {
     if let Err(e) = cli::run() {
         eprintln!("error: {e:#}");
-        std::process::exit(1);
+        // 130 = 128 + SIGINT, as shells report an interrupted command.
+        std::process::exit(if hepflow::interrupt::stop_requested() {
+            130
+        } else {
+            1
+        });
     }
 }

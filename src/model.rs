@@ -49,6 +49,16 @@ pub enum ModelError {
     /// The input does not fit the model.
     #[error("{0}")]
     Input(String),
+    /// Training was interrupted (Ctrl-C, SIGTERM, KeyboardInterrupt).
+    #[error(
+        "interrupted during epoch {epoch}; the last complete checkpoint is in {checkpoint} (continue with --resume)"
+    )]
+    Interrupted {
+        /// The epoch that was running.
+        epoch: usize,
+        /// The checkpoint directory.
+        checkpoint: PathBuf,
+    },
 }
 
 /// One context column: how a data column becomes part of the context vector.
@@ -127,6 +137,32 @@ impl ContextColumn {
         })
     }
 
+    /// Checks a (deserialised) encoding: categorical values finite, sorted and distinct (1 to
+    /// 1024 of them); continuous mean finite and std finite and positive.
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            ContextColumn::Categorical { name, values } => {
+                if values.is_empty() || values.len() > 1024 {
+                    return Err(format!("context column '{name}' needs 1 to 1024 values"));
+                }
+                if values.iter().any(|v| !v.is_finite()) || values.windows(2).any(|w| w[0] >= w[1])
+                {
+                    return Err(format!(
+                        "context column '{name}': values must be finite, sorted and distinct"
+                    ));
+                }
+            }
+            ContextColumn::Continuous { name, mean, std } => {
+                if !(mean.is_finite() && std.is_finite() && *std > 0.0) {
+                    return Err(format!(
+                        "context column '{name}' needs a finite mean and a finite std > 0"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Writes the encoding of `v` into `out` (length [`ContextColumn::width`]).
     pub fn encode(&self, v: f64, out: &mut [f32]) -> Result<(), ModelError> {
         match self {
@@ -180,6 +216,88 @@ pub struct ModelConfig {
     /// Free-form training metadata (configuration, data checksum, best epoch, ...).
     #[serde(default)]
     pub training: serde_json::Value,
+}
+
+/// The most parameters a model file may declare (1 GB of f32 values).
+pub const MAX_PARAMS: f64 = (1u64 << 28) as f64;
+const MAX_SPLINE_BINS: usize = 64;
+
+/// An upper bound on the parameters of a conditioner MLP `input -> hidden -> output`.
+fn conditioner_size(input: usize, hidden: &[usize], output: usize) -> f64 {
+    if hidden.is_empty() {
+        return 0.0;
+    }
+    let mut prev = input as f64;
+    let mut total = 0.0;
+    for &h in hidden.iter().chain(std::iter::once(&output)) {
+        total += (prev + 1.0) * h as f64;
+        prev = h as f64;
+    }
+    total
+}
+
+impl ModelConfig {
+    /// Checks that every part agrees with the feature and context lists: each layer's shape, the
+    /// context width every conditioner reads, the context encodings and the preprocessing. A
+    /// model that passes can be built and evaluated without panicking.
+    pub fn validate(&self) -> Result<(), String> {
+        let dim = self.features.len();
+        if dim == 0 {
+            return Err("the model has no features".into());
+        }
+        if let Some(i) = (0..dim).find(|&i| self.features[..i].contains(&self.features[i])) {
+            return Err(format!("feature '{}' is listed twice", self.features[i]));
+        }
+        for c in &self.context {
+            c.validate()?;
+        }
+        let ctx: usize = self.context.iter().map(|c| c.width()).sum();
+        if self.layers.is_empty() {
+            return Err("the model has no layers".into());
+        }
+        let mut params = 0.0;
+        for (k, l) in self.layers.iter().enumerate() {
+            l.validate(dim)
+                .map_err(|m| format!("layer {k} ({}): {m}", l.kind()))?;
+            let hidden: &[usize] = match l {
+                LayerSpec::AffineCoupling(c) => &c.hidden,
+                LayerSpec::SplineCoupling(c) => &c.hidden,
+                LayerSpec::Maf(c) => &c.hidden,
+                _ => &[],
+            };
+            params += conditioner_size(dim + ctx, hidden, dim * (3 * MAX_SPLINE_BINS + 1));
+            if params > MAX_PARAMS {
+                return Err(format!(
+                    "the layers hold more than {MAX_PARAMS} parameters (layer {k}); the file is damaged or not a hepflow model"
+                ));
+            }
+            let reads = match l {
+                LayerSpec::AffineCoupling(c) => Some(c.context_dim),
+                LayerSpec::SplineCoupling(c) => Some(c.context_dim),
+                LayerSpec::Maf(c) => Some(c.context_dim),
+                _ => None,
+            };
+            if let Some(r) = reads
+                && r != ctx
+            {
+                return Err(format!(
+                    "layer {k} ({}) reads a context of width {r}, but the context columns {:?} encode to width {ctx}",
+                    l.kind(),
+                    self.context.iter().map(|c| c.name()).collect::<Vec<_>>()
+                ));
+            }
+        }
+        if let Some(p) = &self.preprocessing {
+            p.validate().map_err(|e| format!("preprocessing: {e}"))?;
+            if p.features.len() != dim {
+                return Err(format!(
+                    "preprocessing has {} features but the model has {dim}",
+                    p.features.len()
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A model: configuration plus the flow with its trained values.
@@ -347,32 +465,10 @@ impl Model {
                 ),
             });
         }
-        let dim = config.features.len();
-        for (k, l) in config.layers.iter().enumerate() {
-            if let Err(m) = l.validate(dim) {
-                return Err(ModelError::Json {
-                    path: json_path.clone(),
-                    message: format!("layer {k} ({}): {m}", l.kind()),
-                });
-            }
-        }
-        if let Some(p) = &config.preprocessing
-            && let Err(e) = p.validate()
-        {
+        if let Err(message) = config.validate() {
             return Err(ModelError::Json {
                 path: json_path,
-                message: format!("preprocessing: {e}"),
-            });
-        }
-        if let Some(p) = &config.preprocessing
-            && p.features.len() != dim
-        {
-            return Err(ModelError::Json {
-                path: json_path,
-                message: format!(
-                    "preprocessing has {} features but the model has {dim}",
-                    p.features.len()
-                ),
+                message,
             });
         }
         let st_path = dir.join("model.safetensors");

@@ -30,6 +30,10 @@ pub enum TrainError {
     /// A checkpoint callback failed.
     #[error("checkpoint: {0}")]
     Checkpoint(String),
+    /// A stop was requested (Ctrl-C, SIGTERM, KeyboardInterrupt) during epoch `0`; the last
+    /// complete checkpoint is the one written after the epoch before it.
+    #[error("interrupted during epoch {0}")]
+    Interrupted(usize),
 }
 
 /// Learning-rate schedule.
@@ -160,7 +164,22 @@ impl<T: Real> GradientEngine<T> {
 
     /// Mean NLL of the batch `x` (with context `ctx`) and its gradient (see [`GradientEngine::grads`]).
     pub fn loss_and_grad(&mut self, flow: &Flow<T>, x: &Matrix<T>, ctx: Option<&Matrix<T>>) -> f64 {
+        self.loss_and_grad_weighted(flow, x, ctx, None)
+    }
+
+    /// Weighted mean NLL `-(1/n) sum_i w_i log p(x_i)` of the batch and its gradient; `weights`
+    /// (one per row, `None` = all 1) are normalised by the caller (hepflow divides by the mean
+    /// weight of the whole training split, so that a batch whose weights sum to <= 0 is still well
+    /// defined). Negative weights are allowed.
+    pub fn loss_and_grad_weighted(
+        &mut self,
+        flow: &Flow<T>,
+        x: &Matrix<T>,
+        ctx: Option<&Matrix<T>>,
+        weights: Option<&[T]>,
+    ) -> f64 {
         let n = x.rows();
+        debug_assert!(weights.is_none_or(|w| w.len() == n));
         let d = flow.dim();
         let n_chunks = n.div_ceil(self.chunk_rows);
         while self.workspaces.len() < n_chunks {
@@ -215,16 +234,19 @@ impl<T: Real> GradientEngine<T> {
                 let z = &ws.acts[nl];
                 let mut loss = 0.0;
                 ws.dy.resize(m, d);
-                for i in 0..m {
-                    let lp = std_normal_log_prob(z.row(i)) + ws.ladj[i];
-                    loss -= lp.to_f64().unwrap_or(f64::NAN);
-                    for (g, v) in ws.dy.row_mut(i).iter_mut().zip(z.row(i)) {
-                        *g = *v * inv_n;
-                    }
-                }
-                ws.loss = loss;
                 ws.dladj.clear();
                 ws.dladj.resize(m, -inv_n);
+                for i in 0..m {
+                    let wi = weights.map_or(T::one(), |w| w[s + i]);
+                    let lp = std_normal_log_prob(z.row(i)) + ws.ladj[i];
+                    loss -= (wi * lp).to_f64().unwrap_or(f64::NAN);
+                    let gi = wi * inv_n;
+                    for (g, v) in ws.dy.row_mut(i).iter_mut().zip(z.row(i)) {
+                        *g = *v * gi;
+                    }
+                    ws.dladj[i] = -gi;
+                }
+                ws.loss = loss;
                 ws.grads.clear();
                 ws.grads.resize(total, T::zero());
                 let mut off = total;
@@ -296,9 +318,56 @@ impl<T: Real> GradientEngine<T> {
 
 /// Mean NLL (model space) of `x` under `flow`, evaluated in parallel.
 pub fn mean_nll<T: Real>(flow: &Flow<T>, x: &Matrix<T>, ctx: Option<&Matrix<T>>) -> f64 {
+    weighted_mean_nll(flow, x, ctx, None)
+}
+
+/// Weighted mean NLL `-(sum_i w_i log p(x_i)) / sum_i w_i` (model space); `None` = unweighted.
+pub fn weighted_mean_nll<T: Real>(
+    flow: &Flow<T>,
+    x: &Matrix<T>,
+    ctx: Option<&Matrix<T>>,
+    weights: Option<&[f32]>,
+) -> f64 {
     let lp = flow.log_prob(x, ctx);
-    let s: f64 = lp.iter().map(|v| v.to_f64().unwrap_or(f64::NAN)).sum();
-    -s / x.rows().max(1) as f64
+    let lp = lp.iter().map(|v| v.to_f64().unwrap_or(f64::NAN));
+    match weights {
+        None => -lp.sum::<f64>() / x.rows().max(1) as f64,
+        Some(w) => {
+            let total: f64 = w.iter().map(|v| *v as f64).sum();
+            -lp.zip(w).map(|(l, w)| l * *w as f64).sum::<f64>() / total
+        }
+    }
+}
+
+/// Training or validation events in model space, with optional context and weights.
+#[derive(Clone, Copy)]
+pub struct Events<'a> {
+    /// Events x features.
+    pub x: &'a Matrix<f32>,
+    /// Encoded context, one row per event.
+    pub ctx: Option<&'a Matrix<f32>>,
+    /// Per-event weights normalised to mean 1 over these events (`None` = unweighted).
+    pub weights: Option<&'a [f32]>,
+}
+
+impl<'a> Events<'a> {
+    /// Unweighted events.
+    pub fn new(x: &'a Matrix<f32>, ctx: Option<&'a Matrix<f32>>) -> Self {
+        Self {
+            x,
+            ctx,
+            weights: None,
+        }
+    }
+}
+
+/// `w` scaled to mean 1 (`w_i n / sum w`); `None` when the weights do not have a positive sum.
+pub fn normalised_weights(w: &[f32]) -> Option<Vec<f32>> {
+    let total: f64 = w.iter().map(|v| *v as f64).sum();
+    (total > 0.0 && total.is_finite()).then(|| {
+        let k = w.len() as f64 / total;
+        w.iter().map(|v| (*v as f64 * k) as f32).collect()
+    })
 }
 
 /// One line of the training history.
@@ -318,6 +387,12 @@ pub struct EpochRecord {
     pub events_per_second: f64,
     /// Roll-backs after a non-finite loss during the epoch.
     pub rollbacks: usize,
+    /// Median batch loss of the epoch (robust against single exploding batches).
+    #[serde(default)]
+    pub train_nll_median: f64,
+    /// Batches whose loss exceeded the median by more than [`SPIKE_NATS`].
+    #[serde(default)]
+    pub spikes: usize,
 }
 
 /// Everything needed to continue a run exactly where it stopped.
@@ -415,86 +490,192 @@ pub fn fit(
     val: &Matrix<f32>,
     val_ctx: Option<&Matrix<f32>>,
     cfg: &TrainConfig,
+    state: TrainState,
+    observer: &mut dyn TrainObserver,
+) -> Result<TrainState, TrainError> {
+    fit_events(
+        flow,
+        Events::new(train, train_ctx),
+        Events::new(val, val_ctx),
+        cfg,
+        state,
+        observer,
+    )
+}
+
+/// Optimizer steps over which the learning rate rises linearly to its scheduled value at the
+/// start of a run (at most one epoch). Without it, single early batches of a freshly initialised
+/// flow on large data could reach losses of 1e9 before Adam's moment estimates settled.
+pub const WARMUP_STEPS: u64 = 200;
+
+/// A batch whose loss exceeds the epoch's median batch loss by more than this (nats per event)
+/// is counted as a spike in the history.
+pub const SPIKE_NATS: f64 = 50.0;
+
+/// The last known-good state the epoch loop returns to after a non-finite loss.
+struct Snapshot {
+    params: Vec<f32>,
+    adam: Adam,
+    ema: Vec<f32>,
+    buffers: Vec<f32>,
+}
+
+impl Snapshot {
+    fn take(flow: &Flow<f32>, state: &TrainState) -> Self {
+        Self {
+            params: flow.param_vector(),
+            adam: state.adam.clone(),
+            ema: state.ema_params.clone(),
+            buffers: flow.buffer_vector(),
+        }
+    }
+
+    fn restore(&self, flow: &mut Flow<f32>, state: &mut TrainState) {
+        flow.set_param_vector(&self.params);
+        flow.set_buffer_vector(&self.buffers);
+        state.adam = self.adam.clone();
+        state.ema_params = self.ema.clone();
+        state.lr_scale *= 0.5;
+    }
+}
+
+/// Data-dependent initialisation (ActNorm) on the first batch, layer by layer.
+fn data_init(flow: &mut Flow<f32>, train: Events<'_>, batch: usize) {
+    let rows = batch.min(train.x.rows());
+    let fctx = train.ctx.map(|c| c.slice_rows(0, rows));
+    let mut a = train.x.slice_rows(0, rows);
+    for layer in flow.layers_mut() {
+        layer.data_init(&a, fctx.as_ref());
+        let mut b = Matrix::zeros(0, 0);
+        let mut l = vec![0.0; a.rows()];
+        layer.forward(&a, fctx.as_ref(), &mut b, &mut l);
+        a = b;
+    }
+}
+
+/// Reusable batch buffers of the epoch loop.
+struct Batch {
+    x: Matrix<f32>,
+    ctx: Matrix<f32>,
+    w: Vec<f32>,
+}
+
+impl Batch {
+    fn gather(&mut self, data: Events<'_>, idx: &[usize]) {
+        for (r, &i) in idx.iter().enumerate() {
+            self.x.row_mut(r).copy_from_slice(data.x.row(i));
+            if let Some(c) = data.ctx {
+                self.ctx.row_mut(r).copy_from_slice(c.row(i));
+            }
+        }
+        if let Some(w) = data.weights {
+            self.w.clear();
+            self.w.extend(idx.iter().map(|&i| w[i]));
+        }
+    }
+}
+
+/// Per-epoch tallies of the training loss.
+#[derive(Default)]
+struct EpochLosses {
+    losses: Vec<f64>,
+    rollbacks: usize,
+}
+
+impl EpochLosses {
+    fn mean(&self) -> f64 {
+        if self.losses.is_empty() {
+            f64::NAN
+        } else {
+            self.losses.iter().sum::<f64>() / self.losses.len() as f64
+        }
+    }
+
+    /// Median batch loss and the number of batches more than [`SPIKE_NATS`] above it.
+    fn median_and_spikes(&self) -> (f64, usize) {
+        if self.losses.is_empty() {
+            return (f64::NAN, 0);
+        }
+        let mut v = self.losses.clone();
+        v.sort_by(f64::total_cmp);
+        let med = v[v.len() / 2];
+        (med, v.iter().filter(|l| **l > med + SPIKE_NATS).count())
+    }
+}
+
+/// [`fit`] with optional per-event weights (normalised to mean 1 over each split).
+pub fn fit_events(
+    flow: &mut Flow<f32>,
+    train: Events<'_>,
+    val: Events<'_>,
+    cfg: &TrainConfig,
     mut state: TrainState,
     observer: &mut dyn TrainObserver,
 ) -> Result<TrainState, TrainError> {
-    let n = train.rows();
-    if n < 2 || val.rows() == 0 {
+    let n = train.x.rows();
+    if n < 2 || val.x.rows() == 0 {
         return Err(TrainError::NotEnoughData(format!(
             "{n} training and {} validation events",
-            val.rows()
+            val.x.rows()
         )));
     }
     let batch = cfg.batch_size.clamp(1, n);
     let steps_per_epoch = n / batch;
     let total_steps = (steps_per_epoch * cfg.epochs) as u64;
-    let d = flow.dim();
-    let cd = train_ctx.map_or(0, |c| c.cols());
+    let warmup = WARMUP_STEPS.min(steps_per_epoch as u64);
     let mut engine = GradientEngine::new(flow, cfg.chunk_rows);
-    let mut xb = Matrix::zeros(batch, d);
-    let mut cb = Matrix::zeros(batch, cd);
+    let mut bufs = Batch {
+        x: Matrix::zeros(batch, flow.dim()),
+        ctx: Matrix::zeros(batch, train.ctx.map_or(0, |c| c.cols())),
+        w: Vec::with_capacity(batch),
+    };
     let mut params = Vec::with_capacity(flow.num_params());
     if state.epoch == 0 && state.step == 0 {
-        // Data-dependent initialisation (ActNorm) on the first batch, layer by layer.
-        let first = train.slice_rows(0, batch.min(n));
-        let fctx = train_ctx.map(|c| c.slice_rows(0, batch.min(n)));
-        let mut a = first;
-        for layer in flow.layers_mut() {
-            layer.data_init(&a, fctx.as_ref());
-            let mut b = Matrix::zeros(0, 0);
-            let mut l = vec![0.0; a.rows()];
-            layer.forward(&a, fctx.as_ref(), &mut b, &mut l);
-            a = b;
-        }
+        data_init(flow, train, batch);
         state.best_params = flow.param_vector();
         state.best_buffers = flow.buffer_vector();
         if cfg.ema_decay > 0.0 {
             state.ema_params = state.best_params.clone();
         }
     }
+    let lr_now = |state: &TrainState| {
+        let ramp = if state.step < warmup {
+            (state.step + 1) as f64 / warmup as f64
+        } else {
+            1.0
+        };
+        ramp * lr_at(cfg, state, state.step, total_steps)
+    };
     let mut total_rollbacks = 0usize;
     while state.epoch < cfg.epochs && !state.stopped {
         let epoch = state.epoch + 1;
         let t0 = std::time::Instant::now();
         let mut order: Vec<usize> = (0..n).collect();
         Rng::stream(cfg.seed, epoch as u64).shuffle(&mut order);
-        let mut good = (
-            flow.param_vector(),
-            state.adam.clone(),
-            state.ema_params.clone(),
-            flow.buffer_vector(),
-        );
-        let mut loss_sum = 0.0;
-        let mut loss_count = 0usize;
-        let mut rollbacks = 0usize;
+        let mut good = Snapshot::take(flow, &state);
+        let mut tally = EpochLosses::default();
         for s in 0..steps_per_epoch {
-            let idx = &order[s * batch..(s + 1) * batch];
-            for (r, &i) in idx.iter().enumerate() {
-                xb.row_mut(r).copy_from_slice(train.row(i));
-                if let Some(c) = train_ctx {
-                    cb.row_mut(r).copy_from_slice(c.row(i));
-                }
+            if crate::interrupt::stop_requested() {
+                return Err(TrainError::Interrupted(epoch));
             }
+            bufs.gather(train, &order[s * batch..(s + 1) * batch]);
             engine.set_seed(Rng::stream(cfg.seed ^ 0xD80F, state.step).next_u64());
-            let loss = engine.loss_and_grad(flow, &xb, train_ctx.map(|_| &cb));
-            let grads = engine.grads();
+            let loss = engine.loss_and_grad_weighted(
+                flow,
+                &bufs.x,
+                train.ctx.map(|_| &bufs.ctx),
+                train.weights.map(|_| bufs.w.as_slice()),
+            );
             let norm2 = engine.grad_norm_sq();
             if !loss.is_finite() || !norm2.is_finite() {
                 // Roll back to the last good state and lower the learning rate.
-                rollbacks += 1;
+                tally.rollbacks += 1;
                 total_rollbacks += 1;
+                good.restore(flow, &mut state);
                 if total_rollbacks > 20 {
-                    return Err(TrainError::Diverged(
-                        total_rollbacks,
-                        lr_at(cfg, &state, state.step, total_steps),
-                    ));
+                    return Err(TrainError::Diverged(total_rollbacks, lr_now(&state)));
                 }
-                flow.set_param_vector(&good.0);
-                flow.set_buffer_vector(&good.3);
-                state.adam = good.1.clone();
-                state.ema_params = good.2.clone();
-                state.lr_scale *= 0.5;
-                observer.on_rollback(epoch, lr_at(cfg, &state, state.step, total_steps));
+                observer.on_rollback(epoch, lr_now(&state));
                 continue;
             }
             let scale = if norm2.sqrt() > cfg.clip_grad_norm {
@@ -502,9 +683,11 @@ pub fn fit(
             } else {
                 1.0
             };
-            let lr = lr_at(cfg, &state, state.step, total_steps);
+            let lr = lr_now(&state);
             flow.copy_params_into(&mut params);
-            state.adam.step_scaled(&mut params, grads, scale, lr);
+            state
+                .adam
+                .step_scaled(&mut params, engine.grads(), scale, lr);
             flow.set_param_vector(&params);
             engine.end_step(flow, batch);
             if cfg.ema_decay > 0.0 {
@@ -514,77 +697,32 @@ pub fn fit(
                 }
             }
             state.step += 1;
-            loss_sum += loss;
-            loss_count += 1;
+            tally.losses.push(loss);
             if s % 50 == 49 {
-                good = (
-                    params.clone(),
-                    state.adam.clone(),
-                    state.ema_params.clone(),
-                    flow.buffer_vector(),
-                );
+                good = Snapshot::take(flow, &state);
             }
             observer.on_step(epoch, s + 1, steps_per_epoch, loss);
         }
-        // Validate with the averaged weights when EMA is on.
-        let current = flow.param_vector();
-        if cfg.ema_decay > 0.0 {
-            flow.set_param_vector(&state.ema_params);
-        }
-        let mut val_nll = mean_nll(flow, val, val_ctx);
-        if !val_nll.is_finite() {
-            // The parameters went bad without a non-finite training loss: roll back.
-            flow.set_param_vector(&good.0);
-            flow.set_buffer_vector(&good.3);
-            state.adam = good.1.clone();
-            state.ema_params = good.2.clone();
-            state.lr_scale *= 0.5;
-            rollbacks += 1;
+        let (val_nll, rolled_back) = validate(flow, val, cfg, &mut state, &good, observer, epoch);
+        if rolled_back {
+            tally.rollbacks += 1;
             total_rollbacks += 1;
-            observer.on_rollback(epoch, lr_at(cfg, &state, state.step, total_steps));
             if total_rollbacks > 20 {
-                return Err(TrainError::Diverged(
-                    total_rollbacks,
-                    lr_at(cfg, &state, state.step, total_steps),
-                ));
+                return Err(TrainError::Diverged(total_rollbacks, lr_now(&state)));
             }
-            val_nll = mean_nll(flow, val, val_ctx);
-        }
-        let evaluated = flow.param_vector();
-        if cfg.ema_decay > 0.0 {
-            flow.set_param_vector(&current);
-        }
-        if val_nll < state.best_val {
-            state.best_val = val_nll;
-            state.best_epoch = epoch;
-            state.best_params = evaluated;
-            state.best_buffers = flow.buffer_vector();
-            state.plateau_wait = 0;
-        } else {
-            state.plateau_wait += 1;
-            if let Schedule::Plateau { patience, factor } = cfg.schedule
-                && state.plateau_wait >= patience
-            {
-                state.lr_scale *= factor;
-                state.plateau_wait = 0;
-            }
-        }
-        if epoch - state.best_epoch >= cfg.patience {
-            state.stopped = true;
         }
         let secs = t0.elapsed().as_secs_f64();
+        let (median, spikes) = tally.median_and_spikes();
         let record = EpochRecord {
             epoch,
-            train_nll: if loss_count > 0 {
-                loss_sum / loss_count as f64
-            } else {
-                f64::NAN
-            },
+            train_nll: tally.mean(),
             val_nll,
-            lr: lr_at(cfg, &state, state.step, total_steps),
+            lr: lr_now(&state),
             seconds: secs,
-            events_per_second: (loss_count * batch) as f64 / secs.max(1e-9),
-            rollbacks,
+            events_per_second: (tally.losses.len() * batch) as f64 / secs.max(1e-9),
+            rollbacks: tally.rollbacks,
+            train_nll_median: median,
+            spikes,
         };
         state.epoch = epoch;
         state.history.push(record.clone());
@@ -601,4 +739,53 @@ pub fn fit(
     flow.set_param_vector(&state.best_params);
     flow.set_buffer_vector(&state.best_buffers);
     Ok(state)
+}
+
+/// Validation after an epoch (with the averaged weights when EMA is on), bookkeeping of the
+/// best model, the plateau schedule and early stopping. Returns the validation NLL and whether
+/// a non-finite one rolled the flow back to `good` first.
+fn validate(
+    flow: &mut Flow<f32>,
+    val: Events<'_>,
+    cfg: &TrainConfig,
+    state: &mut TrainState,
+    good: &Snapshot,
+    observer: &mut dyn TrainObserver,
+    epoch: usize,
+) -> (f64, bool) {
+    let current = flow.param_vector();
+    if cfg.ema_decay > 0.0 {
+        flow.set_param_vector(&state.ema_params);
+    }
+    let mut val_nll = weighted_mean_nll(flow, val.x, val.ctx, val.weights);
+    let rolled_back = !val_nll.is_finite();
+    if rolled_back {
+        // The parameters went bad without a non-finite training loss: roll back.
+        good.restore(flow, state);
+        observer.on_rollback(epoch, cfg.lr * state.lr_scale);
+        val_nll = weighted_mean_nll(flow, val.x, val.ctx, val.weights);
+    }
+    let evaluated = flow.param_vector();
+    if cfg.ema_decay > 0.0 {
+        flow.set_param_vector(&current);
+    }
+    if val_nll < state.best_val {
+        state.best_val = val_nll;
+        state.best_epoch = epoch;
+        state.best_params = evaluated;
+        state.best_buffers = flow.buffer_vector();
+        state.plateau_wait = 0;
+    } else {
+        state.plateau_wait += 1;
+        if let Schedule::Plateau { patience, factor } = cfg.schedule
+            && state.plateau_wait >= patience
+        {
+            state.lr_scale *= factor;
+            state.plateau_wait = 0;
+        }
+    }
+    if epoch - state.best_epoch >= cfg.patience {
+        state.stopped = true;
+    }
+    (val_nll, rolled_back)
 }

@@ -108,7 +108,7 @@ fn train_sample_logprob_evaluate_round_trip() {
     let hist = std::fs::read_to_string(model.join("history.csv")).unwrap();
     assert_eq!(
         hist.lines().next().unwrap(),
-        "epoch,train_nll,val_nll,lr,seconds"
+        "epoch,train_nll,train_nll_median,spikes,val_nll,lr,seconds"
     );
     assert_eq!(hist.lines().count(), 4);
     let info = ok(&["info", "--model", s(&model)]);

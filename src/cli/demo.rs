@@ -110,6 +110,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
                 features: train.clone(),
                 context_names: Vec::new(),
                 context: None,
+                weights: None,
                 preset,
                 preset_options: preset.default_options(),
                 train: TrainConfig {

@@ -50,6 +50,20 @@ pub fn run() -> Result<()> {
     }
 }
 
+/// Turns the first Ctrl-C / SIGTERM into a stop request (training ends after the current step,
+/// keeping the last complete checkpoint; sampling leaves no partial file); a second one exits at
+/// once.
+pub fn stop_on_signals() {
+    hepflow::interrupt::clear_stop();
+    let _ = ctrlc::set_handler(|| {
+        if hepflow::interrupt::stop_requested() {
+            std::process::exit(130);
+        }
+        eprintln!("\ninterrupt: stopping at the next safe point (press Ctrl-C again to abort)");
+        hepflow::interrupt::request_stop();
+    });
+}
+
 /// Builds the global thread pool (`None` = all cores).
 pub fn set_threads(threads: Option<usize>) -> Result<()> {
     if let Some(t) = threads {

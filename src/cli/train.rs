@@ -1,13 +1,11 @@
 //! `hepflow train`.
 
-use super::data::{apply_select, columns, feature_names, load_table};
 use super::progress::TrainProgress;
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::Args;
+use hepflow::config::{TrainOptions, TrainSettings};
+use hepflow::dataset;
 use hepflow::pipeline::{TrainJob, train_model};
-use hepflow::presets::{Preset, PresetOptions};
-use hepflow::train::{Schedule, TrainConfig};
-use serde::Deserialize;
 use std::path::PathBuf;
 
 /// Arguments of `hepflow train`.
@@ -15,7 +13,7 @@ use std::path::PathBuf;
 pub struct TrainArgs {
     /// Event file (.csv[.gz], .tsv, .npy, .parquet, .root).
     #[arg(long)]
-    pub data: PathBuf,
+    pub data: String,
     /// Force the input format: csv, npy, parquet, root, or higgs (UCI HIGGS layout).
     #[arg(long)]
     pub format: Option<String>,
@@ -31,6 +29,9 @@ pub struct TrainArgs {
     /// Conditional flow on these columns (comma separated), e.g. label.
     #[arg(long)]
     pub condition: Option<String>,
+    /// Column of per-event weights (negative weights allowed).
+    #[arg(long)]
+    pub weight: Option<String>,
     /// Architecture: glow, realnvp, pq-spline (default), rq-spline, maf.
     #[arg(long)]
     pub model: Option<String>,
@@ -64,9 +65,9 @@ pub struct TrainArgs {
     /// Fraction of events held out for validation.
     #[arg(long)]
     pub val_fraction: Option<f64>,
-    /// Seed (split, initialisation, shuffling).
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    /// Seed (split, initialisation, shuffling) [default: 0].
+    #[arg(long)]
+    pub seed: Option<u64>,
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -81,180 +82,74 @@ pub struct TrainArgs {
     pub stop_after: Option<usize>,
 }
 
-/// Options a `--config` TOML file may set.
-#[derive(Deserialize, Default, Debug)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    model: Option<String>,
-    blocks: Option<usize>,
-    hidden: Option<Vec<usize>>,
-    bins: Option<usize>,
-    bound: Option<f64>,
-    residual: Option<bool>,
-    dropout: Option<f64>,
-    epochs: Option<usize>,
-    batch_size: Option<usize>,
-    lr: Option<f64>,
-    schedule: Option<String>,
-    patience: Option<usize>,
-    val_fraction: Option<f64>,
-    weight_decay: Option<f64>,
-    clip_grad_norm: Option<f64>,
-    ema_decay: Option<f64>,
-    margin: Option<f64>,
+fn split_list(s: &Option<String>) -> Option<Vec<String>> {
+    s.as_ref().map(|s| {
+        s.split(',')
+            .map(|p| p.trim().to_string())
+            .filter(|p| !p.is_empty())
+            .collect()
+    })
 }
 
 fn parse_hidden(s: &str) -> Result<Vec<usize>> {
-    let v: Result<Vec<usize>, _> = s.split(',').map(|p| p.trim().parse::<usize>()).collect();
-    let v = v.with_context(|| format!("--hidden '{s}': expected widths like 128,128"))?;
-    if v.is_empty() || v.contains(&0) {
-        bail!("--hidden '{s}': widths must be positive");
-    }
-    Ok(v)
+    s.split(',')
+        .map(|p| p.trim().parse::<usize>())
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("--hidden '{s}': expected widths like 128,128"))
 }
 
-/// Builds the training job from the arguments (shared with the demo).
-pub fn job_from_args(a: &TrainArgs) -> Result<TrainJob> {
-    let fc: FileConfig = match &a.config {
-        Some(p) => {
-            let text = std::fs::read_to_string(p).with_context(|| format!("{}", p.display()))?;
-            toml::from_str(&text)
-                .with_context(|| format!("{}: invalid configuration", p.display()))?
-        }
-        None => FileConfig::default(),
-    };
-    let preset: Preset = match a.model.as_deref().or(fc.model.as_deref()) {
-        Some(m) => m.parse().map_err(|e: String| anyhow::anyhow!(e))?,
-        None => Preset::DEFAULT,
-    };
-    let mut opts: PresetOptions = preset.default_options();
-    if let Some(b) = a.blocks.or(fc.blocks) {
-        opts.blocks = b;
-    }
-    if let Some(h) = &a.hidden {
-        opts.hidden = parse_hidden(h)?;
-    } else if let Some(h) = fc.hidden {
-        opts.hidden = h;
-    }
-    if let Some(b) = a.bins.or(fc.bins) {
-        if b == 0 || b > 64 {
-            bail!("--bins must be between 1 and 64");
-        }
-        opts.bins = b;
-    }
-    if let Some(b) = fc.bound {
-        opts.bound = b;
-    }
-    if let Some(r) = fc.residual {
-        opts.residual = r;
-    }
-    if let Some(p) = fc.dropout {
-        if !(0.0..0.9).contains(&p) {
-            bail!("dropout must be in [0, 0.9)");
-        }
-        opts.dropout = p;
-    }
-    if opts.blocks == 0 {
-        bail!("--blocks must be at least 1");
-    }
-    let mut cfg = TrainConfig {
+/// The options given on the command line, as the library's one configuration type.
+fn cli_options(a: &TrainArgs) -> Result<TrainOptions> {
+    Ok(TrainOptions {
+        format: a.format.clone(),
+        features: a.preset.clone(),
+        columns: split_list(&a.columns),
+        select: a.select.clone(),
+        condition: split_list(&a.condition).unwrap_or_default(),
+        weight: a.weight.clone(),
+        model: a.model.clone(),
+        blocks: a.blocks,
+        hidden: a.hidden.as_deref().map(parse_hidden).transpose()?,
+        bins: a.bins,
+        epochs: a.epochs,
+        batch_size: a.batch_size,
+        lr: a.lr,
+        schedule: a.schedule.clone(),
+        patience: a.patience,
+        val_fraction: a.val_fraction,
         seed: a.seed,
-        ..TrainConfig::default()
-    };
-    if let Some(v) = a.epochs.or(fc.epochs) {
-        cfg.epochs = v;
-    }
-    if let Some(v) = a.batch_size.or(fc.batch_size) {
-        if v == 0 {
-            bail!("--batch-size must be positive");
-        }
-        cfg.batch_size = v;
-    }
-    if let Some(v) = a.lr.or(fc.lr) {
-        if !(v > 0.0 && v.is_finite()) {
-            bail!("--lr must be positive");
-        }
-        cfg.lr = v;
-    }
-    if let Some(s) = a.schedule.as_deref().or(fc.schedule.as_deref()) {
-        cfg.schedule = Schedule::from_name(s)
-            .with_context(|| format!("--schedule '{s}': expected cosine, plateau or constant"))?;
-    }
-    if let Some(v) = a.patience.or(fc.patience) {
-        cfg.patience = v.max(1);
-    }
-    if let Some(v) = fc.weight_decay {
-        cfg.adam.weight_decay = v;
-    }
-    if let Some(v) = fc.clip_grad_norm {
-        cfg.clip_grad_norm = v;
-    }
-    if let Some(v) = fc.ema_decay {
-        cfg.ema_decay = v;
-    }
-    let val_fraction = a.val_fraction.or(fc.val_fraction).unwrap_or(0.2);
-    if !(val_fraction > 0.0 && val_fraction < 1.0) {
-        bail!("--val-fraction must be between 0 and 1");
-    }
-    let table = load_table(&a.data, a.format.as_deref())?;
-    let table = apply_select(table, &a.select, &a.data)?;
-    let context_names: Vec<String> = a
-        .condition
-        .as_deref()
-        .map(|c| {
-            c.split(',')
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-                .collect()
-        })
-        .unwrap_or_default();
-    let names = feature_names(
-        &table,
-        a.preset.as_deref(),
-        a.columns.as_deref(),
-        &context_names,
-    )?;
-    if names.is_empty() {
-        bail!("{}: no feature columns selected", a.data.display());
-    }
-    let features = columns(&table, &names, &a.data)?;
-    let context = if context_names.is_empty() {
-        None
-    } else {
-        Some(columns(&table, &context_names, &a.data)?)
-    };
-    Ok(TrainJob {
-        feature_names: names,
-        features,
-        context_names,
-        context,
-        preset,
-        preset_options: opts,
-        train: cfg,
-        val_fraction,
-        margin: fc.margin.unwrap_or(0.05),
-        discrete: None,
-        out_dir: a.out.clone(),
-        resume: a.resume,
-        data_description: format!(
-            "{}{}",
-            a.data
-                .file_name()
-                .map(|s| s.to_string_lossy().to_string())
-                .unwrap_or_default(),
-            if a.select.is_empty() {
-                String::new()
-            } else {
-                format!(" [{}]", a.select.join(", "))
-            }
-        ),
+        threads: a.threads,
+        ..TrainOptions::default()
     })
+}
+
+/// The merged options (command-line flags over the `--config` file) and the checked settings.
+pub fn options_from_args(a: &TrainArgs) -> Result<(TrainOptions, TrainSettings)> {
+    let file = match &a.config {
+        Some(p) => TrainOptions::from_toml_file(p)?,
+        None => TrainOptions::default(),
+    };
+    let opts = file.merged(&cli_options(a)?);
+    let settings = opts.resolve()?;
+    Ok((opts, settings))
+}
+
+/// Builds the training job from the arguments: options first (no data is read when they are
+/// wrong), then the data, then the checks of the options against the data.
+pub fn job_from_args(a: &TrainArgs) -> Result<TrainJob> {
+    let (opts, settings) = options_from_args(a)?;
+    super::set_threads(settings.threads)?;
+    let data = dataset::load(std::slice::from_ref(&a.data), &opts)?;
+    for note in &data.notes {
+        eprintln!("note: {note}");
+    }
+    Ok(TrainJob::new(&settings, data, a.out.clone(), a.resume)?)
 }
 
 /// Runs `hepflow train`.
 pub fn run(a: TrainArgs) -> Result<()> {
-    super::set_threads(a.threads)?;
     let job = job_from_args(&a)?;
+    super::stop_on_signals();
     eprintln!(
         "training {} on {} events x {} features ({}), output {}",
         job.preset,
@@ -280,6 +175,18 @@ pub fn run(a: TrainArgs) -> Result<()> {
         s.seconds,
         job.out_dir.display()
     );
+    if let Some(ess) = s.effective_sample_size {
+        println!(
+            "weighted training: effective sample size {ess:.0} of {} training events",
+            s.n_train
+        );
+    }
+    if s.spikes > 0 {
+        println!(
+            "note: {} training batch(es) had a loss far above their epoch's median (see train_nll_median and spikes in history.csv)",
+            s.spikes
+        );
+    }
     if s.rollbacks > 0 {
         println!(
             "note: {} roll-back(s) after non-finite losses; the learning rate was lowered each time",

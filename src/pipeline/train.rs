@@ -3,6 +3,8 @@
 //! `training.png` atomically.
 
 use super::fnv1a64;
+use crate::config::{ConfigError, TrainSettings};
+use crate::dataset::{Dataset, effective_sample_size};
 use crate::engine::{Matrix, Rng};
 use crate::evaluate::plot_training_curves;
 use crate::flow::Flow;
@@ -13,7 +15,10 @@ use crate::model::{
 };
 use crate::preprocess::Preprocessor;
 use crate::presets::{Preset, PresetOptions, build_specs};
-use crate::train::{EpochEnd, TrainConfig, TrainObserver, TrainState, fit, initial_state};
+use crate::train::{
+    EpochEnd, Events, TrainConfig, TrainError, TrainObserver, TrainState, fit_events,
+    initial_state, normalised_weights,
+};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -28,6 +33,8 @@ pub struct TrainJob {
     pub context_names: Vec<String>,
     /// Raw context values, events x context columns.
     pub context: Option<Matrix<f32>>,
+    /// Per-event weights (`None` = unweighted); negative weights are allowed.
+    pub weights: Option<Vec<f32>>,
     /// Architecture.
     pub preset: Preset,
     /// Architecture size.
@@ -46,6 +53,36 @@ pub struct TrainJob {
     pub resume: bool,
     /// Free-form description of the data source for the metadata (file name, selection).
     pub data_description: String,
+}
+
+impl TrainJob {
+    /// The job of training with `settings` on `data`, writing to `out_dir`; checks the settings
+    /// against the data (feature count, split sizes, memory) before anything is trained.
+    pub fn new(
+        settings: &TrainSettings,
+        data: Dataset,
+        out_dir: PathBuf,
+        resume: bool,
+    ) -> Result<TrainJob, ConfigError> {
+        let context_dim = data.context.as_ref().map_or(0, |c| c.cols());
+        settings.check_data(data.features.rows(), data.features.cols(), context_dim)?;
+        Ok(TrainJob {
+            feature_names: data.feature_names,
+            features: data.features,
+            context_names: data.context_names,
+            context: data.context,
+            weights: data.weights,
+            preset: settings.preset,
+            preset_options: settings.preset_options.clone(),
+            train: settings.train.clone(),
+            val_fraction: settings.val_fraction,
+            margin: settings.margin,
+            discrete: None,
+            out_dir,
+            resume,
+            data_description: data.description,
+        })
+    }
 }
 
 /// What a finished training run reports.
@@ -69,6 +106,12 @@ pub struct TrainSummary {
     pub num_params: usize,
     /// Wall-clock seconds.
     pub seconds: f64,
+    /// Effective sample size `(sum w)^2 / sum w^2` of the weighted training split (`None` when
+    /// unweighted).
+    pub effective_sample_size: Option<f64>,
+    /// Training batches whose loss spiked far above the epoch's median (see
+    /// [`crate::train::SPIKE_NATS`]), summed over epochs.
+    pub spikes: usize,
 }
 
 /// Deterministic train/validation split of row indices by `seed`.
@@ -169,6 +212,7 @@ pub fn train_model(
     let (tr_idx, va_idx) = split_indices(n, job.val_fraction, job.train.seed);
     let x_train = take_rows(&job.features, &tr_idx);
     let x_val = take_rows(&job.features, &va_idx);
+    let (w_train, w_val, ess) = split_weights(job.weights.as_deref(), &tr_idx, &va_idx)?;
     let discrete = job
         .discrete
         .clone()
@@ -215,6 +259,7 @@ pub fn train_model(
                         .into_iter()
                         .flat_map(|v| v.to_le_bytes())
                 )
+                .chain(job.weights.iter().flatten().flat_map(|v| v.to_le_bytes()))
         )
     );
     let training_meta = serde_json::json!({
@@ -224,6 +269,8 @@ pub fn train_model(
         "n_train": tr_idx.len(),
         "n_val": va_idx.len(),
         "val_fraction": job.val_fraction,
+        "weighted": job.weights.is_some(),
+        "effective_sample_size": ess,
         "margin": job.margin,
         "preset_options": opts,
         "config": job.train,
@@ -245,7 +292,7 @@ pub fn train_model(
     let mut deq_rng = Rng::stream(job.train.seed, 0xDE0);
     let (z_train, _) = model.to_model_space(&x_train, Some(&mut deq_rng))?;
     let (z_val, pre_val) = model.to_model_space(&x_val, None)?;
-    let mean_pre_val = pre_val.iter().sum::<f64>() / pre_val.len().max(1) as f64;
+    let mean_pre_val = weighted_mean(&pre_val, w_val.as_deref());
 
     let ck_dir = job.out_dir.join("checkpoint");
     let mut state = initial_state(&model.flow, &job.train);
@@ -286,17 +333,31 @@ pub fn train_model(
             config_checksum,
             inner: observer,
         };
-        fit(
+        let train_events = Events {
+            x: &z_train,
+            ctx: c_train.as_ref(),
+            weights: w_train.as_deref(),
+        };
+        let val_events = Events {
+            x: &z_val,
+            ctx: c_val.as_ref(),
+            weights: w_val.as_deref(),
+        };
+        fit_events(
             &mut model.flow,
-            &z_train,
-            c_train.as_ref(),
-            &z_val,
-            c_val.as_ref(),
+            train_events,
+            val_events,
             &job.train,
             state,
             &mut writer,
         )
-        .map_err(|e| ModelError::Input(e.to_string()))?
+        .map_err(|e| match e {
+            TrainError::Interrupted(epoch) => ModelError::Interrupted {
+                epoch,
+                checkpoint: ck_dir.clone(),
+            },
+            e => ModelError::Input(e.to_string()),
+        })?
     };
     let to_orig = |v: f64| v - mean_pre_val;
     let best_val_nll = to_orig(state.best_val);
@@ -312,14 +373,20 @@ pub fn train_model(
     // history.csv in original units. The training NLL uses the training split's mean
     // preprocessing log-det (dequantised), so both columns are comparable.
     let (_, pre_train) = model.to_model_space(&x_train, None)?;
-    let mean_pre_train = pre_train.iter().sum::<f64>() / pre_train.len().max(1) as f64;
-    let mut csv = String::from("epoch,train_nll,val_nll,lr,seconds\n");
+    let mean_pre_train = weighted_mean(&pre_train, w_train.as_deref());
+    let mut csv = String::from("epoch,train_nll,train_nll_median,spikes,val_nll,lr,seconds\n");
     let mut curves = Vec::new();
     for h in &state.history {
         let (a, b) = (h.train_nll - mean_pre_train, to_orig(h.val_nll));
         csv.push_str(&format!(
-            "{},{},{},{},{:.3}\n",
-            h.epoch, a, b, h.lr, h.seconds
+            "{},{},{},{},{},{},{:.3}\n",
+            h.epoch,
+            a,
+            h.train_nll_median - mean_pre_train,
+            h.spikes,
+            b,
+            h.lr,
+            h.seconds
         ));
         curves.push((h.epoch, a, b));
     }
@@ -342,5 +409,44 @@ pub fn train_model(
         rollbacks,
         num_params: model.flow.num_params(),
         seconds: t0.elapsed().as_secs_f64(),
+        effective_sample_size: ess,
+        spikes: state.history.iter().map(|h| h.spikes).sum(),
     })
+}
+
+/// Mean of `v`, weighted by `w` (normalised to mean 1) when given.
+fn weighted_mean(v: &[f64], w: Option<&[f32]>) -> f64 {
+    let n = v.len().max(1) as f64;
+    match w {
+        None => v.iter().sum::<f64>() / n,
+        Some(w) => v.iter().zip(w).map(|(a, b)| a * *b as f64).sum::<f64>() / n,
+    }
+}
+
+/// Training and validation weights, each normalised to mean 1 over its split (the loss is
+/// normalised by the split's total weight, not per batch), and the training split's effective
+/// sample size.
+#[allow(clippy::type_complexity)]
+fn split_weights(
+    w: Option<&[f32]>,
+    tr_idx: &[usize],
+    va_idx: &[usize],
+) -> Result<(Option<Vec<f32>>, Option<Vec<f32>>, Option<f64>), ModelError> {
+    let Some(w) = w else {
+        return Ok((None, None, None));
+    };
+    let pick = |idx: &[usize]| idx.iter().map(|&i| w[i]).collect::<Vec<f32>>();
+    let (wt, wv) = (pick(tr_idx), pick(va_idx));
+    let ess = effective_sample_size(&wt);
+    let nt = normalised_weights(&wt).ok_or_else(|| {
+        ModelError::Input(
+            "the weights of the training split sum to <= 0; check the weight column".into(),
+        )
+    })?;
+    let nv = normalised_weights(&wv).ok_or_else(|| {
+        ModelError::Input(
+            "the weights of the validation split sum to <= 0 (too many negative weights for its size); raise val_fraction".into(),
+        )
+    })?;
+    Ok((Some(nt), Some(nv), Some(ess)))
 }

@@ -34,29 +34,12 @@ from ._hepflow_rust import ModelError
 __all__ = ["Model", "ModelError", "train", "load", "evaluate", "__version__"]
 __version__: str = _rust.__version__
 
-# Options of `hepflow train` beyond the named parameters of `train`, with their defaults
-# (None = chosen by the architecture preset). Keep in step with `hepflow train --help`.
-TRAIN_OPTIONS: dict[str, tuple[Any, str]] = {
-    "format": (None, "input file format: csv, npy, parquet, root or higgs (default: from the extension)"),
-    "features": (None, "feature preset higgs18 or higgs28 (instead of columns=)"),
-    "select": ([], 'keep only rows where COLUMN equals VALUE, e.g. ["label=0"]'),
-    "weight": (None, "per-event weight column"),
-    "blocks": (None, "number of flow blocks (preset default)"),
-    "hidden": (None, "hidden widths of the conditioners, e.g. [128, 128] (preset default)"),
-    "bins": (None, "spline bins, 1..64 (preset default: 8)"),
-    "bound": (None, "spline tail bound (preset default)"),
-    "residual": (None, "residual conditioner blocks (preset default)"),
-    "dropout": (None, "dropout in the conditioners, in [0, 0.9) (preset default)"),
-    "batch_size": (512, "events per optimizer step"),
-    "lr": (1e-3, "peak learning rate"),
-    "schedule": ("cosine", "learning-rate schedule: cosine, plateau or constant"),
-    "patience": (15, "early-stopping patience in epochs"),
-    "val_fraction": (0.2, "fraction of events held out for validation"),
-    "weight_decay": (None, "AdamW weight decay"),
-    "clip_grad_norm": (None, "gradient-norm clip"),
-    "ema_decay": (None, "exponential moving average of the parameters (0 = off)"),
-    "margin": (0.05, "min-max margin of the preprocessing (fraction of the range)"),
+# Every option of `hepflow train` as {name: (default, description)}, from the library's one
+# configuration type (hepflow::config::TrainOptions), so help(), the CLI and the TOML agree.
+TRAIN_OPTIONS: dict[str, tuple[str, str]] = {
+    name: (default, text) for name, default, text in _rust.train_options()
 }
+_NAMED = ("columns", "model", "condition", "epochs", "seed", "threads")
 
 
 # --------------------------------------------------------------------------- input conversion
@@ -481,6 +464,8 @@ def train(
         opts["condition"] = list(condition)
     if threads is not None:
         opts["threads"] = _count(threads, "threads")
+    if isinstance(options.get("hidden"), int):
+        options["hidden"] = [options["hidden"]]
     for k, v in options.items():
         if v is not None:
             opts[k] = v.tolist() if isinstance(v, np.ndarray) else v
@@ -522,7 +507,9 @@ def train(
 
 
 def _options_doc() -> str:
-    rows = [f"        {k} (default {v[0]!r}): {v[1]}" for k, v in TRAIN_OPTIONS.items()]
+    rows = [
+        f"            {k} (default {v[0]}): {v[1]}" for k, v in TRAIN_OPTIONS.items() if k not in _NAMED
+    ]
     return "\n".join(rows)
 
 

@@ -15,7 +15,7 @@ __all__ = ["Model", "ModelError", "train", "load", "evaluate", "__version__"]
 Events = Union[npt.ArrayLike, "pandas.DataFrame", Mapping[str, npt.ArrayLike], str, os.PathLike[str]]  # noqa: F821
 Architecture = Literal["pq-spline", "rq-spline", "realnvp", "glow", "maf"]
 
-TRAIN_OPTIONS: dict[str, tuple[Any, str]]
+TRAIN_OPTIONS: dict[str, tuple[str, str]]
 
 class ModelError(Exception):
     """A model directory is damaged: model.json or model.safetensors missing, invalid or mismatched."""

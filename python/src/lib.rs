@@ -7,17 +7,21 @@
 //! global pool, the pool the CLI uses. The pure-Python layer (`hepflow/__init__.py`) holds the
 //! signatures, the docstrings and the conversion of DataFrames, dicts and integer arrays.
 
+use hepflow::config::{ConfigError, TrainOptions};
+use hepflow::dataset::{self, DatasetError};
 use hepflow::engine::Matrix;
 use hepflow::evaluate::{EvalError, EvalOptions, evaluate, write_report};
-use hepflow::io::{self, Format, IoError, ReadOptions, Table};
+use hepflow::interrupt;
+use hepflow::io::{IoError, Table};
 use hepflow::model::{Model, ModelError as CoreModelError, encode_context};
 use hepflow::pipeline::{TrainJob, train_model};
-use hepflow::presets::Preset;
-use hepflow::train::{EpochEnd, Schedule, TrainConfig, TrainObserver};
+use hepflow::train::{EpochEnd, TrainObserver};
 use numpy::ndarray::Array2;
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArray2};
 use pyo3::create_exception;
-use pyo3::exceptions::{PyException, PyFileNotFoundError, PyMemoryError, PyOSError, PyValueError};
+use pyo3::exceptions::{
+    PyException, PyFileNotFoundError, PyKeyboardInterrupt, PyMemoryError, PyOSError, PyValueError,
+};
 use pyo3::prelude::*;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -56,6 +60,18 @@ fn model_error(e: CoreModelError) -> PyErr {
         },
         CoreModelError::Json { .. } | CoreModelError::Weights { .. } => ModelError::new_err(msg),
         CoreModelError::Input(_) => PyValueError::new_err(msg),
+        CoreModelError::Interrupted { .. } => PyKeyboardInterrupt::new_err(msg),
+    }
+}
+
+fn config_error(e: ConfigError) -> PyErr {
+    value_error(e.to_string())
+}
+
+fn dataset_error(e: DatasetError) -> PyErr {
+    match e {
+        DatasetError::Io(e) => io_error(e),
+        DatasetError::Invalid(m) => value_error(m),
     }
 }
 
@@ -420,173 +436,16 @@ fn read_table<'py>(
     path: PathBuf,
     format: Option<String>,
 ) -> PyResult<(Vec<String>, Bound<'py, PyArray2<f32>>)> {
-    let table = py.detach(|| load_table(&path, format.as_deref()))?;
+    let table = py
+        .detach(|| dataset::read_source(&path, format.as_deref()))
+        .map_err(dataset_error)?;
     let (r, c) = (table.rows(), table.cols());
     let arr = Array2::from_shape_vec((r, c), table.data.into_vec())
         .map_err(|e| value_error(e.to_string()))?;
     Ok((table.columns, arr.into_pyarray(py)))
 }
 
-fn load_table(path: &Path, format: Option<&str>) -> PyResult<Table> {
-    let fmt = match format {
-        None => None,
-        Some(f) => Some(Format::parse(f).ok_or_else(|| {
-            value_error(format!(
-                "option `format` = '{f}': expected csv, npy, parquet or root"
-            ))
-        })?),
-    };
-    let opts = ReadOptions {
-        format: fmt,
-        ..Default::default()
-    };
-    let mut t = io::read_table(path, &opts).map_err(io_error)?;
-    io::higgs::apply_higgs_names(&mut t);
-    Ok(t)
-}
-
 // ---------------------------------------------------------------- training
-
-/// Options of `hepflow.train` until the library's config layer lands (same names as the TOML).
-#[derive(serde::Deserialize, Default, Debug)]
-#[serde(deny_unknown_fields, default)]
-struct TempOptions {
-    columns: Option<Vec<String>>,
-    condition: Vec<String>,
-    select: Vec<String>,
-    model: Option<String>,
-    blocks: Option<usize>,
-    hidden: Option<Vec<usize>>,
-    bins: Option<usize>,
-    bound: Option<f64>,
-    residual: Option<bool>,
-    dropout: Option<f64>,
-    epochs: Option<usize>,
-    batch_size: Option<usize>,
-    lr: Option<f64>,
-    schedule: Option<String>,
-    patience: Option<usize>,
-    val_fraction: Option<f64>,
-    weight_decay: Option<f64>,
-    clip_grad_norm: Option<f64>,
-    ema_decay: Option<f64>,
-    margin: Option<f64>,
-    seed: Option<u64>,
-    threads: Option<usize>,
-    format: Option<String>,
-}
-
-fn temp_job(table: Table, o: TempOptions, out: PathBuf, source: &str) -> PyResult<TrainJob> {
-    let preset: Preset = match &o.model {
-        Some(m) => m.parse().map_err(|e: String| value_error(e))?,
-        None => Preset::DEFAULT,
-    };
-    let mut opts = preset.default_options();
-    if let Some(b) = o.blocks {
-        opts.blocks = b;
-    }
-    if let Some(h) = o.hidden {
-        opts.hidden = h;
-    }
-    if let Some(b) = o.bins {
-        opts.bins = b;
-    }
-    if let Some(b) = o.bound {
-        opts.bound = b;
-    }
-    if let Some(r) = o.residual {
-        opts.residual = r;
-    }
-    if let Some(d) = o.dropout {
-        opts.dropout = d;
-    }
-    let mut cfg = TrainConfig {
-        seed: o.seed.unwrap_or(0),
-        ..TrainConfig::default()
-    };
-    if let Some(v) = o.epochs {
-        cfg.epochs = v;
-    }
-    if let Some(v) = o.batch_size {
-        cfg.batch_size = v.max(1);
-    }
-    if let Some(v) = o.lr {
-        cfg.lr = v;
-    }
-    if let Some(s) = &o.schedule {
-        cfg.schedule = Schedule::from_name(s).ok_or_else(|| {
-            value_error(format!(
-                "option `schedule` = '{s}': expected cosine, plateau or constant"
-            ))
-        })?;
-    }
-    if let Some(v) = o.patience {
-        cfg.patience = v.max(1);
-    }
-    if let Some(v) = o.weight_decay {
-        cfg.adam.weight_decay = v;
-    }
-    if let Some(v) = o.clip_grad_norm {
-        cfg.clip_grad_norm = v;
-    }
-    if let Some(v) = o.ema_decay {
-        cfg.ema_decay = v;
-    }
-    let mut table = table;
-    for s in &o.select {
-        let (c, v) = s
-            .split_once('=')
-            .ok_or_else(|| value_error(format!("select '{s}': expected COLUMN=VALUE")))?;
-        let v: f32 = v
-            .trim()
-            .parse()
-            .map_err(|_| value_error(format!("select '{s}': '{v}' is not a number")))?;
-        table = table.filter_eq(c.trim(), v).map_err(io_error)?;
-    }
-    let names: Vec<String> = match o.columns {
-        Some(c) => c,
-        None => table
-            .columns
-            .iter()
-            .filter(|c| !o.condition.contains(c) && c.as_str() != "label")
-            .cloned()
-            .collect(),
-    };
-    let refs: Vec<io::ColumnRef> = names.iter().map(|n| io::ColumnRef::parse(n)).collect();
-    let sel = table
-        .select(&refs)
-        .map_err(|e| io_error(e.with_file(Path::new(source))))?;
-    let context = if o.condition.is_empty() {
-        None
-    } else {
-        let refs: Vec<io::ColumnRef> = o
-            .condition
-            .iter()
-            .map(|n| io::ColumnRef::parse(n))
-            .collect();
-        Some(
-            table
-                .select(&refs)
-                .map_err(|e| io_error(e.with_file(Path::new(source))))?
-                .data,
-        )
-    };
-    Ok(TrainJob {
-        feature_names: sel.columns,
-        features: sel.data,
-        context_names: o.condition,
-        context,
-        preset,
-        preset_options: opts,
-        train: cfg,
-        val_fraction: o.val_fraction.unwrap_or(0.2),
-        margin: o.margin.unwrap_or(0.05),
-        discrete: None,
-        out_dir: out,
-        resume: false,
-        data_description: source.to_string(),
-    })
-}
 
 struct PyObserver {
     poll: Poll,
@@ -594,8 +453,13 @@ struct PyObserver {
 
 impl TrainObserver for PyObserver {
     fn on_step(&mut self, epoch: usize, step: usize, steps: usize, loss: f64) {
-        self.poll
-            .tick(false, || ("step", epoch, step, steps, loss, f64::NAN));
+        // A KeyboardInterrupt (or an exception in the callback) stops training at the next step.
+        if !self
+            .poll
+            .tick(false, || ("step", epoch, step, steps, loss, f64::NAN))
+        {
+            interrupt::request_stop();
+        }
     }
 
     fn on_epoch_end(
@@ -604,14 +468,12 @@ impl TrainObserver for PyObserver {
         end: &EpochEnd<'_>,
     ) -> Result<(), String> {
         let r = end.record;
-        let ok = self.poll.tick(true, || {
+        if !self.poll.tick(true, || {
             ("epoch", r.epoch, 0usize, 0usize, r.train_nll, r.val_nll)
-        });
-        if ok {
-            Ok(())
-        } else {
-            Err("interrupted".into())
+        }) {
+            interrupt::request_stop();
         }
+        Ok(())
     }
 }
 
@@ -629,28 +491,28 @@ fn train<'py>(
 ) -> PyResult<(PyModel, String)> {
     let value: serde_json::Value =
         serde_json::from_str(options).map_err(|e| value_error(e.to_string()))?;
-    let opts: TempOptions =
-        serde_json::from_value(value).map_err(|e| value_error(format!("invalid option: {e}")))?;
-    let threads = opts.threads;
-    let (table, desc) = if let Ok(path) = source.extract::<PathBuf>() {
-        let t = py.detach(|| load_table(&path, opts.format.as_deref()))?;
-        let d = path
-            .file_name()
-            .map(|s| s.to_string_lossy().to_string())
-            .unwrap_or_default();
-        (t, d)
+    let opts =
+        TrainOptions::from_json(value, "hepflow.train keyword arguments").map_err(config_error)?;
+    let settings = opts.resolve().map_err(config_error)?;
+    let data = if let Ok(path) = source.extract::<String>() {
+        py.detach(|| dataset::load(std::slice::from_ref(&path), &opts))
+            .map_err(dataset_error)?
     } else {
         let (names, data): (Vec<String>, FloatArray<'py>) = source.extract()?;
-        (table_from(names, &data, "data")?, "<python>".to_string())
+        let table = table_from(names, &data, "data")?;
+        dataset::from_table(table, &opts, "data").map_err(dataset_error)?
     };
-    let job = temp_job(table, opts, out.clone(), &desc)?;
+    let job = TrainJob::new(&settings, data, out.clone(), false).map_err(config_error)?;
     let mut obs = PyObserver {
         poll: Poll::new(progress),
     };
-    let result = py.detach(|| with_threads(threads, || train_model(&job, &mut obs)))?;
+    interrupt::clear_stop();
+    let result = py.detach(|| with_threads(settings.threads, || train_model(&job, &mut obs)));
+    interrupt::clear_stop();
     if let Some(e) = obs.poll.error {
         return Err(e);
     }
+    let result = result?;
     let summary = result.map_err(model_error)?;
     let model = py.detach(|| Model::load(&out)).map_err(model_error)?;
     let s = serde_json::to_string(&summary).map_err(|e| value_error(e.to_string()))?;
@@ -732,6 +594,12 @@ fn evaluate_model<'py>(
     py.detach(|| with_threads(threads, run))?
 }
 
+/// Every option of `hepflow train` as (name, default, description), from the library.
+#[pyfunction]
+fn train_options() -> Vec<(&'static str, &'static str, &'static str)> {
+    TrainOptions::documentation()
+}
+
 /// The compiled module.
 #[pymodule]
 fn _hepflow_rust(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -739,6 +607,7 @@ fn _hepflow_rust(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyModel>()?;
     m.add_function(wrap_pyfunction!(read_table, m)?)?;
     m.add_function(wrap_pyfunction!(train, m)?)?;
+    m.add_function(wrap_pyfunction!(train_options, m)?)?;
     m.add_function(wrap_pyfunction!(evaluate_model, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

@@ -154,7 +154,7 @@ def test_help_lists_options_with_defaults():
     text = pydoc.render_doc(hepflow.train, renderer=pydoc.plaintext)
     for opt in [r"epochs: 'int' = 200", r"model: 'str' = 'pq-spline'", r"seed: 'int' = 0",
                 r"progress: 'bool' = True", r"batch_size \(default 512\)", r"lr \(default 0.001\)",
-                r"val_fraction \(default 0.2\)", r"schedule \(default 'cosine'\)", r"hidden", r"bins"]:
+                r"val_fraction \(default 0.2\)", r"schedule \(default cosine\)", r"weight \(default none\)", r"hidden", r"bins"]:
         assert re.search(opt, text), opt
     for f in (hepflow.train, hepflow.load, hepflow.evaluate, hepflow.Model.sample,
               hepflow.Model.log_prob, hepflow.Model.save, hepflow.Model.info):

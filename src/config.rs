@@ -72,6 +72,9 @@ pub struct TrainOptions {
     pub condition: Vec<String>,
     /// Column holding per-event weights.
     pub weight: Option<String>,
+    /// Value for `Jet_pt[k]` columns in events with fewer than k+1 elements (default: such
+    /// events are dropped, and the count is printed).
+    pub fill: Option<f32>,
     /// Architecture: realnvp, glow, pq-spline (default), rq-spline or maf.
     pub model: Option<String>,
     /// Number of flow blocks (default 10).
@@ -179,7 +182,7 @@ impl TrainOptions {
     /// These options with every option that is set in `over` taken from `over` (command-line
     /// flags over a configuration file).
     pub fn merged(mut self, over: &TrainOptions) -> TrainOptions {
-        merge_fields!(self, over; format, features, columns, weight, model, blocks, hidden, bins,
+        merge_fields!(self, over; format, features, columns, weight, fill, model, blocks, hidden, bins,
             bound, residual, dropout, epochs, batch_size, lr, schedule, patience, val_fraction,
             weight_decay, clip_grad_norm, ema_decay, margin, seed, threads);
         if !over.select.is_empty() {
@@ -222,6 +225,11 @@ impl TrainOptions {
         let margin = self.margin.unwrap_or(DEFAULT_MARGIN);
         if !(0.0..=1.0).contains(&margin) {
             return Err(invalid("margin", margin, "must be between 0 and 1"));
+        }
+        if let Some(f) = self.fill
+            && !f.is_finite()
+        {
+            return Err(invalid("fill", f, "must be a finite number"));
         }
         if let Some(t) = self.threads
             && t == 0
@@ -402,6 +410,11 @@ impl TrainOptions {
             ("select", "[]", "keep rows where COLUMN=VALUE"),
             ("condition", "[]", "context columns (conditional flow)"),
             ("weight", "none", "per-event weight column"),
+            (
+                "fill",
+                "drop such events",
+                "value for Jet_pt[k] in events with fewer than k+1 jets",
+            ),
             (
                 "model",
                 "pq-spline",

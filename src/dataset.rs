@@ -43,58 +43,107 @@ pub struct Dataset {
 /// Reads the event table of `source` in `format` (`None` = from the extension; `higgs` = the UCI
 /// HIGGS layout), naming the columns of a headerless 29-column file after the HIGGS layout.
 pub fn read_source(source: &Path, format: Option<&str>) -> Result<Table, DatasetError> {
-    let mut table = match format {
-        Some("higgs") => {
-            let opts = ReadOptions {
-                format: Some(Format::Csv),
-                header: Some(false),
-                expect_fields: Some(29),
-                ..Default::default()
-            };
-            let t = io::read_table(source, &opts)?;
-            if !io::higgs::is_higgs_layout(&t) {
-                return Err(DatasetError::Invalid(format!(
-                    "{}: not in the UCI HIGGS layout (29 columns: a 0/1 label, then 28 features)",
-                    source.display()
-                )));
-            }
-            t
-        }
-        Some(f) => {
-            let fmt = Format::parse(f).ok_or_else(|| {
-                DatasetError::Invalid(format!(
-                    "option `format` = {f}: expected csv, npy, parquet, root or higgs"
-                ))
-            })?;
-            io::read_table(
-                source,
-                &ReadOptions {
-                    format: Some(fmt),
-                    ..Default::default()
-                },
-            )?
-        }
-        None => io::read_table(source, &ReadOptions::default())?,
-    };
-    io::higgs::apply_higgs_names(&mut table);
+    let (table, _) = read_sources(
+        &[source.display().to_string()],
+        format,
+        ReadOptions::default(),
+    )?;
     Ok(table)
 }
 
-/// Reads the files `sources` and chooses the training data from them per `opts`.
-pub fn load(sources: &[String], opts: &TrainOptions) -> Result<Dataset, DatasetError> {
-    let [source] = sources else {
+/// Reads every file of `sources` (paths, shell-style globs, `file.root:tree`; concatenated in
+/// sorted path order) with `read` as the base options and `format` as in [`read_source`];
+/// returns the table and the notes for the user.
+pub fn read_sources(
+    sources: &[String],
+    format: Option<&str>,
+    mut read: ReadOptions,
+) -> Result<(Table, Vec<String>), DatasetError> {
+    if sources.is_empty() {
+        return Err(DatasetError::Invalid("no data file given".into()));
+    }
+    let higgs = format == Some("higgs");
+    match format {
+        Some("higgs") => {
+            read.format = Some(Format::Csv);
+            read.header = Some(false);
+            read.expect_fields = Some(29);
+            read.columns = None;
+        }
+        Some(f) => {
+            read.format = Some(Format::parse(f).ok_or_else(|| {
+                DatasetError::Invalid(format!(
+                    "option `format` = {f}: expected csv, npy, parquet, root or higgs"
+                ))
+            })?);
+        }
+        None => {}
+    }
+    let (mut table, notes) = io::read_sources(sources, &read)?;
+    if higgs && !io::higgs::is_higgs_layout(&table) {
         return Err(DatasetError::Invalid(format!(
-            "give exactly one data file ({} given)",
-            sources.len()
+            "{}: not in the UCI HIGGS layout (29 columns: a 0/1 label, then 28 features)",
+            sources.join(", ")
         )));
+    }
+    io::higgs::apply_higgs_names(&mut table);
+    Ok((table, notes))
+}
+
+/// The columns to read from the files when the user named them: the features, then the
+/// condition, weight and `--select` columns (each once). `None` = read every column (no
+/// `columns` given, or a HIGGS feature preset whose names only exist after reading).
+fn columns_to_read(opts: &TrainOptions) -> Option<Vec<ColumnRef>> {
+    let cols = opts.columns.as_ref()?;
+    if opts.features.is_some() || opts.format.as_deref() == Some("higgs") {
+        return None;
+    }
+    let mut names: Vec<String> = cols.iter().map(|c| c.trim().to_string()).collect();
+    let extra = opts
+        .condition
+        .iter()
+        .chain(opts.weight.iter())
+        .map(|c| c.trim().to_string())
+        .chain(
+            opts.select
+                .iter()
+                .filter_map(|s| s.split_once('=').map(|(c, _)| c.trim().to_string())),
+        );
+    for e in extra {
+        if !names.contains(&e) {
+            names.push(e);
+        }
+    }
+    Some(names.iter().map(|n| ColumnRef::parse(n)).collect())
+}
+
+/// Reads the files `sources` (paths, globs, `file.root:tree`) and chooses the training data
+/// from them per `opts`. When columns are named, only those (and the condition, weight and
+/// selection columns) are read and checked, so a NaN in an unrelated branch does not matter.
+pub fn load(sources: &[String], opts: &TrainOptions) -> Result<Dataset, DatasetError> {
+    let wanted = columns_to_read(opts);
+    let read = ReadOptions {
+        columns: wanted.clone(),
+        fill: opts.fill,
+        ..Default::default()
     };
-    let path = Path::new(source);
-    let table = read_source(path, opts.format.as_deref())?;
-    let name = path
-        .file_name()
-        .map(|s| s.to_string_lossy().to_string())
-        .unwrap_or_else(|| source.clone());
-    from_table(table, opts, &name)
+    let (table, notes) = read_sources(sources, opts.format.as_deref(), read)?;
+    let mut o = opts.clone();
+    if let (Some(cols), Some(_)) = (&opts.columns, &wanted) {
+        // The table holds the requested columns in order: the features are its first columns
+        // (by their names as read, so that 0-based indices keep meaning the file's columns).
+        o.columns = Some(table.columns[..cols.len()].to_vec());
+    }
+    let description = match sources {
+        [one] => Path::new(one)
+            .file_name()
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or_else(|| one.clone()),
+        many => format!("{} sources ({})", many.len(), many.join(", ")),
+    };
+    let mut d = from_table(table, &o, &description)?;
+    d.notes = notes;
+    Ok(d)
 }
 
 /// Applies `--select` filters (`COLUMN=VALUE`, all must hold).

@@ -480,3 +480,124 @@ fn log_prob_flags_far_outliers_and_scores_them_below_every_event() {
     assert_eq!(flag, 1.0);
     assert!(rows[..rows.len() - 1].iter().all(|(v, _)| *v > last));
 }
+
+#[test]
+fn data_as_physicists_have_it_globs_jagged_columns_and_nameless_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/trees.root");
+    // Only the requested branches are read: the all-NaN HTXS_Higgs_y does not matter; events
+    // without a second jet are dropped with a note, or kept with --fill.
+    let m1 = dir.path().join("jets");
+    let base = [
+        "train", "--model", "realnvp", "--blocks", "2", "--hidden", "8", "--epochs", "1",
+    ];
+    let spec = format!("{fixture}:Events");
+    let mut args: Vec<&str> = base.to_vec();
+    args.extend([
+        "--data",
+        &spec,
+        "--columns",
+        "MET_pt,Jet_pt[0],Jet_pt[1]",
+        "--out",
+        s(&m1),
+    ]);
+    let o = hepflow(&args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("dropped"), "{err}");
+    let m2 = dir.path().join("filled");
+    let mut args: Vec<&str> = base.to_vec();
+    args.extend([
+        "--data",
+        &spec,
+        "--columns",
+        "MET_pt,Jet_pt[0],Jet_pt[1]",
+        "--fill",
+        "-1",
+        "--out",
+        s(&m2),
+    ]);
+    let o = hepflow(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let n = |m: &Path| {
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(m.join("model.json")).unwrap()).unwrap();
+        v["training"]["n_events"].as_u64().unwrap()
+    };
+    assert_eq!(n(&m2), 200);
+    assert!(n(&m1) < 200);
+    // An index beyond every event names the column.
+    let mut args: Vec<&str> = base.to_vec();
+    let out3 = dir.path().join("never");
+    args.extend([
+        "--data",
+        &spec,
+        "--columns",
+        "MET_pt,Jet_pt[99]",
+        "--out",
+        s(&out3),
+    ]);
+    let o = hepflow(&args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("Jet_pt"), "{err}");
+
+    // Several files through a quoted glob, concatenated in sorted order; a glob that matches
+    // nothing and files with different columns are named.
+    let parts = dir.path().join("parts");
+    std::fs::create_dir(&parts).unwrap();
+    let data = csv(dir.path(), 400);
+    let text = std::fs::read_to_string(&data).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    std::fs::write(parts.join("a.csv"), lines[..201].join("\n") + "\n").unwrap();
+    std::fs::write(
+        parts.join("b.csv"),
+        format!("{}\n{}\n", lines[0], lines[201..].join("\n")),
+    )
+    .unwrap();
+    let glob = format!("{}/*.csv", parts.display());
+    let (whole, split) = (dir.path().join("whole"), dir.path().join("split"));
+    for (out, d) in [(&whole, s(&data).to_string()), (&split, glob.clone())] {
+        let mut args: Vec<&str> = base.to_vec();
+        args.extend(["--data", &d, "--columns", "a,b,c", "--out", s(out)]);
+        let o = hepflow(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    assert_eq!(
+        std::fs::read(whole.join("model.safetensors")).unwrap(),
+        std::fs::read(split.join("model.safetensors")).unwrap()
+    );
+    let nothing = format!("{}/*.parquet", parts.display());
+    refused(
+        Path::new(&nothing),
+        &dir.path().join("x"),
+        &["--columns", "a,b"],
+        "*.parquet",
+    );
+    std::fs::write(parts.join("c.csv"), "a,b,d\n1,2,3\n4,5,6\n").unwrap();
+    refused(
+        Path::new(&glob),
+        &dir.path().join("y"),
+        &["--columns", "a,b,c"],
+        "c.csv",
+    );
+
+    // hepflow scores its own .npy output: a nameless file with the model's width is matched
+    // by position.
+    let g = dir.path().join("g.npy");
+    let o = hepflow(&["sample", "--model", s(&whole), "-n", "50", "--out", s(&g)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let lp = dir.path().join("lp.csv");
+    let o = hepflow(&[
+        "log-prob",
+        "--model",
+        s(&whole),
+        "--data",
+        s(&g),
+        "--out",
+        s(&lp),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("model's order"), "{err}");
+    assert_eq!(std::fs::read_to_string(&lp).unwrap().lines().count(), 51);
+}

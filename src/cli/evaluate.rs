@@ -1,6 +1,6 @@
 //! `hepflow evaluate`.
 
-use super::data::{apply_select, columns, load_table};
+use super::data::{apply_select, columns, load_table, match_model_columns};
 use super::info::summary;
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -157,7 +157,8 @@ pub fn print_headline(label: &str, ev: &Evaluation) {
 pub fn run(a: EvaluateArgs) -> Result<()> {
     super::set_threads(a.threads)?;
     let model = Model::load(&a.model)?;
-    let table = load_table(&a.reference, a.format.as_deref())?;
+    let mut table = load_table(&a.reference, a.format.as_deref())?;
+    match_model_columns(&mut table, &model, &a.reference);
     let table = apply_select(table, &a.select, &a.reference)?;
     let reference = columns(&table, &model.config.features, &a.reference)?;
     let ctx_names: Vec<String> = model
@@ -180,7 +181,8 @@ pub fn run(a: EvaluateArgs) -> Result<()> {
     };
     let generated = match &a.generated {
         Some(g) => {
-            let t = load_table(g, None)?;
+            let mut t = load_table(g, None)?;
+            match_model_columns(&mut t, &model, g);
             let x = columns(&t, &model.config.features, g)?;
             let c = if ctx_names.is_empty() {
                 None

@@ -2,15 +2,21 @@
 
 use anyhow::Result;
 use clap::Args;
+use hepflow::io::{self, ColumnKind, ReadOptions};
 use hepflow::model::Model;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Arguments of `hepflow info`.
 #[derive(Args, Debug)]
+#[group(required = true, multiple = false)]
 pub struct InfoArgs {
     /// Model directory.
     #[arg(long)]
-    pub model: PathBuf,
+    pub model: Option<PathBuf>,
+    /// An event file (`file.root:tree` for one TTree/RNTuple): list its columns with their types
+    /// and lengths, to find what to pass to --columns (`Jet_pt[0]` for a collection element).
+    #[arg(long)]
+    pub data: Option<String>,
 }
 
 /// Human-readable description of a model (also used in reports).
@@ -83,9 +89,42 @@ pub fn summary(model: &Model) -> Vec<(String, String)> {
 
 /// Runs `hepflow info`.
 pub fn run(a: InfoArgs) -> Result<()> {
-    let model = Model::load(&a.model)?;
+    if let Some(spec) = &a.data {
+        return describe_data(spec);
+    }
+    let Some(dir) = &a.model else {
+        anyhow::bail!("give --model DIR or --data FILE");
+    };
+    let model = Model::load(dir)?;
     for (k, v) in summary(&model) {
         println!("{k:>22}: {v}");
+    }
+    Ok(())
+}
+
+/// Prints the columns of an event file: name, type, values per event, entries.
+fn describe_data(spec: &str) -> Result<()> {
+    let (path, object) = io::sources::split_object(spec);
+    let opts = ReadOptions {
+        tree: object.map(str::to_string),
+        ..Default::default()
+    };
+    let cols = io::describe(Path::new(path), &opts)?;
+    println!(
+        "{:<32} {:<14} {:<22} {:>10}",
+        "column", "type", "per event", "entries"
+    );
+    for c in &cols {
+        let per = match c.kind {
+            ColumnKind::Flat => "1".to_string(),
+            ColumnKind::Fixed(n) => format!("{n} (use name[k])"),
+            ColumnKind::Jagged => "variable (use name[k])".to_string(),
+            ColumnKind::Unsupported => "not readable".to_string(),
+        };
+        println!(
+            "{:<32} {:<14} {:<22} {:>10}",
+            c.name, c.type_name, per, c.entries
+        );
     }
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! `hepflow log-prob`.
 
-use super::data::{columns, load_table};
+use super::data::{columns, load_table, match_model_columns};
 use anyhow::{Context, Result};
 use clap::Args;
 use hepflow::engine::Matrix;
@@ -32,7 +32,8 @@ pub struct LogProbArgs {
 pub fn run(a: LogProbArgs) -> Result<()> {
     super::set_threads(a.threads)?;
     let model = Model::load(&a.model)?;
-    let t = load_table(&a.data, a.format.as_deref())?;
+    let mut t = load_table(&a.data, a.format.as_deref())?;
+    match_model_columns(&mut t, &model, &a.data);
     let x = columns(&t, &model.config.features, &a.data)?;
     let ctx = if model.config.context.is_empty() {
         None

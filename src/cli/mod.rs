@@ -40,6 +40,8 @@ enum Command {
 /// Parses the command line and runs the command.
 pub fn run() -> Result<()> {
     let cli = Cli::parse();
+    // An unknown HEPFLOW_SIMD value is a mistake worth reporting, not silently ignoring.
+    hepflow::engine::simd::requested_from_env()?;
     match cli.command {
         Command::Train(a) => train::run(*a),
         Command::Sample(a) => sample::run(a),

@@ -138,7 +138,8 @@ pub fn run(a: SampleArgs) -> Result<()> {
     super::stop_on_signals();
     let pb = bar(e - s, "sampling");
     let t0 = std::time::Instant::now();
-    let written = sample_to_file(&model, &job, &mut |d| pb.set_position(d))?;
+    let summary = sample_to_file(&model, &job, &mut |d| pb.set_position(d))?;
+    let written = summary.written;
     pb.finish_and_clear();
     let secs = t0.elapsed().as_secs_f64();
     println!(
@@ -148,5 +149,11 @@ pub fn run(a: SampleArgs) -> Result<()> {
         secs,
         written as f64 / secs.max(1e-9)
     );
+    if summary.pinned_any > 0 {
+        eprintln!(
+            "warning: {} of {written} generated events have a feature pinned at the end of the model's support ({} with every feature); the model may be undertrained",
+            summary.pinned_any, summary.pinned_all
+        );
+    }
     Ok(())
 }

@@ -11,9 +11,13 @@ use std::path::PathBuf;
 /// Arguments of `hepflow train`.
 #[derive(Args, Debug, Clone)]
 pub struct TrainArgs {
-    /// Event file (.csv[.gz], .tsv, .npy, .parquet, .root).
-    #[arg(long)]
-    pub data: String,
+    /// Event files (.csv[.gz], .tsv, .npy, .parquet, .root): several paths, shell-style globs
+    /// (quote them: 'ntuples/*.root'), `file.root:tree` for a TTree or RNTuple by name.
+    #[arg(long, num_args = 1.., required = true)]
+    pub data: Vec<String>,
+    /// Value for `Jet_pt[k]` columns in events with fewer than k+1 elements (default: drop them).
+    #[arg(long, allow_negative_numbers = true)]
+    pub fill: Option<f32>,
     /// Force the input format: csv, npy, parquet, root, or higgs (UCI HIGGS layout).
     #[arg(long)]
     pub format: Option<String>,
@@ -107,6 +111,7 @@ fn cli_options(a: &TrainArgs) -> Result<TrainOptions> {
         select: a.select.clone(),
         condition: split_list(&a.condition).unwrap_or_default(),
         weight: a.weight.clone(),
+        fill: a.fill,
         model: a.model.clone(),
         blocks: a.blocks,
         hidden: a.hidden.as_deref().map(parse_hidden).transpose()?,
@@ -139,7 +144,7 @@ pub fn options_from_args(a: &TrainArgs) -> Result<(TrainOptions, TrainSettings)>
 pub fn job_from_args(a: &TrainArgs) -> Result<TrainJob> {
     let (opts, settings) = options_from_args(a)?;
     super::set_threads(settings.threads)?;
-    let data = dataset::load(std::slice::from_ref(&a.data), &opts)?;
+    let data = dataset::load(&a.data, &opts)?;
     for note in &data.notes {
         eprintln!("note: {note}");
     }

@@ -5,7 +5,7 @@
 pub mod sample;
 pub mod train;
 
-pub use sample::{SampleJob, Shard, sample_to_file};
+pub use sample::{SampleJob, SampleSummary, Shard, sample_to_file};
 pub use train::{TrainJob, TrainSummary, train_model};
 
 /// 64-bit FNV-1a checksum of a byte stream (data checksums in model metadata).

@@ -80,17 +80,27 @@ pub struct SampleJob {
     pub context_columns: Option<(Vec<String>, Matrix<f32>)>,
 }
 
+/// What a sampling job wrote.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SampleSummary {
+    /// Events written.
+    pub written: u64,
+    /// Events with at least one continuous feature pinned at the end of the model's support.
+    pub pinned_any: usize,
+    /// Events with every continuous feature pinned.
+    pub pinned_all: usize,
+}
+
 /// Generates the job's events with `model` and writes them atomically to `job.out`;
 /// `progress` is called with the number of events written so far.
 pub fn sample_to_file(
     model: &Model,
     job: &SampleJob,
     progress: &mut dyn FnMut(u64),
-) -> Result<u64, ModelError> {
+) -> Result<SampleSummary, ModelError> {
     let (start, end) = job.shard.range(job.n);
     let total = end - start;
     let mut names = model.config.features.clone();
-    let extra_cols = job.context_columns.as_ref().map_or(0, |(n, _)| n.len());
     if let Some((n, _)) = &job.context_columns {
         names.extend(n.iter().cloned());
     }
@@ -108,6 +118,7 @@ pub fn sample_to_file(
     let ioerr = |e: crate::io::IoError| ModelError::Input(e.to_string());
     let mut writer = TableWriter::create(out, job.format, &names, Some(total)).map_err(ioerr)?;
     let mut done = 0u64;
+    let mut summary = SampleSummary::default();
     let batch = job.batch.max(1) as u64;
     while done < total {
         if crate::interrupt::stop_requested() {
@@ -125,6 +136,9 @@ pub fn sample_to_file(
             SampleContext::PerEvent(m) => Some(m.slice_rows(first as usize, first as usize + b)),
         };
         let x = model.sample_range(first, b, job.seed, ctx.as_ref())?;
+        let pinned = model.pinned(&x);
+        summary.pinned_any += pinned.any_feature;
+        summary.pinned_all += pinned.all_features;
         let x = match &job.context_columns {
             Some((_, raw)) => {
                 let d = x.cols();
@@ -140,7 +154,6 @@ pub fn sample_to_file(
             }
             None => x,
         };
-        let _ = extra_cols;
         if !x.all_finite() {
             return Err(ModelError::Input(format!(
                 "the model produced a non-finite value in events {first}..{}; the model file may be damaged",
@@ -152,5 +165,6 @@ pub fn sample_to_file(
         progress(done);
     }
     writer.finish().map_err(ioerr)?;
-    Ok(total)
+    summary.written = total;
+    Ok(summary)
 }

@@ -184,6 +184,11 @@ impl ContextColumn {
     }
 }
 
+/// `n` rows taken cyclically from `raw` (which must have at least one row).
+pub fn cycle_rows(raw: &Matrix<f32>, n: usize) -> Matrix<f32> {
+    Matrix::from_fn(n, raw.cols(), |i, j| raw.get(i % raw.rows(), j))
+}
+
 /// Encodes rows of raw context values (one column per [`ContextColumn`]) into context vectors.
 pub fn encode_context(
     columns: &[ContextColumn],
@@ -447,6 +452,46 @@ impl Model {
         self.check_context(n, ctx)?;
         let (z, _) = self.flow.sample_range(start, n, seed, ctx);
         self.to_physical(&z)
+    }
+
+    /// Events `0..n` of the sample with seed `seed` in physical units, generated in batches (the
+    /// same events as `hepflow sample`). A conditional model takes raw context rows `raw_context`
+    /// (column order of the model's context), cycled to `n` rows: reusing a reference's contexts
+    /// this way reproduces its composition (e.g. its signal fraction) in the generated sample.
+    pub fn generate(
+        &self,
+        n: usize,
+        seed: u64,
+        raw_context: Option<&Matrix<f32>>,
+    ) -> Result<Matrix<f32>, ModelError> {
+        const BATCH: usize = 65536;
+        let ctx = match raw_context {
+            Some(raw) if raw.rows() > 0 => {
+                Some(encode_context(&self.config.context, &cycle_rows(raw, n))?)
+            }
+            Some(_) => return Err(ModelError::Input("the context has no rows".into())),
+            None => None,
+        };
+        let len = n
+            .checked_mul(self.dim())
+            .ok_or_else(|| ModelError::Input(format!("n = {n} events is too many")))?;
+        let mut data = Vec::new();
+        data.try_reserve_exact(len).map_err(|_| {
+            ModelError::Input(format!(
+                "n = {n} events x {} features do not fit in memory",
+                self.dim()
+            ))
+        })?;
+        let mut s = 0;
+        while s < n {
+            let b = BATCH.min(n - s);
+            let c = ctx.as_ref().map(|c| c.slice_rows(s, s + b));
+            let x = self.sample_range(s as u64, b, seed, c.as_ref())?;
+            data.extend_from_slice(x.as_slice());
+            s += b;
+        }
+        Matrix::from_vec(n, self.dim(), data)
+            .ok_or_else(|| ModelError::Input("generated events have an unexpected shape".into()))
     }
 
     /// Writes `dir/model.json` and `dir/model.safetensors` atomically.

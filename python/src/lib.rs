@@ -521,11 +521,6 @@ fn train<'py>(
 
 // ---------------------------------------------------------------- evaluation
 
-/// `n` rows taken cyclically from `raw` (reproduces the reference's context composition).
-fn cycle_rows(raw: &Matrix<f32>, n: usize) -> Matrix<f32> {
-    Matrix::from_fn(n, raw.cols(), |i, j| raw.get(i % raw.rows(), j))
-}
-
 /// Compares `n` generated events (seed `seed`) with the reference, as `hepflow evaluate` does,
 /// and writes the report to `out`. Returns metrics.json's content.
 #[pyfunction]
@@ -563,25 +558,7 @@ fn evaluate_model<'py>(
     ];
     let run = || -> PyResult<String> {
         let lp = m.log_prob(&x, ctx.as_ref()).map_err(model_error)?;
-        let gen_ctx = match &raw_ctx {
-            Some(raw) => {
-                Some(encode_context(&m.config.context, &cycle_rows(raw, n)).map_err(model_error)?)
-            }
-            None => None,
-        };
-        let mut data = alloc_f32(n * m.dim())?;
-        let mut s = 0;
-        while s < n {
-            let b = SAMPLE_BATCH.min(n - s);
-            let c = gen_ctx.as_ref().map(|c| c.slice_rows(s, s + b));
-            let g = m
-                .sample_range(s as u64, b, seed, c.as_ref())
-                .map_err(model_error)?;
-            data.extend_from_slice(g.as_slice());
-            s += b;
-        }
-        let generated = Matrix::from_vec(n, m.dim(), data)
-            .ok_or_else(|| value_error("generated events have an unexpected shape"))?;
+        let generated = m.generate(n, seed, raw_ctx.as_ref()).map_err(model_error)?;
         let opts = EvalOptions {
             seed,
             ..EvalOptions::default()

@@ -53,27 +53,7 @@ pub fn generate_for(
     seed: u64,
     ctx_raw: Option<&Matrix<f32>>,
 ) -> Result<Matrix<f32>> {
-    let ctx = match ctx_raw {
-        Some(raw) => Some(encode_context(&model.config.context, &cycle_rows(raw, n))?),
-        None => None,
-    };
-    let mut data = Vec::with_capacity(n * model.dim());
-    let batch = 65536;
-    let mut s = 0;
-    while s < n {
-        let b = batch.min(n - s);
-        let c = ctx.as_ref().map(|c| c.slice_rows(s, s + b));
-        let x = model.sample_range(s as u64, b, seed, c.as_ref())?;
-        data.extend_from_slice(x.as_slice());
-        s += b;
-    }
-    Matrix::from_vec(n, model.dim(), data).context("generated events have an unexpected shape")
-}
-
-/// `n` rows taken cyclically from `raw`: reusing the reference's contexts this way reproduces
-/// its composition (e.g. its signal fraction) in the generated sample.
-fn cycle_rows(raw: &Matrix<f32>, n: usize) -> Matrix<f32> {
-    Matrix::from_fn(n, raw.cols(), |i, j| raw.get(i % raw.rows(), j))
+    Ok(model.generate(n, seed, ctx_raw)?)
 }
 
 /// Runs the evaluation of `model` against reference events and writes the report to `out`.
@@ -98,7 +78,7 @@ pub fn evaluate_model(
         Some(g) => g,
         None => {
             let g = generate_for(model, n, seed, reference_ctx_raw)?;
-            let c = reference_ctx_raw.map(|raw| cycle_rows(raw, n));
+            let c = reference_ctx_raw.map(|raw| hepflow::model::cycle_rows(raw, n));
             (g, c)
         }
     };

@@ -601,3 +601,32 @@ fn data_as_physicists_have_it_globs_jagged_columns_and_nameless_files() {
     assert!(err.contains("model's order"), "{err}");
     assert_eq!(std::fs::read_to_string(&lp).unwrap().lines().count(), 51);
 }
+
+#[test]
+fn demo_runs_on_the_users_own_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = csv(dir.path(), 600);
+    let out = dir.path().join("demo");
+    let o = hepflow(&[
+        "demo",
+        "--data",
+        s(&data),
+        "--columns",
+        "a,b,c",
+        "--models",
+        "realnvp",
+        "--epochs",
+        "1",
+        "--threads",
+        "1",
+        "--out",
+        s(&out),
+    ]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(text.contains("realnvp"), "{text}");
+    assert!(out.join("report.html").exists());
+    assert!(out.join("data/realnvp/report/metrics.json").exists());
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("--data") && !html.contains("UCI HIGGS"));
+}

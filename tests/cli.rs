@@ -205,7 +205,9 @@ fn train_sample_logprob_evaluate_round_trip() {
             s(out).into(),
         ]
     };
-    let args = |v: &[String]| -> Vec<&str> { v.iter().map(String::as_str).collect() };
+    fn args(v: &[String]) -> Vec<&str> {
+        v.iter().map(String::as_str).collect()
+    }
     let ones = with_weights("ones.csv", &|_| "1".into());
     let rep1 = dir.path().join("report_w1");
     ok(&args(&evaluate_weighted(&ones, &rep1)));

@@ -205,14 +205,14 @@ pub fn evaluate_weighted(
     options: &EvalOptions,
 ) -> Result<Evaluation, EvalError> {
     let d = names.len();
-    if let Some(w) = reference_weights {
-        if w.len() != reference.rows() {
-            return Err(EvalError::Shape(format!(
-                "{} reference events but {} weights",
-                reference.rows(),
-                w.len()
-            )));
-        }
+    if let Some(w) = reference_weights
+        && w.len() != reference.rows()
+    {
+        return Err(EvalError::Shape(format!(
+            "{} reference events but {} weights",
+            reference.rows(),
+            w.len()
+        )));
     }
     if d == 0 || reference.cols() != d || generated.cols() != d {
         return Err(EvalError::Shape(format!(

@@ -45,30 +45,12 @@ pub struct C2stResult {
 
 /// ROC AUC by the Mann-Whitney statistic: `AUC = (R_1 - n_1 (n_1 + 1)/2) / (n_0 n_1)`, where
 /// `R_1` is the rank sum of the class-1 scores in the pooled sample (ties get average ranks).
-/// Equals `P(s_1 > s_0) + 0.5 P(s_1 = s_0)`. Returns 0.5 when a class is empty.
+/// Equals `P(s_1 > s_0) + 0.5 P(s_1 = s_0)`, which is how it is computed: the pair count of
+/// [`auc_weighted`] with unit weights (exact, the partial sums being half-integers).
+/// Returns 0.5 when a class is empty.
 pub fn auc_mann_whitney(scores_0: &[f64], scores_1: &[f64]) -> f64 {
-    let (n0, n1) = (scores_0.len(), scores_1.len());
-    if n0 == 0 || n1 == 0 {
-        return 0.5;
-    }
-    let mut all: Vec<(f64, bool)> = scores_0
-        .iter()
-        .map(|&s| (s, false))
-        .chain(scores_1.iter().map(|&s| (s, true)))
-        .collect();
-    all.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let mut r1 = 0.0;
-    let mut i = 0;
-    while i < all.len() {
-        let mut j = i;
-        while j + 1 < all.len() && all[j + 1].0 == all[i].0 {
-            j += 1;
-        }
-        let avg_rank = (i + j) as f64 / 2.0 + 1.0;
-        r1 += avg_rank * all[i..=j].iter().filter(|e| e.1).count() as f64;
-        i = j + 1;
-    }
-    (r1 - n1 as f64 * (n1 as f64 + 1.0) / 2.0) / (n0 as f64 * n1 as f64)
+    // one implementation: the weighted sweep with unit weights is this statistic exactly
+    auc_weighted(scores_0, None, scores_1, None)
 }
 
 fn to_f64_rows(m: &Matrix<f32>, idx: &[usize]) -> Vec<f64> {
@@ -328,6 +310,30 @@ mod tests {
             .collect();
         let r = c2st_auc_weighted(&a, Some(&w), &b, None, &cfg, 9).unwrap();
         assert!(r.auc.is_finite() && r.auc_err.is_finite(), "{r:?}");
+    }
+
+    /// Importance-weighted draws from q = N(0, 1.4) with weights p/q against draws from
+    /// p = N(0.3, 1): the weighted C2ST cannot tell them apart, the unweighted one can.
+    #[test]
+    fn importance_weighted_reference_gives_half() {
+        let mut rng = Rng::new(21);
+        let n = 3000;
+        let (mu, sq) = (0.3, 1.4);
+        let a = Matrix::from_fn(n, 1, |_, _| (sq * rng.normal()) as f32);
+        let w: Vec<f64> = (0..n)
+            .map(|i| {
+                let x = a.get(i, 0) as f64;
+                let lp = -0.5 * (x - mu) * (x - mu);
+                let lq = -0.5 * (x / sq) * (x / sq) - sq.ln();
+                (lp - lq).exp()
+            })
+            .collect();
+        let b = gaussian(&mut rng, n, 1, mu);
+        let cfg = fast_cfg();
+        let rw = c2st_auc_weighted(&a, Some(&w), &b, None, &cfg, 4).unwrap();
+        let ru = c2st_auc_with(&a, &b, &cfg, 4).unwrap();
+        assert!((rw.auc - 0.5).abs() < 0.03, "weighted {rw:?}");
+        assert!(ru.auc > 0.56, "unweighted {}", ru.auc);
     }
 
     #[test]

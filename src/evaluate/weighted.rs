@@ -1,8 +1,8 @@
 //! Statistics for a *weighted* reference sample (MC events with per-event weights, possibly
 //! negative at NLO) against an *unweighted* generated sample.
 //!
-//! Every function here reduces to its unweighted counterpart in [`super::metrics`] /
-//! [`super::c2st::auc_mann_whitney`] **bit for bit** when all weights are 1: the arithmetic is
+//! Every function here reduces to its unweighted counterpart in [`super::metrics`] **bit for
+//! bit** when all weights are 1 ([`auc_weighted`] *is* [`super::c2st::auc_mann_whitney`]): the arithmetic is
 //! ordered so that a weight of 1 multiplies exactly and sums of ones are exact integers.
 //! Negative weights never produce NaN: variances are clamped at 0 and denominators checked.
 
@@ -209,9 +209,9 @@ pub fn w1_over_std_weighted(ref_sorted: &[f64], ref_weights: &[f64], gen_sorted:
 }
 
 /// Weighted ROC AUC: `sum_{i in 1, j in 0} w_i w_j ([s_i > s_j] + 0.5 [s_i = s_j]) / (W_1 W_0)`,
-/// computed in one sweep over the pooled sorted scores. `None` weights mean 1 for that class.
-/// With unit weights it is bit-identical to [`super::c2st::auc_mann_whitney`] (all partial sums
-/// are exact half-integers). Returns 0.5 when a class is empty or `W_0 W_1` is not positive.
+/// computed in one sweep over the pooled sorted scores. `None` weights mean 1 for that class;
+/// with unit weights this is the Mann-Whitney AUC ([`super::c2st::auc_mann_whitney`] calls it),
+/// all partial sums being exact half-integers. Returns 0.5 when a class is empty or `W_0 W_1` is not positive.
 pub fn auc_weighted(
     scores_0: &[f64],
     weights_0: Option<&[f64]>,
@@ -313,11 +313,24 @@ mod tests {
                 metrics::w1_over_std(&as_, &bs).to_bits()
             );
             assert_eq!(effective_size(&aw), na as f64);
-            let sb: Vec<f64> = b.iter().map(|x| x * 0.1).collect();
-            assert_eq!(
-                auc_weighted(&a, Some(&ones), &sb, None).to_bits(),
-                auc_mann_whitney(&a, &sb).to_bits()
-            );
+            // AUC: the sweep against the brute-force pair count (exact half-integer sums)
+            let sb: Vec<f64> = b.iter().map(|x| (x * 0.5).round()).collect();
+            let sa: Vec<f64> = a.iter().map(|x| x.round()).collect();
+            let pairs: f64 = sb
+                .iter()
+                .map(|&s1| {
+                    sa.iter()
+                        .map(|&s0| match s1.partial_cmp(&s0) {
+                            Some(std::cmp::Ordering::Greater) => 1.0,
+                            Some(std::cmp::Ordering::Equal) => 0.5,
+                            _ => 0.0,
+                        })
+                        .sum::<f64>()
+                })
+                .sum();
+            let brute = pairs / (na as f64 * nb as f64);
+            assert_eq!(auc_weighted(&sa, Some(&ones), &sb, None), brute);
+            assert_eq!(auc_mann_whitney(&sa, &sb), brute);
         }
     }
 

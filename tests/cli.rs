@@ -175,6 +175,72 @@ fn train_sample_logprob_evaluate_round_trip() {
     assert_eq!(metrics["features"].as_array().unwrap().len(), 3);
     assert!(metrics["test_nll"].as_f64().unwrap().is_finite());
     assert!(rep.join("report.html").exists());
+    assert!(metrics.get("weighted").is_none());
+
+    // --weight: a column of ones reproduces the unweighted metrics exactly; negative weights
+    // give finite metrics; non-finite weights are a clear error naming the column.
+    let text = std::fs::read_to_string(&data).unwrap();
+    let with_weights = |name: &str, w: &dyn Fn(usize) -> String| -> PathBuf {
+        let mut out = String::new();
+        for (i, line) in text.lines().enumerate() {
+            let wv = if i == 0 { "w".to_string() } else { w(i) };
+            out.push_str(&format!("{line},{wv}\n"));
+        }
+        let p = dir.path().join(name);
+        std::fs::write(&p, out).unwrap();
+        p
+    };
+    let evaluate_weighted = |refdata: &Path, out: &Path| -> Vec<String> {
+        vec![
+            "evaluate".into(),
+            "--model".into(),
+            s(&model).into(),
+            "--reference".into(),
+            s(refdata).into(),
+            "--weight".into(),
+            "w".into(),
+            "-n".into(),
+            "800".into(),
+            "--out".into(),
+            s(out).into(),
+        ]
+    };
+    fn args(v: &[String]) -> Vec<&str> {
+        v.iter().map(String::as_str).collect()
+    }
+    let ones = with_weights("ones.csv", &|_| "1".into());
+    let rep1 = dir.path().join("report_w1");
+    ok(&args(&evaluate_weighted(&ones, &rep1)));
+    let mut m1: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(rep1.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(m1["weighted"], true);
+    assert_eq!(m1["n_reference_effective"].as_f64(), Some(800.0));
+    let obj = m1.as_object_mut().unwrap();
+    obj.remove("weighted");
+    obj.remove("n_reference_effective");
+    assert_eq!(m1, metrics);
+    let neg = with_weights("neg.csv", &|i| {
+        if i % 5 == 0 { "-0.5" } else { "1.5" }.into()
+    });
+    let rep2 = dir.path().join("report_neg");
+    ok(&args(&evaluate_weighted(&neg, &rep2)));
+    let m2: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(rep2.join("metrics.json")).unwrap()).unwrap();
+    for f in m2["features"].as_array().unwrap() {
+        for k in ["chi2_ndf", "chi2_p", "ks", "ks_p", "w1_over_std"] {
+            assert!(f[k].as_f64().unwrap().is_finite(), "{k}: {f}");
+        }
+    }
+    assert!(m2["c2st_auc"].as_f64().unwrap().is_finite());
+    let bad = with_weights("bad.csv", &|i| if i == 7 { "nan" } else { "1" }.into());
+    let err = fails(&args(&evaluate_weighted(
+        &bad,
+        &dir.path().join("report_bad"),
+    )));
+    assert!(
+        err.contains("column w") && err.contains("non-finite"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -187,6 +187,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
                 &model,
                 &test,
                 None,
+                None,
                 Some((generated, None::<Matrix<f32>>)),
                 n_gen,
                 a.seed,

@@ -5,7 +5,7 @@ use super::info::summary;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use hepflow::engine::Matrix;
-use hepflow::evaluate::{EvalOptions, Evaluation, evaluate, physics_check, write_report};
+use hepflow::evaluate::{EvalOptions, Evaluation, evaluate_weighted, physics_check, write_report};
 use hepflow::model::{Model, encode_context};
 use std::path::{Path, PathBuf};
 
@@ -37,6 +37,11 @@ pub struct EvaluateArgs {
     /// events and tested on MC, against one trained on MC (needs a model conditioned on it).
     #[arg(long)]
     pub physics: Option<String>,
+    /// Per-event weights of the reference events, read from this column of the reference file
+    /// (e.g. NLO MC weights, negative ones allowed; they must be finite with a positive total).
+    /// Generated events are unweighted.
+    #[arg(long, value_name = "COLUMN")]
+    pub weight: Option<String>,
     /// Worker threads.
     #[arg(long)]
     pub threads: Option<usize>,
@@ -62,6 +67,7 @@ pub fn evaluate_model(
     model: &Model,
     reference: &Matrix<f32>,
     reference_ctx_raw: Option<&Matrix<f32>>,
+    reference_weights: Option<&[f64]>,
     generated: Option<(Matrix<f32>, Option<Matrix<f32>>)>,
     n: usize,
     seed: u64,
@@ -102,7 +108,14 @@ pub fn evaluate_model(
         let gen_labels: Vec<f32> = (0..gen_ctx.rows()).map(|i| gen_ctx.get(i, j)).collect();
         opts.physics = Some(physics_check(reference, labels, &gen_x, &gen_labels, seed)?);
     }
-    let ev = evaluate(reference, &gen_x, &model.config.features, Some(&lp), &opts)?;
+    let ev = evaluate_weighted(
+        reference,
+        reference_weights,
+        &gen_x,
+        &model.config.features,
+        Some(&lp),
+        &opts,
+    )?;
     let mut s = summary(model);
     s.extend_from_slice(extra_summary);
     write_report(out, &ev, &s)?;
@@ -159,6 +172,16 @@ pub fn run(a: EvaluateArgs) -> Result<()> {
         }
         None => None,
     };
+    let weights = match &a.weight {
+        Some(col) => {
+            let w = columns(&table, std::slice::from_ref(col), &a.reference)?.into_vec();
+            let source = a.reference.display().to_string();
+            hepflow::dataset::check_weights(&w, col, &source)
+                .with_context(|| format!("--weight {col}"))?;
+            Some(w.iter().map(|&v| v as f64).collect::<Vec<f64>>())
+        }
+        None => None,
+    };
     let generated = match &a.generated {
         Some(g) => {
             let mut t = load_table(g, None)?;
@@ -185,6 +208,7 @@ pub fn run(a: EvaluateArgs) -> Result<()> {
         &model,
         &reference,
         ctx_raw.as_ref(),
+        weights.as_deref(),
         generated,
         n,
         a.seed,

@@ -4,6 +4,7 @@
 
 use super::EvalError;
 use super::gbdt::{Gbdt, GbdtConfig};
+use super::weighted::auc_weighted;
 use crate::engine::{Matrix, Rng};
 
 /// Settings of the classifier two-sample test.
@@ -44,30 +45,12 @@ pub struct C2stResult {
 
 /// ROC AUC by the Mann-Whitney statistic: `AUC = (R_1 - n_1 (n_1 + 1)/2) / (n_0 n_1)`, where
 /// `R_1` is the rank sum of the class-1 scores in the pooled sample (ties get average ranks).
-/// Equals `P(s_1 > s_0) + 0.5 P(s_1 = s_0)`. Returns 0.5 when a class is empty.
+/// Equals `P(s_1 > s_0) + 0.5 P(s_1 = s_0)`, which is how it is computed: the pair count of
+/// [`auc_weighted`] with unit weights (exact, the partial sums being half-integers).
+/// Returns 0.5 when a class is empty.
 pub fn auc_mann_whitney(scores_0: &[f64], scores_1: &[f64]) -> f64 {
-    let (n0, n1) = (scores_0.len(), scores_1.len());
-    if n0 == 0 || n1 == 0 {
-        return 0.5;
-    }
-    let mut all: Vec<(f64, bool)> = scores_0
-        .iter()
-        .map(|&s| (s, false))
-        .chain(scores_1.iter().map(|&s| (s, true)))
-        .collect();
-    all.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let mut r1 = 0.0;
-    let mut i = 0;
-    while i < all.len() {
-        let mut j = i;
-        while j + 1 < all.len() && all[j + 1].0 == all[i].0 {
-            j += 1;
-        }
-        let avg_rank = (i + j) as f64 / 2.0 + 1.0;
-        r1 += avg_rank * all[i..=j].iter().filter(|e| e.1).count() as f64;
-        i = j + 1;
-    }
-    (r1 - n1 as f64 * (n1 as f64 + 1.0) / 2.0) / (n0 as f64 * n1 as f64)
+    // one implementation: the weighted sweep with unit weights is this statistic exactly
+    auc_weighted(scores_0, None, scores_1, None)
 }
 
 fn to_f64_rows(m: &Matrix<f32>, idx: &[usize]) -> Vec<f64> {
@@ -104,7 +87,35 @@ pub fn c2st_auc_with(
     cfg: &C2stConfig,
     seed: u64,
 ) -> Result<C2stResult, EvalError> {
+    c2st_auc_weighted(a, None, b, None, cfg, seed)
+}
+
+/// [`c2st_auc_with`] with optional per-event weights of `a` (`wa`, one per row) and `b` (`wb`).
+///
+/// The subsampling and folds are those of the unweighted test. In training, each sample's
+/// weights are scaled to sum to its number of training events (balanced classes) and enter the
+/// boosted trees' gradients and hessians ([`Gbdt::fit_weighted`]); each fold's AUC is the
+/// weighted AUC [`super::weighted::auc_weighted`]. With `None` or all-one weights the result is
+/// identical to the unweighted test. Errors when the weights do not match the rows or the
+/// subsampled weights of a sample do not have a positive total.
+pub fn c2st_auc_weighted(
+    a: &Matrix<f32>,
+    wa: Option<&[f64]>,
+    b: &Matrix<f32>,
+    wb: Option<&[f64]>,
+    cfg: &C2stConfig,
+    seed: u64,
+) -> Result<C2stResult, EvalError> {
     let d = a.cols();
+    for (w, m, name) in [(wa, a, "first"), (wb, b, "second")] {
+        if w.is_some_and(|w| w.len() != m.rows()) {
+            return Err(EvalError::Shape(format!(
+                "C2ST {name} sample has {} rows but {} weights",
+                m.rows(),
+                w.map_or(0, <[f64]>::len)
+            )));
+        }
+    }
     if b.cols() != d {
         return Err(EvalError::Shape(format!(
             "C2ST samples have {} and {} columns",
@@ -128,6 +139,24 @@ pub fn c2st_auc_with(
     ib.truncate(n);
     let xa = to_f64_rows(a, &ia);
     let xb = to_f64_rows(b, &ib);
+    // subsampled weights, scaled to sum to n (1 stays exactly 1 for unit weights)
+    let scaled = |w: Option<&[f64]>, idx: &[usize]| -> Result<Option<Vec<f64>>, EvalError> {
+        let Some(w) = w else { return Ok(None) };
+        let sub: Vec<f64> = idx.iter().map(|&i| w[i]).collect();
+        let total: f64 = sub.iter().sum();
+        if !(total > 0.0 && total.is_finite()) {
+            return Err(EvalError::TooFewEvents(format!(
+                "the C2ST's {} subsampled weights sum to {total}; a positive total is needed",
+                sub.len()
+            )));
+        }
+        let scale = n as f64 / total;
+        Ok(Some(sub.into_iter().map(|v| v * scale).collect()))
+    };
+    let sa = scaled(wa, &ia)?;
+    let sb = scaled(wb, &ib)?;
+    let weighted = sa.is_some() || sb.is_some();
+    let w_at = |s: &Option<Vec<f64>>, i: usize| s.as_ref().map_or(1.0, |s| s[i]);
     // fold of event i (within each sample, already randomly ordered) is i % k
     let mut scores_a = vec![0.0; n];
     let mut scores_b = vec![0.0; n];
@@ -135,13 +164,18 @@ pub fn c2st_auc_with(
     for fold in 0..k {
         let mut x = Vec::with_capacity(2 * n * d);
         let mut y = Vec::with_capacity(2 * n);
+        let mut w = Vec::with_capacity(if weighted { 2 * n } else { 0 });
         for i in (0..n).filter(|i| i % k != fold) {
             x.extend_from_slice(&xa[i * d..(i + 1) * d]);
             y.push(0.0);
             x.extend_from_slice(&xb[i * d..(i + 1) * d]);
             y.push(1.0);
+            if weighted {
+                w.push(w_at(&sa, i));
+                w.push(w_at(&sb, i));
+            }
         }
-        let model = Gbdt::fit(&x, d, &y, &cfg.gbdt)
+        let model = Gbdt::fit_weighted(&x, d, &y, weighted.then_some(&w[..]), &cfg.gbdt)
             .ok_or_else(|| EvalError::TooFewEvents("C2ST training set is empty".into()))?;
         let test: Vec<usize> = (0..n).filter(|i| i % k == fold).collect();
         let ta: Vec<f64> = test
@@ -154,7 +188,13 @@ pub fn c2st_auc_with(
             .collect();
         let pa = model.predict_proba(&ta);
         let pb = model.predict_proba(&tb);
-        fold_aucs.push(auc_mann_whitney(&pa, &pb));
+        fold_aucs.push(if weighted {
+            let ta_w: Vec<f64> = test.iter().map(|&i| w_at(&sa, i)).collect();
+            let tb_w: Vec<f64> = test.iter().map(|&i| w_at(&sb, i)).collect();
+            auc_weighted(&pa, Some(&ta_w), &pb, Some(&tb_w))
+        } else {
+            auc_mann_whitney(&pa, &pb)
+        });
         for (t, &i) in test.iter().enumerate() {
             scores_a[i] = pa[t];
             scores_b[i] = pb[t];
@@ -188,6 +228,17 @@ pub fn c2st_mc_vs_mc_with(
     cfg: &C2stConfig,
     seed: u64,
 ) -> Result<Option<C2stResult>, EvalError> {
+    c2st_mc_vs_mc_weighted(reference, None, cfg, seed)
+}
+
+/// [`c2st_mc_vs_mc_with`] for a weighted reference (`weights`: one per row, `None`: all 1):
+/// both halves keep their events' weights ([`c2st_auc_weighted`]).
+pub fn c2st_mc_vs_mc_weighted(
+    reference: &Matrix<f32>,
+    weights: Option<&[f64]>,
+    cfg: &C2stConfig,
+    seed: u64,
+) -> Result<Option<C2stResult>, EvalError> {
     let n = reference.rows();
     if n < 2000 {
         return Ok(None);
@@ -205,7 +256,23 @@ pub fn c2st_mc_vs_mc_with(
     };
     let a = take(&perm[..half]);
     let b = take(&perm[half..2 * half]);
-    c2st_auc_with(&a, &b, cfg, seed.wrapping_add(1)).map(Some)
+    let wsub = |idx: &[usize]| -> Option<Vec<f64>> {
+        weights.map(|w| {
+            idx.iter()
+                .map(|&i| w.get(i).copied().unwrap_or(0.0))
+                .collect()
+        })
+    };
+    let (wa, wb) = (wsub(&perm[..half]), wsub(&perm[half..2 * half]));
+    c2st_auc_weighted(
+        &a,
+        wa.as_deref(),
+        &b,
+        wb.as_deref(),
+        cfg,
+        seed.wrapping_add(1),
+    )
+    .map(Some)
 }
 
 #[cfg(test)]
@@ -225,6 +292,48 @@ mod tests {
                 ..GbdtConfig::default()
             },
         }
+    }
+
+    #[test]
+    fn unit_weights_give_the_unweighted_c2st() {
+        let mut rng = Rng::new(5);
+        let a = gaussian(&mut rng, 300, 2, 0.0);
+        let b = gaussian(&mut rng, 250, 2, 0.3);
+        let cfg = fast_cfg();
+        let plain = c2st_auc_with(&a, &b, &cfg, 9).unwrap();
+        let ones = vec![1.0; a.rows()];
+        let weighted = c2st_auc_weighted(&a, Some(&ones), &b, None, &cfg, 9).unwrap();
+        assert_eq!(plain, weighted);
+        // negative weights: finite AUC
+        let w: Vec<f64> = (0..a.rows())
+            .map(|i| if i % 4 == 0 { -0.5 } else { 1.5 })
+            .collect();
+        let r = c2st_auc_weighted(&a, Some(&w), &b, None, &cfg, 9).unwrap();
+        assert!(r.auc.is_finite() && r.auc_err.is_finite(), "{r:?}");
+    }
+
+    /// Importance-weighted draws from q = N(0, 1.4) with weights p/q against draws from
+    /// p = N(0.3, 1): the weighted C2ST cannot tell them apart, the unweighted one can.
+    #[test]
+    fn importance_weighted_reference_gives_half() {
+        let mut rng = Rng::new(21);
+        let n = 3000;
+        let (mu, sq) = (0.3, 1.4);
+        let a = Matrix::from_fn(n, 1, |_, _| (sq * rng.normal()) as f32);
+        let w: Vec<f64> = (0..n)
+            .map(|i| {
+                let x = a.get(i, 0) as f64;
+                let lp = -0.5 * (x - mu) * (x - mu);
+                let lq = -0.5 * (x / sq) * (x / sq) - sq.ln();
+                (lp - lq).exp()
+            })
+            .collect();
+        let b = gaussian(&mut rng, n, 1, mu);
+        let cfg = fast_cfg();
+        let rw = c2st_auc_weighted(&a, Some(&w), &b, None, &cfg, 4).unwrap();
+        let ru = c2st_auc_with(&a, &b, &cfg, 4).unwrap();
+        assert!((rw.auc - 0.5).abs() < 0.03, "weighted {rw:?}");
+        assert!(ru.auc > 0.56, "unweighted {}", ru.auc);
     }
 
     #[test]

@@ -97,10 +97,26 @@ impl Gbdt {
     /// Trains on `n` row-major events of `d` features (`x.len() == n d`) with labels `y` in {0, 1}.
     /// Returns `None` when the shapes disagree or there are no events.
     pub fn fit(x: &[f64], d: usize, y: &[f64], cfg: &GbdtConfig) -> Option<Gbdt> {
+        Self::fit_weighted(x, d, y, None, cfg)
+    }
+
+    /// [`Gbdt::fit`] with per-event sample weights `w` (`None`: all 1). The weighted logistic
+    /// loss `sum_i w_i l(y_i, F_i)` has gradients `g_i = w_i (p_i - y_i)`; the hessians use
+    /// `|w_i| p_i (1 - p_i)` so that negative (NLO) weights keep every Newton denominator
+    /// positive. The initial logit is `ln(sum w y / sum w (1 - y))`. Unit weights give exactly
+    /// the unweighted model. Returns `None` also when `w` has the wrong length.
+    pub fn fit_weighted(
+        x: &[f64],
+        d: usize,
+        y: &[f64],
+        w: Option<&[f64]>,
+        cfg: &GbdtConfig,
+    ) -> Option<Gbdt> {
         let n = y.len();
-        if n == 0 || d == 0 || x.len() != n * d {
+        if n == 0 || d == 0 || x.len() != n * d || w.is_some_and(|w| w.len() != n) {
             return None;
         }
+        let wi = |i: usize| w.map_or(1.0, |w| w[i]);
         let max_bins = cfg.max_bins.clamp(2, 256);
         // feature-major binned data
         let thresholds: Vec<Vec<f64>> = (0..d)
@@ -120,8 +136,15 @@ impl Gbdt {
             .collect();
         let nbins: Vec<usize> = thresholds.iter().map(|t| t.len() + 1).collect();
 
-        let pos = y.iter().sum::<f64>().clamp(0.5, n as f64 - 0.5);
-        let base = (pos / (n as f64 - pos)).ln();
+        let (pos, total) = match w {
+            None => (y.iter().sum::<f64>(), n as f64),
+            Some(w) => (
+                y.iter().zip(w).map(|(y, w)| w * y).sum::<f64>(),
+                w.iter().sum::<f64>(),
+            ),
+        };
+        let pos = pos.clamp(0.5, (total - 0.5).max(0.5));
+        let base = (pos / (total - pos).max(0.5)).ln();
         let mut f_val = vec![base; n];
         let mut grad = vec![0.0; n];
         let mut hess = vec![0.0; n];
@@ -132,8 +155,9 @@ impl Gbdt {
         for _ in 0..cfg.n_trees {
             for i in 0..n {
                 let p = sigmoid(f_val[i]);
-                grad[i] = p - y[i];
-                hess[i] = (p * (1.0 - p)).max(1e-12);
+                let wt = wi(i);
+                grad[i] = wt * (p - y[i]);
+                hess[i] = (wt.abs() * (p * (1.0 - p))).max(1e-12);
             }
             let mut nodes: Vec<Node> = Vec::new();
             // (node index, rows) for the current level
@@ -324,5 +348,17 @@ mod tests {
             / n as f64;
         assert!(acc > 0.95, "accuracy {acc}");
         assert!(Gbdt::fit(&x, 3, &y, &cfg).is_none());
+        // unit sample weights give exactly the unweighted model
+        let ones = vec![1.0; n];
+        let mw = Gbdt::fit_weighted(&x, 2, &y, Some(&ones), &cfg).unwrap();
+        let pw = mw.predict_proba(&x);
+        assert!(p.iter().zip(&pw).all(|(a, b)| a.to_bits() == b.to_bits()));
+        // negative weights keep the model finite; a wrong length is rejected
+        let w: Vec<f64> = (0..n)
+            .map(|i| if i % 3 == 0 { -0.7 } else { 1.4 })
+            .collect();
+        let mneg = Gbdt::fit_weighted(&x, 2, &y, Some(&w), &cfg).unwrap();
+        assert!(mneg.predict_proba(&x).iter().all(|v| v.is_finite()));
+        assert!(Gbdt::fit_weighted(&x, 2, &y, Some(&w[1..]), &cfg).is_none());
     }
 }

@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod physics;
 pub mod plots;
 pub mod report;
+pub mod weighted;
 
 use std::path::PathBuf;
 
@@ -18,7 +19,7 @@ use rayon::prelude::*;
 
 use crate::engine::Matrix;
 use crate::preprocess::Preprocessor;
-pub use c2st::{C2stConfig, C2stResult, c2st_auc, c2st_auc_with, c2st_mc_vs_mc};
+pub use c2st::{C2stConfig, C2stResult, c2st_auc, c2st_auc_weighted, c2st_auc_with, c2st_mc_vs_mc};
 pub use gbdt::{Gbdt, GbdtConfig};
 pub use physics::physics_check;
 pub use plots::plot_training_curves;
@@ -178,7 +179,41 @@ pub fn evaluate(
     log_prob_reference: Option<&[f64]>,
     options: &EvalOptions,
 ) -> Result<Evaluation, EvalError> {
+    evaluate_weighted(
+        reference,
+        None,
+        generated,
+        names,
+        log_prob_reference,
+        options,
+    )
+}
+
+/// [`evaluate`] with optional per-event weights of the reference (one per row; generated events
+/// are unweighted). With weights, the per-feature chi2, KS and `w1_over_std` and the C2ST use
+/// the weighted statistics of [`weighted`] (histograms hold `sum w`), and the metrics record
+/// `weighted` and the effective reference size; the binning, correlations, Frechet distance
+/// and range checks stay unweighted. All-one weights give exactly the unweighted metrics.
+/// Errors also when the weights do not match the reference rows or the weights of the finite
+/// reference events do not have a positive finite total.
+pub fn evaluate_weighted(
+    reference: &Matrix<f32>,
+    reference_weights: Option<&[f64]>,
+    generated: &Matrix<f32>,
+    names: &[String],
+    log_prob_reference: Option<&[f64]>,
+    options: &EvalOptions,
+) -> Result<Evaluation, EvalError> {
     let d = names.len();
+    if let Some(w) = reference_weights
+        && w.len() != reference.rows()
+    {
+        return Err(EvalError::Shape(format!(
+            "{} reference events but {} weights",
+            reference.rows(),
+            w.len()
+        )));
+    }
     if d == 0 || reference.cols() != d || generated.cols() != d {
         return Err(EvalError::Shape(format!(
             "{} names, reference has {} columns, generated has {}",
@@ -190,6 +225,22 @@ pub fn evaluate(
     let (ref32, ref64, dropped_reference) = finite_rows(reference);
     let (gen32, gen64, dropped_generated) = finite_rows(generated);
     let (nr, ng) = (ref32.rows(), gen32.rows());
+    // weights of the finite reference rows (those `finite_rows` kept)
+    let wref: Option<Vec<f64>> = reference_weights.map(|w| {
+        (0..reference.rows())
+            .filter(|&i| reference.row(i).iter().all(|v| v.is_finite()))
+            .map(|i| w[i])
+            .collect()
+    });
+    if let Some(w) = &wref {
+        let total: f64 = w.iter().sum();
+        if !(total > 0.0 && total.is_finite()) || w.iter().any(|v| !v.is_finite()) {
+            return Err(EvalError::TooFewEvents(format!(
+                "the weights of the {nr} finite reference events sum to {total}; \
+                 they must be finite with a positive total"
+            )));
+        }
+    }
     if nr < 2 || ng < 2 {
         return Err(EvalError::TooFewEvents(format!(
             "{nr} finite reference and {ng} finite generated events"
@@ -199,17 +250,32 @@ pub fn evaluate(
     let per_feature: Vec<(FeatureMetrics, FeatureHistogram)> = (0..d)
         .into_par_iter()
         .map(|f| {
-            let rs = metrics::sorted_finite(
-                &ref64.iter().skip(f).step_by(d).copied().collect::<Vec<_>>(),
-            );
+            let col: Vec<f64> = ref64.iter().skip(f).step_by(d).copied().collect();
             let gs = metrics::sorted_finite(
                 &gen64.iter().skip(f).step_by(d).copied().collect::<Vec<_>>(),
             );
-            let edges = metrics::reference_edges(&rs, options.nbins);
-            let hr = metrics::histogram(&rs, &edges);
-            let hg = metrics::histogram(&gs, &edges);
-            let chi = metrics::chi2_two_sample(&hr, &hg);
-            let ks = metrics::ks_two_sample(&rs, &gs);
+            let (edges, hr, hg, chi, ks, w1) = match &wref {
+                None => {
+                    let rs = metrics::sorted_finite(&col);
+                    let edges = metrics::reference_edges(&rs, options.nbins);
+                    let hr = metrics::histogram(&rs, &edges);
+                    let hg = metrics::histogram(&gs, &edges);
+                    let chi = metrics::chi2_two_sample(&hr, &hg);
+                    let ks = metrics::ks_two_sample(&rs, &gs);
+                    let w1 = metrics::w1_over_std(&rs, &gs);
+                    (edges, hr, hg, chi, ks, w1)
+                }
+                Some(w) => {
+                    let (rs, rw) = weighted::sorted_weighted(&col, w);
+                    let edges = metrics::reference_edges(&rs, options.nbins);
+                    let (hr, hr2) = weighted::histogram_weighted(&rs, &rw, &edges);
+                    let hg = metrics::histogram(&gs, &edges);
+                    let chi = weighted::chi2_weighted_unweighted(&hr, &hr2, &hg);
+                    let ks = weighted::ks_weighted(&rs, &rw, &gs);
+                    let w1 = weighted::w1_over_std_weighted(&rs, &rw, &gs);
+                    (edges, hr, hg, chi, ks, w1)
+                }
+            };
             (
                 FeatureMetrics {
                     name: names[f].clone(),
@@ -217,7 +283,7 @@ pub fn evaluate(
                     chi2_p: chi.p_value,
                     ks: ks.d,
                     ks_p: ks.p_value,
-                    w1_over_std: metrics::w1_over_std(&rs, &gs),
+                    w1_over_std: w1,
                 },
                 FeatureHistogram {
                     edges,
@@ -249,9 +315,10 @@ pub fn evaluate(
         .as_ref()
         .map(|p| p.pinned(&generated.cast::<f64>()));
 
-    let c2st = c2st_auc_with(&ref32, &gen32, &options.c2st, options.seed)?;
+    let wr = wref.as_deref();
+    let c2st = c2st::c2st_auc_weighted(&ref32, wr, &gen32, None, &options.c2st, options.seed)?;
     let c2st_mc_vs_mc = if options.mc_vs_mc {
-        c2st::c2st_mc_vs_mc_with(&ref32, &options.c2st, options.seed.wrapping_add(17))?
+        c2st::c2st_mc_vs_mc_weighted(&ref32, wr, &options.c2st, options.seed.wrapping_add(17))?
     } else {
         None
     };
@@ -272,6 +339,8 @@ pub fn evaluate(
             outside_range,
             pinned,
             outside_support,
+            weighted: wr.is_some(),
+            n_reference_effective: wr.map(weighted::effective_size),
         },
         names: names.to_vec(),
         histograms,

@@ -92,6 +92,12 @@ pub struct Metrics {
     /// left out of `test_nll`).
     #[serde(default)]
     pub outside_support: usize,
+    /// Whether the reference events carry weights (written only when true).
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub weighted: bool,
+    /// Effective size `(sum w)^2 / sum w^2` of a weighted reference (absent when unweighted).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub n_reference_effective: Option<f64>,
 }
 
 fn esc(s: &str) -> String {
@@ -372,7 +378,7 @@ pub fn write_report(
 
 #[cfg(test)]
 mod tests {
-    use super::super::{EvalOptions, evaluate};
+    use super::super::{EvalOptions, evaluate, evaluate_weighted};
     use super::*;
     use crate::engine::{Matrix, Rng};
     use crate::evaluate::C2stConfig;
@@ -514,6 +520,47 @@ mod tests {
         assert!(j2["test_nll"].is_null());
         assert!(j2["c2st_auc_mc_vs_mc"].is_null());
         assert!(evaluate(&reference, &generated, &names[..2], None, &opts2).is_err());
+
+        // unit reference weights reproduce every metric exactly; only the flags are added
+        let ones = vec![1.0; reference.rows()];
+        let evw =
+            evaluate_weighted(&reference, Some(&ones), &generated, &names, None, &opts2).unwrap();
+        let mut mw = evw.metrics.clone();
+        assert!(mw.weighted);
+        assert_eq!(
+            mw.n_reference_effective,
+            Some(ev2.metrics.n_reference as f64)
+        );
+        let jw = serde_json::to_value(&mw).unwrap();
+        assert_eq!(jw["weighted"], true);
+        assert!(j2.get("weighted").is_none() && j2.get("n_reference_effective").is_none());
+        mw.weighted = false;
+        mw.n_reference_effective = None;
+        assert_eq!(
+            serde_json::to_string(&mw).unwrap(),
+            serde_json::to_string(&ev2.metrics).unwrap()
+        );
+        assert_eq!(evw.histograms, ev2.histograms);
+        assert_eq!(evw.c2st, ev2.c2st);
+        // negative weights: finite metrics; wrong length or non-positive total: errors
+        let w: Vec<f64> = (0..reference.rows())
+            .map(|i| if i % 6 == 0 { -0.5 } else { 1.2 })
+            .collect();
+        let evn =
+            evaluate_weighted(&reference, Some(&w), &generated, &names, None, &opts2).unwrap();
+        assert!(evn.metrics.c2st_auc.is_finite());
+        assert!(evn.metrics.features.iter().all(|f| {
+            [f.chi2_ndf, f.chi2_p, f.ks, f.ks_p, f.w1_over_std]
+                .iter()
+                .all(|v| v.is_finite())
+        }));
+        assert!(
+            evaluate_weighted(&reference, Some(&w[1..]), &generated, &names, None, &opts2).is_err()
+        );
+        let neg = vec![-1.0; reference.rows()];
+        assert!(
+            evaluate_weighted(&reference, Some(&neg), &generated, &names, None, &opts2).is_err()
+        );
     }
 
     #[test]

@@ -10,8 +10,8 @@ cd "$(dirname "$0")"
 cargo test --workspace
 # The kernels and everything built on them again on the other SIMD paths this CPU has (same
 # binaries, chosen at run time; a path the CPU lacks falls back to the next one down).
-HEPFLOW_SIMD=avx2 cargo test --lib --test flows --test no_alloc
-HEPFLOW_SIMD=portable cargo test --lib --test flows --test no_alloc
+HEPFLOW_SIMD=avx2 cargo test --workspace --lib --test flows --test no_alloc
+HEPFLOW_SIMD=portable cargo test --workspace --lib --test flows --test no_alloc
 
 [ "${HEPFLOW_SKIP_PYTHON:-0}" = 1 ] && exit 0
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"

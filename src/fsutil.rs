@@ -4,25 +4,38 @@
 use std::io::Write;
 use std::path::Path;
 
-/// Writes the file at `path` atomically with the bytes produced by `fill`.
-pub fn atomic_write_with(
-    path: &Path,
-    fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
-) -> std::io::Result<()> {
+/// The temporary file of an atomic write to `path`: `.NAME.XXXX` + `suffix` (e.g. `.tmp`; a
+/// writer that picks the format from the extension needs `.tmp.png`) in `path`'s directory
+/// (so the final rename stays on one file system), created with ordinary file permissions (0666
+/// minus the user's umask, 0644 by default) instead of the private 0600 of temporary files, so
+/// that a group sharing a directory can read the output. Every atomic write of hepflow starts
+/// here.
+pub fn temp_file_next_to(path: &Path, suffix: &str) -> std::io::Result<tempfile::NamedTempFile> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let prefix = format!(".{name}.");
     let mut builder = tempfile::Builder::new();
-    builder.prefix(".hepflow-").suffix(".tmp");
-    // Ordinary file permissions (0666 minus the user's umask, 0644 by default) instead of the
-    // private 0600 of temporary files, so that a group sharing a directory can read the output.
+    builder.prefix(&prefix).suffix(suffix);
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         builder.permissions(std::fs::Permissions::from_mode(0o666));
     }
-    let mut tmp = builder.tempfile_in(dir)?;
+    builder.tempfile_in(dir)
+}
+
+/// Writes the file at `path` atomically with the bytes produced by `fill`.
+pub fn atomic_write_with(
+    path: &Path,
+    fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let mut tmp = temp_file_next_to(path, ".tmp")?;
     {
         let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
         fill(&mut w)?;

@@ -7,7 +7,6 @@
 //! Text uses the embedded DejaVu Sans font (`assets/DejaVuSans.ttf`, registered once with
 //! plotters as the `sans-serif` family), so no system fonts are needed.
 
-use std::io::Write;
 use std::path::Path;
 use std::sync::OnceLock;
 
@@ -54,40 +53,9 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> EvalError + '_ {
     }
 }
 
-fn parent_dir(path: &Path) -> &Path {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    }
-}
-
-/// Temporary files are created with mode 0600; give the final files the usual 0644.
-fn make_readable(path: &Path) {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        // best effort: a failure only leaves the file private to its owner
-        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644));
-    }
-    #[cfg(not(unix))]
-    let _ = path;
-}
-
-/// Writes `bytes` to `path` atomically: a temporary file in the same directory, then rename.
+/// Writes `bytes` to `path` atomically (see [`crate::fsutil::atomic_write`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), EvalError> {
-    let dir = parent_dir(path);
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .tempfile_in(dir)
-        .map_err(io_err(path))?;
-    tmp.write_all(bytes).map_err(io_err(path))?;
-    tmp.as_file().sync_all().map_err(io_err(path))?;
-    make_readable(tmp.path());
-    tmp.persist(path).map_err(|e| EvalError::Io {
-        path: path.to_path_buf(),
-        source: e.error,
-    })?;
-    Ok(())
+    crate::fsutil::atomic_write(path, bytes).map_err(io_err(path))
 }
 
 /// A figure that can be drawn on any plotters backend.
@@ -103,18 +71,13 @@ fn save_figure<F: Figure>(
     svg: Option<&Path>,
 ) -> Result<(), EvalError> {
     ensure_font()?;
-    let tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .suffix(".png")
-        .tempfile_in(parent_dir(png))
-        .map_err(io_err(png))?;
+    let tmp = crate::fsutil::temp_file_next_to(png, ".tmp.png").map_err(io_err(png))?;
     {
         let root = BitMapBackend::new(tmp.path(), size).into_drawing_area();
         root.fill(&WHITE).map_err(perr)?;
         fig.draw(&root)?;
         root.present().map_err(perr)?;
     }
-    make_readable(tmp.path());
     tmp.persist(png).map_err(|e| EvalError::Io {
         path: png.to_path_buf(),
         source: e.error,

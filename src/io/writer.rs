@@ -90,25 +90,7 @@ pub struct TableWriter {
 
 /// Creates the temporary file of an atomic write to `path` (see [`crate::io::write_atomic`]).
 pub(crate) fn temp_next_to(path: &Path) -> Result<tempfile::NamedTempFile, IoError> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let prefix = format!(".{name}.");
-    let mut builder = tempfile::Builder::new();
-    builder.prefix(&prefix).suffix(".tmp");
-    // Ordinary file permissions (0666 minus the umask) instead of the private 0600 of temp files.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        builder.permissions(std::fs::Permissions::from_mode(0o666));
-    }
-    builder
-        .tempfile_in(dir)
+    crate::fsutil::temp_file_next_to(path, ".tmp")
         .map_err(|e| IoError::os(path, "cannot create a temporary file next to it", e))
 }
 

@@ -110,21 +110,37 @@ fn describe_data(spec: &str) -> Result<()> {
         ..Default::default()
     };
     let cols = io::describe(Path::new(path), &opts)?;
-    println!(
-        "{:<32} {:<14} {:<22} {:>10}",
-        "column", "type", "per event", "entries"
-    );
-    for c in &cols {
-        let per = match c.kind {
-            ColumnKind::Flat => "1".to_string(),
-            ColumnKind::Fixed(n) => format!("{n} (use name[k])"),
-            ColumnKind::Jagged => "variable (use name[k])".to_string(),
-            ColumnKind::Unsupported => "not readable".to_string(),
-        };
-        println!(
-            "{:<32} {:<14} {:<22} {:>10}",
-            c.name, c.type_name, per, c.entries
-        );
+    let rows: Vec<[String; 4]> = cols
+        .iter()
+        .map(|c| {
+            let per = match c.kind {
+                ColumnKind::Flat => "1".to_string(),
+                ColumnKind::Fixed(n) => format!("{n} (use name[k])"),
+                ColumnKind::Jagged => match c.lengths {
+                    Some((lo, hi)) => format!("{lo} to {hi} (use name[k])"),
+                    None => "variable (use name[k])".to_string(),
+                },
+                ColumnKind::Unsupported => "not readable".to_string(),
+            };
+            [
+                c.name.clone(),
+                c.type_name.clone(),
+                per,
+                c.entries.to_string(),
+            ]
+        })
+        .collect();
+    let head = ["column", "type", "per event", "entries"].map(String::from);
+    let width = |k: usize| {
+        std::iter::once(&head)
+            .chain(&rows)
+            .map(|r| r[k].chars().count())
+            .max()
+            .unwrap_or(0)
+    };
+    let (w0, w1, w2, w3) = (width(0), width(1), width(2), width(3));
+    for r in std::iter::once(&head).chain(&rows) {
+        println!("{:<w0$} {:<w1$} {:<w2$} {:>w3$}", r[0], r[1], r[2], r[3]);
     }
     Ok(())
 }

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use super::root::{FieldInfo, Shape};
-use super::{Format, IoError, ReadOptions, read_table, root};
+use super::{Format, IoError, ReadOptions, parquet, read_table, root};
 
 /// How many values a column holds per event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,6 +29,9 @@ pub struct ColumnInfo {
     pub kind: ColumnKind,
     /// Number of events (entries).
     pub entries: usize,
+    /// Fewest and most values per event of an array column, where known (Parquet list columns,
+    /// whose offsets `describe` reads; `None` for ROOT, described without reading values).
+    pub lengths: Option<(usize, usize)>,
 }
 
 impl From<FieldInfo> for ColumnInfo {
@@ -43,16 +46,20 @@ impl From<FieldInfo> for ColumnInfo {
                 None => ColumnKind::Unsupported,
             },
             entries: f.entries,
+            lengths: None,
         }
     }
 }
 
-/// The columns of `path`. ROOT files are described from their metadata (no values are read);
-/// the other formats are read with `opts` and report every column as `float32` (the type they
-/// are converted to).
+/// The columns of `path`. ROOT files are described from their metadata (no values are read),
+/// Parquet files from their schema (with the element counts of list columns); the other
+/// formats are read with `opts` and report every column as `float32` (the type they are
+/// converted to).
 pub fn describe(path: &Path, opts: &ReadOptions) -> Result<Vec<ColumnInfo>, IoError> {
-    if Format::resolve(path, opts.format)? == Format::Root {
-        return root::describe_root(path, opts.tree.as_deref());
+    match Format::resolve(path, opts.format)? {
+        Format::Root => return root::describe_root(path, opts.tree.as_deref()),
+        Format::Parquet => return parquet::describe_parquet(path),
+        _ => {}
     }
     let t = read_table(path, opts)?;
     Ok(t.columns
@@ -62,6 +69,7 @@ pub fn describe(path: &Path, opts: &ReadOptions) -> Result<Vec<ColumnInfo>, IoEr
             type_name: "float32".into(),
             kind: ColumnKind::Flat,
             entries: t.rows(),
+            lengths: None,
         })
         .collect())
 }

@@ -6,6 +6,7 @@
 //! the data goes to a temporary file in the destination directory, which is renamed over the
 //! destination only when everything succeeded (on error nothing is left behind).
 
+pub(crate) mod columnar;
 pub mod csv;
 pub mod describe;
 pub mod error;
@@ -107,8 +108,8 @@ pub struct ReadOptions {
     pub columns: Option<Vec<ColumnRef>>,
     /// ROOT: name of the TTree or RNTuple (else the first one in the file).
     pub tree: Option<String>,
-    /// ROOT: value for `name[k]` columns in events with fewer than `k + 1` elements (else
-    /// such events are dropped; [`root::read_root`] reports how many).
+    /// ROOT and Parquet: value for `name[k]` columns in events with fewer than `k + 1` elements
+    /// (else such events are dropped; [`root::read_root`] reports how many).
     pub fill: Option<f32>,
     /// CSV: require exactly this many fields on every line (else the first line's count).
     pub expect_fields: Option<usize>,
@@ -132,10 +133,13 @@ pub fn read_table_noted(path: &Path, opts: &ReadOptions) -> Result<(Table, Vec<S
     let table = match format {
         Format::Csv => return guard(path, "CSV", || csv::read_csv_noted(path, opts)),
         Format::Npy => guard(path, "npy", || npy::read_npy(path))?,
-        Format::Parquet => parquet::read_parquet(path)?,
-        // The ROOT reader reads only the selected columns, already in order.
-        Format::Root => {
-            let r = root::read_root(path, opts)?;
+        // The ROOT and Parquet readers read only the selected columns, already in order.
+        Format::Parquet | Format::Root => {
+            let r = if format == Format::Root {
+                root::read_root(path, opts)?
+            } else {
+                parquet::read_parquet(path, opts)?
+            };
             let mut notes = r.notes;
             if r.dropped > 0 {
                 notes.push(format!(

@@ -20,15 +20,14 @@
 pub(in crate::io) mod file;
 mod ttree;
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use oxyroot::{RootFile as OxyFile, WriterTree};
 
+use super::columnar;
 use super::describe::ColumnInfo;
 use super::rntuple;
-use super::{ColumnRef, IoError, ReadOptions, Table};
-use crate::engine::Matrix;
+use super::{IoError, ReadOptions, Table};
 use file::{Bad, RootFile};
 
 /// Name of the TTree written by [`write_root`].
@@ -67,7 +66,7 @@ pub(crate) enum Col {
     },
 }
 
-/// A table read from a ROOT file, with what the reader left out.
+/// A table read from a ROOT or Parquet file, with what the reader left out.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RootRead {
     /// The selected columns.
@@ -184,182 +183,21 @@ fn open_source(path: &Path, name: Option<&str>) -> Result<(RootFile, Source, Str
 
 fn read_inner(path: &Path, opts: &ReadOptions) -> Result<RootRead, IoError> {
     let (f, src, obj) = open_source(path, opts.tree.as_deref())?;
-    let fields = src.fields();
-    let entries = src.entries();
-    let flat: Vec<&FieldInfo> = fields
-        .iter()
-        .filter(|x| x.shape == Some(Shape::Flat))
-        .collect();
-    let mut notes = Vec::new();
-    let refs: Vec<ColumnRef> = match &opts.columns {
-        Some(r) => r.clone(),
-        None => {
-            for x in &fields {
-                match x.shape {
-                    Some(Shape::Flat) => {}
-                    Some(_) => notes.push(format!(
-                        "skipped array column {} ({}); select elements as {}[0], {}[1], ...",
-                        x.name, x.type_name, x.name, x.name
-                    )),
-                    None => notes.push(format!("skipped column {} ({})", x.name, x.type_name)),
-                }
-            }
-            if flat.is_empty() {
-                return Err(unsupported(
-                    path,
-                    format!("{obj:?} has no flat numeric columns ({})", notes.join("; ")),
-                ));
-            }
-            flat.iter()
-                .map(|x| ColumnRef::Name(x.name.clone()))
-                .collect()
-        }
-    };
-    let available = || {
-        fields
+    let read = |names: &[&str]| -> Result<Vec<Col>, IoError> {
+        names
             .iter()
-            .map(|x| match x.shape {
-                Some(Shape::Flat) => x.name.clone(),
-                Some(_) => format!("{}[k]", x.name),
-                None => format!("{} ({})", x.name, x.type_name),
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
+            .map(|n| src.read(&f, n).map_err(|e| from_bad(path, e)))
+            .collect()
     };
-    let find = |n: &str| -> Result<&FieldInfo, IoError> {
-        fields
-            .iter()
-            .find(|x| x.name == n)
-            .ok_or_else(|| IoError::UnknownColumn {
-                file: path.to_path_buf(),
-                name: n.to_string(),
-                available: available(),
-            })
-    };
-    // (field name, element) per output column.
-    let mut plan: Vec<(String, Option<usize>, String)> = Vec::new();
-    for r in &refs {
-        match r {
-            ColumnRef::Index(i) => match flat.get(*i) {
-                Some(x) => plan.push((x.name.clone(), None, x.name.clone())),
-                None => {
-                    return Err(IoError::ColumnIndex {
-                        file: path.to_path_buf(),
-                        index: *i,
-                        count: flat.len(),
-                    });
-                }
-            },
-            ColumnRef::Name(n) => {
-                let x = find(n)?;
-                match x.shape {
-                    Some(Shape::Flat) => plan.push((n.clone(), None, n.clone())),
-                    Some(_) => {
-                        return Err(unsupported(
-                            path,
-                            format!(
-                                "column {n} is an array ({}) with several values per event;                                  select one element as {n}[0], {n}[1], ...",
-                                x.type_name
-                            ),
-                        ));
-                    }
-                    None => {
-                        return Err(unsupported(
-                            path,
-                            format!("column {n} is {}, not a numeric column", x.type_name),
-                        ));
-                    }
-                }
-            }
-            ColumnRef::Element { name, index } => {
-                let x = find(name)?;
-                match x.shape {
-                    Some(Shape::Fixed(_) | Shape::Jagged) => {
-                        plan.push((name.clone(), Some(*index), r.to_string()))
-                    }
-                    Some(Shape::Flat) => {
-                        return Err(unsupported(
-                            path,
-                            format!(
-                                "column {r}: {name} has one value per event, not an array;                                  select it as {name}"
-                            ),
-                        ));
-                    }
-                    None => {
-                        return Err(unsupported(
-                            path,
-                            format!("column {r}: {name} is {}, not a numeric array", x.type_name),
-                        ));
-                    }
-                }
-            }
-        }
-    }
-    let mut cols: HashMap<&str, Col> = HashMap::new();
-    for (name, _, _) in &plan {
-        if !cols.contains_key(name.as_str()) {
-            let c = src.read(&f, name).map_err(|e| from_bad(path, e))?;
-            let n = match &c {
-                Col::Flat(v) => v.len(),
-                Col::Jagged { offsets, .. } => offsets.len().saturating_sub(1),
-            };
-            if n != entries {
-                return Err(corrupt(
-                    path,
-                    format!("column {name} has {n} values for {entries} entries"),
-                ));
-            }
-            cols.insert(name.as_str(), c);
-        }
-    }
-    // Which events keep all their selected elements.
-    let mut keep = vec![true; entries];
-    for (name, k, label) in &plan {
-        let (Some(k), Some(Col::Jagged { offsets, .. })) = (k, cols.get(name.as_str())) else {
-            continue;
-        };
-        let longest = offsets.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
-        if *k >= longest {
-            return Err(unsupported(
-                path,
-                format!(
-                    "column {label}: no event has more than {longest} elements in {name}                      (indices start at 0)"
-                ),
-            ));
-        }
-        if opts.fill.is_none() {
-            for (i, w) in offsets.windows(2).enumerate() {
-                keep[i] &= w[1] - w[0] > *k;
-            }
-        }
-    }
-    let rows: Vec<usize> = (0..entries).filter(|&i| keep[i]).collect();
-    let fill = opts.fill.unwrap_or(f32::NAN);
-    let c = plan.len();
-    let mut data = Vec::with_capacity(rows.len() * c);
-    for &i in &rows {
-        for (name, k, _) in &plan {
-            let v = match (cols.get(name.as_str()), k) {
-                (Some(Col::Flat(v)), _) => v[i],
-                (Some(Col::Jagged { offsets, values }), Some(k)) => {
-                    let (a, b) = (offsets[i], offsets[i + 1]);
-                    if a + k < b { values[a + k] } else { fill }
-                }
-                _ => fill,
-            };
-            data.push(v);
-        }
-    }
-    let data = Matrix::from_vec(rows.len(), c, data)
-        .ok_or_else(|| corrupt(path, "internal size mismatch"))?;
-    Ok(RootRead {
-        table: Table {
-            columns: plan.into_iter().map(|(_, _, l)| l).collect(),
-            data,
-        },
-        dropped: entries - rows.len(),
-        notes,
-    })
+    columnar::select(
+        path,
+        "ROOT",
+        &format!("{obj:?}"),
+        &src.fields(),
+        src.entries(),
+        opts,
+        read,
+    )
 }
 
 /// Reads the selected columns of a TTree or RNTuple (values not yet checked for finiteness;
@@ -403,7 +241,8 @@ pub fn write_root(path: &Path, table: &Table) -> Result<(), IoError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::io::{Format, read_table, write_table};
+    use crate::engine::Matrix;
+    use crate::io::{ColumnRef, Format, read_table, write_table};
     use std::path::PathBuf;
 
     const N: usize = 200;

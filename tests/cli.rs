@@ -215,9 +215,17 @@ fn train_sample_logprob_evaluate_round_trip() {
         serde_json::from_str(&std::fs::read_to_string(rep1.join("metrics.json")).unwrap()).unwrap();
     assert_eq!(m1["weighted"], true);
     assert_eq!(m1["n_reference_effective"].as_f64(), Some(800.0));
+    assert_eq!(m1["weight_column"], "w");
+    assert_eq!(m1["weighting"], "weighted reference (column w, ESS 800.0)");
     let obj = m1.as_object_mut().unwrap();
-    obj.remove("weighted");
-    obj.remove("n_reference_effective");
+    for k in [
+        "weighted",
+        "n_reference_effective",
+        "weight_column",
+        "weighting",
+    ] {
+        obj.remove(k);
+    }
     assert_eq!(m1, metrics);
     let neg = with_weights("neg.csv", &|i| {
         if i % 5 == 0 { "-0.5" } else { "1.5" }.into()

@@ -67,7 +67,7 @@ pub fn evaluate_model(
     model: &Model,
     reference: &Matrix<f32>,
     reference_ctx_raw: Option<&Matrix<f32>>,
-    reference_weights: Option<&[f64]>,
+    reference_weights: Option<(&[f64], &str)>,
     generated: Option<(Matrix<f32>, Option<Matrix<f32>>)>,
     n: usize,
     seed: u64,
@@ -91,6 +91,7 @@ pub fn evaluate_model(
     let mut opts = EvalOptions {
         seed,
         support: model.config.preprocessing.clone(),
+        weight_column: reference_weights.map(|(_, c)| c.to_string()),
         ..EvalOptions::default()
     };
     if let Some((labels, name)) = physics_labels {
@@ -110,7 +111,7 @@ pub fn evaluate_model(
     }
     let ev = evaluate_weighted(
         reference,
-        reference_weights,
+        reference_weights.map(|(w, _)| w),
         &gen_x,
         &model.config.features,
         Some(&lp),
@@ -138,6 +139,9 @@ pub fn print_headline(label: &str, ev: &Evaluation) {
         worst,
         m.frechet_distance
     );
+    if let Some(w) = &m.weighting {
+        println!("{label}: {w}: every MC statistic is weighted");
+    }
     if let Some(p) = &m.physics {
         println!(
             "{label}: physics check: signal/background AUC trained on MC {:.3}, trained on generated {:.3}",
@@ -208,7 +212,7 @@ pub fn run(a: EvaluateArgs) -> Result<()> {
         &model,
         &reference,
         ctx_raw.as_ref(),
-        weights.as_deref(),
+        weights.as_deref().zip(a.weight.as_deref()),
         generated,
         n,
         a.seed,

@@ -382,6 +382,12 @@ pub fn mean_cov(data: &[f64], d: usize) -> (Vec<f64>, Vec<f64>) {
 /// (row-major `d x d`). A constant feature gets `C_aa = 1` and zero off-diagonal entries.
 pub fn correlation_matrix(data: &[f64], d: usize) -> Vec<f64> {
     let (_, cov) = mean_cov(data, d);
+    correlation_from_cov(&cov, d)
+}
+
+/// The correlation matrix of a row-major `d x d` covariance matrix, as [`correlation_matrix`]
+/// (a feature without positive variance gets zero off-diagonal entries).
+pub fn correlation_from_cov(cov: &[f64], d: usize) -> Vec<f64> {
     let mut c = vec![0.0; d * d];
     for a in 0..d {
         for b in 0..d {
@@ -520,10 +526,22 @@ pub fn frechet_from_moments(mu1: &[f64], s1: &[f64], mu2: &[f64], s2: &[f64], d:
 /// space: every feature `x_a -> (x_a - mean_ref,a) / std_ref,a` (std 0 replaced by 1) for both
 /// samples, then [`frechet_from_moments`] on their means and covariances.
 pub fn frechet_distance_standardized(reference: &[f64], generated: &[f64], d: usize) -> f64 {
+    frechet_standardized_with(reference, generated, d, |x| mean_cov(x, d))
+}
+
+/// [`frechet_distance_standardized`] with the reference's moments (mean and covariance of a
+/// row-major sample with the reference's rows) computed by `ref_moments`: the weighted
+/// evaluation passes [`super::weighted::mean_cov_weighted`].
+pub fn frechet_standardized_with(
+    reference: &[f64],
+    generated: &[f64],
+    d: usize,
+    ref_moments: impl Fn(&[f64]) -> (Vec<f64>, Vec<f64>),
+) -> f64 {
     if d == 0 {
         return 0.0;
     }
-    let (mu_r, cov_r) = mean_cov(reference, d);
+    let (mu_r, cov_r) = ref_moments(reference);
     let sd: Vec<f64> = (0..d)
         .map(|a| {
             let s = cov_r[a * d + a].sqrt();
@@ -541,7 +559,7 @@ pub fn frechet_distance_standardized(reference: &[f64], generated: &[f64], d: us
     };
     let zr = standardize(reference);
     let zg = standardize(generated);
-    let (m1, s1) = mean_cov(&zr, d);
+    let (m1, s1) = ref_moments(&zr);
     let (m2, s2) = mean_cov(&zg, d);
     frechet_from_moments(&m1, &s1, &m2, &s2, d)
 }

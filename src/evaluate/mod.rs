@@ -66,6 +66,8 @@ pub struct EvalOptions {
     /// The model's preprocessing (its support), to count generated events pinned at an end of
     /// the support ([`Preprocessor::pinned`]); `None` skips that metric.
     pub support: Option<Preprocessor>,
+    /// The column the reference weights came from, for the report (`--weight COLUMN`).
+    pub weight_column: Option<String>,
 }
 
 impl Default for EvalOptions {
@@ -77,6 +79,7 @@ impl Default for EvalOptions {
             seed: 1234,
             physics: None,
             support: None,
+            weight_column: None,
         }
     }
 }
@@ -190,12 +193,15 @@ pub fn evaluate(
 }
 
 /// [`evaluate`] with optional per-event weights of the reference (one per row; generated events
-/// are unweighted). With weights, the per-feature chi2, KS and `w1_over_std` and the C2ST use
-/// the weighted statistics of [`weighted`] (histograms hold `sum w`), and the metrics record
-/// `weighted` and the effective reference size; the binning, correlations, Frechet distance
-/// and range checks stay unweighted. All-one weights give exactly the unweighted metrics.
-/// Errors also when the weights do not match the reference rows or the weights of the finite
-/// reference events do not have a positive finite total.
+/// are unweighted). With weights, every reference statistic is weighted ([`weighted`]): the
+/// per-feature chi2 (histograms hold `sum w`), KS and `w1_over_std`, the correlation matrix
+/// and the Frechet distance (weighted mean and covariance, normalised as
+/// [`weighted::mean_std_weighted`]), the test NLL (`sum w nll / sum w`, the weights of the rows
+/// of `log_prob_reference`) and the C2ST; the metrics record `weighted`, the weight column
+/// ([`EvalOptions::weight_column`]) and the effective reference size. The binning and the
+/// range checks stay unweighted. All-one weights give exactly the unweighted metrics.
+/// Errors also when the weights do not match the reference rows (or the log-densities) or the
+/// weights of the finite reference events do not have a positive finite total.
 pub fn evaluate_weighted(
     reference: &Matrix<f32>,
     reference_weights: Option<&[f64]>,
@@ -211,6 +217,15 @@ pub fn evaluate_weighted(
         return Err(EvalError::Shape(format!(
             "{} reference events but {} weights",
             reference.rows(),
+            w.len()
+        )));
+    }
+    if let (Some(w), Some(lp)) = (reference_weights, log_prob_reference)
+        && w.len() != lp.len()
+    {
+        return Err(EvalError::Shape(format!(
+            "{} reference log-densities but {} weights",
+            lp.len(),
             w.len()
         )));
     }
@@ -295,14 +310,21 @@ pub fn evaluate_weighted(
         .collect();
     let (features, histograms): (Vec<_>, Vec<_>) = per_feature.into_iter().unzip();
 
-    let corr_reference = metrics::correlation_matrix(&ref64, d);
+    let corr_reference = match &wref {
+        None => metrics::correlation_matrix(&ref64, d),
+        Some(w) => weighted::correlation_matrix_weighted(&ref64, d, w),
+    };
     let corr_generated = metrics::correlation_matrix(&gen64, d);
     let corr_frobenius = metrics::frobenius_diff(&corr_generated, &corr_reference);
-    let frechet_distance = metrics::frechet_distance_standardized(&ref64, &gen64, d);
+    let frechet_distance = match &wref {
+        None => metrics::frechet_distance_standardized(&ref64, &gen64, d),
+        Some(w) => weighted::frechet_distance_standardized_weighted(&ref64, w, &gen64, d),
+    };
 
-    let (test_nll, test_nll_err, nll_skipped) = match log_prob_reference {
-        Some(lp) => metrics::mean_nll(lp),
-        None => (f64::NAN, f64::NAN, 0),
+    let (test_nll, test_nll_err, nll_skipped) = match (log_prob_reference, reference_weights) {
+        (Some(lp), None) => metrics::mean_nll(lp),
+        (Some(lp), Some(w)) => weighted::mean_nll_weighted(lp, w),
+        (None, _) => (f64::NAN, f64::NAN, 0),
     };
 
     let outside_support = log_prob_reference.map_or(0, |lp| {
@@ -341,6 +363,13 @@ pub fn evaluate_weighted(
             outside_support,
             weighted: wr.is_some(),
             n_reference_effective: wr.map(weighted::effective_size),
+            weight_column: wr.and(options.weight_column.clone()),
+            weighting: wr.map(|w| {
+                report::weighting_note(
+                    options.weight_column.as_deref(),
+                    weighted::effective_size(w),
+                )
+            }),
         },
         names: names.to_vec(),
         histograms,

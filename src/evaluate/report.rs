@@ -98,6 +98,21 @@ pub struct Metrics {
     /// Effective size `(sum w)^2 / sum w^2` of a weighted reference (absent when unweighted).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub n_reference_effective: Option<f64>,
+    /// The reference's weight column (absent when unweighted or not known).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub weight_column: Option<String>,
+    /// "weighted reference (column X, ESS N)" ([`weighting_note`]; absent when unweighted).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub weighting: Option<String>,
+}
+
+/// The sentence that says a reference was weighted: "weighted reference (column genWeight,
+/// ESS 1234.5)", or without the column when it is not known.
+pub fn weighting_note(column: Option<&str>, ess: f64) -> String {
+    match column {
+        Some(c) => format!("weighted reference (column {c}, ESS {ess:.1})"),
+        None => format!("weighted reference (ESS {ess:.1})"),
+    }
 }
 
 fn esc(s: &str) -> String {
@@ -250,6 +265,13 @@ pub fn write_report(
         "<tr><th class=\"l\">events</th><td class=\"l\">{} MC, {} generated</td></tr></table>",
         m.n_reference, m.n_generated
     );
+    if let Some(w) = &m.weighting {
+        let _ = writeln!(
+            h,
+            "<p class=\"note\"><b>{}</b>: every MC statistic below (histograms, χ², KS, W1, correlations, Fréchet distance, test NLL, C2ST) weights the MC events; the effective sample size (Σw)²/Σw² sets their statistical precision. Generated events are unweighted.</p>",
+            esc(w)
+        );
+    }
     if eval.dropped_reference + eval.dropped_generated + eval.nll_skipped > 0 {
         let _ = writeln!(
             h,
@@ -534,14 +556,63 @@ mod tests {
         let jw = serde_json::to_value(&mw).unwrap();
         assert_eq!(jw["weighted"], true);
         assert!(j2.get("weighted").is_none() && j2.get("n_reference_effective").is_none());
+        assert_eq!(jw["weighting"], format!("weighted reference (ESS {n}.0)"));
         mw.weighted = false;
         mw.n_reference_effective = None;
+        mw.weighting = None;
         assert_eq!(
             serde_json::to_string(&mw).unwrap(),
             serde_json::to_string(&ev2.metrics).unwrap()
         );
         assert_eq!(evw.histograms, ev2.histograms);
         assert_eq!(evw.c2st, ev2.c2st);
+        // ... also the correlations, the Frechet distance and the test NLL (with log-densities,
+        // one of them -inf); the report and metrics.json name the weight column and the ESS.
+        let ev3 = evaluate(&reference, &generated, &names, Some(&logp), &opts2).unwrap();
+        let opts_w = EvalOptions {
+            weight_column: Some("genWeight".into()),
+            ..opts2.clone()
+        };
+        let ev3w = evaluate_weighted(
+            &reference,
+            Some(&ones),
+            &generated,
+            &names,
+            Some(&logp),
+            &opts_w,
+        )
+        .unwrap();
+        assert_eq!(ev3w.corr_reference, ev3.corr_reference);
+        assert_eq!(ev3w.nll_skipped, 1);
+        let mut m3 = ev3w.metrics.clone();
+        let note = format!("weighted reference (column genWeight, ESS {n}.0)");
+        assert_eq!(m3.weighting.as_deref(), Some(note.as_str()));
+        assert_eq!(m3.weight_column.as_deref(), Some("genWeight"));
+        assert!(m3.test_nll.is_finite() && m3.frechet_distance > 0.0);
+        (m3.weighted, m3.n_reference_effective) = (false, None);
+        (m3.weight_column, m3.weighting) = (None, None);
+        assert_eq!(
+            serde_json::to_string(&m3).unwrap(),
+            serde_json::to_string(&ev3.metrics).unwrap()
+        );
+        let wdir = tempfile::tempdir().unwrap();
+        write_report(wdir.path(), &ev3w, &summary).unwrap();
+        let html = std::fs::read_to_string(wdir.path().join("report.html")).unwrap();
+        assert!(html.contains(&note), "no weighting note in the report");
+        let json = std::fs::read_to_string(wdir.path().join("metrics.json")).unwrap();
+        assert!(json.contains(&note) && json.contains("\"weight_column\": \"genWeight\""));
+        // Log-densities and weights of different lengths are an error.
+        assert!(
+            evaluate_weighted(
+                &reference,
+                Some(&ones),
+                &generated,
+                &names,
+                Some(&logp[1..]),
+                &opts_w
+            )
+            .is_err()
+        );
         // negative weights: finite metrics; wrong length or non-positive total: errors
         let w: Vec<f64> = (0..reference.rows())
             .map(|i| if i % 6 == 0 { -0.5 } else { 1.2 })

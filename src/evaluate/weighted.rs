@@ -200,6 +200,100 @@ pub fn mean_std_weighted(v: &[f64], w: &[f64]) -> (f64, f64) {
     (mean, var.max(0.0).sqrt())
 }
 
+/// Weighted mean vector and covariance matrix (row-major `d x d`) of a row-major `n x d`
+/// sample with one weight per row: `mu = sum w x / W`,
+/// `S_ab = sum w (x_a - mu_a)(x_b - mu_b) / (W - sum w^2 / W)`, the normalisation of
+/// [`mean_std_weighted`]. With unit weights the result is bit-identical to
+/// [`super::metrics::mean_cov`] (same summation order, `W = n` and the denominator `n - 1`
+/// exactly). The covariance is all zeros when the denominator is not positive (negative
+/// weights, a single event); the mean is NaN when `W <= 0`. Extra rows or weights are ignored.
+pub fn mean_cov_weighted(data: &[f64], d: usize, w: &[f64]) -> (Vec<f64>, Vec<f64>) {
+    let n = data.len().checked_div(d).unwrap_or(0).min(w.len());
+    let rows = || data.chunks_exact(d.max(1)).zip(w).take(n);
+    let wt: f64 = w[..n].iter().sum();
+    let w2: f64 = w[..n].iter().map(|w| w * w).sum();
+    let mut mu = vec![0.0; d];
+    for (row, &wi) in rows() {
+        for (m, x) in mu.iter_mut().zip(row) {
+            *m += wi * x;
+        }
+    }
+    for m in &mut mu {
+        *m = if wt > 0.0 { *m / wt } else { f64::NAN };
+    }
+    let mut cov = vec![0.0; d * d];
+    let den = if wt > 0.0 { wt - w2 / wt } else { 0.0 };
+    if den <= 0.0 || !den.is_finite() {
+        return (mu, cov);
+    }
+    for (row, &wi) in rows() {
+        for a in 0..d {
+            let da = row[a] - mu[a];
+            for b in a..d {
+                cov[a * d + b] += wi * (da * (row[b] - mu[b]));
+            }
+        }
+    }
+    for a in 0..d {
+        for b in a..d {
+            let v = cov[a * d + b] / den;
+            cov[a * d + b] = v;
+            cov[b * d + a] = v;
+        }
+    }
+    (mu, cov)
+}
+
+/// Weighted Pearson correlation matrix: [`super::metrics::correlation_from_cov`] of
+/// [`mean_cov_weighted`]; bit-identical to [`super::metrics::correlation_matrix`] with unit
+/// weights.
+pub fn correlation_matrix_weighted(data: &[f64], d: usize, w: &[f64]) -> Vec<f64> {
+    let (_, cov) = mean_cov_weighted(data, d, w);
+    super::metrics::correlation_from_cov(&cov, d)
+}
+
+/// [`super::metrics::frechet_distance_standardized`] for a weighted reference: the
+/// standardisation and the reference's Gaussian fit use [`mean_cov_weighted`]; the generated
+/// sample is unweighted. Bit-identical to the unweighted distance with unit weights.
+pub fn frechet_distance_standardized_weighted(
+    reference: &[f64],
+    weights: &[f64],
+    generated: &[f64],
+    d: usize,
+) -> f64 {
+    super::metrics::frechet_standardized_with(reference, generated, d, |x| {
+        mean_cov_weighted(x, d, weights)
+    })
+}
+
+/// Weighted test NLL from per-event log-densities and their weights:
+/// `NLL = -sum w log p / sum w` over the finite log-densities, with the standard error
+/// `std_w(log p) / sqrt(n_eff)` ([`mean_std_weighted`], [`effective_size`] of the weights
+/// kept). Returns `(nll, err, number_skipped)` as [`super::metrics::mean_nll`], to which it
+/// is bit-identical with unit weights; `(NaN, NaN, skipped)` when nothing finite remains or
+/// the kept weights do not have a positive total.
+pub fn mean_nll_weighted(log_probs: &[f64], weights: &[f64]) -> (f64, f64, usize) {
+    let (lp, w): (Vec<f64>, Vec<f64>) = log_probs
+        .iter()
+        .zip(weights)
+        .filter(|(x, _)| x.is_finite())
+        .map(|(&x, &w)| (x, w))
+        .unzip();
+    let skipped = log_probs.len() - lp.len();
+    let wt: f64 = w.iter().sum();
+    if lp.is_empty() || wt.is_nan() || wt <= 0.0 {
+        return (f64::NAN, f64::NAN, skipped);
+    }
+    let (m, s) = mean_std_weighted(&lp, &w);
+    let n_eff = effective_size(&w);
+    let err = if n_eff > 0.0 {
+        s / n_eff.sqrt()
+    } else {
+        f64::NAN
+    };
+    (-m, err, skipped)
+}
+
 /// `W1 / std` for a weighted reference, as [`super::metrics::w1_over_std`] (the raw W1 when the
 /// weighted deviation is 0).
 pub fn w1_over_std_weighted(ref_sorted: &[f64], ref_weights: &[f64], gen_sorted: &[f64]) -> f64 {
@@ -332,6 +426,115 @@ mod tests {
             assert_eq!(auc_weighted(&sa, Some(&ones), &sb, None), brute);
             assert_eq!(auc_mann_whitney(&sa, &sb), brute);
         }
+    }
+
+    #[test]
+    fn unit_weights_give_the_unweighted_moments_bit_for_bit() {
+        let mut rng = Rng::new(5);
+        let d = 3;
+        for n in [2usize, 7, 500] {
+            let x: Vec<f64> = (0..n * d)
+                .map(|k| rng.normal() * (1.0 + (k % d) as f64) + 0.3 * (k % 2) as f64)
+                .collect();
+            let g: Vec<f64> = (0..n * d).map(|_| 0.5 + 1.2 * rng.normal()).collect();
+            let ones = vec![1.0; n];
+            let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            let (m, c) = metrics::mean_cov(&x, d);
+            let (mw, cw) = mean_cov_weighted(&x, d, &ones);
+            assert_eq!(bits(&m), bits(&mw), "n {n}");
+            assert_eq!(bits(&c), bits(&cw), "n {n}");
+            assert_eq!(
+                bits(&metrics::correlation_matrix(&x, d)),
+                bits(&correlation_matrix_weighted(&x, d, &ones))
+            );
+            assert_eq!(
+                metrics::frechet_distance_standardized(&x, &g, d).to_bits(),
+                frechet_distance_standardized_weighted(&x, &ones, &g, d).to_bits()
+            );
+            let mut lp: Vec<f64> = x.iter().take(n).map(|v| -0.5 * v * v - 0.9).collect();
+            lp[0] = f64::NEG_INFINITY;
+            let (a, b) = (metrics::mean_nll(&lp), mean_nll_weighted(&lp, &ones));
+            assert_eq!(
+                (a.0.to_bits(), a.1.to_bits(), a.2),
+                (b.0.to_bits(), b.1.to_bits(), b.2)
+            );
+        }
+    }
+
+    /// Importance weights p/q on draws from q = N(0, 1.5^2 I) against draws from the correlated
+    /// p = N((0.2, -0.1), [[1, 0.6], [0.6, 1]]): the weighted correlation matrix, Frechet
+    /// distance and test NLL (under the exact log p) move to the p-vs-p values; the same draws
+    /// unweighted are far off.
+    #[test]
+    fn importance_weights_move_moments_and_nll_to_target() {
+        let mut rng = Rng::new(21);
+        let (n, d, rho, s_q) = (20_000, 2, 0.6f64, 1.5f64);
+        let mu = [0.2, -0.1];
+        let two_pi = 2.0 * std::f64::consts::PI;
+        let log_p = |x: &[f64]| {
+            let (u1, u2) = (x[0] - mu[0], x[1] - mu[1]);
+            let q = (u1 * u1 - 2.0 * rho * u1 * u2 + u2 * u2) / (1.0 - rho * rho);
+            -0.5 * q - two_pi.ln() - 0.5 * (1.0 - rho * rho).ln()
+        };
+        let log_q = |x: &[f64]| {
+            -0.5 * (x[0] * x[0] + x[1] * x[1]) / (s_q * s_q) - two_pi.ln() - 2.0 * s_q.ln()
+        };
+        let draw_p = |rng: &mut Rng| -> Vec<f64> {
+            (0..n)
+                .flat_map(|_| {
+                    let (z1, z2) = (rng.normal(), rng.normal());
+                    [mu[0] + z1, mu[1] + rho * z1 + (1.0 - rho * rho).sqrt() * z2]
+                })
+                .collect()
+        };
+        let xp = draw_p(&mut rng);
+        let xp2 = draw_p(&mut rng);
+        let xq: Vec<f64> = (0..n * d).map(|_| s_q * rng.normal()).collect();
+        let w: Vec<f64> = xq.chunks(d).map(|x| (log_p(x) - log_q(x)).exp()).collect();
+        assert!(
+            effective_size(&w) > 0.2 * n as f64,
+            "{}",
+            effective_size(&w)
+        );
+
+        let c_p = metrics::correlation_matrix(&xp, d);
+        let c_w = correlation_matrix_weighted(&xq, d, &w);
+        let c_u = metrics::correlation_matrix(&xq, d);
+        assert!((c_p[1] - rho).abs() < 0.02, "{c_p:?}");
+        let (dw, du) = (
+            metrics::frobenius_diff(&c_w, &c_p),
+            metrics::frobenius_diff(&c_u, &c_p),
+        );
+        assert!(dw < 0.05 && du > 0.7, "weighted {dw}, unweighted {du}");
+
+        let f_pp = metrics::frechet_distance_standardized(&xp2, &xp, d);
+        let f_w = frechet_distance_standardized_weighted(&xq, &w, &xp, d);
+        let f_u = metrics::frechet_distance_standardized(&xq, &xp, d);
+        assert!(
+            f_pp < 2e-3 && f_w < 0.02 && f_u > 0.3,
+            "p-p {f_pp}, weighted {f_w}, unweighted {f_u}"
+        );
+
+        let lp_q: Vec<f64> = xq.chunks(d).map(log_p).collect();
+        let lp_p: Vec<f64> = xp.chunks(d).map(log_p).collect();
+        let (nll_pp, e_pp, _) = metrics::mean_nll(&lp_p);
+        let (nll_w, e_w, _) = mean_nll_weighted(&lp_q, &w);
+        let (nll_u, e_u, _) = metrics::mean_nll(&lp_q);
+        // the entropy of p: ln(2 pi e) + ln(1 - rho^2) / 2
+        let h = (two_pi * std::f64::consts::E).ln() + 0.5 * (1.0 - rho * rho).ln();
+        let sigma = (e_w * e_w + e_pp * e_pp).sqrt();
+        assert!(
+            (nll_w - nll_pp).abs() < 4.0 * sigma,
+            "{nll_w} ± {e_w} vs {nll_pp} ± {e_pp}"
+        );
+        assert!(
+            (nll_w - h).abs() < 4.0 * e_w,
+            "{nll_w} ± {e_w} vs entropy {h}"
+        );
+        assert!(
+            nll_u - nll_pp > 20.0 * e_u.max(e_pp),
+            "unweighted {nll_u} vs {nll_pp}"
+        );
     }
 
     #[test]

@@ -39,8 +39,14 @@
 //! Values inside the support get their exact density, including values between the training
 //! range and `(lo, hi)` (no clamping). Values outside `[lo, hi]` (or non-finite) are outside the
 //! model's support: [`Preprocessor::outside_support`] flags them and a density user reports
-//! `log p = -inf` (see `Model::log_prob`); [`Preprocessor::forward`] itself still clamps them to
-//! `u in [U_CLAMP, 1 - U_CLAMP]` so that training and validation code always sees finite values.
+//! `log p = -inf` (see `Model::log_prob`); [`Preprocessor::forward`] itself still maps them to a
+//! finite stand-in so that training and validation code always sees finite values: the nearest
+//! end of the training range (`data_range`; models saved without it clamp to
+//! `u in [U_CLAMP, 1 - U_CLAMP]`). Not to `U_CLAMP`: with thin margins that is `y = +-16`, far
+//! beyond any training value in `z`, and a flow with affine couplings (Glow, RealNVP)
+//! extrapolates there without bound: one such validation event (a tail value beyond the support)
+//! gave a validation NLL of 1e9 and stopped the seminar's Glow at epoch 5 (issue 16). Values in
+//! the support are not affected, so every density stays exact.
 //!
 //! Models saved before these rules keep their stored `lo`, `hi` (5% margins); they load and
 //! evaluate unchanged, except that values in their margins now get the model's density instead
@@ -247,7 +253,17 @@ impl FeaturePrep {
     #[inline]
     fn forward_one(&self, x: f64, noise: f64) -> (f64, f64) {
         let raw = match &self.kind {
-            FeatureKind::Continuous => (x - self.lo) / (self.hi - self.lo),
+            FeatureKind::Continuous => {
+                // Outside the support (density zero): the stand-in is the nearest end of the
+                // training range, where the flow was fitted (see "Support" in the module docs).
+                let x = match self.data_range {
+                    Some((mn, mx)) if x.is_finite() && !(x >= self.lo && x <= self.hi) => {
+                        x.clamp(mn, mx)
+                    }
+                    _ => x,
+                };
+                (x - self.lo) / (self.hi - self.lo)
+            }
             FeatureKind::Discrete { values } => {
                 let k = nearest_index(values, x);
                 (k as f64 + noise) / values.len().max(1) as f64
@@ -536,9 +552,10 @@ impl Preprocessor {
 
     /// Physical units -> standardised logit space, with `log|det dz/dx|` per row (see the module
     /// documentation). With `rng = Some`, discrete features are dequantised with `u ~ U(0, 1)`
-    /// (training); with `None`, `u = 1/2`. Finite values outside the support are clamped to
-    /// `u in [U_CLAMP, 1 - U_CLAMP]` (flag them with [`Preprocessor::outside_support`]), so
-    /// everything finite stays finite; non-finite inputs give non-finite outputs.
+    /// (training); with `None`, `u = 1/2`. Finite values outside the support are replaced by
+    /// the nearest end of the training range (or clamped to `u in [U_CLAMP, 1 - U_CLAMP]` when
+    /// it is not known; flag them with [`Preprocessor::outside_support`]), so everything finite
+    /// stays finite; non-finite inputs give non-finite outputs.
     pub fn forward(
         &self,
         x: &Matrix<f64>,
@@ -1032,6 +1049,33 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.outside_support(&far), vec![true, true, true, false]);
+    }
+
+    #[test]
+    fn values_outside_the_support_stand_in_at_the_training_range() {
+        // Issue 16: an outside-support value used to sit at u = U_CLAMP (z far beyond every
+        // training value), where Glow's affine couplings blew the validation NLL up to 1e9.
+        let x = data(300, 11);
+        let p = Preprocessor::fit(&x, &names(4), &[3], 0.05).unwrap();
+        let f = &p.features[1];
+        let (mn, mx) = f.data_range.unwrap();
+        let row = |v: f64| Matrix::from_vec(1, 4, vec![100.0, v, 0.0, 1.0]).unwrap();
+        let z1 = |v: f64| p.forward(&row(v), None).unwrap().0.get(0, 1);
+        for (out, edge) in [(f.lo - 1.0, mn), (f.hi + 1e6, mx), (f64::MAX, mx)] {
+            assert_eq!(p.outside_support(&row(out)), vec![true]);
+            assert_eq!(z1(out), z1(edge), "{out}");
+        }
+        // In the support (margins included) nothing changes: exact densities.
+        let inside = 0.5 * (f.lo + mn);
+        let u = (inside - f.lo) / (f.hi - f.lo);
+        assert_eq!(z1(inside), ((u.ln() - (-u).ln_1p()) - f.mean) / f.std);
+        // Without the training range (models saved before it was kept): the old clamp.
+        let mut old = p.clone();
+        old.features[1].data_range = None;
+        let zc = old.forward(&row(f.lo - 1.0), None).unwrap().0.get(0, 1);
+        let yc = U_CLAMP.ln() - (-U_CLAMP).ln_1p();
+        assert_eq!(zc, (yc - f.mean) / f.std);
+        assert!(zc < z1(mn));
     }
 
     #[test]

@@ -681,6 +681,29 @@ mod tests {
     }
 
     #[test]
+    fn columns_after_unreadable_ones_read_their_own_values() {
+        // Strings, a map, a dictionary and a list of lists come first: their Parquet leaves
+        // must be skipped exactly for the projection to find st.l, v and x.
+        let p = jagged("pyarrow_mixed.parquet");
+        let mut o = cols("st.l[1],v[1],x,st.a,v[0]");
+        o.fill = Some(-1.0);
+        let t = read_table(&p, &o).unwrap();
+        assert_eq!(
+            t.data.as_slice(),
+            &[
+                2.5, 11.0, 0.5, 1.0, 10.0, //
+                -1.0, -1.0, 1.5, 2.0, 12.0, //
+                -1.0, -1.0, 2.5, 3.0, -1.0
+            ]
+        );
+        let e = read_table(&p, &cols("nested[0]")).unwrap_err().to_string();
+        assert!(e.contains("list<list<float32>>"), "{e}");
+        let (t, notes) = read_table_noted(&p, &ReadOptions::default()).unwrap();
+        assert_eq!(t.columns, ["st.a", "x"]);
+        assert_eq!(notes.len(), 6, "{notes:?}");
+    }
+
+    #[test]
     fn describe_lists_list_columns_with_lengths() {
         use crate::io::describe::{ColumnKind, describe};
         let d = describe(&jagged("pyarrow_lists.parquet"), &ReadOptions::default()).unwrap();

@@ -6,7 +6,7 @@
 //! polars and awkward write them) are read by element: `Jet_pt[0]` is the first element of
 //! `Jet_pt` in each event, with the same rules as ROOT's jagged branches (events without the
 //! element dropped, or filled with [`crate::io::ReadOptions::fill`]; see
-//! [`crate::io::columnar`]). Fields of records are addressed with a dot, as awkward writes
+//! `io::columnar`). Fields of records are addressed with a dot, as awkward writes
 //! and names them: `Jet.pt[0]` is the first jet's `pt` both for a list of records
 //! (`Jet: list<struct<pt, eta>>`, `ak.zip`'s default) and for a record of lists
 //! (`Jet: struct<pt: list<..>, eta: list<..>>`); `Jet.pt` is a flat field of a record column.

@@ -5,7 +5,7 @@ use super::progress::bar;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use hepflow::engine::Matrix;
-use hepflow::io::Format;
+use hepflow::io::{Format, RootFormat};
 use hepflow::model::{Model, encode_context};
 use hepflow::pipeline::sample::SampleContext;
 use hepflow::pipeline::{SampleJob, Shard, sample_to_file};
@@ -44,6 +44,10 @@ pub struct SampleArgs {
     /// Output file (.csv, .csv.gz, .npy, .parquet, .root).
     #[arg(long)]
     pub out: PathBuf,
+    /// How a .root output stores the events: ttree (readable by every ROOT since 6.0) or
+    /// rntuple (ROOT >= 6.34, uproot >= 5.6; written as the events are generated).
+    #[arg(long, value_name = "ttree|rntuple", default_value_t = RootFormat::TTree)]
+    pub root_format: RootFormat,
 }
 
 /// Runs `hepflow sample`.
@@ -131,6 +135,7 @@ pub fn run(a: SampleArgs) -> Result<()> {
         batch: a.batch,
         out: a.out.clone(),
         format,
+        root_format: a.root_format,
         context,
         context_columns,
     };

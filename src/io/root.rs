@@ -11,13 +11,15 @@
 //! The container ([`file`]), the TTree decoder ([`ttree`]) and the RNTuple decoder
 //! ([`crate::io::rntuple`]) are our own: they read every compression ROOT writes (zlib, LZ4,
 //! LZMA, ZSTD, none). Writing creates a TTree named `events` with one `float` branch per column
-//! through `oxyroot`.
+//! through `oxyroot`, or an RNTuple named `events` with our own writer
+//! ([`crate::io::rntuple::write`], in the container written by [`sink`]).
 //!
 //! The decoders check every length against the data they have, so damaged input is an
 //! [`IoError::Corrupt`]; as a last line of defence a panic inside them (or inside `oxyroot`
 //! while writing) is caught, reported as an error and not printed.
 
 pub(in crate::io) mod file;
+pub(in crate::io) mod sink;
 mod ttree;
 
 use std::collections::HashMap;
@@ -31,7 +33,8 @@ use super::{ColumnRef, IoError, ReadOptions, Table};
 use crate::engine::Matrix;
 use file::{Bad, RootFile};
 
-/// Name of the TTree written by [`write_root`].
+/// Name of the TTree written by [`write_root`] and of the RNTuple written by
+/// [`crate::io::TableWriter`].
 pub const TREE_NAME: &str = "events";
 
 /// The shape of a numeric column.
@@ -129,12 +132,10 @@ impl Source {
     }
 }
 
-const RNTUPLE_CLASS: &str = "ROOT::RNTuple";
-
 fn open_source(path: &Path, name: Option<&str>) -> Result<(RootFile, Source, String), IoError> {
     let fh = super::open(path)?;
     let f = RootFile::open(fh).map_err(|e| from_bad(path, e))?;
-    let usable = |c: &str| c == "TTree" || c == RNTUPLE_CLASS;
+    let usable = |c: &str| c == "TTree" || c == rntuple::ANCHOR_CLASS;
     let objects = || {
         f.keys
             .iter()

@@ -321,6 +321,20 @@ mod tests {
     }
 
     #[test]
+    fn root_format_names() {
+        for f in [RootFormat::TTree, RootFormat::RNTuple] {
+            assert_eq!(f.to_string().parse::<RootFormat>(), Ok(f));
+        }
+        assert_eq!(" RNTuple ".parse::<RootFormat>(), Ok(RootFormat::RNTuple));
+        assert_eq!(RootFormat::default(), RootFormat::TTree);
+        let e = "tree".parse::<RootFormat>().unwrap_err();
+        assert!(
+            e.contains("'tree'") && e.contains("ttree or rntuple"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn missing_file_is_named_for_every_format() {
         let dir = tempfile::tempdir().unwrap();
         for name in ["no.csv", "no.csv.gz", "no.npy", "no.parquet", "no.root"] {

@@ -389,6 +389,24 @@ mod tests {
             let back = read_table(&streamed, &ReadOptions::default()).unwrap();
             assert_eq!(back.data, t.data, "{name}");
         }
+        // An RNTuple streamed in the same batches: the same values, visible only at finish.
+        let p = d.path().join("n.root");
+        let mut w = TableWriter::create_with(
+            &p,
+            Format::Root,
+            RootFormat::RNTuple,
+            &t.columns,
+            Some(t.rows() as u64),
+        )
+        .unwrap();
+        let mut i = 0;
+        for b in [1, 999, 40_000, 29_001] {
+            w.write(&t.data.slice_rows(i, i + b)).unwrap();
+            i += b;
+        }
+        assert!(!p.exists());
+        w.finish().unwrap();
+        assert_eq!(read_table(&p, &ReadOptions::default()).unwrap(), t);
         let gz = std::fs::read(d.path().join("a.CSV.GZ")).unwrap();
         assert_eq!(&gz[..2], &[0x1f, 0x8b], "upper-case .GZ is compressed too");
     }
@@ -397,18 +415,19 @@ mod tests {
     fn dropped_or_failed_writers_leave_nothing() {
         let d = tempfile::tempdir().unwrap();
         let t = table(10);
-        for (name, fmt) in [
-            ("x.csv", Format::Csv),
-            ("x.npy", Format::Npy),
-            ("x.parquet", Format::Parquet),
-            ("x.root", Format::Root),
+        for (name, fmt, rf) in [
+            ("x.csv", Format::Csv, RootFormat::TTree),
+            ("x.npy", Format::Npy, RootFormat::TTree),
+            ("x.parquet", Format::Parquet, RootFormat::TTree),
+            ("x.root", Format::Root, RootFormat::TTree),
+            ("n.root", Format::Root, RootFormat::RNTuple),
         ] {
             let p = d.path().join(name);
-            let mut w = TableWriter::create(&p, fmt, &t.columns, Some(10)).unwrap();
+            let mut w = TableWriter::create_with(&p, fmt, rf, &t.columns, Some(10)).unwrap();
             w.write(&t.data).unwrap();
             drop(w);
             // A NaN in the second batch names its row counted from the start.
-            let mut w = TableWriter::create(&p, fmt, &t.columns, Some(20)).unwrap();
+            let mut w = TableWriter::create_with(&p, fmt, rf, &t.columns, Some(20)).unwrap();
             w.write(&t.data).unwrap();
             let mut bad = t.data.clone();
             bad.set(3, 1, f32::NAN);

@@ -141,3 +141,8 @@ def test_bad_root_format_names_the_option_and_choices(tmp_path):
     assert r.returncode != 0
     assert "--root-format" in r.stderr and "ttree" in r.stderr and "rntuple" in r.stderr, r.stderr
     assert not (tmp_path / "x.root").exists()
+    r = subprocess.run([str(BIN), "sample", "--model", str(model), "-n", "10", "--out",
+                        str(tmp_path / "x.csv"), "--root-format", "rntuple"],
+                       capture_output=True, text=True)
+    assert r.returncode != 0 and "--root-format" in r.stderr and "x.csv" in r.stderr, r.stderr
+    assert not (tmp_path / "x.csv").exists()

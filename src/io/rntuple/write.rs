@@ -9,7 +9,8 @@
 //! page compressed on its own and followed by its XXH3-64 checksum; the header, page list and
 //! footer envelopes compressed the same way; all pages and envelopes in `RBlob` keys (see
 //! [`crate::io::root::sink`]); one cluster group. The anchor declares format version 1.0.0.0
-//! and a maximum key size of 1 GiB.
+//! and a maximum key size of 1 GiB; the file's streamer information describes the anchor class
+//! `ROOT::RNTuple` (version 2) exactly as ROOT writes it (uproot writes none).
 
 use std::io::{Seek, Write};
 
@@ -323,8 +324,136 @@ impl<W: Write + Seek> Writer<W> {
         anchor.extend_from_slice(&sum.to_be_bytes());
         let name = self.name.clone();
         self.sink.object(ANCHOR_CLASS, &name, &anchor)?;
-        self.sink.finish()
+        self.sink.finish(anchor_streamer_info)
     }
+}
+
+/// Members of the anchor class `ROOT::RNTuple` (version 2): name, ROOT basic type code, size,
+/// type name.
+const ANCHOR_MEMBERS: [(&str, u32, u32, &str); 11] = [
+    ("fVersionEpoch", 12, 2, "unsigned short"),
+    ("fVersionMajor", 12, 2, "unsigned short"),
+    ("fVersionMinor", 12, 2, "unsigned short"),
+    ("fVersionPatch", 12, 2, "unsigned short"),
+    ("fSeekHeader", 17, 8, "ULong64_t"),
+    ("fNBytesHeader", 17, 8, "ULong64_t"),
+    ("fLenHeader", 17, 8, "ULong64_t"),
+    ("fSeekFooter", 17, 8, "ULong64_t"),
+    ("fNBytesFooter", 17, 8, "ULong64_t"),
+    ("fLenFooter", 17, 8, "ULong64_t"),
+    ("fMaxKeySize", 17, 8, "ULong64_t"),
+];
+
+/// Class checksum of `ROOT::RNTuple` version 2, as ROOT records it.
+const ANCHOR_CLASS_CHECKSUM: u32 = 0x4BA2_1BF5;
+
+/// ROOT's streamed-object buffer: big-endian values, byte counts patched on close.
+struct Buf(Vec<u8>);
+
+impl Buf {
+    /// Starts an object with a byte count; returns where to patch it.
+    fn open(&mut self) -> usize {
+        self.0.extend_from_slice(&[0; 4]);
+        self.0.len() - 4
+    }
+    fn close(&mut self, at: usize) {
+        let n = (self.0.len() - at - 4) as u32 | 0x4000_0000;
+        self.0[at..at + 4].copy_from_slice(&n.to_be_bytes());
+    }
+    fn u16(&mut self, v: u16) {
+        self.0.extend_from_slice(&v.to_be_bytes());
+    }
+    fn u32(&mut self, v: u32) {
+        self.0.extend_from_slice(&v.to_be_bytes());
+    }
+    /// A `TString` (the names here are short).
+    fn tstring(&mut self, s: &str) {
+        self.0.push(s.len() as u8);
+        self.0.extend_from_slice(s.as_bytes());
+    }
+    /// A new class tag (`kNewClassTag`) and the NUL-terminated class name.
+    fn new_class(&mut self, name: &str) {
+        self.u32(0xFFFF_FFFF);
+        self.0.extend_from_slice(name.as_bytes());
+        self.0.push(0);
+    }
+    /// A `TObject` header: version 1, id 0, `bits`.
+    fn tobject(&mut self, bits: u32) {
+        self.u16(1);
+        self.u32(0);
+        self.u32(bits);
+    }
+    /// A `TNamed` (version 1) with an empty title.
+    fn tnamed(&mut self, name: &str, bits: u32) {
+        let at = self.open();
+        self.u16(1);
+        self.tobject(bits);
+        self.tstring(name);
+        self.tstring("");
+        self.close(at);
+    }
+}
+
+/// The streamer information ROOT 6.34 writes in an RNTuple file: a `TList` holding the
+/// `TStreamerInfo` of `ROOT::RNTuple` version 2 (11 `TStreamerBasicType` members). `keylen`
+/// places the class reference that the second and later members use.
+fn anchor_streamer_info(keylen: usize) -> Vec<u8> {
+    let mut b = Buf(Vec::with_capacity(1300));
+    let list = b.open();
+    b.u16(5); // TList version
+    b.tobject(0);
+    b.tstring(""); // name
+    b.u32(1); // one object
+    let obj = b.open();
+    b.new_class("TStreamerInfo");
+    let info = b.open();
+    b.u16(9);
+    b.tnamed(ANCHOR_CLASS, 0x0001_0000);
+    b.u32(ANCHOR_CLASS_CHECKSUM);
+    b.u32(2); // class version
+    let arr_obj = b.open();
+    b.new_class("TObjArray");
+    let arr = b.open();
+    b.u16(3);
+    b.tobject(0);
+    b.tstring("");
+    b.u32(ANCHOR_MEMBERS.len() as u32);
+    b.u32(0); // lower bound
+    let mut class_ref = None;
+    for (name, kind, size, type_name) in ANCHOR_MEMBERS {
+        let el = b.open();
+        match class_ref {
+            None => {
+                // Later members refer to this class tag: its offset from the key start, + 2.
+                class_ref = Some((b.0.len() + keylen + 2) as u32 | 0x8000_0000);
+                b.new_class("TStreamerBasicType");
+            }
+            Some(r) => b.u32(r),
+        }
+        let basic = b.open();
+        b.u16(2);
+        let element = b.open();
+        b.u16(4);
+        b.tnamed(name, 0);
+        b.u32(kind);
+        b.u32(size);
+        b.u32(0); // array length
+        b.u32(0); // array dimensions
+        for _ in 0..5 {
+            b.u32(0); // maximum indices
+        }
+        b.tstring(type_name);
+        b.close(element);
+        b.close(basic);
+        b.close(el);
+    }
+    b.close(arr);
+    b.close(arr_obj);
+    b.close(info);
+    b.close(obj);
+    b.0.push(0); // the object's option string
+    b.close(list);
+    b.0
 }
 
 #[cfg(test)]
@@ -411,6 +540,22 @@ mod tests {
         let back = read_table(&p, &ReadOptions::default()).unwrap();
         assert_eq!(bits(&back), bits(&t));
         assert_eq!(clusters(&p), 4);
+    }
+
+    #[test]
+    fn anchor_streamer_info_has_roots_layout() {
+        // ROOT 6.34 writes this TList in 1226 bytes (in a key of 64 bytes); the members after
+        // the first refer to the first one's class tag.
+        let b = anchor_streamer_info(64);
+        assert_eq!(b.len(), 1226);
+        assert_eq!(&b[..4], &(0x4000_0000u32 | 1222).to_be_bytes());
+        let tag = b
+            .windows(18)
+            .position(|w| w == b"TStreamerBasicType")
+            .unwrap()
+            - 4;
+        let r = (0x8000_0000u32 | (tag + 64 + 2) as u32).to_be_bytes();
+        assert_eq!(b.windows(4).filter(|w| *w == r).count(), 10);
     }
 
     #[test]

@@ -11,8 +11,8 @@
 //! format ([`compress`]): 9-byte headers (`"ZS" 1` for Zstandard), 3-byte little-endian sizes,
 //! at most 16 MiB - 1 per block, stored as is when compression does not make them smaller.
 //!
-//! The streamer-information record is an empty `TList`, as uproot writes it: ROOT knows the
-//! `ROOT::RNTuple` anchor class itself.
+//! The streamer-information record (a `TList` of `TStreamerInfo`) is given by the caller: the
+//! RNTuple writer passes the one ROOT writes for its anchor class.
 
 use std::io::{Seek, SeekFrom, Write};
 
@@ -290,18 +290,24 @@ impl<W: Write + Seek> RootSink<W> {
         Ok(seek)
     }
 
-    /// Writes the streamer information, key list and free-segment records, then the file
-    /// header and the top directory; returns the writer (flushed).
-    pub fn finish(mut self) -> std::io::Result<W> {
-        // An empty TList: byte count, version 5, TObject (version 1, id 0, bits), name "", 0 objects.
-        let mut list = Vec::new();
-        list.extend_from_slice(&(0x4000_0000u32 | 17).to_be_bytes());
-        list.extend_from_slice(&5u16.to_be_bytes());
-        list.extend_from_slice(&1u16.to_be_bytes());
-        list.extend_from_slice(&0u32.to_be_bytes());
-        list.extend_from_slice(&0x0200_0000u32.to_be_bytes());
-        list.push(0);
-        list.extend_from_slice(&0i32.to_be_bytes());
+    /// Writes the streamer information (`streamers(keylen)` gives the streamed `TList`; object
+    /// references in it count from the key start, `keylen` bytes before the payload), the key
+    /// list and the free-segment record, then the file header and the top directory; returns
+    /// the writer (flushed).
+    pub fn finish(mut self, streamers: impl FnOnce(usize) -> Vec<u8>) -> std::io::Result<W> {
+        let keylen = Key {
+            stored: 0,
+            objlen: 0,
+            datime: 0,
+            seek: self.pos,
+            pdir: BEGIN,
+            class: "TList",
+            name: "StreamerInfo".into(),
+            title: "Doubly linked list",
+            big: true,
+        }
+        .keylen();
+        let list = streamers(keylen);
         let info = self.put(
             "TList",
             "StreamerInfo",

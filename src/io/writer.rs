@@ -22,7 +22,7 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use super::rntuple::write::{Layout, Writer as NTupleWriter};
+use super::rntuple::write::{Layout, Writer as NTupleWriter, bad_field_name};
 use super::root::sink::Codec;
 use super::{Format, IoError, RootFormat, Table};
 use crate::engine::Matrix;
@@ -187,6 +187,9 @@ impl TableWriter {
                 Sink::Parquet(Box::new(s))
             }
             Format::Root if root_format == RootFormat::RNTuple => {
+                if let Some(why) = columns.iter().find_map(|c| bad_field_name(c)) {
+                    return Err(invalid(why));
+                }
                 let file_name = path
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())

@@ -47,6 +47,21 @@ impl Layout {
     }
 }
 
+/// Why `name` cannot be an RNTuple field name (the specification's naming rules: not empty,
+/// no `.`, space, `/`, `\` or control characters; ROOT refuses such fields), else `None`.
+pub(crate) fn bad_field_name(name: &str) -> Option<String> {
+    if name.is_empty() {
+        return Some("an RNTuple field name cannot be empty".into());
+    }
+    let c = name
+        .chars()
+        .find(|&c| matches!(c, '.' | ' ' | '/' | '\\') || c.is_control())?;
+    Some(format!(
+        "column {name:?}: an RNTuple field name cannot contain {c:?} (no '.', space, '/', '\\' \
+         or control characters); rename the column or write a TTree"
+    ))
+}
+
 /// One page: elements, offset and stored size (without its checksum).
 #[derive(Clone, Copy, Debug)]
 struct PageLoc {
@@ -556,6 +571,25 @@ mod tests {
             - 4;
         let r = (0x8000_0000u32 | (tag + 64 + 2) as u32).to_be_bytes();
         assert_eq!(b.windows(4).filter(|w| *w == r).count(), 10);
+    }
+
+    #[test]
+    fn invalid_field_names_are_refused_before_writing() {
+        let d = tempfile::tempdir().unwrap();
+        let mut t = table(3);
+        for bad in ["jet.pt", "m jj", "a/b", "a\\b", "tab\there", ""] {
+            t.columns[1] = bad.into();
+            let e = write(&d.path().join("x.root"), &t, Layout::for_columns(3), &[3])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("x.root") && e.contains("RNTuple field name"),
+                "{e}"
+            );
+        }
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
+        assert_eq!(bad_field_name("Jet_pt[0]"), None);
+        assert_eq!(bad_field_name("m_jj"), None);
     }
 
     #[test]

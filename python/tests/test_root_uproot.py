@@ -2,8 +2,9 @@
 
 * files uproot writes (an RNTuple with `f["events"] = {...}` and a TTree with `mktree`, with
   every compression) are read by `hepflow train` (a tiny model; it must see every event);
-* files hepflow writes (`hepflow sample --out x.root`, a TTree) are read by uproot and hold
-  the same values as the CSV hepflow writes for the same seed.
+* files hepflow writes (`hepflow sample --out x.root`, a TTree, or an RNTuple with
+  `--root-format rntuple`) are read by uproot and hold the same values as the CSV hepflow
+  writes for the same seed; the RNTuple and the TTree hold the same bits.
 
 The binary is `$HEPFLOW_BIN` (default `target/debug/hepflow`); the tests skip when it or
 uproot is missing. The Rust tests (`cargo test --lib io::root`) check the values of the
@@ -82,17 +83,66 @@ def test_hepflow_reads_what_uproot_writes(tmp_path, codec, kind):
     assert w1 is not None and w1 == w2
 
 
-def test_uproot_reads_what_hepflow_writes(tmp_path):
+def source_model(tmp_path):
     p = tmp_path / "events.csv"
     d = events()
     np.savetxt(p, np.column_stack([d["a"], d["b"]]), delimiter=",", header="a,b", comments="")
-    model = train(tmp_path, p, "src")
-    run("sample", "--model", model, "-n", 300, "--seed", 3, "--out", tmp_path / "s.root")
+    return train(tmp_path, p, "src")
+
+
+@pytest.mark.parametrize("root_format", [None, "ttree", "rntuple"])
+def test_uproot_reads_what_hepflow_writes(tmp_path, root_format):
+    model = source_model(tmp_path)
+    extra = [] if root_format is None else ["--root-format", root_format]
+    run("sample", "--model", model, "-n", 300, "--seed", 3, "--out", tmp_path / "s.root", *extra)
     run("sample", "--model", model, "-n", 300, "--seed", 3, "--out", tmp_path / "s.csv")
-    t = uproot.open(tmp_path / "s.root")["events"]
+    f = uproot.open(tmp_path / "s.root")
+    assert f.classnames() == {"events;1": "ROOT::RNTuple" if root_format == "rntuple" else "TTree"}
+    t = f["events"]
     got = t.arrays(library="np")
     want = np.genfromtxt(tmp_path / "s.csv", delimiter=",", names=True)
     assert set(got) == set(want.dtype.names)
     for k in got:
         assert got[k].dtype == np.float32
         np.testing.assert_array_equal(got[k], want[k].astype(np.float32))
+
+
+def test_rntuple_and_ttree_hold_the_same_bits(tmp_path):
+    """Enough events for several pages per column; uproot reads the zstd RNTuple hepflow
+    streams (split floats, page checksums) and the TTree with identical bits, also in chunks."""
+    model = source_model(tmp_path)
+    n = 200_000
+    for fmt in ["rntuple", "ttree"]:
+        run("sample", "--model", model, "-n", n, "--seed", 5, "--batch", 7777,
+            "--out", tmp_path / f"{fmt}.root", "--root-format", fmt)
+    nt = uproot.open(tmp_path / "rntuple.root")["events"]
+    tt = uproot.open(tmp_path / "ttree.root")["events"]
+    assert nt.num_entries == tt.num_entries == n
+    a, b = nt.arrays(library="np"), tt.arrays(library="np")
+    assert sorted(a) == sorted(b) == ["a", "b"]
+    for k in a:
+        assert a[k].dtype == np.float32
+        np.testing.assert_array_equal(a[k].view(np.uint32), b[k].view(np.uint32))
+    start = 0
+    for chunk in nt.iterate(step_size=65_000, library="np"):
+        m = len(chunk["a"])
+        np.testing.assert_array_equal(chunk["a"], b["a"][start:start + m])
+        start += m
+    assert start == n
+    # hepflow reads its own RNTuple back: the same model input as the TTree.
+    assert "200000" in run("info", "--data", tmp_path / "rntuple.root").stdout
+
+
+def test_bad_root_format_names_the_option_and_choices(tmp_path):
+    model = source_model(tmp_path)
+    r = subprocess.run([str(BIN), "sample", "--model", str(model), "-n", "10", "--out",
+                        str(tmp_path / "x.root"), "--root-format", "rntupel"],
+                       capture_output=True, text=True)
+    assert r.returncode != 0
+    assert "--root-format" in r.stderr and "ttree" in r.stderr and "rntuple" in r.stderr, r.stderr
+    assert not (tmp_path / "x.root").exists()
+    r = subprocess.run([str(BIN), "sample", "--model", str(model), "-n", "10", "--out",
+                        str(tmp_path / "x.csv"), "--root-format", "rntuple"],
+                       capture_output=True, text=True)
+    assert r.returncode != 0 and "--root-format" in r.stderr and "x.csv" in r.stderr, r.stderr
+    assert not (tmp_path / "x.csv").exists()

@@ -5,7 +5,7 @@ use super::progress::bar;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use hepflow::engine::Matrix;
-use hepflow::io::Format;
+use hepflow::io::{Format, RootFormat};
 use hepflow::model::{Model, encode_context};
 use hepflow::pipeline::sample::SampleContext;
 use hepflow::pipeline::{SampleJob, Shard, sample_to_file};
@@ -44,6 +44,11 @@ pub struct SampleArgs {
     /// Output file (.csv, .csv.gz, .npy, .parquet, .root).
     #[arg(long)]
     pub out: PathBuf,
+    /// How a .root output stores the events: ttree (readable by every ROOT since 6.0) or
+    /// rntuple (ROOT >= 6.34, uproot >= 5.6; written as the events are generated). Default:
+    /// ttree.
+    #[arg(long, value_name = "ttree|rntuple")]
+    pub root_format: Option<RootFormat>,
 }
 
 /// Runs `hepflow sample`.
@@ -60,6 +65,12 @@ pub fn run(a: SampleArgs) -> Result<()> {
             )
         })?,
     };
+    if a.root_format.is_some() && format != Format::Root {
+        bail!(
+            "--root-format applies to ROOT output; {} is not a .root file",
+            a.out.display()
+        );
+    }
     let ctx_cols = &model.config.context;
     let (context, n, context_columns) = if let Some(file) = &a.condition_from {
         if ctx_cols.is_empty() {
@@ -131,6 +142,7 @@ pub fn run(a: SampleArgs) -> Result<()> {
         batch: a.batch,
         out: a.out.clone(),
         format,
+        root_format: a.root_format.unwrap_or_default(),
         context,
         context_columns,
     };

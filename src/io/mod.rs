@@ -40,7 +40,8 @@ pub enum Format {
     Npy,
     /// Apache Parquet (`.parquet`, `.pq`).
     Parquet,
-    /// CERN ROOT file with a TTree of flat numeric branches (`.root`).
+    /// CERN ROOT file (`.root`): read from a TTree or RNTuple, written as a TTree or an RNTuple
+    /// of `float` columns ([`RootFormat`]).
     Root,
 }
 
@@ -77,6 +78,47 @@ impl Format {
             .ok_or_else(|| IoError::UnknownFormat {
                 file: path.to_path_buf(),
             })
+    }
+}
+
+/// How [`Format::Root`] output stores the table: the `--root-format` option of `hepflow
+/// sample`, the `root_format` keyword in Python.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum RootFormat {
+    /// A TTree named `events` with one `float` branch per column: readable by every ROOT
+    /// since 6.0 and by uproot.
+    #[default]
+    TTree,
+    /// An RNTuple named `events` with one `float` field per column (binary format 1.0: ROOT
+    /// 6.34 or later, uproot 5.6 or later), zstd-compressed, written as the rows arrive.
+    RNTuple,
+}
+
+impl RootFormat {
+    /// The accepted names, for messages.
+    pub const CHOICES: &'static str = "ttree or rntuple";
+}
+
+impl std::str::FromStr for RootFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "ttree" => Ok(RootFormat::TTree),
+            "rntuple" => Ok(RootFormat::RNTuple),
+            _ => Err(format!(
+                "unknown ROOT format '{s}': expected {}",
+                RootFormat::CHOICES
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for RootFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RootFormat::TTree => "ttree",
+            RootFormat::RNTuple => "rntuple",
+        })
     }
 }
 
@@ -279,6 +321,20 @@ mod tests {
         assert_eq!(
             Format::resolve(Path::new("x.dat"), Some(Format::Npy)).unwrap(),
             Format::Npy
+        );
+    }
+
+    #[test]
+    fn root_format_names() {
+        for f in [RootFormat::TTree, RootFormat::RNTuple] {
+            assert_eq!(f.to_string().parse::<RootFormat>(), Ok(f));
+        }
+        assert_eq!(" RNTuple ".parse::<RootFormat>(), Ok(RootFormat::RNTuple));
+        assert_eq!(RootFormat::default(), RootFormat::TTree);
+        let e = "tree".parse::<RootFormat>().unwrap_err();
+        assert!(
+            e.contains("'tree'") && e.contains("ttree or rntuple"),
+            "{e}"
         );
     }
 

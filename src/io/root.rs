@@ -11,13 +11,15 @@
 //! The container ([`file`]), the TTree decoder ([`ttree`]) and the RNTuple decoder
 //! ([`crate::io::rntuple`]) are our own: they read every compression ROOT writes (zlib, LZ4,
 //! LZMA, ZSTD, none). Writing creates a TTree named `events` with one `float` branch per column
-//! through `oxyroot`.
+//! through `oxyroot`, or an RNTuple named `events` with our own writer
+//! ([`crate::io::rntuple::write`], in the container written by [`sink`]).
 //!
 //! The decoders check every length against the data they have, so damaged input is an
 //! [`IoError::Corrupt`]; as a last line of defence a panic inside them (or inside `oxyroot`
 //! while writing) is caught, reported as an error and not printed.
 
 pub(in crate::io) mod file;
+pub(in crate::io) mod sink;
 mod ttree;
 
 use std::path::Path;
@@ -30,7 +32,8 @@ use super::rntuple;
 use super::{IoError, ReadOptions, Table};
 use file::{Bad, RootFile};
 
-/// Name of the TTree written by [`write_root`].
+/// Name of the TTree written by [`write_root`] and of the RNTuple written by
+/// [`crate::io::TableWriter`].
 pub const TREE_NAME: &str = "events";
 
 /// The shape of a numeric column.
@@ -128,12 +131,10 @@ impl Source {
     }
 }
 
-const RNTUPLE_CLASS: &str = "ROOT::RNTuple";
-
 fn open_source(path: &Path, name: Option<&str>) -> Result<(RootFile, Source, String), IoError> {
     let fh = super::open(path)?;
     let f = RootFile::open(fh).map_err(|e| from_bad(path, e))?;
-    let usable = |c: &str| c == "TTree" || c == RNTUPLE_CLASS;
+    let usable = |c: &str| c == "TTree" || c == rntuple::ANCHOR_CLASS;
     let objects = || {
         f.keys
             .iter()
@@ -403,6 +404,95 @@ mod tests {
         let e = read_table(&p, &opts("events_zstd", None)).unwrap_err();
         assert!(matches!(e, IoError::Corrupt { .. }), "{e}");
         assert!(e.to_string().contains("cut.root"), "{e}");
+    }
+
+    /// `std::vector` branches written by ROOT itself (tests/fixtures/make_vector_reference.py
+    /// has what uproot reads from them).
+    #[test]
+    fn std_vector_branches_match_uproot() {
+        let doc: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(fixture("root_vectors.json")).unwrap()).unwrap();
+        let mut checked = 0;
+        for (file, spec) in doc.as_object().unwrap() {
+            let p = fixture(file);
+            let tree = spec["tree"].as_str().unwrap();
+            let (f, src, _) = open_source(&p, Some(tree)).unwrap();
+            for (name, want) in spec["branches"].as_object().unwrap() {
+                let Col::Jagged { offsets, values } = src.read(&f, name).unwrap() else {
+                    panic!("{file}:{name} is not jagged");
+                };
+                let lengths: Vec<u64> = offsets.windows(2).map(|w| (w[1] - w[0]) as u64).collect();
+                let want_len: Vec<u64> = want["lengths"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_u64().unwrap())
+                    .collect();
+                assert_eq!(lengths, want_len, "{file}:{name}");
+                // NaN (null in the JSON) compares as NaN.
+                let v: Vec<Option<f64>> = values
+                    .iter()
+                    .map(|&x| (!x.is_nan()).then_some(f64::from(x)))
+                    .collect();
+                let list = |k: &str| -> Vec<Option<f64>> {
+                    want[k]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|x| x.as_f64())
+                        .collect()
+                };
+                assert_eq!(v[..5], list("first")[..], "{file}:{name}");
+                assert_eq!(v[v.len() - 5..], list("last")[..], "{file}:{name}");
+                let nan = v.iter().filter(|x| x.is_none()).count() as u64;
+                assert_eq!(nan, want["nan"].as_u64().unwrap(), "{file}:{name}");
+                let sum: f64 = v.iter().flatten().sum();
+                assert!(
+                    (sum - want["sum"].as_f64().unwrap()).abs() < 1e-9,
+                    "{file}:{name}"
+                );
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 11);
+        // The NanoAOD selection works the same: element 40 exists in 3 of the 10 events.
+        let p = fixture("uproot-issue-172.root");
+        let r = read_root(&p, &opts("events", Some("rec_part_px[40],rec_part_py[0]"))).unwrap();
+        assert_eq!((r.table.rows(), r.dropped), (3, 7));
+        let d = describe_root(&p, None).unwrap();
+        assert!(
+            d.iter()
+                .all(|c| c.kind == crate::io::describe::ColumnKind::Jagged)
+        );
+        // Containers of non-numbers are named and skipped.
+        let p = fixture("uproot-stl_containers.root");
+        let d = describe_root(&p, None).unwrap();
+        let get = |n: &str| d.iter().find(|c| c.name == n).unwrap().type_name.clone();
+        assert_eq!(get("vector_int32"), "int32");
+        assert!(get("vector_string").contains("vector<string>"));
+        let e = read_table(&p, &opts("tree", Some("vector_string[0]")))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("vector<string>") && e.contains("uproot-stl_containers.root"),
+            "{e}"
+        );
+        let t = read_table(&p, &opts("tree", Some("vector_int32[2]"))).unwrap();
+        assert_eq!(t.data.as_slice(), [3.0, 3.0, 3.0]);
+        // Damaged: a named error or a table, never a panic.
+        let d = tempfile::tempdir().unwrap();
+        let bytes = std::fs::read(fixture("uproot-issue-172.root")).unwrap();
+        let q = d.path().join("flip.root");
+        for k in (100..bytes.len()).step_by(61) {
+            let mut b = bytes.clone();
+            b[k] ^= 0x41;
+            std::fs::write(&q, &b).unwrap();
+            let mut o = opts("events", Some("rec_part_px[3],rec_part_mass[0]"));
+            o.fill = Some(0.0);
+            if let Err(e) = read_table(&q, &o) {
+                assert!(e.to_string().contains("flip.root"), "{e}");
+            }
+        }
     }
 
     #[test]

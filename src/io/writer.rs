@@ -11,14 +11,20 @@
 //! - NPY: a C-order `<f4` array; the header holds the row count, so it must be given to `create`.
 //! - Parquet: one non-nullable `Float32` column per table column, Snappy-compressed, written in
 //!   record batches of a fixed 65,536 rows whatever the caller's batch size.
-//! - ROOT: the rows are buffered and the file is written at `finish` (the ROOT writer needs whole
-//!   columns); a ROOT file records its creation time and a UUID, so only its values repeat.
+//! - ROOT as a TTree ([`RootFormat::TTree`], the default): the rows are buffered and the file is
+//!   written at `finish` (the TTree writer needs whole columns).
+//! - ROOT as an RNTuple ([`RootFormat::RNTuple`]): streamed, one cluster of rows buffered at a
+//!   time (see [`crate::io::rntuple::write`]); zstd-compressed, split floats.
+//!
+//!   A ROOT file records its creation time and a UUID, so only its values repeat.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use super::{Format, IoError, Table};
+use super::rntuple::write::{Layout, Writer as NTupleWriter, bad_field_name};
+use super::root::sink::Codec;
+use super::{Format, IoError, RootFormat, Table};
 use crate::engine::Matrix;
 
 enum Sink {
@@ -27,7 +33,11 @@ enum Sink {
     Npy(BufWriter<File>),
     Parquet(Box<super::parquet::Stream>),
     Root(Vec<f32>),
+    NTuple(Box<NTupleWriter<BufWriter<File>>>),
 }
+
+/// Compression of RNTuple output: zstd level 5, ROOT's default setting 505.
+const NTUPLE_CODEC: Codec = Codec::Zstd(5);
 
 /// Hands bytes to `inner` in blocks of exactly [`Blocks::SIZE`] bytes (the last one shorter), so
 /// that a compressor sees the same calls, and writes the same bytes, however the text was
@@ -84,7 +94,7 @@ pub struct TableWriter {
     /// Rows announced to `create` (required for NPY).
     expected: Option<u64>,
     sink: Sink,
-    /// The temporary file (`None` for ROOT, whose writer is atomic itself).
+    /// The temporary file (`None` for a TTree, whose writer is atomic itself).
     tmp: Option<tempfile::NamedTempFile>,
 }
 
@@ -95,13 +105,38 @@ pub(crate) fn temp_next_to(path: &Path) -> Result<tempfile::NamedTempFile, IoErr
 }
 
 impl TableWriter {
-    /// Starts writing a table with `columns` to `path` in `format`. `rows` is the number of rows
-    /// that will be written (required for NPY, checked at `finish` when given).
+    /// Starts writing a table with `columns` to `path` in `format` (ROOT as a TTree). `rows` is
+    /// the number of rows that will be written (required for NPY, checked at `finish` when
+    /// given).
     pub fn create(
         path: &Path,
         format: Format,
         columns: &[String],
         rows: Option<u64>,
+    ) -> Result<TableWriter, IoError> {
+        Self::create_with(path, format, RootFormat::default(), columns, rows)
+    }
+
+    /// [`TableWriter::create`] with the layout of ROOT output (ignored for other formats).
+    pub fn create_with(
+        path: &Path,
+        format: Format,
+        root_format: RootFormat,
+        columns: &[String],
+        rows: Option<u64>,
+    ) -> Result<TableWriter, IoError> {
+        let layout = Layout::for_columns(columns.len());
+        Self::create_layout(path, format, root_format, columns, rows, layout)
+    }
+
+    /// [`TableWriter::create_with`] with an explicit RNTuple cluster and page size (tests).
+    pub(crate) fn create_layout(
+        path: &Path,
+        format: Format,
+        root_format: RootFormat,
+        columns: &[String],
+        rows: Option<u64>,
+        layout: Layout,
     ) -> Result<TableWriter, IoError> {
         let invalid = |reason: String| IoError::InvalidTable {
             file: path.to_path_buf(),
@@ -150,6 +185,26 @@ impl TableWriter {
             Format::Parquet => {
                 let s = super::parquet::Stream::new(path, open()?, columns)?;
                 Sink::Parquet(Box::new(s))
+            }
+            Format::Root if root_format == RootFormat::RNTuple => {
+                if let Some(why) = columns.iter().find_map(|c| bad_field_name(c)) {
+                    return Err(invalid(why));
+                }
+                let file_name = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let w = BufWriter::with_capacity(1 << 20, open()?);
+                let nt = NTupleWriter::new(
+                    w,
+                    &file_name,
+                    super::root::TREE_NAME,
+                    columns,
+                    NTUPLE_CODEC,
+                    layout,
+                )
+                .map_err(werr)?;
+                Sink::NTuple(Box::new(nt))
             }
             Format::Root => Sink::Root(Vec::new()),
         };
@@ -214,6 +269,7 @@ impl TableWriter {
             }
             Sink::Parquet(s) => s.write(batch.as_slice(), c)?,
             Sink::Root(v) => v.extend_from_slice(batch.as_slice()),
+            Sink::NTuple(w) => w.write(batch.as_slice()).map_err(werr)?,
         }
         self.rows += batch.rows() as u64;
         Ok(())
@@ -259,6 +315,11 @@ impl TableWriter {
                 .into_inner()
                 .map_err(|e| werr(e.into_error()))?,
             Sink::Parquet(s) => s.finish()?,
+            Sink::NTuple(w) => w
+                .finish()
+                .map_err(werr)?
+                .into_inner()
+                .map_err(|e| werr(e.into_error()))?,
             Sink::Root(values) => {
                 let data =
                     Matrix::from_vec(rows as usize, columns.len(), values).ok_or_else(|| {
@@ -331,6 +392,24 @@ mod tests {
             let back = read_table(&streamed, &ReadOptions::default()).unwrap();
             assert_eq!(back.data, t.data, "{name}");
         }
+        // An RNTuple streamed in the same batches: the same values, visible only at finish.
+        let p = d.path().join("n.root");
+        let mut w = TableWriter::create_with(
+            &p,
+            Format::Root,
+            RootFormat::RNTuple,
+            &t.columns,
+            Some(t.rows() as u64),
+        )
+        .unwrap();
+        let mut i = 0;
+        for b in [1, 999, 40_000, 29_001] {
+            w.write(&t.data.slice_rows(i, i + b)).unwrap();
+            i += b;
+        }
+        assert!(!p.exists());
+        w.finish().unwrap();
+        assert_eq!(read_table(&p, &ReadOptions::default()).unwrap(), t);
         let gz = std::fs::read(d.path().join("a.CSV.GZ")).unwrap();
         assert_eq!(&gz[..2], &[0x1f, 0x8b], "upper-case .GZ is compressed too");
     }
@@ -339,18 +418,19 @@ mod tests {
     fn dropped_or_failed_writers_leave_nothing() {
         let d = tempfile::tempdir().unwrap();
         let t = table(10);
-        for (name, fmt) in [
-            ("x.csv", Format::Csv),
-            ("x.npy", Format::Npy),
-            ("x.parquet", Format::Parquet),
-            ("x.root", Format::Root),
+        for (name, fmt, rf) in [
+            ("x.csv", Format::Csv, RootFormat::TTree),
+            ("x.npy", Format::Npy, RootFormat::TTree),
+            ("x.parquet", Format::Parquet, RootFormat::TTree),
+            ("x.root", Format::Root, RootFormat::TTree),
+            ("n.root", Format::Root, RootFormat::RNTuple),
         ] {
             let p = d.path().join(name);
-            let mut w = TableWriter::create(&p, fmt, &t.columns, Some(10)).unwrap();
+            let mut w = TableWriter::create_with(&p, fmt, rf, &t.columns, Some(10)).unwrap();
             w.write(&t.data).unwrap();
             drop(w);
             // A NaN in the second batch names its row counted from the start.
-            let mut w = TableWriter::create(&p, fmt, &t.columns, Some(20)).unwrap();
+            let mut w = TableWriter::create_with(&p, fmt, rf, &t.columns, Some(20)).unwrap();
             w.write(&t.data).unwrap();
             let mut bad = t.data.clone();
             bad.set(3, 1, f32::NAN);

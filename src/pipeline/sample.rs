@@ -4,11 +4,11 @@
 //! so shard `k/M` generates events `floor((k-1)N/M) .. floor(kN/M)`, the shards are disjoint and
 //! their concatenation is byte-identical to the unsharded output, for any thread count. Events are
 //! generated and written in batches through [`crate::io::TableWriter`], so memory stays bounded
-//! for any `N` (except for ROOT output, whose writer needs whole columns), and the output is
+//! for any `N` (except for ROOT output as a TTree, whose writer needs whole columns), and the output is
 //! renamed into place only when complete.
 
 use crate::engine::Matrix;
-use crate::io::{Format, TableWriter};
+use crate::io::{Format, RootFormat, TableWriter};
 use crate::model::{Model, ModelError};
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -74,6 +74,8 @@ pub struct SampleJob {
     pub out: PathBuf,
     /// Output format.
     pub format: Format,
+    /// How ROOT output stores the events (a TTree by default).
+    pub root_format: RootFormat,
     /// Context.
     pub context: SampleContext,
     /// Also write the raw context columns (named after the model's context columns).
@@ -116,7 +118,9 @@ pub fn sample_to_file(
     }
     let out = &job.out;
     let ioerr = |e: crate::io::IoError| ModelError::Input(e.to_string());
-    let mut writer = TableWriter::create(out, job.format, &names, Some(total)).map_err(ioerr)?;
+    let mut writer =
+        TableWriter::create_with(out, job.format, job.root_format, &names, Some(total))
+            .map_err(ioerr)?;
     let mut done = 0u64;
     let mut summary = SampleSummary::default();
     let batch = job.batch.max(1) as u64;

@@ -1,5 +1,9 @@
 //! A TTree reader for numeric leaf branches: flat (`x/F`), fixed-size arrays (`x[3]/F`) and
-//! variable-length arrays with a counter branch (`Jet_pt[nJet]/F`, the NanoAOD layout).
+//! variable-length arrays with a counter branch (`Jet_pt[nJet]/F`, the NanoAOD layout), and
+//! `std::vector` of numbers as ROOT writes `tree->Branch("Jet_pt", &vec)` (a `TBranchElement`
+//! of class `vector<float>`, `vector<int>`, ...: each entry is streamed as a 4-byte byte count,
+//! a 2-byte version, an `i32` element count and the values, the same `Jet_pt[k]` selection as
+//! the NanoAOD arrays).
 //!
 //! The TTree object is decoded from its streamed form (ROOT 6: `TTree` class versions 19-20,
 //! `TBranch` 12-13, `TLeaf` 2), following the byte counts that prefix every versioned object so
@@ -92,9 +96,25 @@ struct Leaf {
     unsigned: bool,
 }
 
+/// What a `TBranchElement` holds (ROOT 6, class version 10).
+#[derive(Debug)]
+struct Element {
+    /// The C++ class, e.g. `vector<float>`.
+    class: String,
+    /// `fType`: 0 for a top-level object that is not split.
+    btype: i32,
+    /// `fStreamerType`: -1 for an STL container streamed as a whole.
+    streamer_type: i32,
+}
+
+/// Bytes before the values of a streamed `std::vector` entry: byte count, version, size.
+const VECTOR_HEADER: usize = 10;
+
 #[derive(Debug)]
 struct Branch {
     name: String,
+    /// For a `TBranchElement`: its class and streaming.
+    element: Option<Element>,
     leaves: Vec<Leaf>,
     sub: usize,
     entries: i64,
@@ -220,12 +240,28 @@ fn object_any(c: &mut Cursor, refs: &mut HashMap<usize, String>) -> Res<Option<O
     let obj = match class.as_str() {
         "TBranch" => Some(Obj::Branch(branch(c, refs)?)),
         "TBranchElement" => {
-            // A TBranch base followed by members we do not need.
-            let (_, _) = version(c)?;
+            // A TBranch base, then fClassName, fParentName, fClonesName, fCheckSum,
+            // fClassVersion, fID, fType, fStreamerType, ... (the rest is skipped).
+            let (v, _) = version(c)?;
             let mut b = branch(c, refs)?;
             b.leaves
                 .iter_mut()
                 .for_each(|l| l.class = "TLeafElement".into());
+            if v == 10 {
+                let class = c.tstring()?;
+                let _parent = c.tstring()?;
+                let _clones = c.tstring()?;
+                let _checksum = c.u32()?;
+                let _class_version = c.i16()?;
+                let _id = c.i32()?;
+                let btype = c.i32()?;
+                let streamer_type = c.i32()?;
+                b.element = Some(Element {
+                    class,
+                    btype,
+                    streamer_type,
+                });
+            }
             Some(Obj::Branch(b))
         }
         c_ if c_.starts_with("TLeaf") => Some(Obj::Leaf(leaf(c, refs, &class)?)),
@@ -333,6 +369,7 @@ fn branch(c: &mut Cursor, refs: &mut HashMap<usize, String>) -> Res<Branch> {
         .ok_or_else(|| Bad::Corrupt(format!("branch {name}: bad fWriteBasket {write_basket}")))?;
     Ok(Branch {
         name,
+        element: None,
         leaves,
         sub: subs.len(),
         entries,
@@ -343,11 +380,40 @@ fn branch(c: &mut Cursor, refs: &mut HashMap<usize, String>) -> Res<Branch> {
     })
 }
 
+/// The start of each of the `nev` entries in a basket's `content` (`border` bytes), from the
+/// entry-offset table `offs` that follows it (a count, then one `i32` per entry, counted from
+/// the key start, i.e. including `keylen`).
+fn entry_starts(
+    (name, i): (&str, usize),
+    nev: usize,
+    keylen: usize,
+    border: usize,
+    offs: &[u8],
+) -> Res<Vec<usize>> {
+    let mut oc = Cursor::new(offs, 0);
+    let _n = oc.i32()?;
+    let mut prev = 0usize;
+    let mut starts = Vec::with_capacity(nev);
+    for _ in 0..nev {
+        let o = oc.i32()?;
+        let o = usize::try_from(o)
+            .ok()
+            .and_then(|o| o.checked_sub(keylen))
+            .filter(|&o| o >= prev && o <= border)
+            .ok_or_else(|| {
+                Bad::Corrupt(format!("branch {name}, basket {i}: bad entry offset {o}"))
+            })?;
+        starts.push(o);
+        prev = o;
+    }
+    Ok(starts)
+}
+
 /// Appends the values of one basket: `content` is the values (`nev` entries), `offs` (jagged
-/// branches) the entry-offset table that follows them (a count, then one `i32` per entry,
-/// counted from the key start, i.e. including `keylen`).
+/// branches) the entry-offset table that follows them (see [`entry_starts`]); `header` is the
+/// bytes before each entry's values ([`VECTOR_HEADER`] for a `std::vector`, else 0).
 fn decode_basket(
-    (name, i, shape, num): (&str, usize, Shape, Num),
+    (name, i, shape, num, header): (&str, usize, Shape, Num, usize),
     nev: usize,
     keylen: usize,
     content: &[u8],
@@ -369,26 +435,37 @@ fn decode_basket(
                 ));
             }
         }
-        Shape::Jagged => {
-            let mut oc = Cursor::new(offs, 0);
-            let _n = oc.i32()?;
-            let mut prev = 0usize;
-            for k in 0..nev {
-                let o = oc.i32()?;
-                let o = usize::try_from(o)
-                    .ok()
-                    .and_then(|o| o.checked_sub(keylen))
-                    .filter(|&o| o >= prev && o <= border)
-                    .ok_or_else(|| {
-                        Bad::Corrupt(format!("branch {name}, basket {i}: bad entry offset {o}"))
-                    })?;
-                if k > 0 {
-                    offsets.push(offsets.last().copied().unwrap_or(0) + (o - prev) / w);
+        Shape::Jagged if header > 0 => {
+            // Each entry: byte count, version, element count, then the values.
+            let starts = entry_starts((name, i), nev, keylen, border, offs)?;
+            for (k, &s) in starts.iter().enumerate() {
+                let e = starts.get(k + 1).copied().unwrap_or(border);
+                let entry = &content[s..e];
+                let count = entry
+                    .get(6..header)
+                    .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+                let body = entry.get(header..).unwrap_or_default();
+                match count.and_then(|n| usize::try_from(n).ok()) {
+                    Some(n) if n.checked_mul(w) == Some(body.len()) => {
+                        num.decode(body, values);
+                        offsets.push(offsets.last().copied().unwrap_or(0) + n);
+                    }
+                    _ => {
+                        return bad(format!(
+                            "branch {name}, basket {i}: entry {k} is not a vector of {} ({} bytes)",
+                            num.name(),
+                            entry.len()
+                        ));
+                    }
                 }
-                prev = o;
             }
-            if nev > 0 {
-                offsets.push(offsets.last().copied().unwrap_or(0) + (border - prev) / w);
+            return Ok(());
+        }
+        Shape::Jagged => {
+            let starts = entry_starts((name, i), nev, keylen, border, offs)?;
+            for (k, &s) in starts.iter().enumerate() {
+                let e = starts.get(k + 1).copied().unwrap_or(border);
+                offsets.push(offsets.last().copied().unwrap_or(0) + (e - s) / w);
             }
         }
     }
@@ -498,8 +575,36 @@ fn leaf_dim(title: &str) -> Option<&str> {
     Some(&title[open + 1..close])
 }
 
+/// The element type of a `vector<T>` (or `vector<T, Allocator>`) class name of numbers.
+fn vector_of(class: &str) -> Option<Num> {
+    let inner = class
+        .trim()
+        .strip_prefix("std::")
+        .unwrap_or(class.trim())
+        .strip_prefix("vector<")?
+        .strip_suffix('>')?;
+    // RDataFrame snapshots of RVecs name an allocator: `vector<float,ROOT::...<float> >`.
+    let inner = inner.split(',').next().unwrap_or(inner).trim();
+    Some(match inner {
+        "float" | "Float_t" => Num::F32,
+        "double" | "Double_t" => Num::F64,
+        "char" | "Char_t" | "signed char" | "int8_t" | "std::int8_t" => Num::I8,
+        "unsigned char" | "UChar_t" | "uint8_t" | "std::uint8_t" => Num::U8,
+        "short" | "Short_t" | "int16_t" | "std::int16_t" => Num::I16,
+        "unsigned short" | "UShort_t" | "uint16_t" | "std::uint16_t" => Num::U16,
+        "int" | "Int_t" | "int32_t" | "std::int32_t" => Num::I32,
+        "unsigned int" | "UInt_t" | "uint32_t" | "std::uint32_t" => Num::U32,
+        "long" | "long long" | "Long64_t" | "Long_t" | "int64_t" | "std::int64_t" => Num::I64,
+        "unsigned long" | "unsigned long long" | "ULong64_t" | "ULong_t" | "uint64_t"
+        | "std::uint64_t" => Num::U64,
+        "bool" | "Bool_t" => Num::Bool,
+        _ => return None,
+    })
+}
+
 impl Tree {
-    fn num(b: &Branch) -> Result<(Num, Shape), String> {
+    /// Element type, shape and per-entry header bytes of a readable branch, else why not.
+    fn num(b: &Branch) -> Result<(Num, Shape, usize), String> {
         if b.sub > 0 {
             return Err("a split object with sub-branches".into());
         }
@@ -518,7 +623,16 @@ impl Tree {
             ("TLeafF", _) => Num::F32,
             ("TLeafD", _) => Num::F64,
             ("TLeafO", _) => Num::Bool,
-            ("TLeafElement", _) => return Err("a C++ object or std::vector".into()),
+            ("TLeafElement", _) => {
+                return match &b.element {
+                    Some(e) if e.btype == 0 && e.streamer_type == -1 => match vector_of(&e.class) {
+                        Some(n) => Ok((n, Shape::Jagged, VECTOR_HEADER)),
+                        None => Err(format!("{} (not a vector of numbers)", e.class)),
+                    },
+                    Some(e) => Err(format!("{} (a C++ object)", e.class)),
+                    None => Err("a C++ object or std::vector".into()),
+                };
+            }
             ("TLeafC", _) => return Err("a string".into()),
             (other, _) => return Err(format!("leaf type {other}")),
         };
@@ -530,7 +644,7 @@ impl Tree {
             Some(_) if l.title.matches('[').count() == 1 => Shape::Jagged,
             _ => return Err(format!("a multi-dimensional array ({})", l.title)),
         };
-        Ok((num, shape))
+        Ok((num, shape, 0))
     }
 
     /// Every top-level branch: readable ones with their shape, others with why not.
@@ -538,7 +652,7 @@ impl Tree {
         self.branches
             .iter()
             .map(|b| match Tree::num(b) {
-                Ok((n, shape)) => FieldInfo {
+                Ok((n, shape, _)) => FieldInfo {
                     name: b.name.clone(),
                     type_name: n.name().to_string(),
                     shape: Some(shape),
@@ -559,7 +673,7 @@ impl Tree {
         let Some(b) = self.branches.iter().find(|b| b.name == name) else {
             return bad(format!("no branch {name}"));
         };
-        let (num, shape) = Tree::num(b).map_err(Bad::Unsupported)?;
+        let (num, shape, header) = Tree::num(b).map_err(Bad::Unsupported)?;
         let mut values = Vec::new();
         let mut offsets = vec![0usize];
         let mut seen = 0usize;
@@ -600,7 +714,7 @@ impl Tree {
                 ));
             }
             decode_basket(
-                (name, i, shape, num),
+                (name, i, shape, num, header),
                 nev,
                 kh.keylen,
                 &data[..border],
@@ -611,7 +725,7 @@ impl Tree {
         }
         for (j, e) in b.embedded.iter().enumerate() {
             decode_basket(
-                (name, b.write_basket + j, shape, num),
+                (name, b.write_basket + j, shape, num, header),
                 e.nev,
                 e.keylen,
                 &e.content,

@@ -18,6 +18,6 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 venv="${HEPFLOW_VENV:-$CARGO_TARGET_DIR/python-venv}"
 t0=$(date +%s)
 python3 -m venv --clear "$venv"
-MATURIN_PEP517_ARGS="--profile dev --strip" "$venv/bin/pip" install --quiet --disable-pip-version-check ./python pytest pandas uproot lz4 xxhash zstandard
+MATURIN_PEP517_ARGS="--profile dev --strip" "$venv/bin/pip" install --quiet --disable-pip-version-check ./python pytest pandas uproot lz4 xxhash zstandard awkward pyarrow
 HEPFLOW_CLI="$CARGO_TARGET_DIR/debug/hepflow" "$venv/bin/python" -m pytest -q python/tests
 echo "python package: built and tested in $(( $(date +%s) - t0 )) s"

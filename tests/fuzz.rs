@@ -2,12 +2,13 @@
 //! valid files (truncation, bit flips, inserted, deleted and duplicated bytes, huge declared
 //! sizes in headers and footers, huge numbers written as text; for model.json also structural
 //! edits of the JSON document and edited digit runs; for model.safetensors huge header sizes).
-//! The corpora: the table readers (CSV, CSV.gz, npy, Parquet, ROOT), the model files
-//! (model.json, model.safetensors of a RealNVP, a conditional spline and a Glow model, each file
-//! mutated while the other stays intact) and the TOML training configuration.
+//! The corpora: the table readers (CSV, CSV.gz, npy, Parquet, ROOT: a written TTree and an
+//! RNTuple inside subdirectories), the model files (model.json, model.safetensors of a RealNVP,
+//! a conditional spline and a Glow model, each file mutated while the other stays intact) and
+//! the TOML training configuration.
 //!
-//! Every case must give a clear error (naming the file, except for the TOML text, which is
-//! parsed from memory) or a valid result: a table with at least one row and finite values, a
+//! Every case must give a clear error (naming the file, except for the TOML configuration, whose
+//! errors name the option instead) or a valid result: a table with at least one row and finite values, a
 //! model that evaluates log-probabilities and samples a few events, a configuration that
 //! resolves. Never a panic (neither one that escapes nor one whose message reaches the
 //! terminal), never a case over 2 s, never an allocation over 1 GB; each corpus must refuse some
@@ -212,6 +213,11 @@ fn bases(dir: &Path, name: &str, format: Format) -> Vec<Vec<u8>> {
         );
         out.push(b"a;b;c\n1,5;2;3\n4;5,25;6\n".to_vec());
         out.push(b"1 2 3\n4 5 6\n".to_vec());
+    }
+    if name.ends_with(".root") {
+        // An RNTuple inside subdirectories (`dir/sub/events`): the directory walk.
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/subdir_one.root");
+        out.push(std::fs::read(p).unwrap());
     }
     out
 }

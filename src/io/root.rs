@@ -854,6 +854,24 @@ mod tests {
     }
 
     #[test]
+    fn tree_in_a_root_written_subdirectory() {
+        // uproot-issue38b.root (scikit-hep-testdata, written by ROOT): `ntupler/tree`, 3 events
+        // of std::vector branches; uproot reads v_int32 = [1, 2, 3], v_float = [999, -999].
+        let p = fixture("uproot-issue38b.root");
+        let objs = root_objects(&p).unwrap();
+        assert_eq!(objs[1], ("ntupler/tree".to_string(), "TTree".to_string()));
+        for o in [ReadOptions::default(), opts("ntupler/tree", None)] {
+            let o = ReadOptions {
+                columns: Some(["v_int32[2]", "v_float[1]"].map(ColumnRef::parse).to_vec()),
+                ..o
+            };
+            let t = read_table(&p, &o).unwrap();
+            assert_eq!(t.column("v_int32[2]").unwrap(), [3.0; 3]);
+            assert_eq!(t.column("v_float[1]").unwrap(), [-999.0; 3]);
+        }
+    }
+
+    #[test]
     fn automatic_choice_looks_into_subdirectories() {
         // Exactly one anywhere: taken.
         let t = read_table(&fixture("subdir_one.root"), &ReadOptions::default()).unwrap();

@@ -6,14 +6,15 @@
 //! `TDirectory` record, whose `fSeekKeys` points to the list of keys. A key header is
 //! `nbytes i32, version i16, objlen i32, datime u32, keylen i16, cycle i16, seekkey, seekpdir`
 //! (`i64` when the key version is `> 1000`, else `i32`), then the class name, name and title
-//! strings. A subdirectory is a key of class `TDirectory` (`TDirectoryFile` in ROOT's files)
-//! whose payload is its own `TDirectory` record; its keys are listed under `dir/name`. The payload (`nbytes - keylen` bytes at `seekkey + keylen`) is stored as is when
-//! it is `objlen` bytes long, else as a series of compression blocks, each with a 9-byte
+//! strings. A subdirectory is a key of class `TDirectory` (or `TDirectoryFile`, as uproot
+//! accepts) whose payload is its own `TDirectory` record; its keys are listed under `dir/name`. The
+//! payload (`nbytes - keylen` bytes at `seekkey + keylen`) is stored as is when it is `objlen`
+//! bytes long, else as a series of compression blocks, each with a 9-byte
 //! header: a 2-byte algorithm tag (`ZL` zlib, `XZ` LZMA, `L4` LZ4 with an 8-byte checksum
 //! before the data, `ZS` Zstandard, `CS` the pre-zlib ROOT algorithm), a method byte, then the
 //! compressed and uncompressed sizes as 3-byte little-endian integers.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::sync::Mutex;
@@ -140,7 +141,8 @@ pub(crate) struct Key {
 }
 
 impl Key {
-    /// Whether the key is a subdirectory (ROOT writes `TDirectoryFile`, uproot `TDirectory`).
+    /// Whether the key is a subdirectory (ROOT and uproot write `TDirectory`; uproot also
+    /// accepts `TDirectoryFile`).
     pub fn is_directory(&self) -> bool {
         self.class == "TDirectory" || self.class == "TDirectoryFile"
     }
@@ -255,6 +257,7 @@ impl RootFile {
         let mut c = Cursor::new(&body, 0);
         let n = c.i32()?;
         let mut keys: Vec<Key> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
         for _ in 0..n.max(0) {
             let _nbytes = c.i32()?;
             let kv = c.i16()?;
@@ -287,10 +290,13 @@ impl RootFile {
                 seek,
             };
             // Keep only the highest cycle of each name (ROOT's default).
-            match keys.iter_mut().find(|o| o.name == k.name) {
+            match index.get(&k.name).and_then(|&i| keys.get_mut(i)) {
                 Some(o) if o.cycle < k.cycle => *o = k,
                 Some(_) => {}
-                None => keys.push(k),
+                None => {
+                    index.insert(k.name.clone(), keys.len());
+                    keys.push(k);
+                }
             }
         }
         for k in keys {

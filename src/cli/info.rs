@@ -109,6 +109,14 @@ fn describe_data(spec: &str) -> Result<()> {
         tree: object.map(str::to_string),
         ..Default::default()
     };
+    let objects = io::describe::objects(Path::new(path), &opts)?;
+    if !objects.is_empty() {
+        println!("{:<32} class", "object");
+        for (p, class) in &objects {
+            println!("{p:<32} {class}");
+        }
+        println!();
+    }
     let cols = io::describe(Path::new(path), &opts)?;
     let rows: Vec<[String; 4]> = cols
         .iter()

@@ -73,3 +73,12 @@ pub fn describe(path: &Path, opts: &ReadOptions) -> Result<Vec<ColumnInfo>, IoEr
         })
         .collect())
 }
+
+/// The objects of a ROOT file as `(path, class)`, directories included (`dir/sub/events`
+/// for a tree inside subdirectories, as `FILE:PATH` selects it); empty for other formats.
+pub fn objects(path: &Path, opts: &ReadOptions) -> Result<Vec<(String, String)>, IoError> {
+    if Format::resolve(path, opts.format)? == Format::Root {
+        return root::root_objects(path);
+    }
+    Ok(Vec::new())
+}

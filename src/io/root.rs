@@ -1,7 +1,9 @@
 //! CERN ROOT files: TTrees and RNTuples of numeric columns are tables.
 //!
-//! Reading takes the TTree or RNTuple named in [`crate::io::ReadOptions::tree`], else the first
-//! one among the file's keys. Without a column selection every flat numeric column (`float`,
+//! Reading takes the TTree or RNTuple named in [`crate::io::ReadOptions::tree`] (a path such as
+//! `dir/sub/events` for one inside subdirectories, as uproot names it), else the first one of
+//! the top directory, else the only one in any subdirectory (several are an error that lists
+//! them). Without a column selection every flat numeric column (`float`,
 //! `double`, integers, `bool`, converted to `f32`) is kept and other columns are skipped with a
 //! note; with one, only the selected columns are read and decoded. `name[k]` selects element
 //! `k` of an array column (a NanoAOD `Jet_pt[nJet]` branch, an RNTuple `std::vector<float>`
@@ -131,55 +133,81 @@ impl Source {
     }
 }
 
-fn open_source(path: &Path, name: Option<&str>) -> Result<(RootFile, Source, String), IoError> {
+/// Whether a key's class is one we read as a table.
+fn usable(class: &str) -> bool {
+    class == "TTree" || class == rntuple::ANCHOR_CLASS
+}
+
+/// The objects of the file at `path` (directories included), as `(path, class)`, depth first
+/// (a directory is followed by its contents), e.g. `("dir/sub/events", "TTree")`.
+pub fn root_objects(path: &Path) -> Result<Vec<(String, String)>, IoError> {
     let fh = super::open(path)?;
-    let f = RootFile::open(fh).map_err(|e| from_bad(path, e))?;
-    let usable = |c: &str| c == "TTree" || c == rntuple::ANCHOR_CLASS;
-    let objects = || {
-        f.keys
-            .iter()
-            .map(|k| format!("{} ({})", k.name, k.class))
+    super::guard(path, "ROOT", || {
+        let f = RootFile::open(fh).map_err(|e| from_bad(path, e))?;
+        Ok(f.keys.into_iter().map(|k| (k.path, k.class)).collect())
+    })
+}
+
+/// The key of the TTree or RNTuple at `name` (`dir/sub/tree`, a leading `/` allowed), else
+/// the first one of the top directory, else the only one in any subdirectory.
+fn choose_key(f: &RootFile, path: &Path, name: Option<&str>) -> Result<file::Key, IoError> {
+    let list = |keys: &mut dyn Iterator<Item = &file::Key>| {
+        keys.map(|k| format!("{} ({})", k.path, k.class))
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let key = match name {
-        Some(n) => match f.keys.iter().find(|k| k.name == n) {
-            Some(k) if usable(&k.class) => k.clone(),
-            Some(k) => {
-                return Err(unsupported(
-                    path,
-                    format!("object {n:?} is a {}, not a TTree or RNTuple", k.class),
-                ));
-            }
-            None => {
-                return Err(unsupported(
-                    path,
-                    format!(
-                        "no TTree or RNTuple named {n:?}; objects in the file: {}",
-                        objects()
-                    ),
-                ));
-            }
-        },
-        None => match f.keys.iter().find(|k| usable(&k.class)) {
-            Some(k) => k.clone(),
-            None => {
-                return Err(unsupported(
-                    path,
-                    format!(
-                        "the file contains no TTree or RNTuple (objects: {})",
-                        objects()
-                    ),
-                ));
-            }
-        },
-    };
+    let objects = || list(&mut f.keys.iter().filter(|k| !k.is_directory()));
+    if let Some(n) = name {
+        let want = n.trim_start_matches('/');
+        return match f.keys.iter().find(|k| k.path == want) {
+            Some(k) if usable(&k.class) => Ok(k.clone()),
+            Some(k) => Err(unsupported(
+                path,
+                format!("object {n:?} is a {}, not a TTree or RNTuple", k.class),
+            )),
+            None => Err(unsupported(
+                path,
+                format!(
+                    "no TTree or RNTuple named {n:?}; objects in the file: {}",
+                    objects()
+                ),
+            )),
+        };
+    }
+    if let Some(k) = f.keys.iter().find(|k| usable(&k.class) && k.path == k.name) {
+        return Ok(k.clone());
+    }
+    let nested: Vec<&file::Key> = f.keys.iter().filter(|k| usable(&k.class)).collect();
+    match nested.as_slice() {
+        [k] => Ok((*k).clone()),
+        [] => Err(unsupported(
+            path,
+            format!(
+                "the file contains no TTree or RNTuple (objects: {})",
+                objects()
+            ),
+        )),
+        _ => Err(unsupported(
+            path,
+            format!(
+                "the file has several TTrees or RNTuples in subdirectories; choose one as \
+                 FILE:PATH: {}",
+                list(&mut nested.into_iter())
+            ),
+        )),
+    }
+}
+
+fn open_source(path: &Path, name: Option<&str>) -> Result<(RootFile, Source, String), IoError> {
+    let fh = super::open(path)?;
+    let f = RootFile::open(fh).map_err(|e| from_bad(path, e))?;
+    let key = choose_key(&f, path, name)?;
     let src = if key.class == "TTree" {
         Source::Tree(ttree::read_tree(&f, key.seek).map_err(|e| from_bad(path, e))?)
     } else {
         Source::NTuple(rntuple::read_ntuple(&f, key.seek).map_err(|e| from_bad(path, e))?)
     };
-    Ok((f, src, key.name))
+    Ok((f, src, key.path))
 }
 
 fn read_inner(path: &Path, opts: &ReadOptions) -> Result<RootRead, IoError> {
@@ -624,5 +652,147 @@ mod tests {
             bad.len(),
             bad.join("\n")
         );
+    }
+
+    #[test]
+    fn objects_in_subdirectories_are_read_by_path() {
+        let xs: Vec<f32> = (0..5).map(|i| i as f32).collect();
+        let p = fixture("subdirs.root");
+        let objs = root_objects(&p).unwrap();
+        let paths: Vec<&str> = objs.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["dir", "dir/sub", "dir/sub/events", "other", "other/nt"]
+        );
+        assert_eq!(objs[2].1, rntuple::ANCHOR_CLASS);
+        for name in ["dir/sub/events", "/dir/sub/events"] {
+            let t = read_table(&p, &opts(name, None)).unwrap();
+            assert_eq!(t.columns, ["x", "y"]);
+            assert_eq!(t.column("x").unwrap(), xs);
+            let ys: Vec<f32> = xs.iter().map(|x| 2.0 * x).collect();
+            assert_eq!(t.column("y").unwrap(), ys);
+        }
+        let t = read_table(&p, &opts("other/nt", None)).unwrap();
+        assert_eq!(t.columns, ["x"]);
+        assert_eq!(t.column("x").unwrap(), xs);
+        // A bare name is not a path; a directory is not a table; both errors list the paths.
+        for (name, says) in [
+            ("events", "no TTree or RNTuple named"),
+            ("dir", "TDirectory"),
+        ] {
+            let e = read_table(&p, &opts(name, None)).unwrap_err().to_string();
+            assert!(e.contains(says) && e.contains("subdirs.root"), "{e}");
+        }
+        let e = read_table(&p, &opts("events", None))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("dir/sub/events") && e.contains("other/nt"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn tree_in_a_root_written_subdirectory() {
+        // uproot-issue38b.root (scikit-hep-testdata, written by ROOT): `ntupler/tree`, 3 events
+        // of std::vector branches; uproot reads v_int32 = [1, 2, 3], v_float = [999, -999].
+        let p = fixture("uproot-issue38b.root");
+        let objs = root_objects(&p).unwrap();
+        assert_eq!(objs[1], ("ntupler/tree".to_string(), "TTree".to_string()));
+        for o in [ReadOptions::default(), opts("ntupler/tree", None)] {
+            let o = ReadOptions {
+                columns: Some(["v_int32[2]", "v_float[1]"].map(ColumnRef::parse).to_vec()),
+                ..o
+            };
+            let t = read_table(&p, &o).unwrap();
+            assert_eq!(t.column("v_int32[2]").unwrap(), [3.0; 3]);
+            assert_eq!(t.column("v_float[1]").unwrap(), [-999.0; 3]);
+        }
+    }
+
+    #[test]
+    fn automatic_choice_looks_into_subdirectories() {
+        // Exactly one anywhere: taken.
+        let t = read_table(&fixture("subdir_one.root"), &ReadOptions::default()).unwrap();
+        assert_eq!(t.columns, ["x", "y"]);
+        assert_eq!(t.rows(), 5);
+        // Several: an error naming each by its path.
+        let e = read_table(&fixture("subdirs.root"), &ReadOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("several") && e.contains("dir/sub/events") && e.contains("other/nt"),
+            "{e}"
+        );
+        // A tree at the top level still wins over those in subdirectories (unchanged).
+        let cols = describe_root(&fixture("trees.root"), None).unwrap();
+        assert_eq!(cols[0].name, "pt");
+    }
+
+    /// Offset of `fSeekKeys` inside a TDirectory record, and its width.
+    fn seek_keys_field(rec: &[u8]) -> (usize, usize) {
+        if i16::from_be_bytes([rec[0], rec[1]]) > 1000 {
+            (34, 8)
+        } else {
+            (26, 4)
+        }
+    }
+
+    #[test]
+    fn damaged_directories_are_clear_errors() {
+        let d = tempfile::tempdir().unwrap();
+        let bytes = std::fs::read(fixture("subdirs.root")).unwrap();
+        let f = RootFile::open(std::fs::File::open(fixture("subdirs.root")).unwrap()).unwrap();
+        // Where the subdirectory records lie: the payloads of the directory keys.
+        let rec = |path: &str| {
+            let k = f.keys.iter().find(|k| k.path == path).unwrap();
+            let kh = f.key_header(k.seek).unwrap();
+            (k.seek as usize + kh.keylen, k.seek as usize + kh.nbytes)
+        };
+        let (dir, sub) = (rec("dir"), rec("dir/sub"));
+        // A cycle: `dir/sub` lists the keys of `dir` again (so `dir/sub/sub/...` forever).
+        let (off, w) = seek_keys_field(&bytes[sub.0..]);
+        let mut b = bytes.clone();
+        let (src, dst) = (dir.0 + off, sub.0 + off);
+        b.copy_within(src..src + w, dst);
+        let p = d.path().join("cycle.root");
+        std::fs::write(&p, &b).unwrap();
+        let e = root_objects(&p).unwrap_err();
+        assert!(matches!(e, IoError::Corrupt { .. }), "{e}");
+        let e = e.to_string();
+        assert!(e.contains("cycle.root") && e.contains("again"), "{e}");
+        let e = read_table(&p, &opts("other/nt", None))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cycle.root"), "{e}");
+        // One bit flipped in every other byte of the file (the directory records and key lists
+        // included): never a panic (RootFile::open is called unguarded), never slow, and an
+        // error names the file.
+        let p = d.path().join("flip.root");
+        let mut errors = 0;
+        let start = std::time::Instant::now();
+        for k in (0..bytes.len()).step_by(2) {
+            let mut b = bytes.clone();
+            b[k] ^= 1 << (k % 8);
+            std::fs::write(&p, &b).unwrap();
+            if RootFile::open(std::fs::File::open(&p).unwrap()).is_err() {
+                errors += 1;
+                let e = root_objects(&p).unwrap_err();
+                assert!(e.to_string().contains("flip.root"), "{e}");
+            }
+        }
+        assert!(errors > 25, "{errors} errors");
+        assert!(start.elapsed().as_secs() < 30, "{:?}", start.elapsed());
+        // Flips inside the subdirectory records give errors or a readable file, never a panic.
+        for k in (dir.0..dir.1).chain(sub.0..sub.1) {
+            for bit in [0, 3, 6] {
+                let mut b = bytes.clone();
+                b[k] ^= 1 << bit;
+                std::fs::write(&p, &b).unwrap();
+                if let Err(e) = read_table(&p, &opts("other/nt", None)) {
+                    assert!(e.to_string().contains("flip.root"), "{e}");
+                }
+            }
+        }
     }
 }

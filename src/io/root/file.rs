@@ -1,4 +1,4 @@
-//! The ROOT file container: the file header, the keys of the top directory, object payloads
+//! The ROOT file container: the file header, the keys of its directories, object payloads
 //! and ROOT's compression blocks.
 //!
 //! Layout (all integers big-endian): `"root"`, version (`>= 1000000` means 64-bit seeks),
@@ -6,12 +6,15 @@
 //! `TDirectory` record, whose `fSeekKeys` points to the list of keys. A key header is
 //! `nbytes i32, version i16, objlen i32, datime u32, keylen i16, cycle i16, seekkey, seekpdir`
 //! (`i64` when the key version is `> 1000`, else `i32`), then the class name, name and title
-//! strings. The payload (`nbytes - keylen` bytes at `seekkey + keylen`) is stored as is when
-//! it is `objlen` bytes long, else as a series of compression blocks, each with a 9-byte
+//! strings. A subdirectory is a key of class `TDirectory` (or `TDirectoryFile`, as uproot
+//! accepts) whose payload is its own `TDirectory` record; its keys are listed under `dir/name`. The
+//! payload (`nbytes - keylen` bytes at `seekkey + keylen`) is stored as is when it is `objlen`
+//! bytes long, else as a series of compression blocks, each with a 9-byte
 //! header: a 2-byte algorithm tag (`ZL` zlib, `XZ` LZMA, `L4` LZ4 with an 8-byte checksum
 //! before the data, `ZS` Zstandard, `CS` the pre-zlib ROOT algorithm), a method byte, then the
 //! compressed and uncompressed sizes as 3-byte little-endian integers.
 
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::sync::Mutex;
@@ -126,13 +129,23 @@ impl<'a> Cursor<'a> {
     }
 }
 
-/// One entry of the top directory.
+/// One entry of a directory.
 #[derive(Clone, Debug)]
 pub(crate) struct Key {
     pub class: String,
     pub name: String,
+    /// `name` prefixed with the directories that hold it (`dir/sub/name`; `name` at the top).
+    pub path: String,
     pub cycle: i16,
     pub seek: u64,
+}
+
+impl Key {
+    /// Whether the key is a subdirectory (ROOT and uproot write `TDirectory`; uproot also
+    /// accepts `TDirectoryFile`).
+    pub fn is_directory(&self) -> bool {
+        self.class == "TDirectory" || self.class == "TDirectoryFile"
+    }
 }
 
 /// The header fields of a key record read from the file.
@@ -144,7 +157,8 @@ pub(crate) struct KeyHeader {
     pub raw: Vec<u8>,
 }
 
-/// An open ROOT file: random access to its bytes plus the top-directory keys.
+/// An open ROOT file: random access to its bytes plus the keys of every directory, depth
+/// first (a directory's key is followed by the keys inside it).
 pub(crate) struct RootFile {
     file: Mutex<File>,
     len: u64,
@@ -154,8 +168,14 @@ pub(crate) struct RootFile {
 /// Maximum size of one object we are willing to allocate (bounds damaged length fields).
 const MAX_OBJECT: usize = 1 << 31;
 
+/// Deepest directory nesting followed (bounds damaged or hostile files; real files nest a few).
+const MAX_DEPTH: usize = 32;
+
+/// Most keys read from all directories together.
+const MAX_KEYS: usize = 1 << 20;
+
 impl RootFile {
-    /// Opens `file` and reads its header and top-directory keys.
+    /// Opens `file` and reads its header and the keys of its directories.
     pub fn open(file: File) -> Res<RootFile> {
         let len = file
             .metadata()
@@ -182,7 +202,31 @@ impl RootFile {
             u64::try_from(c.i32()?).map_err(|_| Bad::Corrupt("bad fNbytesName".into()))?;
         // The top TDirectory record follows the file's own key.
         let dir = rf.read_at(begin + nbytes_name, 42)?;
-        let mut c = Cursor::new(&dir, 0);
+        let mut keys = Vec::new();
+        let mut seen = HashSet::new();
+        rf.walk_directory(&dir, "", 0, &mut seen, &mut keys)?;
+        rf.keys = keys;
+        Ok(rf)
+    }
+
+    /// Appends the keys of the directory whose `TDirectory` record is `record` (prefixing
+    /// names with `prefix`), each subdirectory's key followed by its own keys. `seen` holds the
+    /// `fSeekKeys` of the directories already read, so that a damaged file whose directories
+    /// point back at each other is refused instead of walked forever.
+    fn walk_directory(
+        &self,
+        record: &[u8],
+        prefix: &str,
+        depth: usize,
+        seen: &mut HashSet<u64>,
+        out: &mut Vec<Key>,
+    ) -> Res<()> {
+        if depth > MAX_DEPTH {
+            return bad(format!(
+                "directories nested more than {MAX_DEPTH} deep at {prefix:?} (damaged file?)"
+            ));
+        }
+        let mut c = Cursor::new(record, 0);
         let dversion = c.i16()?;
         let _ctime = c.u32()?;
         let _mtime = c.u32()?;
@@ -200,14 +244,21 @@ impl RootFile {
         let seek_keys =
             u64::try_from(seek_keys).map_err(|_| Bad::Corrupt("negative fSeekKeys".into()))?;
         if seek_keys == 0 {
-            return Ok(rf);
+            return Ok(());
         }
-        let kh = rf.key_header(seek_keys)?;
-        let body = rf.read_at(seek_keys + kh.keylen as u64, kh.nbytes - kh.keylen)?;
+        if !seen.insert(seek_keys) {
+            return bad(format!(
+                "directory {prefix:?} lists the keys of another directory again (offset \
+                 {seek_keys}): the directory records are damaged"
+            ));
+        }
+        let kh = self.key_header(seek_keys)?;
+        let body = self.read_at(seek_keys + kh.keylen as u64, kh.nbytes - kh.keylen)?;
         let mut c = Cursor::new(&body, 0);
         let n = c.i32()?;
+        let mut keys: Vec<Key> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
         for _ in 0..n.max(0) {
-            let start = c.pos;
             let _nbytes = c.i32()?;
             let kv = c.i16()?;
             let _objlen = c.i32()?;
@@ -227,25 +278,37 @@ impl RootFile {
             let class = c.tstring()?;
             let name = c.tstring()?;
             let _title = c.tstring()?;
-            debug_assert!(c.pos > start);
             let seek = u64::try_from(seek).map_err(|_| Bad::Corrupt("negative key seek".into()))?;
-            rf.keys.push(Key {
+            if out.len() + keys.len() >= MAX_KEYS {
+                return bad(format!("more than {MAX_KEYS} keys (damaged file?)"));
+            }
+            let k = Key {
+                path: format!("{prefix}{name}"),
                 class,
                 name,
                 cycle,
                 seek,
-            });
-        }
-        // Keep only the highest cycle of each name (ROOT's default).
-        let keys = std::mem::take(&mut rf.keys);
-        for k in keys {
-            match rf.keys.iter_mut().find(|o| o.name == k.name) {
+            };
+            // Keep only the highest cycle of each name (ROOT's default).
+            match index.get(&k.name).and_then(|&i| keys.get_mut(i)) {
                 Some(o) if o.cycle < k.cycle => *o = k,
                 Some(_) => {}
-                None => rf.keys.push(k),
+                None => {
+                    index.insert(k.name.clone(), keys.len());
+                    keys.push(k);
+                }
             }
         }
-        Ok(rf)
+        for k in keys {
+            let sub = k.is_directory().then(|| (k.seek, format!("{}/", k.path)));
+            out.push(k);
+            if let Some((seek, prefix)) = sub {
+                // A subdirectory's key holds its TDirectory record.
+                let (_, record) = self.object(seek)?;
+                self.walk_directory(&record, &prefix, depth + 1, seen, out)?;
+            }
+        }
+        Ok(())
     }
 
     /// `n` bytes at `offset`; an error if the file is shorter.

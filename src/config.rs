@@ -9,6 +9,7 @@
 
 use crate::presets::{Preset, PresetOptions};
 use crate::train::{Schedule, TrainConfig};
+use crate::transforms::continuous::MAX_ODE_STEPS;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -75,7 +76,7 @@ pub struct TrainOptions {
     /// Value for `Jet_pt[k]` columns in events with fewer than k+1 elements (default: such
     /// events are dropped, and the count is printed).
     pub fill: Option<f32>,
-    /// Architecture: realnvp, glow, pq-spline (default), rq-spline or maf.
+    /// Architecture: realnvp, glow, pq-spline (default), rq-spline, maf or flow-matching.
     pub model: Option<String>,
     /// Number of flow blocks (default 10).
     pub blocks: Option<usize>,
@@ -89,6 +90,9 @@ pub struct TrainOptions {
     pub residual: Option<bool>,
     /// Dropout of the conditioners' hidden units in training (default 0.2 for pq-spline, else 0).
     pub dropout: Option<f64>,
+    /// Runge-Kutta steps of the flow-matching model's ODE (default 16; `hepflow sample
+    /// --ode-steps` overrides it per run).
+    pub ode_steps: Option<usize>,
     /// Maximum epochs (default 200; early stopping usually ends sooner).
     pub epochs: Option<usize>,
     /// Events per optimizer step (default 512).
@@ -183,7 +187,7 @@ impl TrainOptions {
     /// flags over a configuration file).
     pub fn merged(mut self, over: &TrainOptions) -> TrainOptions {
         merge_fields!(self, over; format, features, columns, weight, fill, model, blocks, hidden, bins,
-            bound, residual, dropout, epochs, batch_size, lr, schedule, patience, val_fraction,
+            bound, residual, dropout, ode_steps, epochs, batch_size, lr, schedule, patience, val_fraction,
             weight_decay, clip_grad_norm, ema_decay, margin, seed, threads);
         if !over.select.is_empty() {
             self.select = over.select.clone();
@@ -202,7 +206,7 @@ impl TrainOptions {
                 invalid(
                     "model",
                     m,
-                    "expected one of realnvp, glow, pq-spline, rq-spline, maf",
+                    "expected one of realnvp, glow, pq-spline, rq-spline, maf, flow-matching",
                 )
             }),
         }
@@ -333,6 +337,36 @@ impl TrainOptions {
             }
             o.dropout = p;
         }
+        if let Some(k) = self.ode_steps {
+            if !preset.is_flow_matching() {
+                return Err(invalid(
+                    "ode_steps",
+                    k,
+                    "applies only to model = flow-matching",
+                ));
+            }
+            if !(1..=MAX_ODE_STEPS).contains(&k) {
+                return Err(invalid("ode_steps", k, "must be between 1 and 100000"));
+            }
+            o.ode_steps = k;
+        }
+        if preset.is_flow_matching() {
+            // One velocity network: no blocks, splines or dropout (its exact divergence assumes
+            // the evaluation network).
+            let unused = [
+                ("blocks", self.blocks.map(|v| v.to_string())),
+                ("bins", self.bins.map(|v| v.to_string())),
+                ("bound", self.bound.map(|v| v.to_string())),
+                ("dropout", self.dropout.map(|v| v.to_string())),
+            ];
+            if let Some((name, Some(v))) = unused.into_iter().find(|(_, v)| v.is_some()) {
+                return Err(invalid(
+                    name,
+                    v,
+                    "does not apply to model = flow-matching (one velocity network; set hidden, residual and ode_steps)",
+                ));
+            }
+        }
         Ok(o)
     }
 
@@ -418,7 +452,7 @@ impl TrainOptions {
             (
                 "model",
                 "pq-spline",
-                "realnvp, glow, pq-spline, rq-spline or maf",
+                "realnvp, glow, pq-spline, rq-spline, maf or flow-matching",
             ),
             ("blocks", "10", "flow blocks (1-1000)"),
             (
@@ -433,6 +467,11 @@ impl TrainOptions {
                 "dropout",
                 "0.2 for pq-spline, else 0",
                 "conditioner dropout in [0, 0.9)",
+            ),
+            (
+                "ode_steps",
+                "16",
+                "RK4 steps of the flow-matching ODE (1-100000)",
             ),
             (
                 "epochs",
@@ -536,6 +575,10 @@ pub fn estimate_training_bytes(s: &TrainSettings, dim: usize, context_dim: usize
             half.ceil() * (3 * o.bins + 1) as f64,
         ),
         Preset::Maf => (dim as f64 + context_dim as f64, 2.0 * dim as f64),
+        Preset::FlowMatching => (
+            (dim + context_dim + 1 + 2 * crate::presets::TIME_FREQUENCIES) as f64,
+            dim as f64,
+        ),
     };
     let per_block = mlp_params(cond_in as usize, &o.hidden, cond_out as usize)
         + (dim * dim) as f64
@@ -604,6 +647,10 @@ mod tests {
             ("weight_decay = -1.0", "weight_decay"),
             ("threads = 0", "threads"),
             ("model = \"nsf\"", "model"),
+            ("ode_steps = 8", "ode_steps"),
+            ("model = \"flow-matching\"\node_steps = 0", "ode_steps"),
+            ("model = \"flow-matching\"\nbins = 4", "bins"),
+            ("model = \"flow-matching\"\ndropout = 0.1", "dropout"),
             ("columns = [\"a\", \"a\"]", "columns"),
             ("columns = [\"a\"]\ncondition = [\"a\"]", "condition"),
             ("columns = [\"a\", \"w\"]\nweight = \"w\"", "weight"),

@@ -595,8 +595,13 @@ fn data_init(flow: &mut Flow<f32>, train: Events<'_>, batch: usize) {
     let rows = batch.min(train.x.rows());
     let fctx = train.ctx.map(|c| c.slice_rows(0, rows));
     let mut a = train.x.slice_rows(0, rows);
-    for layer in flow.layers_mut() {
+    let nl = flow.layers().len();
+    for (k, layer) in flow.layers_mut().iter_mut().enumerate() {
         layer.data_init(&a, fctx.as_ref());
+        if k + 1 == nl {
+            // Nothing reads the last layer's output.
+            break;
+        }
         let mut b = Matrix::zeros(0, 0);
         let mut l = vec![0.0; a.rows()];
         layer.forward(&a, fctx.as_ref(), &mut b, &mut l);

@@ -265,3 +265,60 @@ fn options_that_do_not_apply_are_refused() {
     ]);
     assert!(err.contains("bins"), "{err}");
 }
+
+/// The `--ode-steps` sweep of docs/FIDELITY.md ("Flow matching"): for a trained model and the
+/// fidelity split's test events, the test NLL, the C2ST AUC (the fidelity example's evaluation
+/// seed) and the sampling and log-density times for each number of steps. Run with
+/// `FM_MODEL=DIR FM_TEST=DIR/background/test.csv [FM_STEPS=4,8,16,32 (0: as stored)] cargo test --release
+/// --test flow_matching -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn ode_steps_sweep() {
+    use hepflow::evaluate::{EvalOptions, evaluate};
+    use hepflow::io::{ReadOptions, read_table};
+    let (Ok(dir), Ok(test)) = (std::env::var("FM_MODEL"), std::env::var("FM_TEST")) else {
+        eprintln!("set FM_MODEL and FM_TEST");
+        return;
+    };
+    let steps: Vec<usize> = std::env::var("FM_STEPS")
+        .unwrap_or_else(|_| "4,8,16,32".into())
+        .split(',')
+        .map(|v| v.trim().parse().unwrap())
+        .collect();
+    let t = read_table(Path::new(&test), &ReadOptions::default()).unwrap();
+    let mut model = Model::load(Path::new(&dir)).unwrap();
+    for k in steps {
+        if k > 0 {
+            // 0 = the model as it is (any preset).
+            model.set_ode_steps(k).unwrap();
+        }
+        let t0 = std::time::Instant::now();
+        let generated = model.sample_range(0, t.rows(), 100, None).unwrap();
+        let sample_s = t0.elapsed().as_secs_f64();
+        let t1 = std::time::Instant::now();
+        let lp = model.log_prob(&t.data, None).unwrap();
+        let lp_s = t1.elapsed().as_secs_f64();
+        let ev = evaluate(
+            &t.data,
+            &generated,
+            &t.columns,
+            Some(&lp),
+            &EvalOptions {
+                seed: 1234,
+                ..EvalOptions::default()
+            },
+        )
+        .unwrap();
+        let m = &ev.metrics;
+        println!(
+            "{{\"ode_steps\": {k}, \"test_nll\": {:.4}, \"test_nll_err\": {:.4}, \"c2st_auc\": {:.4}, \"c2st_auc_err\": {:.4}, \"n\": {}, \"sample_events_per_s\": {:.0}, \"log_prob_events_per_s\": {:.1}}}",
+            m.test_nll,
+            m.test_nll_err,
+            m.c2st_auc,
+            m.c2st_auc_err,
+            t.rows(),
+            t.rows() as f64 / sample_s,
+            t.rows() as f64 / lp_s
+        );
+    }
+}

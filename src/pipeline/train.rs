@@ -18,7 +18,7 @@ use crate::preprocess::Preprocessor;
 use crate::presets::{Preset, PresetOptions, build_specs};
 use crate::train::{
     EpochEnd, Events, GradientEngine, Objective, TrainConfig, TrainError, TrainObserver,
-    TrainState, fit_objective, initial_state, normalised_weights,
+    TrainState, fit_objective, initial_state, normalised_weights, weighted_mean_nll,
 };
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -376,9 +376,14 @@ pub fn train_model(
     // The flow-matching history holds CFM losses; its validation NLL is computed once, exactly
     // (divergence integral), for the best model.
     let best_val_nll = if flow_matching {
-        let lp = model.log_prob(&x_val, c_val.as_ref())?;
-        let nll: Vec<f64> = lp.iter().map(|v| -v).collect();
-        weighted_mean(&nll, w_val.as_deref())
+        // As the maximum-likelihood presets' validation NLL: model space (events beyond the
+        // support at its edge) plus the preprocessing log-det.
+        to_orig(weighted_mean_nll(
+            &model.flow,
+            &z_val,
+            c_val.as_ref(),
+            w_val.as_deref(),
+        ))
     } else {
         to_orig(state.best_val)
     };

@@ -53,6 +53,10 @@ pub const MAX_HIDDEN: usize = 1 << 16;
 pub const MAX_BINS: usize = 64;
 /// Largest number of flow blocks.
 pub const MAX_BLOCKS: usize = 1000;
+/// Default maximum epochs of the flow-matching preset.
+pub const FLOW_MATCHING_EPOCHS: usize = 1000;
+/// Default early-stopping patience of the flow-matching preset.
+pub const FLOW_MATCHING_PATIENCE: usize = 100;
 
 /// Every option of a training run. `None` (or an empty list) means the default, which for some
 /// options depends on the model (`residual`, `dropout`). Field names are the TOML keys and the
@@ -93,7 +97,7 @@ pub struct TrainOptions {
     /// Runge-Kutta steps of the flow-matching model's ODE (default 16; `hepflow sample
     /// --ode-steps` overrides it per run).
     pub ode_steps: Option<usize>,
-    /// Maximum epochs (default 200; early stopping usually ends sooner).
+    /// Maximum epochs (default 200, 1000 for flow-matching; early stopping usually ends sooner).
     pub epochs: Option<usize>,
     /// Events per optimizer step (default 512).
     pub batch_size: Option<usize>,
@@ -101,7 +105,7 @@ pub struct TrainOptions {
     pub lr: Option<f64>,
     /// Learning-rate schedule: cosine (default), plateau or constant.
     pub schedule: Option<String>,
-    /// Early-stopping patience in epochs (default 15).
+    /// Early-stopping patience in epochs (default 15, 100 for flow-matching).
     pub patience: Option<usize>,
     /// Fraction of events held out for validation (default 0.2).
     pub val_fraction: Option<f64>,
@@ -217,7 +221,7 @@ impl TrainOptions {
         self.check_columns()?;
         let preset = self.preset()?;
         let preset_options = self.preset_options(preset)?;
-        let train = self.train_config()?;
+        let train = self.train_config(preset)?;
         let val_fraction = self.val_fraction.unwrap_or(DEFAULT_VAL_FRACTION);
         if !(val_fraction > 0.0 && val_fraction < 1.0) {
             return Err(invalid(
@@ -370,8 +374,14 @@ impl TrainOptions {
         Ok(o)
     }
 
-    fn train_config(&self) -> Result<TrainConfig, ConfigError> {
+    fn train_config(&self, preset: Preset) -> Result<TrainConfig, ConfigError> {
         let mut c = TrainConfig::default();
+        if preset.is_flow_matching() {
+            // Measured on HIGGS (docs/FIDELITY.md): the velocity field keeps improving for
+            // ~1000 epochs (~20k steps on 10k events); an epoch costs one network pass per event.
+            c.epochs = FLOW_MATCHING_EPOCHS;
+            c.patience = FLOW_MATCHING_PATIENCE;
+        }
         if let Some(v) = self.epochs {
             if v == 0 || v > 1_000_000 {
                 return Err(invalid("epochs", v, "must be between 1 and 1000000"));
@@ -475,13 +485,17 @@ impl TrainOptions {
             ),
             (
                 "epochs",
-                "200",
+                "200 (1000 for flow-matching)",
                 "maximum epochs (early stopping ends sooner)",
             ),
             ("batch_size", "512", "events per optimizer step"),
             ("lr", "0.001", "peak learning rate"),
             ("schedule", "cosine", "cosine, plateau or constant"),
-            ("patience", "15", "early-stopping patience in epochs"),
+            (
+                "patience",
+                "15 (100 for flow-matching)",
+                "early-stopping patience in epochs",
+            ),
             ("val_fraction", "0.2", "fraction held out for validation"),
             ("weight_decay", "0.0", "decoupled weight decay"),
             (
@@ -663,6 +677,23 @@ mod tests {
             );
             assert!(e.to_string().contains(&format!("`{option}`")), "{e}");
         }
+    }
+
+    #[test]
+    fn flow_matching_has_its_own_training_defaults_and_ode_steps() {
+        let s = opts("model = \"flow-matching\"").unwrap();
+        assert_eq!(s.preset, Preset::FlowMatching);
+        assert_eq!(
+            (s.train.epochs, s.train.patience),
+            (FLOW_MATCHING_EPOCHS, FLOW_MATCHING_PATIENCE)
+        );
+        assert_eq!(
+            s.preset_options.ode_steps,
+            crate::presets::DEFAULT_ODE_STEPS
+        );
+        let s = opts("model = \"flow-matching\"\node_steps = 8\nepochs = 5").unwrap();
+        assert_eq!((s.preset_options.ode_steps, s.train.epochs), (8, 5));
+        assert!(s.check_data(1000, 18, 2).is_ok());
     }
 
     #[test]

@@ -322,3 +322,47 @@ fn ode_steps_sweep() {
         );
     }
 }
+
+#[test]
+fn training_is_the_same_for_any_thread_count_and_after_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = small_csv(dir.path(), 500);
+    let (a, b, c) = (
+        dir.path().join("a"),
+        dir.path().join("b"),
+        dir.path().join("c"),
+    );
+    train(&data, &a, "3", &["--threads", "1"]);
+    train(&data, &b, "3", &["--threads", "3"]);
+    // Interrupted after epoch 1 (after its checkpoint), then resumed.
+    let o = hepflow(&[
+        "train",
+        "--data",
+        s(&data),
+        "--columns",
+        "a,b,c",
+        "--model",
+        "flow-matching",
+        "--hidden",
+        "32,32",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "64",
+        "--seed",
+        "3",
+        "--ode-steps",
+        "6",
+        "--out",
+        s(&c),
+        "--stop-after",
+        "1",
+    ]);
+    assert!(!o.status.success());
+    train(&data, &c, "3", &["--threads", "2", "--resume"]);
+    for f in ["model.json", "model.safetensors"] {
+        let want = std::fs::read(a.join(f)).unwrap();
+        assert_eq!(want, std::fs::read(b.join(f)).unwrap(), "{f}: threads");
+        assert_eq!(want, std::fs::read(c.join(f)).unwrap(), "{f}: resume");
+    }
+}

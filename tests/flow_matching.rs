@@ -186,6 +186,31 @@ fn train_sample_logprob_and_reload() {
     assert!(lib[0].is_finite() && lib[1].is_finite());
     assert!(lib[0] > lib[1], "{lib:?}");
     assert!(mean_lp > -20.0, "{mean_lp}");
+
+    // Damaged model files are refused with a message, never a panic.
+    let path = model.join("model.json");
+    let original: serde_json::Value = serde_json::from_str(&json).unwrap();
+    for (edit, needle) in [
+        ("steps", "ode_steps"),
+        ("second layer", "only layer"),
+        ("dim", "dim"),
+    ] {
+        let mut v = original.clone();
+        match edit {
+            "steps" => v["layers"][0]["ode_steps"] = serde_json::json!(0),
+            "dim" => v["layers"][0]["dim"] = serde_json::json!(5),
+            _ => {
+                let l = v["layers"][0].clone();
+                v["layers"].as_array_mut().unwrap().push(l);
+            }
+        }
+        std::fs::write(&path, v.to_string()).unwrap();
+        let err = Model::load(&model)
+            .err()
+            .expect("must not load")
+            .to_string();
+        assert!(err.contains(needle), "{edit}: {err}");
+    }
 }
 
 #[test]

@@ -9,6 +9,7 @@
 
 use crate::presets::{Preset, PresetOptions};
 use crate::train::{Schedule, TrainConfig};
+use crate::transforms::continuous::MAX_ODE_STEPS;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -52,6 +53,10 @@ pub const MAX_HIDDEN: usize = 1 << 16;
 pub const MAX_BINS: usize = 64;
 /// Largest number of flow blocks.
 pub const MAX_BLOCKS: usize = 1000;
+/// Default maximum epochs of the flow-matching preset.
+pub const FLOW_MATCHING_EPOCHS: usize = 1000;
+/// Default early-stopping patience of the flow-matching preset.
+pub const FLOW_MATCHING_PATIENCE: usize = 100;
 
 /// Every option of a training run. `None` (or an empty list) means the default, which for some
 /// options depends on the model (`residual`, `dropout`). Field names are the TOML keys and the
@@ -75,7 +80,7 @@ pub struct TrainOptions {
     /// Value for `Jet_pt[k]` columns in events with fewer than k+1 elements (default: such
     /// events are dropped, and the count is printed).
     pub fill: Option<f32>,
-    /// Architecture: realnvp, glow, pq-spline (default), rq-spline or maf.
+    /// Architecture: realnvp, glow, pq-spline (default), rq-spline, maf or flow-matching.
     pub model: Option<String>,
     /// Number of flow blocks (default 10).
     pub blocks: Option<usize>,
@@ -89,7 +94,10 @@ pub struct TrainOptions {
     pub residual: Option<bool>,
     /// Dropout of the conditioners' hidden units in training (default 0.2 for pq-spline, else 0).
     pub dropout: Option<f64>,
-    /// Maximum epochs (default 200; early stopping usually ends sooner).
+    /// Runge-Kutta steps of the flow-matching model's ODE (default 16; `hepflow sample
+    /// --ode-steps` overrides it per run).
+    pub ode_steps: Option<usize>,
+    /// Maximum epochs (default 200, 1000 for flow-matching; early stopping usually ends sooner).
     pub epochs: Option<usize>,
     /// Events per optimizer step (default 512).
     pub batch_size: Option<usize>,
@@ -97,7 +105,7 @@ pub struct TrainOptions {
     pub lr: Option<f64>,
     /// Learning-rate schedule: cosine (default), plateau or constant.
     pub schedule: Option<String>,
-    /// Early-stopping patience in epochs (default 15).
+    /// Early-stopping patience in epochs (default 15, 100 for flow-matching).
     pub patience: Option<usize>,
     /// Fraction of events held out for validation (default 0.2).
     pub val_fraction: Option<f64>,
@@ -183,7 +191,7 @@ impl TrainOptions {
     /// flags over a configuration file).
     pub fn merged(mut self, over: &TrainOptions) -> TrainOptions {
         merge_fields!(self, over; format, features, columns, weight, fill, model, blocks, hidden, bins,
-            bound, residual, dropout, epochs, batch_size, lr, schedule, patience, val_fraction,
+            bound, residual, dropout, ode_steps, epochs, batch_size, lr, schedule, patience, val_fraction,
             weight_decay, clip_grad_norm, ema_decay, margin, seed, threads);
         if !over.select.is_empty() {
             self.select = over.select.clone();
@@ -202,7 +210,7 @@ impl TrainOptions {
                 invalid(
                     "model",
                     m,
-                    "expected one of realnvp, glow, pq-spline, rq-spline, maf",
+                    "expected one of realnvp, glow, pq-spline, rq-spline, maf, flow-matching",
                 )
             }),
         }
@@ -213,7 +221,7 @@ impl TrainOptions {
         self.check_columns()?;
         let preset = self.preset()?;
         let preset_options = self.preset_options(preset)?;
-        let train = self.train_config()?;
+        let train = self.train_config(preset)?;
         let val_fraction = self.val_fraction.unwrap_or(DEFAULT_VAL_FRACTION);
         if !(val_fraction > 0.0 && val_fraction < 1.0) {
             return Err(invalid(
@@ -333,11 +341,47 @@ impl TrainOptions {
             }
             o.dropout = p;
         }
+        if let Some(k) = self.ode_steps {
+            if !preset.is_flow_matching() {
+                return Err(invalid(
+                    "ode_steps",
+                    k,
+                    "applies only to model = flow-matching",
+                ));
+            }
+            if !(1..=MAX_ODE_STEPS).contains(&k) {
+                return Err(invalid("ode_steps", k, "must be between 1 and 100000"));
+            }
+            o.ode_steps = k;
+        }
+        if preset.is_flow_matching() {
+            // One velocity network: no blocks, splines or dropout (its exact divergence assumes
+            // the evaluation network).
+            let unused = [
+                ("blocks", self.blocks.map(|v| v.to_string())),
+                ("bins", self.bins.map(|v| v.to_string())),
+                ("bound", self.bound.map(|v| v.to_string())),
+                ("dropout", self.dropout.map(|v| v.to_string())),
+            ];
+            if let Some((name, Some(v))) = unused.into_iter().find(|(_, v)| v.is_some()) {
+                return Err(invalid(
+                    name,
+                    v,
+                    "does not apply to model = flow-matching (one velocity network; set hidden, residual and ode_steps)",
+                ));
+            }
+        }
         Ok(o)
     }
 
-    fn train_config(&self) -> Result<TrainConfig, ConfigError> {
+    fn train_config(&self, preset: Preset) -> Result<TrainConfig, ConfigError> {
         let mut c = TrainConfig::default();
+        if preset.is_flow_matching() {
+            // Measured on HIGGS (docs/FIDELITY.md): the velocity field keeps improving for
+            // ~1000 epochs (~20k steps on 10k events); an epoch costs one network pass per event.
+            c.epochs = FLOW_MATCHING_EPOCHS;
+            c.patience = FLOW_MATCHING_PATIENCE;
+        }
         if let Some(v) = self.epochs {
             if v == 0 || v > 1_000_000 {
                 return Err(invalid("epochs", v, "must be between 1 and 1000000"));
@@ -418,7 +462,7 @@ impl TrainOptions {
             (
                 "model",
                 "pq-spline",
-                "realnvp, glow, pq-spline, rq-spline or maf",
+                "realnvp, glow, pq-spline, rq-spline, maf or flow-matching",
             ),
             ("blocks", "10", "flow blocks (1-1000)"),
             (
@@ -435,14 +479,23 @@ impl TrainOptions {
                 "conditioner dropout in [0, 0.9)",
             ),
             (
+                "ode_steps",
+                "16",
+                "RK4 steps of the flow-matching ODE (1-100000)",
+            ),
+            (
                 "epochs",
-                "200",
+                "200 (1000 for flow-matching)",
                 "maximum epochs (early stopping ends sooner)",
             ),
             ("batch_size", "512", "events per optimizer step"),
             ("lr", "0.001", "peak learning rate"),
             ("schedule", "cosine", "cosine, plateau or constant"),
-            ("patience", "15", "early-stopping patience in epochs"),
+            (
+                "patience",
+                "15 (100 for flow-matching)",
+                "early-stopping patience in epochs",
+            ),
             ("val_fraction", "0.2", "fraction held out for validation"),
             ("weight_decay", "0.0", "decoupled weight decay"),
             (
@@ -536,6 +589,10 @@ pub fn estimate_training_bytes(s: &TrainSettings, dim: usize, context_dim: usize
             half.ceil() * (3 * o.bins + 1) as f64,
         ),
         Preset::Maf => (dim as f64 + context_dim as f64, 2.0 * dim as f64),
+        Preset::FlowMatching => (
+            (dim + context_dim + 1 + 2 * crate::presets::TIME_FREQUENCIES) as f64,
+            dim as f64,
+        ),
     };
     let per_block = mlp_params(cond_in as usize, &o.hidden, cond_out as usize)
         + (dim * dim) as f64
@@ -604,6 +661,10 @@ mod tests {
             ("weight_decay = -1.0", "weight_decay"),
             ("threads = 0", "threads"),
             ("model = \"nsf\"", "model"),
+            ("ode_steps = 8", "ode_steps"),
+            ("model = \"flow-matching\"\node_steps = 0", "ode_steps"),
+            ("model = \"flow-matching\"\nbins = 4", "bins"),
+            ("model = \"flow-matching\"\ndropout = 0.1", "dropout"),
             ("columns = [\"a\", \"a\"]", "columns"),
             ("columns = [\"a\"]\ncondition = [\"a\"]", "condition"),
             ("columns = [\"a\", \"w\"]\nweight = \"w\"", "weight"),
@@ -616,6 +677,23 @@ mod tests {
             );
             assert!(e.to_string().contains(&format!("`{option}`")), "{e}");
         }
+    }
+
+    #[test]
+    fn flow_matching_has_its_own_training_defaults_and_ode_steps() {
+        let s = opts("model = \"flow-matching\"").unwrap();
+        assert_eq!(s.preset, Preset::FlowMatching);
+        assert_eq!(
+            (s.train.epochs, s.train.patience),
+            (FLOW_MATCHING_EPOCHS, FLOW_MATCHING_PATIENCE)
+        );
+        assert_eq!(
+            s.preset_options.ode_steps,
+            crate::presets::DEFAULT_ODE_STEPS
+        );
+        let s = opts("model = \"flow-matching\"\node_steps = 8\nepochs = 5").unwrap();
+        assert_eq!((s.preset_options.ode_steps, s.train.epochs), (8, 5));
+        assert!(s.check_data(1000, 18, 2).is_ok());
     }
 
     #[test]

@@ -53,6 +53,17 @@ impl<T: Real> Default for EvalScratch<T> {
     }
 }
 
+/// Which way an evaluation pass runs the layers.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// Data -> base with log-determinants.
+    Forward,
+    /// Base -> data with log-determinants.
+    Inverse,
+    /// Base -> data; log-determinants not needed.
+    Sample,
+}
+
 /// A normalizing flow over `dim` features with an optional context of `context_dim` values.
 pub struct Flow<T: Real> {
     dim: usize,
@@ -177,19 +188,22 @@ impl<T: Real> Flow<T> {
     }
 
     /// Runs every layer (in reverse order and inverted when `inverse`) on `scratch.a`, leaving the
-    /// result there and adding the log-determinants to `ladj`.
+    /// result there and adding the log-determinants to `ladj` (unspecified with `Pass::Sample`).
     fn run_layers(
         &self,
         scratch: &mut EvalScratch<T>,
         ctx: Option<&Matrix<T>>,
-        inverse: bool,
+        pass: Pass,
         ladj: &mut [T],
     ) {
         let nl = self.layers.len();
+        let inverse = pass != Pass::Forward;
         for step in 0..nl {
             let k = if inverse { nl - 1 - step } else { step };
             let (layer, tape) = (&self.layers[k], &mut scratch.tape);
-            if inverse {
+            if pass == Pass::Sample {
+                layer.inverse_sample(&scratch.a, ctx, &mut scratch.b, ladj, tape);
+            } else if inverse {
                 layer.inverse_reusing(&scratch.a, ctx, &mut scratch.b, ladj, tape);
             } else {
                 layer.forward_reusing(&scratch.a, ctx, &mut scratch.b, ladj, tape);
@@ -204,7 +218,7 @@ impl<T: Real> Flow<T> {
         &self,
         x: &Matrix<T>,
         ctx: Option<&Matrix<T>>,
-        inverse: bool,
+        pass: Pass,
     ) -> (Matrix<T>, Vec<T>) {
         let (n, d) = (x.rows(), self.dim);
         let mut out = Matrix::zeros(n, d);
@@ -228,7 +242,7 @@ impl<T: Real> Flow<T> {
                     cm.as_mut_slice()
                         .copy_from_slice(&c.as_slice()[s * w..e * w]);
                 }
-                self.run_layers(scratch, ctx.map(|_| &cm), inverse, l);
+                self.run_layers(scratch, ctx.map(|_| &cm), pass, l);
                 scratch.ctx = cm;
                 o.copy_from_slice(scratch.a.as_slice());
             });
@@ -237,12 +251,12 @@ impl<T: Real> Flow<T> {
 
     /// Data -> base space for a whole batch (parallel): `z` and `log|det dz/dx|`.
     pub fn forward(&self, x: &Matrix<T>, ctx: Option<&Matrix<T>>) -> (Matrix<T>, Vec<T>) {
-        self.par_chunks(x, ctx, false)
+        self.par_chunks(x, ctx, Pass::Forward)
     }
 
     /// Base space -> data for a whole batch (parallel): `x` and `log|det dx/dz|`.
     pub fn inverse(&self, z: &Matrix<T>, ctx: Option<&Matrix<T>>) -> (Matrix<T>, Vec<T>) {
-        self.par_chunks(z, ctx, true)
+        self.par_chunks(z, ctx, Pass::Inverse)
     }
 
     /// `log p(x | c)` per row.
@@ -275,9 +289,27 @@ impl<T: Real> Flow<T> {
         (x, lp)
     }
 
+    /// Events `start..start + n` of the sample with seed `seed`, without their log-densities
+    /// (the same events as [`Flow::sample_range`]; layers may skip their log-determinants, see
+    /// [`Transform::inverse_sample`]).
+    pub fn sample_events(
+        &self,
+        start: u64,
+        n: usize,
+        seed: u64,
+        ctx: Option<&Matrix<T>>,
+    ) -> Matrix<T> {
+        let mut z = Matrix::zeros(n, self.dim);
+        z.as_mut_slice()
+            .par_chunks_mut(self.dim.max(1))
+            .enumerate()
+            .for_each(|(i, row)| base_sample(seed, start + i as u64, row));
+        self.par_chunks(&z, ctx, Pass::Sample).0
+    }
+
     /// Draws `n` events with seed `seed`.
     pub fn sample(&self, n: usize, seed: u64, ctx: Option<&Matrix<T>>) -> Matrix<T> {
-        self.sample_range(0, n, seed, ctx).0
+        self.sample_events(0, n, seed, ctx)
     }
 
     /// Draws `n` events with their log-densities.

@@ -8,6 +8,7 @@ pub mod dataset;
 pub mod engine;
 pub mod evaluate;
 pub mod flow;
+pub mod flow_matching;
 pub mod fsutil;
 pub mod interrupt;
 pub mod io;

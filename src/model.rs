@@ -273,8 +273,15 @@ impl ModelConfig {
                 LayerSpec::AffineCoupling(c) => &c.hidden,
                 LayerSpec::SplineCoupling(c) => &c.hidden,
                 LayerSpec::Maf(c) => &c.hidden,
+                LayerSpec::Continuous(c) => &c.hidden,
                 _ => &[],
             };
+            if matches!(l, LayerSpec::Continuous(_)) && self.layers.len() > 1 {
+                return Err(format!(
+                    "layer {k} (continuous) must be the model's only layer (it has {})",
+                    self.layers.len()
+                ));
+            }
             params += conditioner_size(dim + ctx, hidden, dim * (3 * MAX_SPLINE_BINS + 1));
             if params > MAX_PARAMS {
                 return Err(format!(
@@ -285,6 +292,7 @@ impl ModelConfig {
                 LayerSpec::AffineCoupling(c) => Some(c.context_dim),
                 LayerSpec::SplineCoupling(c) => Some(c.context_dim),
                 LayerSpec::Maf(c) => Some(c.context_dim),
+                LayerSpec::Continuous(c) => Some(c.context_dim),
                 _ => None,
             };
             if let Some(r) = reads
@@ -329,6 +337,46 @@ impl Model {
     /// Number of features.
     pub fn dim(&self) -> usize {
         self.config.features.len()
+    }
+
+    /// The ODE steps of a flow-matching model (`None` for a model without a continuous layer).
+    pub fn ode_steps(&self) -> Option<usize> {
+        self.flow.specs().iter().find_map(|l| match l {
+            LayerSpec::Continuous(c) => Some(c.ode_steps),
+            _ => None,
+        })
+    }
+
+    /// Sets the ODE steps of a flow-matching model for this session (sampling and log-density;
+    /// `hepflow sample --ode-steps`), keeping the trained parameters.
+    pub fn set_ode_steps(&mut self, steps: usize) -> Result<(), ModelError> {
+        if !(1..=crate::transforms::continuous::MAX_ODE_STEPS).contains(&steps) {
+            return Err(ModelError::Input(format!(
+                "ode_steps = {steps} must be between 1 and {}",
+                crate::transforms::continuous::MAX_ODE_STEPS
+            )));
+        }
+        let mut specs = self.flow.specs();
+        let mut found = false;
+        for l in &mut specs {
+            if let LayerSpec::Continuous(c) = l {
+                c.ode_steps = steps;
+                found = true;
+            }
+        }
+        if !found {
+            return Err(ModelError::Input(format!(
+                "ode_steps applies to flow-matching models only; this model is '{}'",
+                self.config.preset
+            )));
+        }
+        let (p, b) = (self.flow.param_vector(), self.flow.buffer_vector());
+        let mut flow = Flow::from_specs(self.dim(), self.flow.context_dim(), &specs, 0);
+        flow.set_param_vector(&p);
+        flow.set_buffer_vector(&b);
+        self.flow = flow;
+        self.config.layers = specs;
+        Ok(())
     }
 
     /// Maps physical-unit events into the flow's space: returns the transformed events and the
@@ -450,7 +498,7 @@ impl Model {
         ctx: Option<&Matrix<f32>>,
     ) -> Result<Matrix<f32>, ModelError> {
         self.check_context(n, ctx)?;
-        let (z, _) = self.flow.sample_range(start, n, seed, ctx);
+        let z = self.flow.sample_events(start, n, seed, ctx);
         self.to_physical(&z)
     }
 

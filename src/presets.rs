@@ -10,11 +10,14 @@
 //!   residual conditioners (Durkan et al. 2019, Neural Spline Flows).
 //! - `maf`: [MAF with a MADE conditioner, alternating reversed/random orders] x blocks
 //!   (Papamakarios et al. 2017).
+//! - `flow-matching`: one continuous flow, a velocity MLP (3 x 256, time features) integrated
+//!   with RK4, trained by conditional flow matching on straight paths (Lipman et al. 2023;
+//!   [`crate::flow_matching`]). Not in [`Preset::ALL`] (the maximum-likelihood presets).
 
 use crate::engine::Rng;
 use crate::transforms::{
-    AffineCouplingConfig, BatchNormConfig, LayerSpec, LuLinearConfig, MafConfig, PermutationConfig,
-    SplineCouplingConfig, SplineKind, half_mask,
+    AffineCouplingConfig, BatchNormConfig, ContinuousFlowConfig, LayerSpec, LuLinearConfig,
+    MafConfig, PermutationConfig, SplineCouplingConfig, SplineKind, half_mask,
 };
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -34,16 +37,29 @@ pub enum Preset {
     RqSpline,
     /// Masked autoregressive flow.
     Maf,
+    /// Continuous flow trained by flow matching.
+    FlowMatching,
 }
 
 impl Preset {
-    /// Every preset, in documentation order.
+    /// Every preset trained by maximum likelihood through its layers' backward passes, in
+    /// documentation order (the generic training, gradient and allocation checks run on these).
     pub const ALL: [Preset; 5] = [
         Preset::Realnvp,
         Preset::Glow,
         Preset::PqSpline,
         Preset::RqSpline,
         Preset::Maf,
+    ];
+
+    /// Every preset, in documentation order: [`Preset::ALL`] and flow matching.
+    pub const EVERY: [Preset; 6] = [
+        Preset::Realnvp,
+        Preset::Glow,
+        Preset::PqSpline,
+        Preset::RqSpline,
+        Preset::Maf,
+        Preset::FlowMatching,
     ];
 
     /// The preset `hepflow train` uses without `--model`.
@@ -57,6 +73,7 @@ impl Preset {
             Preset::PqSpline => "pq-spline",
             Preset::RqSpline => "rq-spline",
             Preset::Maf => "maf",
+            Preset::FlowMatching => "flow-matching",
         }
     }
 
@@ -75,9 +92,18 @@ impl Preset {
                 // test NLL by ~0.2 nats at equal C2ST AUC (the flows overfit ~10k events).
                 o.dropout = 0.2;
             }
+            Preset::FlowMatching => {
+                o.blocks = 1;
+                o.hidden = vec![256, 256, 256];
+            }
             _ => {}
         }
         o
+    }
+
+    /// Whether the preset is trained by flow matching rather than maximum likelihood.
+    pub fn is_flow_matching(self) -> bool {
+        self == Preset::FlowMatching
     }
 }
 
@@ -90,11 +116,11 @@ impl fmt::Display for Preset {
 impl FromStr for Preset {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Preset::ALL
+        Preset::EVERY
             .iter()
             .copied()
             .find(|p| p.name() == s)
-            .ok_or_else(|| format!("unknown model '{s}' (expected one of: realnvp, glow, pq-spline, rq-spline, maf)"))
+            .ok_or_else(|| format!("unknown model '{s}' (expected one of: realnvp, glow, pq-spline, rq-spline, maf, flow-matching)"))
     }
 }
 
@@ -116,6 +142,18 @@ pub struct PresetOptions {
     pub dropout: f64,
     /// Context width (conditional flows).
     pub context_dim: usize,
+    /// Runge-Kutta steps of the flow-matching model's ODE (sampling and log-density).
+    #[serde(default = "default_ode_steps")]
+    pub ode_steps: usize,
+}
+
+/// Default ODE steps of the flow-matching preset (measured, docs/FIDELITY.md).
+pub const DEFAULT_ODE_STEPS: usize = 16;
+/// Fourier frequencies of the flow-matching preset's time embedding.
+pub const TIME_FREQUENCIES: usize = 4;
+
+fn default_ode_steps() -> usize {
+    DEFAULT_ODE_STEPS
 }
 
 impl Default for PresetOptions {
@@ -128,12 +166,23 @@ impl Default for PresetOptions {
             residual: false,
             dropout: 0.0,
             context_dim: 0,
+            ode_steps: DEFAULT_ODE_STEPS,
         }
     }
 }
 
 /// The layer list of `preset` for `dim` features; fixed random choices come from `seed`.
 pub fn build_specs(preset: Preset, dim: usize, opts: &PresetOptions, seed: u64) -> Vec<LayerSpec> {
+    if preset == Preset::FlowMatching {
+        return vec![LayerSpec::Continuous(ContinuousFlowConfig {
+            dim,
+            hidden: opts.hidden.clone(),
+            context_dim: opts.context_dim,
+            residual: opts.residual,
+            time_frequencies: TIME_FREQUENCIES,
+            ode_steps: opts.ode_steps,
+        })];
+    }
     let mut rng = Rng::new(seed ^ 0x5EED_F10E);
     let mut specs = Vec::new();
     for b in 0..opts.blocks {
@@ -202,6 +251,7 @@ pub fn build_specs(preset: Preset, dim: usize, opts: &PresetOptions, seed: u64) 
                     scale_clamp: 3.0,
                 }));
             }
+            Preset::FlowMatching => {}
         }
     }
     specs

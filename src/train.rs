@@ -339,6 +339,57 @@ pub fn weighted_mean_nll<T: Real>(
     }
 }
 
+/// What the epoch loop of [`fit_objective`] minimises: maximum likelihood through the layers'
+/// backward passes ([`GradientEngine`]), or another loss such as flow matching
+/// ([`crate::flow_matching::FlowMatchingObjective`]).
+pub trait Objective {
+    /// Seed of the next step's random choices.
+    fn set_seed(&mut self, seed: u64);
+    /// Loss of the batch (per event, weighted when `weights` is given) and its gradient.
+    fn loss_and_grad(
+        &mut self,
+        flow: &Flow<f32>,
+        x: &Matrix<f32>,
+        ctx: Option<&Matrix<f32>>,
+        weights: Option<&[f32]>,
+    ) -> f64;
+    /// The gradient of the last [`Objective::loss_and_grad`] call.
+    fn grads(&self) -> &[f32];
+    /// Squared global L2 norm of that gradient.
+    fn grad_norm_sq(&self) -> f64;
+    /// Called after each optimizer step (running statistics).
+    fn end_step(&self, _flow: &mut Flow<f32>, _n_rows: usize) {}
+    /// The loss on the validation events (early stopping and the best model use it).
+    fn validation_loss(&self, flow: &Flow<f32>, val: Events<'_>) -> f64;
+}
+
+impl Objective for GradientEngine<f32> {
+    fn set_seed(&mut self, seed: u64) {
+        GradientEngine::set_seed(self, seed);
+    }
+    fn loss_and_grad(
+        &mut self,
+        flow: &Flow<f32>,
+        x: &Matrix<f32>,
+        ctx: Option<&Matrix<f32>>,
+        weights: Option<&[f32]>,
+    ) -> f64 {
+        self.loss_and_grad_weighted(flow, x, ctx, weights)
+    }
+    fn grads(&self) -> &[f32] {
+        GradientEngine::grads(self)
+    }
+    fn grad_norm_sq(&self) -> f64 {
+        GradientEngine::grad_norm_sq(self)
+    }
+    fn end_step(&self, flow: &mut Flow<f32>, n_rows: usize) {
+        GradientEngine::end_step(self, flow, n_rows);
+    }
+    fn validation_loss(&self, flow: &Flow<f32>, val: Events<'_>) -> f64 {
+        weighted_mean_nll(flow, val.x, val.ctx, val.weights)
+    }
+}
+
 /// Training or validation events in model space, with optional context and weights.
 #[derive(Clone, Copy)]
 pub struct Events<'a> {
@@ -544,8 +595,13 @@ fn data_init(flow: &mut Flow<f32>, train: Events<'_>, batch: usize) {
     let rows = batch.min(train.x.rows());
     let fctx = train.ctx.map(|c| c.slice_rows(0, rows));
     let mut a = train.x.slice_rows(0, rows);
-    for layer in flow.layers_mut() {
+    let nl = flow.layers().len();
+    for (k, layer) in flow.layers_mut().iter_mut().enumerate() {
         layer.data_init(&a, fctx.as_ref());
+        if k + 1 == nl {
+            // Nothing reads the last layer's output.
+            break;
+        }
         let mut b = Matrix::zeros(0, 0);
         let mut l = vec![0.0; a.rows()];
         layer.forward(&a, fctx.as_ref(), &mut b, &mut l);
@@ -609,8 +665,24 @@ pub fn fit_events(
     train: Events<'_>,
     val: Events<'_>,
     cfg: &TrainConfig,
+    state: TrainState,
+    observer: &mut dyn TrainObserver,
+) -> Result<TrainState, TrainError> {
+    let mut engine = GradientEngine::new(flow, cfg.chunk_rows);
+    fit_objective(flow, train, val, cfg, state, observer, &mut engine)
+}
+
+/// The epoch loop of [`fit_events`] with any [`Objective`]: shuffled batches, warm-up and
+/// schedule, gradient clipping, roll-backs after non-finite losses, weight averaging, validation
+/// with early stopping; the history's `train_nll` and `val_nll` hold the objective's losses.
+pub fn fit_objective(
+    flow: &mut Flow<f32>,
+    train: Events<'_>,
+    val: Events<'_>,
+    cfg: &TrainConfig,
     mut state: TrainState,
     observer: &mut dyn TrainObserver,
+    engine: &mut dyn Objective,
 ) -> Result<TrainState, TrainError> {
     let n = train.x.rows();
     if n < 2 || val.x.rows() == 0 {
@@ -623,7 +695,6 @@ pub fn fit_events(
     let steps_per_epoch = n / batch;
     let total_steps = (steps_per_epoch * cfg.epochs) as u64;
     let warmup = WARMUP_STEPS.min(steps_per_epoch as u64);
-    let mut engine = GradientEngine::new(flow, cfg.chunk_rows);
     let mut bufs = Batch {
         x: Matrix::zeros(batch, flow.dim()),
         ctx: Matrix::zeros(batch, train.ctx.map_or(0, |c| c.cols())),
@@ -660,7 +731,7 @@ pub fn fit_events(
             }
             bufs.gather(train, &order[s * batch..(s + 1) * batch]);
             engine.set_seed(Rng::stream(cfg.seed ^ 0xD80F, state.step).next_u64());
-            let loss = engine.loss_and_grad_weighted(
+            let loss = engine.loss_and_grad(
                 flow,
                 &bufs.x,
                 train.ctx.map(|_| &bufs.ctx),
@@ -703,7 +774,8 @@ pub fn fit_events(
             }
             observer.on_step(epoch, s + 1, steps_per_epoch, loss);
         }
-        let (val_nll, rolled_back) = validate(flow, val, cfg, &mut state, &good, observer, epoch);
+        let (val_nll, rolled_back) =
+            validate(flow, val, cfg, &mut state, &good, observer, epoch, &*engine);
         if rolled_back {
             tally.rollbacks += 1;
             total_rollbacks += 1;
@@ -744,6 +816,7 @@ pub fn fit_events(
 /// Validation after an epoch (with the averaged weights when EMA is on), bookkeeping of the
 /// best model, the plateau schedule and early stopping. Returns the validation NLL and whether
 /// a non-finite one rolled the flow back to `good` first.
+#[allow(clippy::too_many_arguments)]
 fn validate(
     flow: &mut Flow<f32>,
     val: Events<'_>,
@@ -752,18 +825,19 @@ fn validate(
     good: &Snapshot,
     observer: &mut dyn TrainObserver,
     epoch: usize,
+    objective: &dyn Objective,
 ) -> (f64, bool) {
     let current = flow.param_vector();
     if cfg.ema_decay > 0.0 {
         flow.set_param_vector(&state.ema_params);
     }
-    let mut val_nll = weighted_mean_nll(flow, val.x, val.ctx, val.weights);
+    let mut val_nll = objective.validation_loss(flow, val);
     let rolled_back = !val_nll.is_finite();
     if rolled_back {
         // The parameters went bad without a non-finite training loss: roll back.
         good.restore(flow, state);
         observer.on_rollback(epoch, cfg.lr * state.lr_scale);
-        val_nll = weighted_mean_nll(flow, val.x, val.ctx, val.weights);
+        val_nll = objective.validation_loss(flow, val);
     }
     let evaluated = flow.param_vector();
     if cfg.ema_decay > 0.0 {

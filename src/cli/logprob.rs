@@ -26,12 +26,18 @@ pub struct LogProbArgs {
     /// Worker threads.
     #[arg(long)]
     pub threads: Option<usize>,
+    /// RK4 steps of a flow-matching model's ODE (default: the model's own).
+    #[arg(long)]
+    pub ode_steps: Option<usize>,
 }
 
 /// Runs `hepflow log-prob`.
 pub fn run(a: LogProbArgs) -> Result<()> {
     super::set_threads(a.threads)?;
-    let model = Model::load(&a.model)?;
+    let mut model = Model::load(&a.model)?;
+    if let Some(k) = a.ode_steps {
+        model.set_ode_steps(k)?;
+    }
     let mut t = load_table(&a.data, a.format.as_deref())?;
     match_model_columns(&mut t, &model, &a.data);
     let x = columns(&t, &model.config.features, &a.data)?;

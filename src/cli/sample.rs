@@ -49,12 +49,18 @@ pub struct SampleArgs {
     /// ttree.
     #[arg(long, value_name = "ttree|rntuple")]
     pub root_format: Option<RootFormat>,
+    /// RK4 steps of a flow-matching model's ODE (default: the model's own).
+    #[arg(long)]
+    pub ode_steps: Option<usize>,
 }
 
 /// Runs `hepflow sample`.
 pub fn run(a: SampleArgs) -> Result<()> {
     super::set_threads(a.threads)?;
-    let model = Model::load(&a.model)?;
+    let mut model = Model::load(&a.model)?;
+    if let Some(k) = a.ode_steps {
+        model.set_ode_steps(k)?;
+    }
     let format = match &a.format {
         Some(f) => Format::parse(f)
             .with_context(|| format!("--format '{f}': expected csv, npy, parquet or root"))?,

@@ -36,9 +36,12 @@ pub struct TrainArgs {
     /// Column of per-event weights (negative weights allowed).
     #[arg(long)]
     pub weight: Option<String>,
-    /// Architecture: glow, realnvp, pq-spline (default), rq-spline, maf.
+    /// Architecture: glow, realnvp, pq-spline (default), rq-spline, maf, flow-matching.
     #[arg(long)]
     pub model: Option<String>,
+    /// RK4 steps of the flow-matching ODE, stored in the model [default: 16].
+    #[arg(long)]
+    pub ode_steps: Option<usize>,
     /// Number of flow blocks.
     #[arg(long)]
     pub blocks: Option<usize>,
@@ -116,6 +119,7 @@ fn cli_options(a: &TrainArgs) -> Result<TrainOptions> {
         blocks: a.blocks,
         hidden: a.hidden.as_deref().map(parse_hidden).transpose()?,
         bins: a.bins,
+        ode_steps: a.ode_steps,
         epochs: a.epochs,
         batch_size: a.batch_size,
         lr: a.lr,

@@ -8,6 +8,7 @@ use crate::dataset::{Dataset, effective_sample_size};
 use crate::engine::{Matrix, Rng};
 use crate::evaluate::plot_training_curves;
 use crate::flow::Flow;
+use crate::flow_matching::FlowMatchingObjective;
 use crate::fsutil::atomic_write;
 use crate::model::{
     ContextColumn, FORMAT_VERSION, Model, ModelConfig, ModelError, encode_context,
@@ -16,8 +17,8 @@ use crate::model::{
 use crate::preprocess::Preprocessor;
 use crate::presets::{Preset, PresetOptions, build_specs};
 use crate::train::{
-    EpochEnd, Events, TrainConfig, TrainError, TrainObserver, TrainState, fit_events,
-    initial_state, normalised_weights,
+    EpochEnd, Events, GradientEngine, Objective, TrainConfig, TrainError, TrainObserver,
+    TrainState, fit_objective, initial_state, normalised_weights, weighted_mean_nll,
 };
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -343,13 +344,24 @@ pub fn train_model(
             ctx: c_val.as_ref(),
             weights: w_val.as_deref(),
         };
-        fit_events(
+        // The flow-matching preset regresses its velocity field; every other preset is trained
+        // by maximum likelihood through its layers' backward passes.
+        let mut objective: Box<dyn Objective> = if job.preset.is_flow_matching() {
+            Box::new(
+                FlowMatchingObjective::new(&model.flow, job.train.chunk_rows)
+                    .map_err(|e| ModelError::Input(e.to_string()))?,
+            )
+        } else {
+            Box::new(GradientEngine::new(&model.flow, job.train.chunk_rows))
+        };
+        fit_objective(
             &mut model.flow,
             train_events,
             val_events,
             &job.train,
             state,
             &mut writer,
+            objective.as_mut(),
         )
         .map_err(|e| match e {
             TrainError::Interrupted(epoch) => ModelError::Interrupted {
@@ -360,11 +372,28 @@ pub fn train_model(
         })?
     };
     let to_orig = |v: f64| v - mean_pre_val;
-    let best_val_nll = to_orig(state.best_val);
+    let flow_matching = job.preset.is_flow_matching();
+    // The flow-matching history holds CFM losses; its validation NLL is computed once, exactly
+    // (divergence integral), for the best model.
+    let best_val_nll = if flow_matching {
+        // As the maximum-likelihood presets' validation NLL: model space (events beyond the
+        // support at its edge) plus the preprocessing log-det.
+        to_orig(weighted_mean_nll(
+            &model.flow,
+            &z_val,
+            c_val.as_ref(),
+            w_val.as_deref(),
+        ))
+    } else {
+        to_orig(state.best_val)
+    };
     let rollbacks: usize = state.history.iter().map(|h| h.rollbacks).sum();
     if let Some(obj) = model.config.training.as_object_mut() {
         obj.insert("best_epoch".into(), state.best_epoch.into());
         obj.insert("best_val_nll".into(), serde_json::json!(best_val_nll));
+        if flow_matching {
+            obj.insert("best_val_cfm".into(), serde_json::json!(state.best_val));
+        }
         obj.insert("epochs_run".into(), state.epoch.into());
         obj.insert("early_stopped".into(), state.stopped.into());
         obj.insert("rollbacks".into(), rollbacks.into());
@@ -374,15 +403,29 @@ pub fn train_model(
     // preprocessing log-det (dequantised), so both columns are comparable.
     let (_, pre_train) = model.to_model_space(&x_train, None)?;
     let mean_pre_train = weighted_mean(&pre_train, w_train.as_deref());
-    let mut csv = String::from("epoch,train_nll,train_nll_median,spikes,val_nll,lr,seconds\n");
+    // Flow matching: the CFM losses as they are (no log-det shift), under their own names.
+    let (header, shift, shift_val) = if flow_matching {
+        (
+            "epoch,train_cfm,train_cfm_median,spikes,val_cfm,lr,seconds\n",
+            0.0,
+            0.0,
+        )
+    } else {
+        (
+            "epoch,train_nll,train_nll_median,spikes,val_nll,lr,seconds\n",
+            mean_pre_train,
+            mean_pre_val,
+        )
+    };
+    let mut csv = String::from(header);
     let mut curves = Vec::new();
     for h in &state.history {
-        let (a, b) = (h.train_nll - mean_pre_train, to_orig(h.val_nll));
+        let (a, b) = (h.train_nll - shift, h.val_nll - shift_val);
         csv.push_str(&format!(
             "{},{},{},{},{},{},{:.3}\n",
             h.epoch,
             a,
-            h.train_nll_median - mean_pre_train,
+            h.train_nll_median - shift,
             h.spikes,
             b,
             h.lr,

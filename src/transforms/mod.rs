@@ -13,6 +13,7 @@ pub mod act_norm;
 pub mod affine;
 pub mod affine_coupling;
 pub mod batch_norm;
+pub mod continuous;
 pub mod coupling;
 pub mod lu_linear;
 pub mod maf;
@@ -27,6 +28,7 @@ pub use act_norm::{ActNorm, ActNormConfig};
 pub use affine::Affine;
 pub use affine_coupling::{AffineCoupling, AffineCouplingConfig};
 pub use batch_norm::{BatchNorm, BatchNormConfig};
+pub use continuous::{ContinuousFlow, ContinuousFlowConfig};
 pub use coupling::{Coupling, Elementwise};
 pub use lu_linear::{LuLinear, LuLinearConfig};
 pub use maf::{Maf, MafConfig};
@@ -126,6 +128,21 @@ pub trait Transform<T: Real>: Send + Sync {
         _scratch: &mut Tape<T>,
     ) {
         self.inverse(y, ctx, x, ladj);
+    }
+
+    /// [`Transform::inverse_reusing`] for sampling, where the caller does not need the
+    /// log-determinant: `ladj` (one entry per row) may be left unchanged or receive it. Layers
+    /// whose log-determinant costs much more than the map itself (the continuous flow: `D` extra
+    /// network passes per step) skip it; the output `x` is the same.
+    fn inverse_sample(
+        &self,
+        y: &Matrix<T>,
+        ctx: Option<&Matrix<T>>,
+        x: &mut Matrix<T>,
+        ladj: &mut [T],
+        scratch: &mut Tape<T>,
+    ) {
+        self.inverse_reusing(y, ctx, x, ladj, scratch);
     }
 
     /// Training-mode forward pass: like [`Transform::forward`] (batch statistics where the layer

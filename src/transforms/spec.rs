@@ -4,8 +4,8 @@
 use super::Transform;
 use super::{
     ActNorm, ActNormConfig, AffineCoupling, AffineCouplingConfig, BatchNorm, BatchNormConfig,
-    LuLinear, LuLinearConfig, Maf, MafConfig, Permutation, PermutationConfig, SplineCoupling,
-    SplineCouplingConfig,
+    ContinuousFlow, ContinuousFlowConfig, LuLinear, LuLinearConfig, Maf, MafConfig, Permutation,
+    PermutationConfig, SplineCoupling, SplineCouplingConfig,
 };
 use crate::engine::{Real, Rng};
 use serde::{Deserialize, Serialize};
@@ -28,6 +28,8 @@ pub enum LayerSpec {
     SplineCoupling(SplineCouplingConfig),
     /// Masked autoregressive affine flow with a MADE conditioner.
     Maf(MafConfig),
+    /// Continuous flow: a velocity field integrated as an ODE (trained by flow matching).
+    Continuous(ContinuousFlowConfig),
 }
 
 impl LayerSpec {
@@ -41,6 +43,7 @@ impl LayerSpec {
             LayerSpec::ActNorm(_) => "act_norm",
             LayerSpec::SplineCoupling(_) => "spline_coupling",
             LayerSpec::Maf(_) => "maf",
+            LayerSpec::Continuous(_) => "continuous",
         }
     }
 
@@ -54,6 +57,7 @@ impl LayerSpec {
             LayerSpec::ActNorm(c) => Box::new(ActNorm::new(c.clone())),
             LayerSpec::SplineCoupling(c) => Box::new(SplineCoupling::new(c.clone(), rng)),
             LayerSpec::Maf(c) => Box::new(Maf::new(c.clone(), rng)),
+            LayerSpec::Continuous(c) => Box::new(ContinuousFlow::new(c.clone(), rng)),
         }
     }
 }
@@ -138,6 +142,10 @@ impl LayerSpec {
                 }
                 check_hidden(&c.hidden)?;
                 check_perm(&c.order, dim, "order")?;
+            }
+            LayerSpec::Continuous(c) => {
+                c.validate(dim)?;
+                check_hidden(&c.hidden)?;
             }
         }
         Ok(())

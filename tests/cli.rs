@@ -578,3 +578,21 @@ fn conditional_train_sample_and_physics_check() {
         "physics AUCs {auc_mc} {auc_gen}"
     );
 }
+
+/// `info --data` expands a quoted glob as `train --data` does and describes the first file.
+#[test]
+fn info_expands_globs() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/subdir_one.root");
+    for name in ["b.root", "a.root"] {
+        std::fs::copy(&fixture, dir.path().join(name)).unwrap();
+    }
+    let spec = format!("{}/*.root:dir/sub/events", s(dir.path()));
+    let out = ok(&["info", "--data", &spec]);
+    assert!(out.contains("2 files match"), "{out}");
+    assert!(out.contains("a.root"), "{out}");
+    assert!(out.contains("dir/sub/events"), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("x ")), "{out}");
+    let none = fails(&["info", "--data", &format!("{}/*.csv", s(dir.path()))]);
+    assert!(none.contains("no file matches"), "{none}");
+}

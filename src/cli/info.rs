@@ -4,7 +4,7 @@ use anyhow::Result;
 use clap::Args;
 use hepflow::io::{self, ColumnKind, ReadOptions};
 use hepflow::model::Model;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Arguments of `hepflow info`.
 #[derive(Args, Debug)]
@@ -103,13 +103,26 @@ pub fn run(a: InfoArgs) -> Result<()> {
 }
 
 /// Prints the columns of an event file: name, type, values per event, entries.
+/// A glob (`'nano/*.root:Events'`) is expanded as `train --data` expands it, and the first file
+/// in sorted order is described (the files of one `--data` must have the same columns).
 fn describe_data(spec: &str) -> Result<()> {
-    let (path, object) = io::sources::split_object(spec);
+    let sources = io::sources::expand(&[spec])?;
+    let Some(first) = sources.first() else {
+        anyhow::bail!("--data '{spec}' names no file");
+    };
+    if sources.len() > 1 {
+        println!(
+            "{} files match '{spec}'; the first one is described: {}\n",
+            sources.len(),
+            first.path.display()
+        );
+    }
+    let path = first.path.as_path();
     let opts = ReadOptions {
-        tree: object.map(str::to_string),
+        tree: first.object.clone(),
         ..Default::default()
     };
-    let objects = io::describe::objects(Path::new(path), &opts)?;
+    let objects = io::describe::objects(path, &opts)?;
     if !objects.is_empty() {
         println!("{:<32} class", "object");
         for (p, class) in &objects {
@@ -117,7 +130,7 @@ fn describe_data(spec: &str) -> Result<()> {
         }
         println!();
     }
-    let cols = io::describe(Path::new(path), &opts)?;
+    let cols = io::describe(path, &opts)?;
     let rows: Vec<[String; 4]> = cols
         .iter()
         .map(|c| {

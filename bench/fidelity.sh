@@ -101,7 +101,6 @@ bin="$target_dir/release/examples/fidelity"
 # 3. The budget (hepflow train's defaults unless overridden), the fixed split, the model space.
 budget="$("$bin" budget)"
 field() { python3 -c 'import json, sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$budget" "$1"; }
-default_preset="$(field preset)"
 epochs="${epochs:-$(field epochs)}"
 patience="${patience:-$(field patience)}"
 dropout="${dropout:-$(field dropout)}"
@@ -177,48 +176,5 @@ echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)" >> "$out/environment
 echo "total wall time: $(( $(date +%s) - t0 )) s" >> "$out/environment.txt"
 
 # 4. Table: one row per class and model, pooled over the training seeds.
-python3 - "$results" "$split/split.json" "$default_preset" <<'EOF' | tee "$out/table.md"
-import json, math, sys
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip().startswith("{")]
-split = json.load(open(sys.argv[2]))
-default_preset = sys.argv[3]
-
-def mean_sd(v):
-    v = [x for x in v if x is not None and math.isfinite(x)]
-    if not v:
-        return None, None
-    m = sum(v) / len(v)
-    sd = math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else 0.0
-    return m, sd
-
-def f(v, d=3):
-    return "-" if v is None else f"{v:.{d}f}"
-
-groups = {}
-for r in rows:
-    groups.setdefault((r["class"], r["name"]), []).append(r)
-print("| class | model | seeds | test NLL (nats) | C2ST AUC (mean ± sd) | C2ST AUC min-max | MC-vs-MC AUC "
-      "| outside training range: generated / MC | KS max | epochs (best) | training s |")
-print("|---|---|---|---|---|---|---|---|---|---|---|")
-order = {"background": 0, "signal": 1}
-side = lambda n: 0 if n.startswith("hepflow") else 1 if n.startswith("nflows") else 2
-for (cls, name), rs in sorted(groups.items(), key=lambda kv: (order.get(kv[0][0], 9), side(kv[0][1]), kv[0][1])):
-    aucs = [a for r in rs for a in r.get("c2st_aucs", [r.get("c2st_auc")]) if a is not None]
-    auc, auc_sd = mean_sd(aucs)
-    nll, nll_sd = mean_sd([r["test_nll"] for r in rs])
-    nll_txt = f"{f(nll)} ± {f(rs[0]['test_nll_err'])}" if len(rs) == 1 else f"{f(nll)} (sd {f(nll_sd)} over seeds)"
-    mc, _ = mean_sd([r.get("c2st_auc_mc_vs_mc") for r in rs])
-    og, _ = mean_sd([r.get("outside_train_range") for r in rs])
-    om, _ = mean_sd([r.get("outside_train_range_mc") for r in rs])
-    ks, _ = mean_sd([r.get("ks_max") for r in rs])
-    secs, _ = mean_sd([r.get("train_seconds") for r in rs])
-    ep = ", ".join(f"{r.get('epochs_run', '-')} ({r.get('best_epoch', '-')})" for r in rs)
-    label = name + (f" ({r['preset']})" if name == "hepflow-default" and (r := rs[0]).get("preset") else "")
-    print(f"| {cls} | {label} | {len(rs)} | {nll_txt} | {f(auc)} ± {f(auc_sd)} | "
-          f"{f(min(aucs) if aucs else None)}-{f(max(aucs) if aucs else None)} | {f(mc)} | "
-          f"{f(None if og is None else 100 * og, 2)} % / {f(None if om is None else 100 * om, 2)} % | {f(ks)} | {ep} | {f(secs, 0)} |")
-print()
-print("split (events): " + ", ".join(
-    f"{c}: train {s['train']}, val {s['val']}, test {s['test']}" for c, s in split.items() if isinstance(s, dict)))
-EOF
+python3 "$here/fidelity_table.py" "$results" --split "$split/split.json" | tee "$out/table.md"
 echo "(results: $results; environment: $out/environment.txt)" >&2

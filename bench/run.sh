@@ -10,7 +10,7 @@
 #   nsf      hepflow rq-spline shaped like nflows' NSF (batch 512)     vs  nflows NSF / zuko NSF
 #   realnvp  the RealNVP reference (8 affine couplings, MLP 2 x 128, batch 1024) vs nflows / zuko
 # The peers' NSF is timed once and serves both spline rows. Prints events/s for a training step
-# and for sampling (--samples events; default 1,000,000 for realnvp, 100,000 for the spline
+# and for sampling (--samples events; default 1,000,000 for realnvp, 50,000 for the spline
 # models), wall-clock and per CPU-second, and the ratios hepflow / nflows and hepflow / zuko next
 # to the issue's targets.
 #
@@ -123,7 +123,7 @@ n_samples() { # model -> events of the timed sampling run
     elif [[ "$1" == realnvp ]]; then
         echo 1000000
     else
-        echo 100000
+        echo 50000
     fi
 }
 # Adds "bench_model" to every JSON line (stdout), passes other lines to stderr.

@@ -1,27 +1,35 @@
 #!/usr/bin/env python3
-"""nflows side of the fidelity comparison (see bench/fidelity.sh and docs/FIDELITY.md).
+"""PyTorch side of the fidelity comparison (see bench/fidelity.sh and docs/FIDELITY.md).
 
 For one class of the fixed split written by `cargo run --release --example fidelity -- split`,
-trains nflows models on train.csv with early stopping on val.csv, then on test.csv computes the
-per-event log-density in original units, samples as many events as the test split, and hands
-both to the Rust `score` subcommand, which applies exactly the metrics used for hepflow.
+trains nflows / zuko models on train.csv with early stopping on val.csv, computes the per-event
+log-density of the test events in original units, draws as many events as the test split three
+times (sampling seeds seed + 100 + k), and hands everything to the Rust `score` subcommand, which
+applies exactly the metrics (and the C2ST) used for hepflow.
+
+Preprocessing: hepflow's own. `fidelity prep` writes the train/val/test events mapped by the
+preprocessing hepflow's `train` fits on train.csv, with log|det dz/dx| per event and a flag for
+events outside the map's support (density zero); the models here train in that space, and `score
+--model-space` maps their samples back with the same map. So log p(x) = log p_flow(z) + ladj is in
+original units and every side sees the same space.
 
 Models (D = 18, 10 blocks, conditioners with 128 hidden units):
-- realnvp: 10 x [affine coupling, alternating half masks, MLP 2 x 128 ReLU]
-- glow:    10 x [BatchNorm, LULinear, affine coupling (alternating masks, MLP 2 x 128 ReLU)]
-- nsf:     10 x [LULinear, rational-quadratic coupling (alternating masks, 8 bins,
-           linear tails at +-5, ResidualNet 128 hidden, 2 residual blocks)]
+- nsf:      nflows 10 x [LULinear (identity init), rational-quadratic coupling (alternating masks,
+            8 bins, linear tails at +-5, ResidualNet 128 hidden, 2 residual blocks, dropout)]
+- zuko-nsf: zuko.flows.NSF(18, transforms=10, bins=8, passes=2 (coupling), hidden (128, 128),
+            residual=True): 10 x [rational-quadratic coupling, bound 5, masked residual MLP with
+            the same layer sizes as nflows' ResidualNet]; dropout inserted in each residual block
+            at the place nflows' ResidualNet has it (zuko has no dropout option); alternating
+            orders, no LU layers (zuko's NSF has none)
+- realnvp:  nflows 10 x [affine coupling, alternating half masks, MLP 2 x 128 ReLU]
+- glow:     nflows 10 x [BatchNorm, LULinear, affine coupling (alternating masks, MLP 2 x 128 ReLU)]
+  (nflows' MLP has no dropout: --dropout applies to nsf and zuko-nsf only)
 
-Preprocessing (the seminar's, as hepflow does it), fitted on train.csv only, in float64:
-    u = (clip(x, min, max) - lo) / (hi - lo),  lo = min - 0.05 (max - min),  hi = max + 0.05 (max - min)
-    y = log(u / (1 - u)),  z = (y - mean(y)) / std(y)   (population std)
-    log|dz/dx| = sum_j [-log(hi - lo) - log(u (1 - u)) - log std]
-so that log p(x) = log p_flow(z) + log|dz/dx| is in original units. Test values outside the
-training range are evaluated at the nearest end of the range (clip), as hepflow does.
-
-Training: Adam lr 1e-3, batch 512, cosine decay per step to 1e-5 over the maximum number of
-epochs, gradient-norm clip 5, early stopping on the validation NLL (patience epochs), best model
-kept. These are hepflow's TrainConfig defaults.
+Training budget, the knobs of hepflow's TrainOptions with the same values on every side: Adam
+lr 1e-3, batch 512 (the last partial batch dropped), cosine decay per step to lr/100 over the
+maximum number of epochs, gradient-norm clip 5, dropout in the conditioners (--dropout, hepflow's
+default preset: 0.2), early stopping on the validation NLL (--patience epochs), best model kept,
+the fixed validation split.
 """
 
 import argparse
@@ -36,8 +44,7 @@ from importlib.metadata import PackageNotFoundError, version as pkg_version
 
 import numpy as np
 
-MARGIN = 0.05
-U_CLAMP = 1e-7
+MODELS = ("nsf", "zuko-nsf", "realnvp", "glow")
 
 
 def dist_version(name):
@@ -58,39 +65,15 @@ def write_csv(path, header, data):
     np.savetxt(path, data, delimiter=",", header=",".join(header), comments="", fmt="%.9g")
 
 
-class Preprocessor:
-    """min-max (5% margin) -> logit -> standardisation, with its exact log-determinant."""
-
-    def __init__(self, x):
-        self.mn = x.min(axis=0)
-        self.mx = x.max(axis=0)
-        width = self.mx - self.mn
-        if np.any(width <= 0):
-            raise ValueError("a feature is constant on the training split")
-        self.lo = self.mn - MARGIN * width
-        self.hi = self.mx + MARGIN * width
-        y, _ = self._logit(x)
-        self.mean = y.mean(axis=0)
-        self.std = y.std(axis=0)
-
-    def _logit(self, x):
-        xc = np.clip(x, self.mn, self.mx)
-        u = np.clip((xc - self.lo) / (self.hi - self.lo), U_CLAMP, 1.0 - U_CLAMP)
-        return np.log(u) - np.log1p(-u), u
-
-    def forward(self, x):
-        y, u = self._logit(x)
-        z = (y - self.mean) / self.std
-        ladj = (-np.log(self.hi - self.lo) - np.log(u) - np.log1p(-u) - np.log(self.std)).sum(axis=1)
-        return z, ladj
-
-    def inverse(self, z):
-        y = z * self.std + self.mean
-        u = 0.5 * (1.0 + np.tanh(0.5 * y))  # sigmoid, overflow-free
-        return self.lo + u * (self.hi - self.lo)
+def read_prep(path):
+    """A `fidelity prep` file -> (feature names, z, ladj, outside_support)."""
+    header, data = read_csv(path)
+    if header[-2:] != ["ladj", "outside_support"]:
+        raise ValueError(f"{path}: expected the last columns ladj,outside_support, got {header[-2:]}")
+    return header[:-2], data[:, :-2], data[:, -2], data[:, -1] > 0.5
 
 
-def build_flow(name, dim, torch):
+def build_nflows(name, dim, dropout, torch):
     from nflows.distributions.normal import StandardNormal
     from nflows.flows.base import Flow
     from nflows.nn import nets
@@ -117,7 +100,7 @@ def build_flow(name, dim, torch):
         return Mlp(i, o)
 
     def resnet(i, o):
-        return nets.ResidualNet(i, o, hidden_features=128, num_blocks=2)
+        return nets.ResidualNet(i, o, hidden_features=128, num_blocks=2, dropout_probability=dropout)
 
     layers = []
     for b in range(10):
@@ -140,43 +123,72 @@ def build_flow(name, dim, torch):
                 )
             )
         else:
-            raise ValueError(f"unknown model {name!r} (realnvp, glow, nsf)")
-    return Flow(CompositeTransform(layers), StandardNormal([dim]))
+            raise ValueError(f"unknown nflows model {name!r}")
+    flow = Flow(CompositeTransform(layers), StandardNormal([dim]))
+    return flow, flow.log_prob, lambda n: flow.sample(n)
 
 
-def mean_log_prob(flow, z, torch, batch=4096):
+def build_zuko_nsf(dim, dropout, torch):
+    import zuko
+
+    flow = zuko.flows.NSF(dim, transforms=10, bins=8, passes=2, hidden_features=(128, 128), residual=True)
+    if dropout > 0:
+        # zuko's residual block is Residual(Linear, ReLU, Linear); nflows' ResidualNet applies its
+        # dropout between the block's activation and its second linear layer: do the same.
+        for t in flow.transform.transforms:
+            hyper = getattr(t, "hyper", None)
+            if hyper is None:
+                continue
+            for i, m in enumerate(hyper):
+                if isinstance(m, zuko.nn.Residual):
+                    parts = list(m)
+                    hyper[i] = zuko.nn.Residual(*parts[:2], torch.nn.Dropout(dropout), *parts[2:])
+    return flow, lambda z: flow().log_prob(z), lambda n: flow().sample((n,))
+
+
+def build(name, dim, dropout, torch):
+    if name == "zuko-nsf":
+        return build_zuko_nsf(dim, dropout, torch)
+    return build_nflows(name, dim, dropout, torch)
+
+
+def side_name(name):
+    return name if name.startswith("zuko-") else f"nflows-{name}"
+
+
+def log_prob_np(log_prob, flow, z, torch, batch=4096):
     """Per-event log p_flow(z) (eval mode, no grad), float64 numpy."""
     out = []
+    flow.eval()
     with torch.no_grad():
         for s in range(0, z.shape[0], batch):
-            out.append(flow.log_prob(torch.from_numpy(z[s : s + batch])).double().numpy())
+            out.append(log_prob(torch.from_numpy(z[s : s + batch])).double().numpy())
     return np.concatenate(out)
 
 
-def train_one(name, args, cls, torch):
+def train_one(name, args, cls, seed, torch):
     cdir = os.path.join(args.split, cls)
-    header, x_train = read_csv(os.path.join(cdir, "train.csv"))
-    _, x_val = read_csv(os.path.join(cdir, "val.csv"))
-    _, x_test = read_csv(os.path.join(cdir, "test.csv"))
-    dim = x_train.shape[1]
-    tag = f"{cls}/nflows-{name}"
+    pdir = os.path.join(args.out, cls, "prep")
+    names, z_train, _, _ = read_prep(os.path.join(pdir, "train.csv"))
+    _, z_val, ladj_val, _ = read_prep(os.path.join(pdir, "val.csv"))
+    _, z_test, ladj_test, out_test = read_prep(os.path.join(pdir, "test.csv"))
+    dim = z_train.shape[1]
+    label = side_name(name)
+    tag = f"{cls}/{label}/seed{seed}"
 
-    torch.manual_seed(args.seed)
-    np.random.seed(args.seed)
+    torch.manual_seed(seed)
+    np.random.seed(seed)
     t0 = time.perf_counter()
-    pre = Preprocessor(x_train)
-    z_train, ladj_train = pre.forward(x_train)
-    z_val, ladj_val = pre.forward(x_val)
     z_train = torch.from_numpy(z_train.astype(np.float32))
     z_val32 = z_val.astype(np.float32)
-    flow = build_flow(name, dim, torch)
+    flow, log_prob, sample = build(name, dim, args.dropout, torch)
     num_params = sum(p.numel() for p in flow.parameters() if p.requires_grad)
     opt = torch.optim.Adam(flow.parameters(), lr=args.lr)
     n = z_train.shape[0]
     steps_per_epoch = max(1, n // args.batch_size)  # drop the last partial batch
     total_steps = steps_per_epoch * args.epochs
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps, eta_min=args.lr * 0.01)
-    gen = torch.Generator().manual_seed(args.seed)
+    gen = torch.Generator().manual_seed(seed)
     best_val, best_epoch, best_state, bad = math.inf, 0, None, 0
     epochs_run = 0
     for epoch in range(1, args.epochs + 1):
@@ -186,15 +198,14 @@ def train_one(name, args, cls, torch):
         tot = 0.0
         for s in range(steps_per_epoch):
             batch = z_train[perm[s * args.batch_size : (s + 1) * args.batch_size]]
-            loss = -flow.log_prob(batch).mean()
+            loss = -log_prob(batch).mean()
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(flow.parameters(), args.clip)
             opt.step()
             sched.step()
             tot += loss.item()
-        flow.eval()
-        val = -mean_log_prob(flow, z_val32, torch).mean() - ladj_val.mean()
+        val = -(log_prob_np(log_prob, flow, z_val32, torch) + ladj_val).mean()
         epochs_run = epoch
         improved = np.isfinite(val) and val < best_val
         if improved:
@@ -203,7 +214,7 @@ def train_one(name, args, cls, torch):
         else:
             bad += 1
         print(
-            f"[{tag}] epoch {epoch:>3}  train {tot / steps_per_epoch:.4f}  val {val:.4f} (orig. units)"
+            f"[{tag}] epoch {epoch:>3}  train {tot / steps_per_epoch:.4f} (model space)  val {val:.4f} (orig. units)"
             f"  lr {sched.get_last_lr()[0]:.2e}  {time.perf_counter() - te:.1f} s",
             file=sys.stderr,
             flush=True,
@@ -215,41 +226,38 @@ def train_one(name, args, cls, torch):
     flow.eval()
     seconds = time.perf_counter() - t0
 
-    # Test NLL in original units.
-    z_test, ladj_test = pre.forward(x_test)
-    lp = mean_log_prob(flow, z_test.astype(np.float32), torch) + ladj_test
-    # Generated events, as many as the test split.
-    n_gen = x_test.shape[0]
-    with torch.no_grad():
-        torch.manual_seed(args.seed + 100)
-        z_gen = flow.sample(n_gen).double().numpy()
-    x_gen = pre.inverse(z_gen)
-    finite = np.isfinite(x_gen).all(axis=1)
-    out_dir = os.path.join(args.out, cls, f"nflows-{name}")
+    # Test log-densities in original units; zero density outside the map's support.
+    lp = log_prob_np(log_prob, flow, z_test.astype(np.float32), torch) + ladj_test
+    lp[out_test] = -np.inf
+    out_dir = os.path.join(args.out, cls, f"{label}-seed{seed}")
     os.makedirs(out_dir, exist_ok=True)
-    gen_path = os.path.join(out_dir, "generated.csv")
-    write_csv(gen_path, header, x_gen[finite])
+    gen_paths = []
+    dropped = 0
+    for k in range(args.repeats):
+        with torch.no_grad():
+            torch.manual_seed(seed + 100 + k)
+            z_gen = sample(z_test.shape[0]).double().numpy()
+        finite = np.isfinite(z_gen).all(axis=1)
+        dropped += int((~finite).sum())
+        path = os.path.join(out_dir, f"generated_z_{k}.csv")
+        write_csv(path, names, z_gen[finite])
+        gen_paths.append(path)
     torch.save(flow.state_dict(), os.path.join(out_dir, "model.pt"))
 
     cmd = [
         args.score_bin,
         "score",
-        "--test",
-        os.path.join(cdir, "test.csv"),
-        "--generated",
-        gen_path,
-        "--name",
-        f"nflows-{name}",
-        "--class",
-        cls,
-        "--seconds",
-        repr(seconds),
-        "--epochs-run",
-        str(epochs_run),
-        "--best-epoch",
-        str(best_epoch),
-        "--num-params",
-        str(num_params),
+        "--test", os.path.join(cdir, "test.csv"),
+        "--train", os.path.join(cdir, "train.csv"),
+        "--model-space",
+        "--generated", ",".join(gen_paths),
+        "--name", label,
+        "--class", cls,
+        "--seconds", repr(seconds),
+        "--epochs-run", str(epochs_run),
+        "--best-epoch", str(best_epoch),
+        "--num-params", str(num_params),
+        "--seed", str(seed),
     ]
     if args.threads:
         cmd[1:1] = ["--threads", str(args.threads)]
@@ -260,15 +268,15 @@ def train_one(name, args, cls, torch):
     else:
         # Same estimator as hepflow's mean_nll: finite values only, n - 1 in the std.
         f = lp[np.isfinite(lp)]
-        print(f"[{tag}] {lp.size - f.size} non-finite test log-densities skipped", file=sys.stderr)
+        print(f"[{tag}] {lp.size - f.size} test events with zero density skipped", file=sys.stderr)
         cmd += ["--nll", repr(-f.mean()), "--nll-err", repr(f.std(ddof=1) / math.sqrt(f.size))]
     if args.json:
         cmd += ["--json", args.json]
     res = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True)
     line = json.loads(res.stdout.strip().splitlines()[-1])
     print(json.dumps(line), flush=True)
-    if (~finite).any():
-        print(f"[{tag}] {(~finite).sum()} non-finite generated events dropped", file=sys.stderr)
+    if dropped:
+        print(f"[{tag}] {dropped} non-finite generated events dropped", file=sys.stderr)
     return line
 
 
@@ -276,31 +284,42 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--split", required=True, help="directory written by the split subcommand")
     ap.add_argument("--classes", default="background,signal")
-    ap.add_argument("--models", default="realnvp,glow,nsf")
-    ap.add_argument("--epochs", type=int, default=100)
+    ap.add_argument("--models", default="nsf,zuko-nsf", help="comma-separated: " + ",".join(MODELS))
+    ap.add_argument("--epochs", type=int, default=200)
     ap.add_argument("--patience", type=int, default=15)
     ap.add_argument("--batch-size", type=int, default=512)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--clip", type=float, default=5.0)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--dropout", type=float, default=0.2, help="conditioner dropout (nsf, zuko-nsf)")
+    ap.add_argument("--seeds", default="0", help="comma-separated training seeds")
+    ap.add_argument("--repeats", type=int, default=3, help="generated samples (C2ST seeds) per model")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     ap.add_argument("--score-bin", required=True, help="path of the built fidelity example")
-    ap.add_argument("--out", required=True, help="output directory (generated events, models)")
+    ap.add_argument("--out", required=True, help="output directory (prep files, generated events, models)")
     ap.add_argument("--json", help="append the result lines to this file")
     args = ap.parse_args()
+    models = [m for m in args.models.split(",") if m]
+    for m in models:
+        if m not in MODELS:
+            ap.error(f"unknown model {m!r} (expected some of {','.join(MODELS)})")
+    if not 0.0 <= args.dropout < 1.0:
+        ap.error("--dropout must be in [0, 1)")
+    if args.repeats < 1:
+        ap.error("--repeats must be at least 1")
 
     import torch
 
     if args.threads:
         torch.set_num_threads(args.threads)
     print(
-        f"[nflows] torch {torch.__version__}, nflows {dist_version('nflows')}, numpy {np.__version__},"
-        f" threads {torch.get_num_threads()}",
+        f"[torch] torch {torch.__version__}, nflows {dist_version('nflows')}, zuko {dist_version('zuko')},"
+        f" numpy {np.__version__}, threads {torch.get_num_threads()}",
         file=sys.stderr,
     )
     for cls in [c for c in args.classes.split(",") if c]:
-        for name in [m for m in args.models.split(",") if m]:
-            train_one(name, args, cls, torch)
+        for seed in [int(s) for s in args.seeds.split(",") if s]:
+            for name in models:
+                train_one(name, args, cls, seed, torch)
 
 
 if __name__ == "__main__":

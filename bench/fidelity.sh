@@ -1,18 +1,26 @@
 #!/usr/bin/env bash
-# Fidelity comparison: hepflow presets vs nflows RealNVP / Glow / NSF on the same fixed split of the
-# bundled HIGGS sample (higgs18 features, background and signal separately), with the same metrics.
+# Fidelity comparison ("a fair fight", issue 16): hepflow presets vs nflows NSF and zuko NSF on the
+# same fixed split of the bundled HIGGS sample (higgs18 features, background and signal
+# separately), with the same preprocessing, the same training budget and the same scoring code.
 #
-#   bash bench/fidelity.sh [--classes background,signal] [--hepflow realnvp,glow,rq-spline,pq-spline,maf,default]
-#                          [--nflows realnvp,glow,nsf] [--epochs 60] [--patience 10] [--threads 1]
-#                          [--seed 0] [--split-seed 1] [--parallel] [--out bench/out/fidelity]
+#   bash bench/fidelity.sh [--classes background,signal] [--hepflow default,rq-spline,...]
+#                          [--peers nsf,zuko-nsf,realnvp,glow] [--epochs N] [--patience N]
+#                          [--dropout P] [--seeds 0,1,2] [--repeats 3] [--threads 1]
+#                          [--split-seed 1] [--parallel] [--python PY] [--out bench/out/fidelity]
 #
-# Quick check (a few minutes): bash bench/fidelity.sh --classes background --hepflow default --nflows nsf --epochs 3
+# Quick check (a few minutes): bash bench/fidelity.sh --classes background --epochs 3
 #
-# Creates bench/.venv (torch, nflows, numpy from PyPI) on first use, builds the Rust side with
-# `cargo build --release --example fidelity`, writes the split, trains every model (early stopping on
-# the validation split, best model kept), scores it on the test split and prints the table.
-# --parallel runs the hepflow side and the nflows side at the same time (each with --threads
-# threads); timings are then affected by each other. Result lines: OUT/results.jsonl.
+# The training budget defaults to `hepflow train`'s own (printed by `fidelity budget`: epochs,
+# patience, lr and cosine schedule, batch size, gradient clip, the default preset's dropout); the
+# PyTorch models get exactly the same knobs, and --epochs / --patience / --dropout change every
+# side alike (--dropout applies to the peers' NSF conditioners; hepflow's default preset keeps its
+# own). Every model trains on train.csv, stops early on val.csv (best model kept), and is scored on
+# test.csv by `fidelity score` / `fidelity train` (hepflow::evaluate: test NLL, the C2ST once per
+# generated sample, --repeats samples and evaluation seeds, KS, events outside the training range).
+# --seeds trains every model once per seed. --parallel runs the hepflow side and the PyTorch side
+# at the same time (each with --threads threads); wall times are then affected by each other.
+# PyTorch: --python PY, else bench/.venv (created with torch, nflows, zuko, numpy on first use).
+# Output: OUT/results.jsonl (one line per model and seed), OUT/table.md, logs, environment.txt.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -20,50 +28,67 @@ root="$(cd "$here/.." && pwd)"
 cd "$root"
 
 classes="background,signal"
-hf_models="realnvp,glow,rq-spline,pq-spline,maf,default"
-nf_models="realnvp,glow,nsf"
-epochs=60
-patience=10
+hf_models="default"
+peers="nsf,zuko-nsf"
+epochs=""
+patience=""
+dropout=""
+seeds="0"
+repeats=3
 threads=1
-seed=0
 split_seed=1
 parallel=0
+py=""
 out="$here/out/fidelity"
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --classes) classes="$2"; shift 2 ;;
         --hepflow) hf_models="$2"; shift 2 ;;
-        --nflows) nf_models="$2"; shift 2 ;;
+        --peers|--nflows) peers="$2"; shift 2 ;;
         --epochs) epochs="$2"; shift 2 ;;
         --patience) patience="$2"; shift 2 ;;
+        --dropout) dropout="$2"; shift 2 ;;
+        --seeds) seeds="$2"; shift 2 ;;
+        --repeats) repeats="$2"; shift 2 ;;
         --threads) threads="$2"; shift 2 ;;
-        --seed) seed="$2"; shift 2 ;;
         --split-seed) split_seed="$2"; shift 2 ;;
         --parallel) parallel=1; shift ;;
+        --python) py="$2"; shift 2 ;;
         --out) out="$2"; shift 2 ;;
-        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
-for v in epochs patience threads; do
-    if ! [[ "${!v}" =~ ^[1-9][0-9]*$ ]]; then
+for v in threads repeats split_seed; do
+    if ! [[ "${!v}" =~ ^[0-9]+$ ]] || [[ "$v" != split_seed && "${!v}" == 0 ]]; then
+        echo "--${v//_/-} must be a positive integer" >&2
+        exit 2
+    fi
+done
+for v in epochs patience; do
+    if [[ -n "${!v}" ]] && ! [[ "${!v}" =~ ^[1-9][0-9]*$ ]]; then
         echo "--$v must be a positive integer" >&2
         exit 2
     fi
 done
+if ! [[ "$seeds" =~ ^[0-9]+(,[0-9]+)*$ ]]; then
+    echo "--seeds must be a comma-separated list of non-negative integers" >&2
+    exit 2
+fi
 
-# 1. Python environment (only when nflows models are requested).
-py=""
-if [[ -n "$nf_models" ]]; then
-    venv="$here/.venv"
-    py="$venv/bin/python"
-    if [[ ! -x "$py" ]]; then
-        echo "== creating $venv" >&2
-        python3 -m venv "$venv"
+# 1. Python environment (only when PyTorch models are requested).
+if [[ -n "$peers" ]]; then
+    if [[ -z "$py" ]]; then
+        venv="$here/.venv"
+        py="$venv/bin/python"
+        if [[ ! -x "$py" ]]; then
+            echo "== creating $venv" >&2
+            python3 -m venv "$venv"
+        fi
     fi
-    if ! "$py" -c 'import torch, nflows, numpy' >/dev/null 2>&1; then
-        echo "== installing torch, nflows, numpy into $venv (large download on first run)" >&2
-        "$py" -m pip install --quiet torch nflows numpy
+    if ! "$py" -c 'import torch, nflows, zuko, numpy' >/dev/null 2>&1; then
+        echo "== installing torch, nflows, zuko, numpy for $py (large download on first run)" >&2
+        "$py" -m pip install --quiet torch nflows zuko numpy
     fi
 fi
 
@@ -73,10 +98,27 @@ cargo build --quiet --release --example fidelity
 target_dir="${CARGO_TARGET_DIR:-$root/target}"
 bin="$target_dir/release/examples/fidelity"
 
-# 3. The fixed split.
+# 3. The budget (hepflow train's defaults unless overridden), the fixed split, the model space.
+budget="$("$bin" budget)"
+field() { python3 -c 'import json, sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$budget" "$1"; }
+epochs="${epochs:-$(field epochs)}"
+patience="${patience:-$(field patience)}"
+dropout="${dropout:-$(field dropout)}"
+lr="$(field lr)"
+batch="$(field batch_size)"
+clip="$(field clip_grad_norm)"
+schedule="$(field schedule)"
+if [[ "$schedule" != Cosine || "$(field weight_decay)" != 0.0 || "$(field ema_decay)" != 0.0 ]]; then
+    echo "hepflow's default budget changed ($budget): bench/fidelity.py implements cosine, no weight decay, no EMA; update it" >&2
+    exit 1
+fi
+
 mkdir -p "$out"
 split="$out/split"
 "$bin" split --out "$split" --seed "$split_seed"
+for cls in ${classes//,/ }; do
+    "$bin" prep --dir "$split" --class "$cls" --out "$out/$cls/prep"
+done
 results="$out/results.jsonl"
 : > "$results"
 {
@@ -84,41 +126,41 @@ results="$out/results.jsonl"
     echo "git: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (modified)')"
     echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(nproc) cores"
     echo "rustc: $(rustc --version)"
-    [[ -n "$py" ]] && echo "python: $("$py" -c 'import sys, torch, numpy; from importlib.metadata import version; print(sys.version.split()[0], "torch", torch.__version__, "nflows", version("nflows"), "numpy", numpy.__version__)')"
-    echo "settings: epochs=$epochs patience=$patience threads=$threads seed=$seed split_seed=$split_seed parallel=$parallel"
+    [[ -n "$peers" ]] && echo "python: $("$py" -c 'import sys, torch, numpy; from importlib.metadata import version; print(sys.version.split()[0], "torch", torch.__version__, "nflows", version("nflows"), "zuko", version("zuko"), "numpy", numpy.__version__)')"
+    echo "hepflow train defaults: $budget"
+    echo "settings: epochs=$epochs patience=$patience dropout(peers)=$dropout lr=$lr batch=$batch clip=$clip schedule=$schedule seeds=$seeds repeats=$repeats threads=$threads split_seed=$split_seed parallel=$parallel"
     echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 } > "$out/environment.txt"
 
-default_preset="$("$bin" default-preset)"
-echo "default preset of hepflow train: $default_preset" >> "$out/environment.txt"
 run_hepflow() {
-    local cls m
+    local cls m s
+    [[ -z "$hf_models" ]] && return 0
     for cls in ${classes//,/ }; do
-        for m in ${hf_models//,/ }; do
-            if [[ "$m" == default && ",$hf_models," == *",$default_preset,"* ]]; then
-                continue # same model as hepflow-$default_preset: its line is copied below
-            fi
-            "$bin" --threads "$threads" train --dir "$split" --class "$cls" --preset "$m" \
-                --epochs "$epochs" --patience "$patience" --seed "$seed" \
-                --out "$out/$cls/hepflow-$m" --json "$results" > /dev/null
+        for s in ${seeds//,/ }; do
+            for m in ${hf_models//,/ }; do
+                "$bin" --threads "$threads" train --dir "$split" --class "$cls" --preset "$m" \
+                    --epochs "$epochs" --patience "$patience" --seed "$s" --repeats "$repeats" \
+                    --out "$out/$cls/hepflow-$m-seed$s" --json "$results" > /dev/null
+            done
         done
     done
 }
-run_nflows() {
-    [[ -z "$nf_models" ]] && return 0
+run_peers() {
+    [[ -z "$peers" ]] && return 0
     OMP_NUM_THREADS="$threads" MKL_NUM_THREADS="$threads" PYTHONWARNINGS=ignore \
-        "$py" "$here/fidelity.py" --split "$split" --classes "$classes" --models "$nf_models" \
-        --epochs "$epochs" --patience "$patience" --seed "$seed" --threads "$threads" \
-        --score-bin "$bin" --out "$out" --json "$results" > /dev/null
+        "$py" "$here/fidelity.py" --split "$split" --classes "$classes" --models "$peers" \
+        --epochs "$epochs" --patience "$patience" --dropout "$dropout" --lr "$lr" \
+        --batch-size "$batch" --clip "$clip" --seeds "$seeds" --repeats "$repeats" \
+        --threads "$threads" --score-bin "$bin" --out "$out" --json "$results" > /dev/null
 }
 
 t0=$(date +%s)
 if [[ "$parallel" == 1 ]]; then
     run_hepflow 2> "$out/hepflow.log" &
     hf_pid=$!
-    run_nflows 2> "$out/nflows.log" &
+    run_peers 2> "$out/torch.log" &
     nf_pid=$!
-    echo "== training in parallel (logs: $out/hepflow.log, $out/nflows.log)" >&2
+    echo "== training in parallel (logs: $out/hepflow.log, $out/torch.log)" >&2
     st=0
     wait "$hf_pid" || st=$?
     wait "$nf_pid" || st=$?
@@ -128,41 +170,11 @@ if [[ "$parallel" == 1 ]]; then
     fi
 else
     run_hepflow 2> >(tee "$out/hepflow.log" >&2)
-    run_nflows 2> >(tee "$out/nflows.log" >&2)
-fi
-# "default" when it is also listed under its own name: the same training (deterministic), renamed.
-if [[ ",$hf_models," == *",default,"* && ",$hf_models," == *",$default_preset,"* ]]; then
-    python3 - "$results" "$default_preset" <<'EOF'
-import json, sys
-path, preset = sys.argv[1], sys.argv[2]
-rows = [json.loads(l) for l in open(path) if l.strip().startswith("{")]
-with open(path, "a") as f:
-    for r in rows:
-        if r["name"] == f"hepflow-{preset}":
-            f.write(json.dumps(dict(r, name="hepflow-default")) + "\n")
-EOF
+    run_peers 2> >(tee "$out/torch.log" >&2)
 fi
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)" >> "$out/environment.txt"
 echo "total wall time: $(( $(date +%s) - t0 )) s" >> "$out/environment.txt"
 
-# 4. Table.
-python3 - "$results" "$split/split.json" <<'EOF' | tee "$out/table.md"
-import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip().startswith("{")]
-split = json.load(open(sys.argv[2]))
-def f(v, d=3):
-    return "-" if v is None else f"{v:.{d}f}"
-print("| class | model | test NLL (nats) | C2ST AUC | MC-vs-MC AUC | KS max (feature) | epochs (best) | training s |")
-print("|---|---|---|---|---|---|---|---|")
-order = {"background": 0, "signal": 1}
-for r in sorted(rows, key=lambda r: (order.get(r["class"], 9), not r["name"].startswith("hepflow"), r["name"])):
-    name = r["name"] + (f" ({r['preset']})" if r["name"] == "hepflow-default" else "")
-    print(f"| {r['class']} | {name} | {f(r['test_nll'])} ± {f(r['test_nll_err'])} "
-          f"| {f(r['c2st_auc'])} ± {f(r['c2st_auc_err'])} | {f(r.get('c2st_auc_mc_vs_mc'))} "
-          f"| {f(r['ks_max'])} ({r.get('ks_max_feature', '')}) "
-          f"| {r.get('epochs_run', '-')} ({r.get('best_epoch', '-')}) | {f(r.get('train_seconds'), 0)} |")
-print()
-print("split (events): " + ", ".join(
-    f"{c}: train {s['train']}, val {s['val']}, test {s['test']}" for c, s in split.items() if isinstance(s, dict)))
-EOF
+# 4. Table: one row per class and model, pooled over the training seeds.
+python3 "$here/fidelity_table.py" "$results" --split "$split/split.json" | tee "$out/table.md"
 echo "(results: $results; environment: $out/environment.txt)" >&2

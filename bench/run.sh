@@ -1,16 +1,27 @@
 #!/usr/bin/env bash
-# hepflow vs nflows / zuko benchmark: reference RealNVP (8 affine couplings, MLP 2 x 128 ReLU,
-# batch 1024, D = 18 higgs18 features, Adam 1e-3). Prints events/s for a training step and for
-# sampling 1,000,000 events, and the ratios hepflow / nflows and hepflow / zuko.
+# hepflow vs nflows / zuko speed benchmark (issue 15): the models users run, side by side in one run.
 #
-#   bash bench/run.sh [--threads N] [--data CSV(.gz)] [--sides nflows,zuko] [--chunks 128,256,512]
-#                     [--simd avx512|avx2|portable]
+#   bash bench/run.sh [--threads N] [--models default,nsf,realnvp] [--simd avx512|avx2|portable]
+#                     [--sides nflows,zuko] [--samples N] [--chunks 128,256,512] [--data CSV(.gz)]
+#                     [--python PY] [--omp-wait passive|active]
+#
+# Models (D = 18 higgs18 features, Adam 1e-3; see bench/README.md):
+#   default  hepflow's default preset with its defaults (batch 512)  vs  nflows NSF / zuko NSF
+#   nsf      hepflow rq-spline shaped like nflows' NSF (batch 512)     vs  nflows NSF / zuko NSF
+#   realnvp  the RealNVP reference (8 affine couplings, MLP 2 x 128, batch 1024) vs nflows / zuko
+# The peers' NSF is timed once and serves both spline rows. Prints events/s for a training step
+# and for sampling (--samples events; default 1,000,000 for realnvp, 50,000 for the spline
+# models), wall-clock and per CPU-second, and the ratios hepflow / nflows and hepflow / zuko next
+# to the issue's targets.
 #
 # --simd forces hepflow's kernel path (HEPFLOW_SIMD); every path gives the same bits, only the
-# speed differs. The peer side always runs its own best path.
+# speed differs. The peers always run their own best path. PyTorch's OpenMP threads wait passively
+# by default (OMP_WAIT_POLICY=PASSIVE), because on a shared machine spinning threads that lose
+# their core make PyTorch many times slower; --omp-wait active restores OpenMP's default.
 #
-# Creates bench/.venv (torch, nflows, zuko, numpy from PyPI) on first use and builds the Rust side
-# with `cargo build --release --example benchmark`. Raw JSON lines go to bench/out/.
+# PyTorch: --python PY, else bench/.venv (created with torch, nflows, zuko, numpy on first use).
+# The Rust side is built with `cargo build --release --example benchmark`. Raw JSON lines go to
+# bench/out/.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -22,6 +33,10 @@ data=""
 sides="nflows,zuko"
 chunks="128,256,512"
 simd=""
+models="default,nsf,realnvp"
+samples=""
+py=""
+omp_wait="passive"
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --threads) threads="$2"; shift 2 ;;
@@ -29,7 +44,11 @@ while [[ $# -gt 0 ]]; do
         --sides) sides="$2"; shift 2 ;;
         --chunks) chunks="$2"; shift 2 ;;
         --simd) simd="$2"; shift 2 ;;
-        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+        --models) models="$2"; shift 2 ;;
+        --samples) samples="$2"; shift 2 ;;
+        --python) py="$2"; shift 2 ;;
+        --omp-wait) omp_wait="$2"; shift 2 ;;
+        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
@@ -37,6 +56,22 @@ if ! [[ "$threads" =~ ^[1-9][0-9]*$ ]]; then
     echo "--threads must be a positive integer" >&2
     exit 2
 fi
+if [[ -n "$samples" ]] && ! [[ "$samples" =~ ^[1-9][0-9]*$ ]]; then
+    echo "--samples must be a positive integer" >&2
+    exit 2
+fi
+case "$simd" in "" | avx512 | avx2 | portable) ;; *) echo "--simd expects avx512, avx2 or portable" >&2; exit 2 ;; esac
+case "$omp_wait" in passive | active) ;; *) echo "--omp-wait expects passive or active" >&2; exit 2 ;; esac
+if [[ -z "$models" ]]; then
+    echo "--models: name at least one of default, nsf, realnvp" >&2
+    exit 2
+fi
+for m in ${models//,/ }; do
+    case "$m" in default | nsf | realnvp) ;; *) echo "--models: unknown model $m (default, nsf, realnvp)" >&2; exit 2 ;; esac
+done
+for s in ${sides//,/ }; do
+    case "$s" in nflows | zuko) ;; *) echo "--sides: unknown side $s (nflows, zuko)" >&2; exit 2 ;; esac
+done
 
 if [[ -z "$data" ]]; then
     for cand in data/higgs_35k.csv.gz ../shared/data/higgs_openml_rows_valtest_35298.csv.gz \
@@ -54,15 +89,19 @@ if [[ ! -f "$data" ]]; then
 fi
 
 # 1. Python environment.
-venv="$here/.venv"
-py="$venv/bin/python"
-if [[ ! -x "$py" ]]; then
-    echo "== creating $venv" >&2
-    python3 -m venv "$venv"
-fi
-if ! "$py" -c 'import torch, nflows, zuko, numpy' >/dev/null 2>&1; then
-    echo "== installing torch, nflows, zuko, numpy into $venv (large download on first run)" >&2
-    "$py" -m pip install --quiet torch nflows zuko numpy
+if [[ -n "$sides" ]]; then
+    if [[ -z "$py" ]]; then
+        venv="$here/.venv"
+        py="$venv/bin/python"
+        if [[ ! -x "$py" ]]; then
+            echo "== creating $venv" >&2
+            python3 -m venv "$venv"
+        fi
+    fi
+    if ! "$py" -c 'import torch, nflows, zuko, numpy' >/dev/null 2>&1; then
+        echo "== installing torch, nflows, zuko, numpy for $py (large download on first run)" >&2
+        "$py" -m pip install --quiet torch nflows zuko numpy
+    fi
 fi
 
 # 2. Rust side (release).
@@ -71,89 +110,121 @@ cargo build --quiet --release --example benchmark
 target_dir="${CARGO_TARGET_DIR:-$root/target}"
 bin="$target_dir/release/examples/benchmark"
 
-# 3. Run both sides with the same thread count, one after the other (never concurrently).
+# 3. Every side with the same thread count, one after the other (never concurrently).
 out="$here/out"
 mkdir -p "$out"
 stamp="$(date -u +%Y%m%dT%H%M%SZ)"
-hf_json="$out/hepflow-t${threads}-$stamp.jsonl"
-py_json="$out/torch-t${threads}-$stamp.jsonl"
+json="$out/bench-t${threads}${simd:+-$simd}-$stamp.jsonl"
+: > "$json"
+omp_policy="$(tr '[:lower:]' '[:upper:]' <<< "$omp_wait")"
+n_samples() { # model -> events of the timed sampling run
+    if [[ -n "$samples" ]]; then
+        echo "$samples"
+    elif [[ "$1" == realnvp ]]; then
+        echo 1000000
+    else
+        echo 50000
+    fi
+}
+# Adds "bench_model" to every JSON line (stdout), passes other lines to stderr.
+tag() {
+    python3 -c 'import json, sys
+for line in sys.stdin:
+    line = line.strip()
+    if line.startswith("{"):
+        r = json.loads(line)
+        r["bench_model"] = sys.argv[1]
+        print(json.dumps(r), flush=True)
+    elif line:
+        print(line, file=sys.stderr, flush=True)' "$1"
+}
 
 load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
-echo "== hepflow (threads=$threads, data=$data${simd:+, simd=$simd})" >&2
-"$bin" --data "$data" --threads "$threads" --chunks "$chunks" ${simd:+--simd "$simd"} | tee "$hf_json" >&2
-echo "== PyTorch: $sides (threads=$threads)" >&2
-OMP_NUM_THREADS="$threads" MKL_NUM_THREADS="$threads" \
-    "$py" "$here/torch_flows.py" --data "$data" --threads "$threads" --sides "$sides" | tee "$py_json" >&2
+t_start=$(date +%s)
+peer_nsf_done=0
+for m in ${models//,/ }; do
+    echo "== hepflow $m (threads=$threads, data=$data${simd:+, simd=$simd})" >&2
+    "$bin" --model "$m" --data "$data" --threads "$threads" --chunks "$chunks" \
+        --samples "$(n_samples "$m")" ${simd:+--simd "$simd"} | tag "$m" | tee -a "$json" >&2
+    peer_model="$m"
+    [[ "$m" != realnvp ]] && peer_model=nsf
+    if [[ -n "$sides" ]] && ! [[ "$peer_model" == nsf && "$peer_nsf_done" == 1 ]]; then
+        echo "== PyTorch $peer_model: $sides (threads=$threads, OMP_WAIT_POLICY=$omp_policy)" >&2
+        OMP_NUM_THREADS="$threads" MKL_NUM_THREADS="$threads" OMP_WAIT_POLICY="$omp_policy" \
+            PYTHONWARNINGS=ignore "$py" "$here/torch_flows.py" --data "$data" --threads "$threads" \
+            --sides "$sides" --model "$peer_model" --samples "$(n_samples "$m")" \
+            | tag "peer-$peer_model" | tee -a "$json" >&2
+        if [[ "$peer_model" == nsf ]]; then peer_nsf_done=1; fi
+    fi
+done
 load_after="$(cut -d' ' -f1-3 /proc/loadavg)"
+echo "(total: $(( $(date +%s) - t_start )) s)" >&2
 
 # 4. Table and ratios.
-"$py" - "$hf_json" "$py_json" "$threads" "$load_before" "$load_after" <<'EOF'
+python3 - "$json" "$threads" "$load_before" "$load_after" "${simd:-best}" "$omp_policy" <<'EOF'
 import json, sys
-rows = {}
-chunks = []
-for path in sys.argv[1:3]:
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if not line.startswith("{"):
-                continue
-            r = json.loads(line)
-            if r.get("side") == "hepflow-chunk":
-                chunks.append(r)
-            elif "train_events_per_s" in r or "skipped" in r:
-                rows[r["side"]] = r
-threads = sys.argv[3]
+path, threads, load_before, load_after, simd_opt, omp = sys.argv[1:7]
+rows = [json.loads(l) for l in open(path) if l.strip().startswith("{")]
+hf = {r["bench_model"]: r for r in rows if r.get("side") == "hepflow"}
+chunks = {}
+for r in rows:
+    if r.get("side") == "hepflow-chunk":
+        chunks.setdefault(r["bench_model"], []).append(r)
+peers = {(r["bench_model"][len("peer-"):], r["side"]): r for r in rows if r.get("side") in ("nflows", "zuko")}
+simd = next((r.get("simd") for r in hf.values()), simd_opt)
+# Issue 15's targets for hepflow / nflows (training, sampling), by model and kernel path.
+TARGETS = {("default", "avx512"): (6, 8), ("nsf", "avx512"): (6, 8), ("realnvp", "avx512"): (2.5, 5),
+           ("default", "avx2"): (5, 6), ("realnvp", "avx2"): (2, 4)}
+PEER = {"default": "nsf", "nsf": "nsf", "realnvp": "realnvp"}
 print()
-print(f"threads: {threads}   (load average before: {sys.argv[4]}, after: {sys.argv[5]})")
-if chunks:
-    print("hepflow chunk_rows: " + ", ".join(
-        f"{c['chunk_rows']} -> {c['train_events_per_s']:,.0f} ev/s" for c in chunks))
+print(f"threads: {threads}   hepflow kernel path: {simd}   PyTorch OMP_WAIT_POLICY={omp}")
+print(f"load average before: {load_before}, after: {load_after}")
+for m in hf:
+    if m in chunks:
+        print(f"hepflow {m} chunk_rows: " + ", ".join(
+            f"{c['chunk_rows']} -> {c['train_events_per_s']:,.0f} ev/s" for c in chunks[m]))
 print()
-print(f"{'side':<10} | {'train events/s':>15} | {'sample events/s':>16}")
-print(f"{'-'*10}-+-{'-'*15}-+-{'-'*16}")
-for side in ("hepflow", "nflows", "zuko"):
-    r = rows.get(side)
-    if r is None:
-        continue
-    if "skipped" in r:
-        print(f"{side:<10} | skipped: {r['skipped']}")
-        continue
-    print(f"{side:<10} | {r['train_events_per_s']:>15,.0f} | {r['sample_events_per_s']:>16,.0f}")
-print()
-hf = rows.get("hepflow")
-for other in ("nflows", "zuko"):
-    o = rows.get(other)
-    if hf is None or o is None or "skipped" in o:
-        continue
-    print(f"training: hepflow / {other} = {hf['train_events_per_s'] / o['train_events_per_s']:.2f}x")
-    print(f"sampling: hepflow / {other} = {hf['sample_events_per_s'] / o['sample_events_per_s']:.2f}x")
-# CPU time (user + system, all threads): events per CPU-second. At --threads 1 this measures the
-# work itself and is robust to a shared machine (time spent waiting for a core is not counted);
-# with more threads it also counts threads spinning while they wait for work.
-if all("train_events_per_cpu_s" in r for r in rows.values() if "skipped" not in r):
-    print()
-    print("per CPU-second (user+sys of all threads; robust to other load at --threads 1):")
-    print(f"{'side':<10} | {'train ev/CPU-s':>15} | {'sample ev/CPU-s':>16}")
-    for side in ("hepflow", "nflows", "zuko"):
-        r = rows.get(side)
-        if r is None or "skipped" in r:
+hdr = (f"{'model':<8} | {'side':<14} | {'params':>9} | {'batch':>5} | {'samples':>9} | {'train ev/s':>11} "
+       f"| {'sample ev/s':>11} | {'train ev/CPU-s':>14} | {'sample ev/CPU-s':>15}")
+print(hdr)
+print("-" * len(hdr))
+def cell(r, k, w):
+    v = r.get(k)
+    return f"{v:>{w},.0f}" if isinstance(v, (int, float)) else f"{'-':>{w}}"
+for m, h in hf.items():
+    for side, r in [("hepflow", h)] + [(f"{s} {PEER[m]}", peers.get((PEER[m], s))) for s in ("nflows", "zuko")]:
+        if r is None:
             continue
-        print(f"{side:<10} | {r['train_events_per_cpu_s']:>15,.0f} | {r['sample_events_per_cpu_s']:>16,.0f}")
-    for other in ("nflows", "zuko"):
-        o = rows.get(other)
-        if hf is None or o is None or "skipped" in o:
+        if "skipped" in r:
+            print(f"{m:<8} | {side:<14} | skipped: {r['skipped']}")
             continue
-        print(f"training per CPU-second: hepflow / {other} = "
-              f"{hf['train_events_per_cpu_s'] / o['train_events_per_cpu_s']:.2f}x")
-        print(f"sampling per CPU-second: hepflow / {other} = "
-              f"{hf['sample_events_per_cpu_s'] / o['sample_events_per_cpu_s']:.2f}x")
-# Noise check: the fastest of the 3 timed repeats on each side (a shared machine slows some repeats).
-best_hf = min((min(c["train_step_repeats_s"]) for c in chunks), default=None)
-for other in ("nflows", "zuko"):
-    o = rows.get(other)
-    if best_hf is None or o is None or "skipped" in o:
-        continue
-    print(f"training, fastest repeat each side: hepflow / {other} = "
-          f"{min(o['train_step_repeats_s']) / best_hf:.2f}x")
+        print(f"{m:<8} | {side:<14} | {cell(r, 'params', 9)} | {cell(r, 'batch', 5)} | {cell(r, 'samples', 9)} | "
+              f"{cell(r, 'train_events_per_s', 11)} | {cell(r, 'sample_events_per_s', 11)} | "
+              f"{cell(r, 'train_events_per_cpu_s', 14)} | {cell(r, 'sample_events_per_cpu_s', 15)}")
+print()
+print("ratios hepflow / peer: wall clock (per CPU-second); targets: issue 15, vs nflows, on the per-CPU-second ratios")
+hdr = f"{'model':<8} | {'peer':<14} | {'training':>17} | {'sampling':>17} | target training / sampling"
+print(hdr)
+print("-" * len(hdr))
+def ratio(a, b, k):
+    x, y = a.get(k), b.get(k)
+    ok = isinstance(x, (int, float)) and isinstance(y, (int, float)) and y > 0
+    return x / y if ok else None
+def fmt(x):
+    return "-" if x is None else f"{x:.2f}x"
+def met(x, t):
+    return "" if x is None else (" met" if x >= t else " MISSED")
+for m, h in hf.items():
+    for side in ("nflows", "zuko"):
+        o = peers.get((PEER[m], side))
+        if o is None or "skipped" in o:
+            continue
+        tw, tc = ratio(h, o, "train_events_per_s"), ratio(h, o, "train_events_per_cpu_s")
+        sw, sc = ratio(h, o, "sample_events_per_s"), ratio(h, o, "sample_events_per_cpu_s")
+        tgt = TARGETS.get((m, simd)) if side == "nflows" else None
+        ttxt = f">= {tgt[0]}x{met(tc, tgt[0])} / >= {tgt[1]}x{met(sc, tgt[1])}" if tgt else "-"
+        print(f"{m:<8} | {side + ' ' + PEER[m]:<14} | {fmt(tw):>6} ({fmt(tc):>8}) | {fmt(sw):>6} ({fmt(sc):>8}) | {ttxt}")
+print()
+print("Only ratios within one run are comparable (the machine's speed drifts).")
 EOF
-echo "(raw JSON lines: $hf_json, $py_json)" >&2
+echo "(raw JSON lines: $json)" >&2

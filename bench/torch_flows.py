@@ -1,14 +1,19 @@
 #!/usr/bin/env python3
-"""PyTorch side of the hepflow benchmark: the reference RealNVP in nflows (and zuko).
+"""PyTorch side of the hepflow benchmark: nflows and zuko flows (see bench/README.md).
 
-Reference model: 8 affine coupling layers (alternating half masks, a fixed random permutation
-between consecutive couplings, as hepflow's `realnvp` preset), conditioner MLP 2 x 128 ReLU,
-batch 1024, D = 18 (HIGGS "higgs18" features, standardised), Adam lr 1e-3.
+Models (`--model`, D = 18 HIGGS "higgs18" features, standardised, Adam lr 1e-3):
+- realnvp (reference): 8 affine coupling layers (alternating half masks, a fixed random
+  permutation between consecutive couplings, as hepflow's `realnvp` preset), conditioner MLP
+  2 x 128 ReLU; zuko: zuko.flows.RealNVP(18, transforms=8, hidden (128, 128), ReLU).
+- nsf: nflows' NSF, 10 x [LULinear (identity init), rational-quadratic coupling (alternating
+  masks, 8 bins, linear tails, tail_bound 5), ResidualNet(hidden 128, 2 blocks)]; zuko:
+  zuko.flows.NSF(18, transforms=10, bins=8, passes=2 (coupling), hidden (128, 128),
+  residual=True): the same conditioner layer sizes, no LU layers.
 
 Timing protocol (same as examples/benchmark.rs):
 - training: 5 warm-up steps, then 3 repeats of 30 steps (forward log_prob + backward + Adam
-  step); the step time is the median over the repeats; events/s = 1024 / step time.
-- sampling: warm-up on 10,000 events, then one timed run of 1,000,000 events under no_grad.
+  step); the step time is the median over the repeats; events/s = batch / step time.
+- sampling: warm-up on 10,000 events, then one timed run of --samples events under no_grad.
 
 Prints one JSON object per line.
 """
@@ -33,11 +38,9 @@ BTAG = [8, 12, 16, 20]
 HIGGS18 = [i for i in range(28) if i not in PHI and i not in BTAG]
 assert len(HIGGS18) == 18
 
-BATCH = 1024
 WARMUP_STEPS = 5
 REPEATS = 3
 STEPS = 30
-N_SAMPLE = 1_000_000
 N_SAMPLE_WARMUP = 10_000
 
 
@@ -64,13 +67,13 @@ def emit(obj):
     print(json.dumps(obj), flush=True)
 
 
-def time_training(step_fn, data, torch):
+def time_training(step_fn, data, torch, batch):
     n = data.shape[0]
     rng = np.random.default_rng(0)
     order = rng.permutation(n)
     # Pre-build the batches so that the timed loop only trains.
-    n_batches = n // BATCH
-    batches = [torch.from_numpy(data[order[i * BATCH:(i + 1) * BATCH]]) for i in range(n_batches)]
+    n_batches = n // batch
+    batches = [torch.from_numpy(data[order[i * batch:(i + 1) * batch]]) for i in range(n_batches)]
     k = 0
     for _ in range(WARMUP_STEPS):
         step_fn(batches[k % n_batches])
@@ -89,14 +92,14 @@ def time_training(step_fn, data, torch):
     return statistics.median(times), times, statistics.median(cpu_times), cpu_times, loss
 
 
-def time_sampling(sample_fn):
+def time_sampling(sample_fn, n_sample):
     sample_fn(N_SAMPLE_WARMUP)
     c0 = time.process_time()
     t0 = time.perf_counter()
-    out = sample_fn(N_SAMPLE)
+    out = sample_fn(n_sample)
     dt = time.perf_counter() - t0
     cpu = time.process_time() - c0
-    if tuple(out.shape) != (N_SAMPLE, 18):
+    if tuple(out.shape) != (n_sample, 18):
         raise RuntimeError(f"sample shape {tuple(out.shape)}")
     finite = bool(np.isfinite(out.numpy()).all())
     return dt, cpu, finite
@@ -143,96 +146,106 @@ def build_nflows(torch, hidden):
     return Flow(CompositeTransform(layers), StandardNormal([d]))
 
 
-def bench_nflows(torch, data, threads):
+def build_nflows_nsf(torch):
+    """nflows' NSF: 10 x [LULinear, rational-quadratic coupling, 8 bins, linear tails at 5,
+    ResidualNet(hidden 128, 2 blocks)] (as bench/fidelity.py, without dropout)."""
+    from nflows.distributions.normal import StandardNormal
+    from nflows.flows.base import Flow
+    from nflows.nn import nets
+    from nflows.transforms.base import CompositeTransform
+    from nflows.transforms.coupling import PiecewiseRationalQuadraticCouplingTransform
+    from nflows.transforms.lu import LULinear
+    from nflows.utils import torchutils
+
+    d = 18
+
+    def resnet(i, o):
+        return nets.ResidualNet(i, o, hidden_features=128, num_blocks=2)
+
+    layers = []
+    for b in range(10):
+        layers.append(LULinear(d, identity_init=True))
+        layers.append(
+            PiecewiseRationalQuadraticCouplingTransform(
+                mask=torchutils.create_alternating_binary_mask(d, even=(b % 2 == 0)),
+                transform_net_create_fn=resnet,
+                num_bins=8,
+                tails="linear",
+                tail_bound=5.0,
+            )
+        )
+    return Flow(CompositeTransform(layers), StandardNormal([d]))
+
+
+def build_side(side, model, torch):
+    """(module, log_prob(x), sample(n)) of `side` for `model`, or a string saying why not."""
+    if side == "nflows":
+        flow = build_nflows(torch, (128, 128)) if model == "realnvp" else build_nflows_nsf(torch)
+        return flow, flow.log_prob, flow.sample
+    try:
+        import zuko
+    except ImportError as e:  # pragma: no cover - depends on the venv
+        return f"zuko not importable: {e}"
+    if model == "realnvp":
+        if not hasattr(zuko.flows, "RealNVP"):
+            return "this zuko has no zuko.flows.RealNVP (affine coupling flow)"
+        # zuko's RealNVP: `transforms` affine couplings (monotonic affine, soft-clamped
+        # log-scale) with alternating checkerboard masks, conditioner MLP hidden_features, ReLU.
+        flow = zuko.flows.RealNVP(18, transforms=8, hidden_features=(128, 128), activation=torch.nn.ReLU)
+    else:
+        # zuko's NSF as a coupling flow (passes=2) with residual conditioners: Linear(18, 128),
+        # 2 x Residual(Linear 128, ReLU, Linear 128), Linear(128, 18 x 23) (masked), the layer
+        # sizes of nflows' ResidualNet; rational-quadratic splines on [-5, 5], identity outside.
+        flow = zuko.flows.NSF(18, transforms=10, bins=8, passes=2, hidden_features=(128, 128), residual=True)
+    return flow, (lambda x: flow().log_prob(x)), (lambda n: flow().sample((n,)))
+
+
+def bench_side(side, model, torch, data, threads, batch, n_sample):
     torch.manual_seed(0)
-    flow = build_nflows(torch, (128, 128))
+    built = build_side(side, model, torch)
+    if isinstance(built, str):
+        emit({"side": side, "model": model, "skipped": built})
+        return
+    flow, log_prob, sample_n = built
     opt = torch.optim.Adam(flow.parameters(), lr=1e-3)
     n_params = sum(p.numel() for p in flow.parameters())
 
     def step(xb):
         opt.zero_grad(set_to_none=True)
-        loss = -flow.log_prob(xb).mean()
+        loss = -log_prob(xb).mean()
         loss.backward()
         opt.step()
         return loss.item()
 
     flow.train()
-    step_t, times, cpu_t, cpu_times, loss = time_training(step, data, torch)
+    step_t, times, cpu_t, cpu_times, loss = time_training(step, data, torch, batch)
     flow.eval()
 
     def sample(n):
         with torch.no_grad():
-            return flow.sample(n)
+            return sample_n(n)
 
-    sample_t, sample_cpu, finite = time_sampling(sample)
+    sample_t, sample_cpu, finite = time_sampling(sample, n_sample)
     emit({
-        "side": "nflows",
-        "version": dist_version("nflows"),
+        "side": side,
+        "model": model,
+        "version": dist_version(side),
         "torch": torch.__version__,
         "threads": threads,
         "params": n_params,
+        "batch": batch,
+        "samples": n_sample,
         "train_step_s": step_t,
         "train_step_repeats_s": times,
-        "train_events_per_s": BATCH / step_t,
+        "train_events_per_s": batch / step_t,
         "last_loss": loss,
         "sample_s": sample_t,
-        "sample_events_per_s": N_SAMPLE / sample_t,
+        "sample_events_per_s": n_sample / sample_t,
         "train_step_cpu_s": cpu_t,
         "train_step_cpu_repeats_s": cpu_times,
-        "train_events_per_cpu_s": BATCH / cpu_t,
+        "train_events_per_cpu_s": batch / cpu_t,
         "sample_cpu_s": sample_cpu,
-        "sample_events_per_cpu_s": N_SAMPLE / sample_cpu,
-        "sample_finite": finite,
-    })
-
-
-def bench_zuko(torch, data, threads):
-    try:
-        import zuko
-    except ImportError as e:  # pragma: no cover - depends on the venv
-        emit({"side": "zuko", "skipped": f"zuko not importable: {e}"})
-        return
-    if not hasattr(zuko.flows, "RealNVP"):
-        emit({"side": "zuko", "skipped": "this zuko has no zuko.flows.RealNVP (affine coupling flow)"})
-        return
-    torch.manual_seed(0)
-    # zuko's RealNVP: `transforms` affine couplings (monotonic affine, soft-clamped log-scale) with
-    # alternating checkerboard masks, conditioner MLP hidden_features, ReLU.
-    flow = zuko.flows.RealNVP(18, transforms=8, hidden_features=(128, 128), activation=torch.nn.ReLU)
-    opt = torch.optim.Adam(flow.parameters(), lr=1e-3)
-    n_params = sum(p.numel() for p in flow.parameters())
-
-    def step(xb):
-        opt.zero_grad(set_to_none=True)
-        loss = -flow().log_prob(xb).mean()
-        loss.backward()
-        opt.step()
-        return loss.item()
-
-    step_t, times, cpu_t, cpu_times, loss = time_training(step, data, torch)
-
-    def sample(n):
-        with torch.no_grad():
-            return flow().sample((n,))
-
-    sample_t, sample_cpu, finite = time_sampling(sample)
-    emit({
-        "side": "zuko",
-        "version": dist_version("zuko"),
-        "torch": torch.__version__,
-        "threads": threads,
-        "params": n_params,
-        "train_step_s": step_t,
-        "train_step_repeats_s": times,
-        "train_events_per_s": BATCH / step_t,
-        "last_loss": loss,
-        "sample_s": sample_t,
-        "sample_events_per_s": N_SAMPLE / sample_t,
-        "train_step_cpu_s": cpu_t,
-        "train_step_cpu_repeats_s": cpu_times,
-        "train_events_per_cpu_s": BATCH / cpu_t,
-        "sample_cpu_s": sample_cpu,
-        "sample_events_per_cpu_s": N_SAMPLE / sample_cpu,
+        "sample_events_per_cpu_s": n_sample / sample_cpu,
         "sample_finite": finite,
     })
 
@@ -242,7 +255,13 @@ def main():
     ap.add_argument("--data", required=True, help="label-first HIGGS CSV (.csv or .csv.gz)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--sides", default="nflows,zuko", help="comma-separated: nflows,zuko")
+    ap.add_argument("--model", default="realnvp", choices=("realnvp", "nsf"))
+    ap.add_argument("--batch", type=int, default=0, help="events per step (default: 1024 realnvp, 512 nsf)")
+    ap.add_argument("--samples", type=int, default=1_000_000, help="events of the timed sampling run")
     args = ap.parse_args()
+    batch = args.batch or (1024 if args.model == "realnvp" else 512)
+    if batch < 1 or args.samples < 1:
+        ap.error("--batch and --samples must be positive")
 
     import torch
 
@@ -257,13 +276,11 @@ def main():
           "config": torch.__config__.parallel_info().splitlines()[:4]})
     sides = [s.strip() for s in args.sides.split(",") if s.strip()]
     for s in sides:
-        if s == "nflows":
-            bench_nflows(torch, data, args.threads)
-        elif s == "zuko":
-            bench_zuko(torch, data, args.threads)
-        else:
+        if s not in ("nflows", "zuko"):
             print(f"unknown side {s!r}", file=sys.stderr)
             return 2
+    for s in sides:
+        bench_side(s, args.model, torch, data, args.threads, batch, args.samples)
     return 0
 
 

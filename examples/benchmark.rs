@@ -1,18 +1,23 @@
 //! hepflow side of the benchmark in `bench/` (run it through `bash bench/run.sh`).
 //!
-//! Options `--preset NAME` (that preset with its default options instead of the reference model),
-//! `--batch N`, `--samples N` and `--simd avx512|avx2|portable` (force a kernel path) change the
-//! model and protocol below.
+//! Models (`--model`, D = 18 HIGGS "higgs18" features, standardised, Adam lr 1e-3):
+//! - `realnvp` (the default): the reference model, the `realnvp` preset with 8 affine couplings
+//!   (a fixed random permutation between consecutive couplings), conditioner MLP 2 x 128 ReLU,
+//!   batch 1024;
+//! - `default`: the preset `hepflow train` uses, with its default options, batch 512;
+//! - `nsf`: the `rq-spline` preset shaped like nflows' NSF: 10 x [LU linear, rational-quadratic
+//!   coupling, 8 bins, linear tails at ±5], residual conditioner 9 -> 128 -> 4 x (128 -> 128, skip)
+//!   -> 207 (the layer sizes of nflows' `ResidualNet(hidden 128, 2 blocks)`), no dropout, batch 512.
 //!
-//! Reference model: the `realnvp` preset with 8 affine couplings (a fixed random permutation
-//! between consecutive couplings), conditioner MLP 2 x 128 ReLU, batch 1024, D = 18 (HIGGS
-//! "higgs18" features, standardised), Adam lr 1e-3.
+//! `--preset NAME` (that preset with its default options), `--batch N`, `--samples N` and
+//! `--simd avx512|avx2|portable` (force a kernel path) change the model and protocol.
 //!
 //! Timing protocol (the same as `bench/torch_flows.py`):
 //! - training: 5 warm-up steps, then 3 repeats of 30 steps (loss + gradient, Adam step, parameter
-//!   write-back); the step time is the median over the repeats; events/s = 1024 / step time. This
+//!   write-back); the step time is the median over the repeats; events/s = batch / step time. This
 //!   is done for every `--chunks` value (default 128, 256, 512) and the fastest is the headline number.
-//! - sampling: warm-up on 10,000 events, then one timed run of `flow.sample(1_000_000)`.
+//! - sampling: warm-up on 10,000 events, then one timed run of `flow.sample(N)` (`--samples`,
+//!   default 1,000,000).
 //!
 //! Also times sections of a step (gradient engine, Adam, parameter copies) and of sampling (base
 //! draws vs inverse pass) to show where the time goes. Prints one JSON object per line.
@@ -49,8 +54,8 @@ struct Args {
     seed: u64,
     train: bool,
     sample: bool,
-    /// `None`: the RealNVP reference model above; else that preset with its default options.
-    preset: Option<Preset>,
+    /// The model timed (see the module documentation).
+    model: BenchModel,
     batch: usize,
     samples: usize,
 }
@@ -65,8 +70,8 @@ fn parse_args() -> Result<Args> {
         seed: 1,
         train: true,
         sample: true,
-        preset: None,
-        batch: 1024,
+        model: BenchModel::Realnvp,
+        batch: 0,
         samples: 1_000_000,
     };
     let mut it = std::env::args().skip(1);
@@ -82,7 +87,18 @@ fn parse_args() -> Result<Args> {
                     .map(|s| s.trim().parse::<usize>().context("--chunks"))
                     .collect::<Result<_>>()?
             }
-            "--preset" => args.preset = Some(val()?.parse::<Preset>().map_err(anyhow::Error::msg)?),
+            "--preset" => {
+                args.model =
+                    BenchModel::Preset(val()?.parse::<Preset>().map_err(anyhow::Error::msg)?)
+            }
+            "--model" => {
+                args.model = match val()?.as_str() {
+                    "realnvp" => BenchModel::Realnvp,
+                    "default" => BenchModel::Preset(Preset::DEFAULT),
+                    "nsf" => BenchModel::Nsf,
+                    o => bail!("--model expects realnvp, default or nsf, not {o}"),
+                }
+            }
             "--batch" => args.batch = val()?.parse().context("--batch")?,
             "--samples" => args.samples = val()?.parse().context("--samples")?,
             "--simd" => {
@@ -96,22 +112,78 @@ fn parse_args() -> Result<Args> {
             },
             "-h" | "--help" => {
                 println!(
-                    "benchmark [--data CSV(.gz)] [--threads N] [--chunks 128,256,512] [--seed S] [--only train|sample] [--preset NAME] [--batch N] [--samples N] [--simd avx512|avx2|portable]"
+                    "benchmark [--data CSV(.gz)] [--threads N] [--chunks 128,256,512] [--seed S] [--only train|sample] [--model realnvp|default|nsf] [--preset NAME] [--batch N] [--samples N] [--simd avx512|avx2|portable]"
                 );
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other}"),
         }
     }
-    if args.threads == 0
-        || args.chunks.is_empty()
-        || args.chunks.contains(&0)
-        || args.batch == 0
-        || args.samples == 0
+    if args.batch == 0 {
+        args.batch = args.model.default_batch();
+    }
+    if args.threads == 0 || args.chunks.is_empty() || args.chunks.contains(&0) || args.samples == 0
     {
         bail!("--threads, --chunks, --batch and --samples must be positive");
     }
     Ok(args)
+}
+
+/// The model timed.
+#[derive(Clone, Copy, Debug)]
+enum BenchModel {
+    /// The RealNVP reference model.
+    Realnvp,
+    /// A preset with its default options.
+    Preset(Preset),
+    /// `rq-spline` with nflows NSF's architecture.
+    Nsf,
+}
+
+impl BenchModel {
+    /// Batch size of the protocol when `--batch` is not given.
+    fn default_batch(self) -> usize {
+        match self {
+            BenchModel::Realnvp => 1024,
+            BenchModel::Preset(_) | BenchModel::Nsf => 512,
+        }
+    }
+
+    fn name(self) -> String {
+        match self {
+            BenchModel::Realnvp => "realnvp-reference".into(),
+            BenchModel::Preset(p) if p == Preset::DEFAULT => format!("default ({})", p.name()),
+            BenchModel::Preset(p) => p.name().into(),
+            BenchModel::Nsf => "nsf (rq-spline, nflows NSF architecture)".into(),
+        }
+    }
+
+    /// The preset and its options.
+    fn spec(self) -> (Preset, PresetOptions) {
+        match self {
+            BenchModel::Realnvp => (
+                Preset::Realnvp,
+                PresetOptions {
+                    blocks: 8,
+                    hidden: vec![128, 128],
+                    ..PresetOptions::default()
+                },
+            ),
+            BenchModel::Preset(p) => (p, p.default_options()),
+            BenchModel::Nsf => (
+                Preset::RqSpline,
+                PresetOptions {
+                    blocks: 10,
+                    hidden: vec![128; 5],
+                    bins: 8,
+                    bound: 5.0,
+                    residual: true,
+                    dropout: 0.0,
+                    ..PresetOptions::default()
+                },
+            ),
+        }
+    }
 }
 
 /// Reads a label-first HIGGS CSV (gzip or plain) and returns the standardised higgs18 features.
@@ -164,20 +236,10 @@ fn load_higgs18(path: &str, batch: usize) -> Result<Matrix<f32>> {
     Matrix::from_vec(n, DIM, out).context("shape")
 }
 
-/// The reference flow with every all-zero parameter tensor (the couplings' output layers, which
+/// The flow of `model` with every all-zero parameter tensor (the couplings' output layers, which
 /// start at zero so that each coupling starts as the identity) set to small random values.
-fn build_flow(seed: u64, preset: Option<Preset>) -> Flow<f32> {
-    let (preset, opts) = match preset {
-        None => (
-            Preset::Realnvp,
-            PresetOptions {
-                blocks: 8,
-                hidden: vec![128, 128],
-                ..PresetOptions::default()
-            },
-        ),
-        Some(p) => (p, p.default_options()),
-    };
+fn build_flow(seed: u64, model: BenchModel) -> Flow<f32> {
+    let (preset, opts) = model.spec();
     let specs = build_specs(preset, DIM, &opts, seed);
     let mut flow = Flow::<f32>::from_specs(DIM, 0, &specs, seed);
     let mut rng = Rng::new(seed ^ 0xbe_4c);
@@ -279,7 +341,7 @@ fn main() -> Result<()> {
         })
         .collect();
 
-    let probe = build_flow(args.seed, args.preset);
+    let probe = build_flow(args.seed, args.model);
     println!(
         "{}",
         json!({"side": "hepflow-info", "rows": n, "dim": DIM, "threads": rayon::current_num_threads(),
@@ -288,7 +350,7 @@ fn main() -> Result<()> {
 
     let mut summary = json!({"side": "hepflow", "version": env!("CARGO_PKG_VERSION"),
                              "threads": rayon::current_num_threads(), "params": probe.num_params(),
-                             "preset": args.preset.map_or("realnvp-reference", |p| p.name()),
+                             "preset": args.model.name(), "samples": args.samples,
                              "batch": batch, "simd": hepflow::engine::simd::active().name()});
     if args.train {
         let r = bench_training(&args, &batches)?;
@@ -303,7 +365,7 @@ fn main() -> Result<()> {
     }
     if args.sample {
         let (sample_s, sample_cpu, finite, draw_s, inverse_s) =
-            bench_sampling(args.seed, args.preset, args.samples)?;
+            bench_sampling(args.seed, args.model, args.samples)?;
         if let Some(c) = sample_cpu {
             summary["sample_cpu_s"] = json!(c);
             summary["sample_events_per_cpu_s"] = json!(args.samples as f64 / c);
@@ -323,7 +385,7 @@ fn bench_training(args: &Args, batches: &[Matrix<f32>]) -> Result<TrainResult> {
     let mut best: Option<(usize, f64)> = None;
     let mut best_cpu: Option<(usize, f64)> = None;
     for &chunk in &args.chunks {
-        let mut flow = build_flow(args.seed, args.preset);
+        let mut flow = build_flow(args.seed, args.model);
         let mut engine = GradientEngine::new(&flow, chunk);
         let mut adam = Adam::new(flow.num_params(), AdamConfig::default());
         let mut params = Vec::with_capacity(flow.num_params());
@@ -401,14 +463,14 @@ struct TrainResult {
     best_cpu: Option<(usize, f64)>,
 }
 
-/// Times `flow.sample(1_000_000)`; returns (seconds, CPU seconds, all finite, base-draw seconds,
+/// Times `flow.sample(n_sample)`; returns (seconds, CPU seconds, all finite, base-draw seconds,
 /// inverse-pass seconds).
 fn bench_sampling(
     seed: u64,
-    preset: Option<Preset>,
+    model: BenchModel,
     n_sample: usize,
 ) -> Result<(f64, Option<f64>, bool, f64, f64)> {
-    let flow = build_flow(seed, preset);
+    let flow = build_flow(seed, model);
     let warm = flow.sample(N_SAMPLE_WARMUP, 7, None);
     if warm.rows() != N_SAMPLE_WARMUP {
         bail!("warm-up sample has {} rows", warm.rows());

@@ -6,20 +6,29 @@
 //! cargo run --release --example fidelity -- train --dir DIR --class background --preset rq-spline \
 //!     [--config flow.toml] [--epochs N] [--seed 0] --out MODELDIR [--json results.jsonl]
 //! cargo run --release --example fidelity -- support [--class background] [--preset default] [--epochs 3] [--n 100000]
+//! cargo run --release --example fidelity -- prep --dir DIR --class background --out PREPDIR
 //! cargo run --release --example fidelity -- score --test DIR/background/test.csv \
-//!     --generated gen.csv (--log-prob logp.csv | --nll X --nll-err Y) --name nflows-nsf \
+//!     --train DIR/background/train.csv [--model-space] --generated gen0.csv,gen1.csv,gen2.csv \
+//!     (--log-prob logp.csv | --nll X --nll-err Y) --name nflows-nsf \
 //!     --class background --seconds S [--json results.jsonl]
 //! ```
 //!
 //! `split` writes `DIR/{background,signal}/{train,val,test}.csv` (60/15/25 %, shuffled by
 //! `Rng::stream(seed, 0xF1DE)`, higgs18 features). `train` trains on `train.csv`, stops early on
 //! exactly the events of `val.csv` (see [`arrange_for_split`]) and evaluates on `test.csv`; `score`
-//! evaluates events generated elsewhere. Both end with [`hepflow::evaluate::evaluate`] on the test
-//! split with the same options and seed, and print one JSON line:
+//! evaluates events generated elsewhere; `prep` writes the train/val/test events of a class mapped
+//! by hepflow's own preprocessing (fitted on `train.csv` exactly as `train` fits it), with the
+//! log-determinant per event, so that the PyTorch side trains in the same space and `score
+//! --model-space` maps its samples back with the same map. `train` and `score` end with
+//! [`hepflow::evaluate::evaluate`] on the test split, once per generated sample (three by
+//! default, sampling seeds `seed + 100 + k`, evaluation seeds `1234 + k`), and print one JSON line:
 //! `test_nll = -(1/n) sum_i log p(x_i)` over the test events (nats, original units) with its
 //! standard error `std(log p)/sqrt(n)`, the C2ST AUC (5-fold boosted trees, test vs as many
-//! generated events) with the standard error over the folds, the MC-vs-MC C2ST baseline, and the
-//! largest two-sample Kolmogorov-Smirnov distance over the features.
+//! generated events): mean over the repeats, their sample standard deviation, each value and the
+//! mean standard error over the folds, the MC-vs-MC C2ST baseline (mean), the fraction of
+//! generated events with any feature outside the range of `train.csv` (mean) next to the same
+//! fraction for the test events (a second MC sample), and the largest two-sample
+//! Kolmogorov-Smirnov distance over the features (mean over the repeats).
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -39,8 +48,11 @@ use hepflow::train::{EpochEnd, TrainConfig, TrainObserver};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// Seed of the evaluation (C2ST folds and subsampling), identical for every model.
+/// Seed of the first evaluation (C2ST folds and subsampling), identical for every model; repeat
+/// `k` uses `EVAL_SEED + k`.
 const EVAL_SEED: u64 = 1234;
+/// Generated samples (and C2ST runs) per model.
+const REPEATS: usize = 3;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -91,6 +103,9 @@ enum Cmd {
         /// Name in the results (default: hepflow-PRESET).
         #[arg(long)]
         name: Option<String>,
+        /// Generated samples scored (C2ST seeds).
+        #[arg(long, default_value_t = REPEATS)]
+        repeats: usize,
         /// Model output directory.
         #[arg(long)]
         out: PathBuf,
@@ -126,14 +141,40 @@ enum Cmd {
     },
     /// Prints the name of the preset `hepflow train` uses without `--model`.
     DefaultPreset,
+    /// Prints the training budget of `hepflow train`'s defaults as one JSON line (default
+    /// preset and its dropout, epochs, patience, learning rate and schedule, batch size,
+    /// gradient clip, weight decay), so that the PyTorch side gets the same knobs.
+    Budget,
+    /// Writes OUT/{train,val,test}.csv: the events of DIR/CLASS in hepflow's model space (the
+    /// preprocessing `train` fits on train.csv), plus the columns `ladj` (log|det dz/dx|) and
+    /// `outside_support` (1 where the event has density zero under any model with this map).
+    Prep {
+        /// Directory written by `split`.
+        #[arg(long)]
+        dir: PathBuf,
+        /// background or signal.
+        #[arg(long)]
+        class: String,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Scores externally generated events against the test split.
     Score {
         /// Test events (CSV with header, as written by `split`).
         #[arg(long)]
         test: PathBuf,
-        /// Generated events (same columns).
+        /// Training events (as written by `split`): their range, and the preprocessing of
+        /// `--model-space`.
         #[arg(long)]
-        generated: PathBuf,
+        train: PathBuf,
+        /// Generated events (same columns), one file per repeat, comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        generated: Vec<PathBuf>,
+        /// The generated files are in model space (as the `prep` files): map them back with
+        /// the preprocessing fitted on --train.
+        #[arg(long)]
+        model_space: bool,
         /// One column of per-event log p(x) on the test events (original units); gives the test NLL.
         #[arg(long)]
         log_prob: Option<PathBuf>,
@@ -161,6 +202,9 @@ enum Cmd {
         /// Trainable parameters.
         #[arg(long)]
         num_params: Option<usize>,
+        /// Training seed (for the table).
+        #[arg(long)]
+        seed: Option<u64>,
         /// Append the JSON line to this file.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -193,6 +237,27 @@ fn main() -> Result<()> {
             println!("{}", Preset::DEFAULT.name());
             Ok(())
         }
+        Cmd::Prep { dir, class, out } => prep(&dir, &class, &out),
+        Cmd::Budget => {
+            let st = TrainOptions::default().resolve()?;
+            let t = &st.train;
+            println!(
+                "{}",
+                serde_json::json!({
+                    "preset": st.preset.name(),
+                    "dropout": st.preset_options.dropout,
+                    "epochs": t.epochs,
+                    "patience": t.patience,
+                    "lr": t.lr,
+                    "schedule": format!("{:?}", t.schedule),
+                    "batch_size": t.batch_size,
+                    "clip_grad_norm": t.clip_grad_norm,
+                    "weight_decay": t.adam.weight_decay,
+                    "ema_decay": t.ema_decay,
+                })
+            );
+            Ok(())
+        }
         Cmd::Train {
             dir,
             class,
@@ -202,6 +267,7 @@ fn main() -> Result<()> {
             patience,
             seed,
             name,
+            repeats,
             out,
             json,
         } => train(&TrainArgs {
@@ -213,12 +279,15 @@ fn main() -> Result<()> {
             patience,
             seed,
             name,
+            repeats,
             out,
             json,
         }),
         Cmd::Score {
             test,
+            train,
             generated,
+            model_space,
             log_prob,
             nll,
             nll_err,
@@ -228,17 +297,40 @@ fn main() -> Result<()> {
             epochs_run,
             best_epoch,
             num_params,
+            seed,
             json,
         } => {
             let test_t = read_csv(&test)?;
-            let gen_t = read_csv(&generated)?;
-            if gen_t.columns != test_t.columns {
+            let train_t = read_csv(&train)?;
+            if train_t.columns != test_t.columns {
                 bail!(
                     "{}: columns {:?} differ from the test split's {:?}",
-                    generated.display(),
-                    gen_t.columns,
+                    train.display(),
+                    train_t.columns,
                     test_t.columns
                 );
+            }
+            let pre = model_space
+                .then(|| fit_preprocessor(&train_t))
+                .transpose()?;
+            let mut samples = Vec::new();
+            for g in &generated {
+                let t = read_csv(g)?;
+                if t.columns != test_t.columns {
+                    bail!(
+                        "{}: columns {:?} differ from the test split's {:?}",
+                        g.display(),
+                        t.columns,
+                        test_t.columns
+                    );
+                }
+                samples.push(match &pre {
+                    Some(p) => p
+                        .inverse(&t.data.cast::<f64>())
+                        .with_context(|| format!("{}", g.display()))?
+                        .cast::<f32>(),
+                    None => t.data,
+                });
             }
             let lp = match &log_prob {
                 Some(p) => {
@@ -262,22 +354,17 @@ fn main() -> Result<()> {
                 }
                 None => None,
             };
-            let ev = evaluate(
-                &test_t.data,
-                &gen_t.data,
-                &test_t.columns,
-                lp.as_deref(),
-                &eval_options(),
-            )?;
+            let evs = evaluate_repeats(&test_t, &samples, lp.as_deref())?;
             let (test_nll, test_nll_err) = match (lp.is_some(), nll) {
-                (true, _) => (ev.metrics.test_nll, ev.metrics.test_nll_err),
+                (true, _) => (evs[0].metrics.test_nll, evs[0].metrics.test_nll_err),
                 (false, Some(v)) => (v, nll_err.unwrap_or(f64::NAN)),
                 (false, None) => bail!("give --log-prob FILE or --nll X"),
             };
             let line = result_line(
                 &name,
                 &class,
-                &ev,
+                &evs,
+                &outside_training_range(&train_t.data, &test_t.data, &samples),
                 test_nll,
                 test_nll_err,
                 seconds,
@@ -285,6 +372,7 @@ fn main() -> Result<()> {
                     "epochs_run": epochs_run,
                     "best_epoch": best_epoch,
                     "num_params": num_params,
+                    "seed": seed,
                 }),
             );
             emit(&line, json.as_deref())
@@ -292,12 +380,111 @@ fn main() -> Result<()> {
     }
 }
 
-/// Evaluation settings shared by both sides (defaults of `hepflow evaluate`, fixed seed).
-fn eval_options() -> EvalOptions {
+/// Evaluation settings shared by every side (defaults of `hepflow evaluate`), repeat `k`.
+fn eval_options(k: usize) -> EvalOptions {
     EvalOptions {
-        seed: EVAL_SEED,
+        seed: EVAL_SEED + k as u64,
         ..EvalOptions::default()
     }
+}
+
+/// [`evaluate`] of each generated sample against the test events, repeat `k` with evaluation
+/// seed `EVAL_SEED + k`.
+fn evaluate_repeats(
+    test: &Table,
+    samples: &[Matrix<f32>],
+    log_prob: Option<&[f64]>,
+) -> Result<Vec<Evaluation>> {
+    if samples.is_empty() {
+        bail!("no generated sample to score");
+    }
+    samples
+        .iter()
+        .enumerate()
+        .map(|(k, g)| {
+            evaluate(&test.data, g, &test.columns, log_prob, &eval_options(k))
+                .map_err(anyhow::Error::from)
+        })
+        .collect()
+}
+
+/// Fraction of events outside the training range (any feature), for each generated sample and
+/// for the test events (the MC's own fraction): `(generated, mc)`.
+fn outside_training_range(
+    train: &Matrix<f32>,
+    test: &Matrix<f32>,
+    samples: &[Matrix<f32>],
+) -> (Vec<f64>, f64) {
+    use hepflow::evaluate::metrics::{column_ranges, outside_fractions};
+    let d = train.cols();
+    let flat = |m: &Matrix<f32>| m.as_slice().iter().map(|&v| v as f64).collect::<Vec<f64>>();
+    let ranges = column_ranges(&flat(train), d);
+    let gen_fracs = samples
+        .iter()
+        .map(|g| outside_fractions(&flat(g), d, &ranges).1)
+        .collect();
+    (gen_fracs, outside_fractions(&flat(test), d, &ranges).1)
+}
+
+/// The preprocessing `train` fits on these training events (discrete columns detected as by
+/// `hepflow train`, the default margin of `hepflow train`).
+fn fit_preprocessor(train: &Table) -> Result<hepflow::preprocess::Preprocessor> {
+    let margin = TrainOptions::default().resolve()?.margin;
+    let discrete = detect_discrete(&train.data);
+    hepflow::preprocess::Preprocessor::fit(
+        &train.data.cast::<f64>(),
+        &train.columns,
+        &discrete,
+        margin,
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// Columns with 2-8 distinct values (the rule of `hepflow train`'s automatic detection).
+fn detect_discrete(x: &Matrix<f32>) -> Vec<usize> {
+    (0..x.cols())
+        .filter(|&j| {
+            let mut v: Vec<f32> = (0..x.rows()).map(|i| x.get(i, j)).collect();
+            v.sort_by(f32::total_cmp);
+            v.dedup();
+            (2..=8).contains(&v.len())
+        })
+        .collect()
+}
+
+/// The `prep` subcommand (see its help).
+fn prep(dir: &Path, class: &str, out: &Path) -> Result<()> {
+    let cdir = dir.join(class);
+    let train_t = read_csv(&cdir.join("train.csv"))?;
+    let pre = fit_preprocessor(&train_t)?;
+    std::fs::create_dir_all(out).with_context(|| format!("{}", out.display()))?;
+    for part in ["train", "val", "test"] {
+        let t = read_csv(&cdir.join(format!("{part}.csv")))?;
+        if t.columns != train_t.columns {
+            bail!("{}: columns differ from train.csv", cdir.display());
+        }
+        let x = t.data.cast::<f64>();
+        let (z, ladj) = pre
+            .forward(&x, None)
+            .with_context(|| format!("{}/{part}.csv", cdir.display()))?;
+        let outside = pre.outside_support(&x);
+        let d = t.cols();
+        let mut m = Matrix::<f32>::zeros(t.rows(), d + 2);
+        for i in 0..t.rows() {
+            let r = m.row_mut(i);
+            for (rj, &v) in r.iter_mut().zip(z.row(i)) {
+                *rj = v as f32;
+            }
+            r[d] = ladj[i] as f32;
+            r[d + 1] = f32::from(u8::from(outside[i]));
+        }
+        let mut cols = t.columns.clone();
+        cols.push("ladj".into());
+        cols.push("outside_support".into());
+        write_csv(&out.join(format!("{part}.csv")), &cols, &m)?;
+    }
+    eprintln!("[prep] {class}: model-space events in {}", out.display());
+    Ok(())
 }
 
 fn read_csv(path: &Path) -> Result<Table> {
@@ -526,6 +713,7 @@ struct TrainArgs {
     patience: Option<usize>,
     seed: u64,
     name: Option<String>,
+    repeats: usize,
     out: PathBuf,
     json: Option<PathBuf>,
 }
@@ -655,28 +843,29 @@ fn train(a: &TrainArgs) -> Result<()> {
     let model = Model::load(&a.out)?;
     let lp = model.log_prob(&test_t.data, None)?;
     let n_gen = test_t.rows();
-    let generated = model.sample_range(0, n_gen, a.seed.wrapping_add(100), None)?;
-    write_csv(
-        &a.out.join("generated.csv"),
-        &test_t.columns,
-        &finite_rows(&generated),
-    )?;
-    let ev = evaluate(
-        &test_t.data,
-        &generated,
-        &test_t.columns,
-        Some(&lp),
-        &eval_options(),
-    )?;
+    let mut samples = Vec::new();
+    for k in 0..a.repeats.max(1) {
+        let seed = a.seed.wrapping_add(100 + k as u64);
+        let g = finite_rows(&model.sample_range(0, n_gen, seed, None)?);
+        write_csv(
+            &a.out.join(format!("generated_{k}.csv")),
+            &test_t.columns,
+            &g,
+        )?;
+        samples.push(g);
+    }
+    let evs = evaluate_repeats(&test_t, &samples, Some(&lp))?;
     let line = result_line(
         &name,
         &a.class,
-        &ev,
-        ev.metrics.test_nll,
-        ev.metrics.test_nll_err,
+        &evs,
+        &outside_training_range(&train_t.data, &test_t.data, &samples),
+        evs[0].metrics.test_nll,
+        evs[0].metrics.test_nll_err,
         summary.seconds,
         serde_json::json!({
             "preset": preset.name(),
+            "seed": a.seed,
             "epochs_run": summary.epochs_run,
             "best_epoch": summary.best_epoch,
             "early_stopped": summary.early_stopped,
@@ -698,27 +887,50 @@ fn finite_rows(m: &Matrix<f32>) -> Matrix<f32> {
     take_rows(m, &keep)
 }
 
-/// One result as a JSON object; `extra`'s fields are merged in.
+/// Mean and sample standard deviation (`n - 1`; 0 for one value) of the finite values.
+fn mean_sd(v: &[f64]) -> (f64, f64) {
+    let f: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+    if f.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    let n = f.len() as f64;
+    let m = f.iter().sum::<f64>() / n;
+    let var = if f.len() > 1 {
+        f.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
+    (m, var.sqrt())
+}
+
+/// One result as a JSON object (C2ST, KS and outside-range fractions over the repeats in
+/// `evs`); `extra`'s fields are merged in.
+#[allow(clippy::too_many_arguments)]
 fn result_line(
     name: &str,
     class: &str,
-    ev: &Evaluation,
+    evs: &[Evaluation],
+    outside: &(Vec<f64>, f64),
     test_nll: f64,
     test_nll_err: f64,
     seconds: f64,
     extra: serde_json::Value,
 ) -> serde_json::Value {
-    let m = &ev.metrics;
-    let (ks_max, ks_feature) = m
-        .features
+    let ks: Vec<(f64, String)> = evs
         .iter()
-        .fold((0.0f64, String::new()), |(best, bn), f| {
-            if f.ks > best {
-                (f.ks, f.name.clone())
-            } else {
-                (best, bn)
-            }
-        });
+        .map(|ev| {
+            ev.metrics
+                .features
+                .iter()
+                .fold((0.0f64, String::new()), |(best, bn), f| {
+                    if f.ks > best {
+                        (f.ks, f.name.clone())
+                    } else {
+                        (best, bn)
+                    }
+                })
+        })
+        .collect();
     let num = |v: f64| {
         if v.is_finite() {
             serde_json::json!(v)
@@ -726,23 +938,43 @@ fn result_line(
             serde_json::Value::Null
         }
     };
+    let aucs: Vec<f64> = evs.iter().map(|e| e.metrics.c2st_auc).collect();
+    let (auc, auc_sd) = mean_sd(&aucs);
+    let (fold_err, _) = mean_sd(
+        &evs.iter()
+            .map(|e| e.metrics.c2st_auc_err)
+            .collect::<Vec<_>>(),
+    );
+    let mc: Vec<f64> = evs
+        .iter()
+        .filter_map(|e| e.metrics.c2st_auc_mc_vs_mc)
+        .collect();
+    let (ks_max, _) = mean_sd(&ks.iter().map(|k| k.0).collect::<Vec<_>>());
+    let (out_gen, out_gen_sd) = mean_sd(&outside.0);
+    let m = &evs[0].metrics;
     let mut obj = serde_json::json!({
         "name": name,
         "class": class,
         "test_nll": num(test_nll),
         "test_nll_err": num(test_nll_err),
-        "c2st_auc": num(m.c2st_auc),
-        "c2st_auc_err": num(m.c2st_auc_err),
-        "c2st_auc_mc_vs_mc": m.c2st_auc_mc_vs_mc.map(num),
+        "c2st_auc": num(auc),
+        "c2st_auc_sd": num(auc_sd),
+        "c2st_aucs": aucs.iter().map(|&v| num(v)).collect::<Vec<_>>(),
+        "c2st_auc_err": num(fold_err),
+        "c2st_auc_mc_vs_mc": (!mc.is_empty()).then(|| num(mean_sd(&mc).0)),
+        "repeats": evs.len(),
         "ks_max": num(ks_max),
-        "ks_max_feature": ks_feature,
+        "ks_max_feature": ks[0].1,
+        "outside_train_range": num(out_gen),
+        "outside_train_range_sd": num(out_gen_sd),
+        "outside_train_range_mc": num(outside.1),
         "frechet_distance": num(m.frechet_distance),
         "corr_frobenius": num(m.corr_frobenius),
         "train_seconds": num(seconds),
         "n_test": m.n_reference,
         "n_generated": m.n_generated,
-        "dropped_generated": ev.dropped_generated,
-        "nll_skipped": ev.nll_skipped,
+        "dropped_generated": evs[0].dropped_generated,
+        "nll_skipped": evs[0].nll_skipped,
     });
     if let (Some(o), serde_json::Value::Object(e)) = (obj.as_object_mut(), extra) {
         for (k, v) in e {

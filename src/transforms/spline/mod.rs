@@ -8,6 +8,7 @@
 //! Implementations keep all per-bin scratch in fixed stack arrays of [`MAX_KNOTS`] entries, so
 //! they never allocate per element; `bins` must therefore be at most [`MAX_BINS`].
 
+pub(crate) mod lanes;
 pub mod linear;
 pub mod quadratic;
 pub mod rational_quadratic;

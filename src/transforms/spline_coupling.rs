@@ -130,15 +130,15 @@ impl SplineBijection {
         inverse: bool,
     ) -> bool {
         let n = y.rows();
-        if let Some(shape) = self.lane_shape::<T>(tr, y.cols()) {
-            if let (Some(hf), Some(yf), Some(lf)) = (
+        if let Some(shape) = self.lane_shape::<T>(tr, y.cols())
+            && let (Some(hf), Some(yf), Some(lf)) = (
                 as_f32(h.as_slice()),
                 as_f32_mut(y.as_mut_slice()),
                 as_f32_mut(&mut ladj[..n]),
-            ) {
-                lanes::apply::<S>(&shape, hf, inverse, yf, lf);
-                return true;
-            }
+            )
+        {
+            lanes::apply::<S>(&shape, hf, inverse, yf, lf);
+            return true;
         }
         false
     }
@@ -188,18 +188,18 @@ impl SplineBijection {
         dh: &mut Matrix<T>,
     ) -> bool {
         let n = x.rows();
-        if let Some(shape) = self.lane_shape::<T>(tr, x.cols()) {
-            if let (Some(xf), Some(hf), Some(dyf), Some(glf), Some(dxf), Some(dhf)) = (
+        if let Some(shape) = self.lane_shape::<T>(tr, x.cols())
+            && let (Some(xf), Some(hf), Some(dyf), Some(glf), Some(dxf), Some(dhf)) = (
                 as_f32(x.as_slice()),
                 as_f32(h.as_slice()),
                 as_f32(dy.as_slice()),
                 as_f32(&dladj[..n]),
                 as_f32_mut(dx.as_mut_slice()),
                 as_f32_mut(dh.as_mut_slice()),
-            ) {
-                lanes::backward::<S>(&shape, xf, hf, dyf, glf, dxf, dhf);
-                return true;
-            }
+            )
+        {
+            lanes::backward::<S>(&shape, xf, hf, dyf, glf, dxf, dhf);
+            return true;
         }
         false
     }
@@ -280,7 +280,9 @@ impl<T: Real> Elementwise<T> for SplineBijection {
                 }
             }
             SplineKind::RationalQuadratic => {
-                self.apply_with::<T, RationalQuadratic>(h, tr, y, ladj, inverse)
+                if !self.apply_lanes::<T, RationalQuadratic>(h, tr, y, ladj, inverse) {
+                    self.apply_with::<T, RationalQuadratic>(h, tr, y, ladj, inverse);
+                }
             }
         }
     }
@@ -304,7 +306,9 @@ impl<T: Real> Elementwise<T> for SplineBijection {
                 }
             }
             SplineKind::RationalQuadratic => {
-                self.backward_with::<T, RationalQuadratic>(x, h, tr, dy, dladj, dx, dh)
+                if !self.backward_lanes::<T, RationalQuadratic>(x, h, tr, dy, dladj, dx, dh) {
+                    self.backward_with::<T, RationalQuadratic>(x, h, tr, dy, dladj, dx, dh);
+                }
             }
         }
     }

@@ -338,8 +338,8 @@ impl LaneKnots {
         }
         let mut acc = [0f32; LANES];
         for k in 0..bins {
+            kn.s[k] = acc;
             for l in 0..LANES {
-                kn.s[k][l] = acc[l];
                 acc[l] += 0.5 * (kn.v[k][l] + kn.v[k + 1][l]) * kn.w[k][l];
             }
         }
@@ -379,6 +379,7 @@ impl LaneKnots {
 
 /// `u = (x + B) / 2B` clamped to `[0, 1]`, and whether `x` is in `[-B, B]` (false for NaN).
 #[inline(always)]
+#[allow(clippy::manual_clamp)]
 fn to_unit(x: f32, bound: f32) -> (f32, bool) {
     let two_b = bound + bound;
     (
@@ -387,6 +388,9 @@ fn to_unit(x: f32, bound: f32) -> (f32, bool) {
     )
 }
 
+// `max(lo).min(hi)` rather than `clamp`: a NaN becomes `lo` (as with the scalar code's
+// `Float::max`) instead of staying NaN, and `clamp` would check `lo <= hi` on every call.
+#[allow(clippy::manual_clamp)]
 impl LaneSpline for Quadratic {
     /// [`Spline1d::forward`] per lane.
     #[inline(always)]

@@ -211,6 +211,21 @@ fn gather(
     (cols, d): (usize, usize),
     v: &mut Lane,
 ) {
+    if m == LANES {
+        // A full group: parameter k of the 16 events is a strided column (one gather each).
+        let base = i0 * hcols + j * p;
+        let block = &h[base..base + (LANES - 1) * hcols + p];
+        for (k, t) in th.iter_mut().enumerate() {
+            for (l, tl) in t.iter_mut().enumerate() {
+                *tl = block[l * hcols + k];
+            }
+        }
+        let block = &src[i0 * cols + d..(i0 + LANES - 1) * cols + d + 1];
+        for (l, vl) in v.iter_mut().enumerate() {
+            *vl = block[l * cols];
+        }
+        return;
+    }
     for l in 0..LANES {
         let i = i0 + l.min(m - 1);
         let row = &h[i * hcols + j * p..i * hcols + (j + 1) * p];
@@ -364,10 +379,13 @@ lane_path!(avx2, "avx2,fma");
 // The portable path on an x86-64 CPU that has FMA: `mul_add` as an instruction.
 lane_path!(fma, "fma");
 
-/// `sel ? a : b` per lane, written so that LLVM emits a blend.
+/// `sel ? a : b` per lane, as bit operations on a mask: LLVM keeps them in vector registers
+/// (a plain `if` on values loaded from two arrays can become a select of the two addresses and a
+/// scalar load per lane).
 #[inline(always)]
 pub(crate) fn select(sel: bool, a: f32, b: f32) -> f32 {
-    if sel { a } else { b }
+    let mask = (sel as u32).wrapping_neg();
+    f32::from_bits((a.to_bits() & mask) | (b.to_bits() & !mask))
 }
 
 /// Numerically stable softmax of the lanes `logits` into `out` (same length), as

@@ -517,19 +517,25 @@ impl LaneSpline for Quadratic {
                 pdot[l] += gv[j][l] * kn.v[j][l];
             }
         }
+        // (The per-knot conditions are hoisted out of the lane loops, which then vectorise.)
+        let zero = [0f32; LANES];
         for j in 0..=bins {
-            for l in 0..LANES {
-                let mut da = 0f32;
-                if j >= 1 {
-                    da += half * kn.w[j - 1][l];
+            if j < bins {
+                let (vj, vj1) = (kn.v[j], kn.v[j + 1]);
+                for l in 0..LANES {
+                    gw[j][l] -= pdot[l] * half * (vj[l] + vj1[l]);
                 }
-                if j < bins {
-                    da += half * kn.w[j][l];
-                    gw[j][l] -= pdot[l] * half * (kn.v[j][l] + kn.v[j + 1][l]);
-                }
-                let gvh = (gv[j][l] - pdot[l] * da) / kn.area[l];
-                gth[bins + j][l] = gvh * lanes::sigmoid(th[bins + j][l]);
             }
+            let wl = if j >= 1 { kn.w[j - 1] } else { zero };
+            let wr = if j < bins { kn.w[j] } else { zero };
+            let (gvj, tvj) = (gv[j], th[bins + j]);
+            let mut out = zero;
+            for l in 0..LANES {
+                let da = half * wl[l] + half * wr[l];
+                let gvh = (gvj[l] - pdot[l] * da) / kn.area[l];
+                out[l] = gvh * lanes::sigmoid(tvj[l]);
+            }
+            gth[bins + j] = out;
         }
         // Width softmax.
         let scale = (1.0 - min_width(bins) * bins as f64) as f32;

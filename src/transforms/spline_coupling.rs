@@ -273,7 +273,11 @@ impl<T: Real> Elementwise<T> for SplineBijection {
         _cache: &mut [Matrix<T>],
     ) {
         match self.kind {
-            SplineKind::Linear => self.apply_with::<T, Linear>(h, tr, y, ladj, inverse),
+            SplineKind::Linear => {
+                if !self.apply_lanes::<T, Linear>(h, tr, y, ladj, inverse) {
+                    self.apply_with::<T, Linear>(h, tr, y, ladj, inverse);
+                }
+            }
             SplineKind::Quadratic => {
                 if !self.apply_lanes::<T, Quadratic>(h, tr, y, ladj, inverse) {
                     self.apply_with::<T, Quadratic>(h, tr, y, ladj, inverse);
@@ -299,7 +303,11 @@ impl<T: Real> Elementwise<T> for SplineBijection {
         dh: &mut Matrix<T>,
     ) {
         match self.kind {
-            SplineKind::Linear => self.backward_with::<T, Linear>(x, h, tr, dy, dladj, dx, dh),
+            SplineKind::Linear => {
+                if !self.backward_lanes::<T, Linear>(x, h, tr, dy, dladj, dx, dh) {
+                    self.backward_with::<T, Linear>(x, h, tr, dy, dladj, dx, dh);
+                }
+            }
             SplineKind::Quadratic => {
                 if !self.backward_lanes::<T, Quadratic>(x, h, tr, dy, dladj, dx, dh) {
                     self.backward_with::<T, Quadratic>(x, h, tr, dy, dladj, dx, dh);

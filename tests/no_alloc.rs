@@ -59,6 +59,7 @@ static GLOBAL: Counting = Counting;
 #[test]
 fn warm_training_and_evaluation_passes_do_not_allocate() {
     warm_evaluation_passes_do_not_allocate();
+    every_spline_family_evaluates_without_allocating();
     warm_training_step_does_not_allocate();
 }
 
@@ -146,6 +147,52 @@ fn warm_evaluation_passes_do_not_allocate() {
             }
         }
         assert!(a.all_finite());
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+/// Every spline family (the piecewise-linear one is in no preset), at a bin count the lane
+/// kernels take and one they do not (the scalar code), evaluates a chunk in both directions
+/// without allocating once warm, with a row count that is not a multiple of the lane width.
+fn every_spline_family_evaluates_without_allocating() {
+    use hepflow::transforms::{SplineCoupling, SplineCouplingConfig, SplineKind, Transform};
+    let (dim, rows) = (5, 37);
+    let mut rng = Rng::new(4);
+    let x = Matrix::from_fn(rows, dim, |_, _| 3.0 * rng.normal() as f32);
+    let mut failures = Vec::new();
+    for kind in [
+        SplineKind::Linear,
+        SplineKind::Quadratic,
+        SplineKind::RationalQuadratic,
+    ] {
+        for bins in [8, 24] {
+            let layer = SplineCoupling::<f32>::new(
+                SplineCouplingConfig {
+                    mask: (0..dim).map(|d| d % 2 == 1).collect(),
+                    hidden: vec![16],
+                    context_dim: 0,
+                    residual: false,
+                    dropout: 0.0,
+                    kind,
+                    bins,
+                    bound: 5.0,
+                },
+                &mut Rng::new(5),
+            );
+            let mut tape = hepflow::engine::Tape::default();
+            let (mut y, mut back) = (Matrix::zeros(0, 0), Matrix::zeros(0, 0));
+            let mut ladj = vec![0.0f32; rows];
+            for round in 0..3 {
+                let before = thread_allocations();
+                layer.forward_reusing(&x, None, &mut y, &mut ladj, &mut tape);
+                layer.inverse_reusing(&y, None, &mut back, &mut ladj, &mut tape);
+                let during = thread_allocations() - before;
+                if round >= 1 && during > 0 {
+                    failures.push(format!("{kind:?}, {bins} bins: allocated {during} times"));
+                }
+            }
+            assert!(back.max_abs_diff(&x) < 1e-4, "{kind:?} round trip");
+        }
     }
     assert!(failures.is_empty(), "{failures:#?}");
 }

@@ -11,6 +11,16 @@
 //!   Inputs are clamped to `[-87.3, 88.3]` (the finite, normal range of `f32`); NaN stays NaN.
 //! - `tanh(y)`: the odd Taylor polynomial to `y^9` for `|y| < 0.2`, else
 //!   `sign(y) (1 - 2 / (e^{2|y|} + 1))`; absolute error below `3e-7`.
+//! - `ln(x) = e ln 2 + 2 atanh(s)`, `x = m 2^e` with `m` in `[sqrt(1/2), sqrt(2))` (from the
+//!   exponent bits; subnormals are scaled by `2^23` first), `s = (m - 1) / (m + 1)`, `|s| < 0.172`,
+//!   and `2 atanh(s)` the odd Taylor polynomial to `s^9`; relative error below `3e-7`. `ln(0) =
+//!   -inf`, `ln(inf) = inf`, negative or NaN inputs give NaN.
+//! - `ln_1p(x) = x ln(u) / (u - 1)` with `u = 1 + x` (Goldberg's correction of the rounding of
+//!   `u`; `x` where `u = 1`), for `x >= 0`: relative error below `5e-7` however small `x` is.
+//!
+//! Besides the slice functions, the scalar `exp`, `ln` and `ln_1p` are available to other
+//! kernels of the crate (the spline couplings' lane kernels), which inline them into their own
+//! loops compiled for each path.
 
 use super::simd::{self, SimdPath};
 
@@ -98,6 +108,13 @@ macro_rules! vector_path {
             }
 
             #[target_feature(enable = $features)]
+            pub(super) unsafe fn ln_in_place(xs: &mut [f32]) {
+                for x in xs {
+                    *x = super::ln(*x);
+                }
+            }
+
+            #[target_feature(enable = $features)]
             pub(super) unsafe fn soft_clamp_in_place(xs: &mut [f32], a: f32) {
                 let inv = 1.0 / a;
                 for x in xs {
@@ -112,9 +129,38 @@ vector_path!(avx2, "avx2,fma");
 // The portable path on an x86-64 CPU that has FMA (forced portable): `mul_add` as an instruction.
 vector_path!(fma, "fma");
 
+/// `x <- ln(x)` for every element, on a given path (which must be supported; panics otherwise).
+pub fn ln_in_place_on(path: SimdPath, xs: &mut [f32]) {
+    assert!(
+        path.supported(),
+        "the {path} SIMD path is not supported here"
+    );
+    match path {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: AVX-512F is present (asserted above).
+        SimdPath::Avx512 => unsafe { avx512::ln_in_place(xs) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: AVX2 and FMA are present (asserted above).
+        SimdPath::Avx2 => unsafe { avx2::ln_in_place(xs) },
+        _ => {
+            #[cfg(target_arch = "x86_64")]
+            {
+                if std::arch::is_x86_feature_detected!("fma") {
+                    // SAFETY: FMA is present.
+                    unsafe { fma::ln_in_place(xs) };
+                    return;
+                }
+            }
+            for x in xs {
+                *x = ln(*x);
+            }
+        }
+    }
+}
+
 /// Branch-free `e^x` (see the module documentation).
 #[inline(always)]
-fn exp(x: f32) -> f32 {
+pub(crate) fn exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
@@ -140,6 +186,43 @@ fn exp(x: f32) -> f32 {
     let e = t.to_bits().wrapping_sub(0x4B40_0000).wrapping_add(127) << 23;
     let scale = f32::from_bits(e);
     p * scale
+}
+
+/// Branch-free natural logarithm (see the module documentation).
+#[inline(always)]
+pub(crate) fn ln(x: f32) -> f32 {
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    // Bits of sqrt(1/2): subtracting them moves the mantissa range to [sqrt(1/2), sqrt(2)).
+    const SQRT_HALF_BITS: u32 = 0x3F35_04F3;
+    let tiny = x < f32::MIN_POSITIVE;
+    let xs = if tiny { x * 8_388_608.0 } else { x };
+    let ix = xs.to_bits().wrapping_sub(SQRT_HALF_BITS);
+    // Arithmetic shift: the exponent e of x = m 2^e (in [-149, 128] after the scaling).
+    let e = (ix as i32 >> 23) as f32 - if tiny { 23.0 } else { 0.0 };
+    let m = f32::from_bits((ix & 0x007F_FFFF).wrapping_add(SQRT_HALF_BITS));
+    // m - 1 is exact (Sterbenz); |s| < 0.172.
+    let s = (m - 1.0) / (m + 1.0);
+    let s2 = s * s;
+    let p = (2.0 / 9.0f32).mul_add(s2, 2.0 / 7.0);
+    let p = p.mul_add(s2, 2.0 / 5.0);
+    let p = p.mul_add(s2, 2.0 / 3.0);
+    let lnm = (s * s2).mul_add(p, s + s);
+    let r = e.mul_add(LN2_HI, e.mul_add(LN2_LO, lnm));
+    let r = if x == f32::INFINITY { x } else { r };
+    let r = if x == 0.0 { f32::NEG_INFINITY } else { r };
+    // Negative and NaN inputs (the comparison is false for NaN).
+    if x >= 0.0 { r } else { f32::NAN }
+}
+
+/// Branch-free `ln(1 + x)` for `x >= 0` (see the module documentation).
+#[inline(always)]
+pub(crate) fn ln_1p(x: f32) -> f32 {
+    let u = 1.0 + x;
+    let d = u - 1.0;
+    // For u = 1 the quotient is 0/0; the select below discards it.
+    let r = x * (ln(u) / d);
+    if d == 0.0 { x } else { r }
 }
 
 /// Branch-free `tanh(y)` (see the module documentation).
@@ -225,6 +308,61 @@ mod tests {
             let mut t = xs.clone();
             soft_clamp_in_place_on(path, &mut t, 3.0);
             assert_eq!(bits(&t), bits(&t_ref), "tanh on {path}");
+        }
+    }
+
+    #[test]
+    fn ln_and_ln_1p_match_libm() {
+        // Positive grid over the whole range, subnormals and powers of two included.
+        let mut xs: Vec<f32> = (-1490..=1280)
+            .map(|i| 2f32.powf(i as f32 * 0.1) * 1.37)
+            .filter(|x| x.is_finite() && *x > 0.0)
+            .collect();
+        xs.extend([
+            1.0,
+            2.0,
+            0.5,
+            f32::MIN_POSITIVE,
+            1e-45,
+            3e-39,
+            f32::MAX,
+            0.999_999_9,
+        ]);
+        xs.extend((1..2000).map(|i| 1.0 + i as f32 * 1e-4));
+        for &x in &xs {
+            let want = (x as f64).ln();
+            let got = ln(x) as f64;
+            let err = (got - want).abs() / want.abs().max(1e-30);
+            // Near x = 1 the result is tiny: compare with the absolute scale of ln(1 + ulp).
+            assert!(
+                err < 3e-7 || (got - want).abs() < 1.5e-8 * (x as f64 - 1.0).abs().max(1e-7),
+                "ln({x:e}) = {got}, want {want}"
+            );
+        }
+        assert_eq!(ln(0.0), f32::NEG_INFINITY);
+        assert_eq!(ln(f32::INFINITY), f32::INFINITY);
+        assert!(ln(-1.0).is_nan() && ln(f32::NAN).is_nan());
+        for i in 0..=4000 {
+            let x = 10f32.powf(-12.0 + i as f32 * 0.004);
+            let want = (x as f64).ln_1p();
+            let got = ln_1p(x) as f64;
+            assert!(
+                ((got - want) / want).abs() < 5e-7,
+                "ln_1p({x:e}) = {got}, want {want}"
+            );
+        }
+        assert_eq!(ln_1p(0.0), 0.0);
+        let mut on_paths = xs.clone();
+        ln_in_place_on(SimdPath::Portable, &mut on_paths);
+        for path in simd::supported_paths() {
+            let mut v = xs.clone();
+            ln_in_place_on(path, &mut v);
+            assert!(
+                v.iter()
+                    .zip(&on_paths)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "ln on {path}"
+            );
         }
     }
 

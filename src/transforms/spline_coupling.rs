@@ -15,9 +15,31 @@
 
 use super::LayerSpec;
 use super::coupling::{ConditionerShape, Coupling, Elementwise};
+use super::spline::lanes::{self, ChunkShape, LANE_MAX_BINS, LaneSpline};
 use super::spline::{Linear, MAX_BINS, Quadratic, RationalQuadratic, Spline1d};
 use crate::engine::{Matrix, Real, Rng};
 use serde::{Deserialize, Serialize};
+use std::any::TypeId;
+
+/// `s` as `&[f32]` when `T` is `f32`.
+fn as_f32<T: Real>(s: &[T]) -> Option<&[f32]> {
+    if TypeId::of::<T>() == TypeId::of::<f32>() {
+        // SAFETY: T is f32 (checked above), so this is the same slice with its own type.
+        Some(unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<f32>(), s.len()) })
+    } else {
+        None
+    }
+}
+
+/// `s` as `&mut [f32]` when `T` is `f32`.
+fn as_f32_mut<T: Real>(s: &mut [T]) -> Option<&mut [f32]> {
+    if TypeId::of::<T>() == TypeId::of::<f32>() {
+        // SAFETY: T is f32 (checked above), so this is the same slice with its own type.
+        Some(unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast::<f32>(), s.len()) })
+    } else {
+        None
+    }
+}
 
 /// Which monotone spline a [`SplineCoupling`] uses.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -81,6 +103,47 @@ pub struct SplineBijection {
 }
 
 impl SplineBijection {
+    /// The lane kernels' chunk shape, when they take this bijection in `T` (`f32`, at most
+    /// [`LANE_MAX_BINS`] bins, a finite positive bound).
+    fn lane_shape<'a, T: Real>(&self, tr: &'a [usize], cols: usize) -> Option<ChunkShape<'a>> {
+        let bound = self.bound as f32;
+        (TypeId::of::<T>() == TypeId::of::<f32>()
+            && (1..=LANE_MAX_BINS).contains(&self.bins)
+            && bound.is_finite()
+            && bound > 0.0)
+            .then_some(ChunkShape {
+                tr,
+                cols,
+                bins: self.bins,
+                bound,
+            })
+    }
+
+    /// [`Self::apply_with`] on the lane kernels ([`lanes`]); false (and nothing done) when they
+    /// do not take this case.
+    fn apply_lanes<T: Real, S: LaneSpline>(
+        &self,
+        h: &Matrix<T>,
+        tr: &[usize],
+        y: &mut Matrix<T>,
+        ladj: &mut [T],
+        inverse: bool,
+    ) -> bool {
+        let n = y.rows();
+        if let Some(shape) = self.lane_shape::<T>(tr, y.cols())
+            && let (Some(hf), Some(yf), Some(lf)) = (
+                as_f32(h.as_slice()),
+                as_f32_mut(y.as_mut_slice()),
+                as_f32_mut(&mut ladj[..n]),
+            )
+        {
+            lanes::apply::<S>(&shape, hf, inverse, yf, lf);
+            return true;
+        }
+        false
+    }
+
+    /// The scalar evaluation, one event and feature at a time.
     fn apply_with<T: Real, S: Spline1d>(
         &self,
         h: &Matrix<T>,
@@ -111,6 +174,37 @@ impl SplineBijection {
         }
     }
 
+    /// [`Self::backward_with`] on the lane kernels; false (and nothing done) when they do not take
+    /// this case.
+    #[allow(clippy::too_many_arguments)]
+    fn backward_lanes<T: Real, S: LaneSpline>(
+        &self,
+        x: &Matrix<T>,
+        h: &Matrix<T>,
+        tr: &[usize],
+        dy: &Matrix<T>,
+        dladj: &[T],
+        dx: &mut Matrix<T>,
+        dh: &mut Matrix<T>,
+    ) -> bool {
+        let n = x.rows();
+        if let Some(shape) = self.lane_shape::<T>(tr, x.cols())
+            && let (Some(xf), Some(hf), Some(dyf), Some(glf), Some(dxf), Some(dhf)) = (
+                as_f32(x.as_slice()),
+                as_f32(h.as_slice()),
+                as_f32(dy.as_slice()),
+                as_f32(&dladj[..n]),
+                as_f32_mut(dx.as_mut_slice()),
+                as_f32_mut(dh.as_mut_slice()),
+            )
+        {
+            lanes::backward::<S>(&shape, xf, hf, dyf, glf, dxf, dhf);
+            return true;
+        }
+        false
+    }
+
+    /// The scalar backward pass, one event and feature at a time.
     #[allow(clippy::too_many_arguments)]
     fn backward_with<T: Real, S: Spline1d>(
         &self,
@@ -179,10 +273,20 @@ impl<T: Real> Elementwise<T> for SplineBijection {
         _cache: &mut [Matrix<T>],
     ) {
         match self.kind {
-            SplineKind::Linear => self.apply_with::<T, Linear>(h, tr, y, ladj, inverse),
-            SplineKind::Quadratic => self.apply_with::<T, Quadratic>(h, tr, y, ladj, inverse),
+            SplineKind::Linear => {
+                if !self.apply_lanes::<T, Linear>(h, tr, y, ladj, inverse) {
+                    self.apply_with::<T, Linear>(h, tr, y, ladj, inverse);
+                }
+            }
+            SplineKind::Quadratic => {
+                if !self.apply_lanes::<T, Quadratic>(h, tr, y, ladj, inverse) {
+                    self.apply_with::<T, Quadratic>(h, tr, y, ladj, inverse);
+                }
+            }
             SplineKind::RationalQuadratic => {
-                self.apply_with::<T, RationalQuadratic>(h, tr, y, ladj, inverse)
+                if !self.apply_lanes::<T, RationalQuadratic>(h, tr, y, ladj, inverse) {
+                    self.apply_with::<T, RationalQuadratic>(h, tr, y, ladj, inverse);
+                }
             }
         }
     }
@@ -199,12 +303,20 @@ impl<T: Real> Elementwise<T> for SplineBijection {
         dh: &mut Matrix<T>,
     ) {
         match self.kind {
-            SplineKind::Linear => self.backward_with::<T, Linear>(x, h, tr, dy, dladj, dx, dh),
+            SplineKind::Linear => {
+                if !self.backward_lanes::<T, Linear>(x, h, tr, dy, dladj, dx, dh) {
+                    self.backward_with::<T, Linear>(x, h, tr, dy, dladj, dx, dh);
+                }
+            }
             SplineKind::Quadratic => {
-                self.backward_with::<T, Quadratic>(x, h, tr, dy, dladj, dx, dh)
+                if !self.backward_lanes::<T, Quadratic>(x, h, tr, dy, dladj, dx, dh) {
+                    self.backward_with::<T, Quadratic>(x, h, tr, dy, dladj, dx, dh);
+                }
             }
             SplineKind::RationalQuadratic => {
-                self.backward_with::<T, RationalQuadratic>(x, h, tr, dy, dladj, dx, dh)
+                if !self.backward_lanes::<T, RationalQuadratic>(x, h, tr, dy, dladj, dx, dh) {
+                    self.backward_with::<T, RationalQuadratic>(x, h, tr, dy, dladj, dx, dh);
+                }
             }
         }
     }

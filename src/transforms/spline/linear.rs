@@ -12,8 +12,10 @@
 //!
 //! Outside `[-B, B]` the map is the identity with log-derivative 0 and no parameter gradient.
 
-use super::{Buf, MIN_BIN_HEIGHT, Spline1d};
+use super::lanes::{self, LANES, Lane, LaneSpline, select};
+use super::{Buf, MIN_BIN_HEIGHT, STACK, Spline1d};
 use crate::engine::Real;
+use crate::engine::vmath::ln;
 
 /// Minimum bin mass actually used: `MIN_BIN_HEIGHT`, lowered to `0.5/K` for absurdly many bins
 /// so that `1 - m K` stays positive.
@@ -158,6 +160,157 @@ impl Spline1d for Linear {
             *g += kn.scale * kn.p[j] * (gh - dot);
         }
         gy * T::c(bins as f64) * hb
+    }
+}
+
+/// The knots of [`LANES`] splines (softmax `p`, masses `h`, cumulative masses `cum`), built as
+/// [`Knots::new`] does per event.
+struct LaneKnots {
+    p: lanes::Knots,
+    h: lanes::Knots,
+    cum: lanes::Knots,
+}
+
+impl LaneKnots {
+    #[inline(always)]
+    fn new(th: &[Lane], bins: usize) -> Self {
+        let m = min_mass(bins);
+        let scale = (1.0 - m * bins as f64) as f32;
+        let m = m as f32;
+        let z = [[0f32; LANES]; STACK];
+        let mut kn = Self { p: z, h: z, cum: z };
+        lanes::softmax_lanes(&th[..bins], &mut kn.p[..bins]);
+        let mut acc = [0f32; LANES];
+        for k in 0..bins {
+            kn.cum[k] = acc;
+            for l in 0..LANES {
+                kn.h[k][l] = m + scale * kn.p[k][l];
+                acc[l] += kn.h[k][l];
+            }
+        }
+        kn.cum[bins] = [1.0; LANES];
+        kn
+    }
+
+    /// Per lane, the bin `b` (as `f32`) whose `key` is the last one `<= v` among `key(1..K)`
+    /// (the knots are sorted), and `(cum_b, cum_{b+1}, h_b)`.
+    #[inline(always)]
+    fn bin(&self, bins: usize, key: impl Fn(usize, usize) -> f32, v: &Lane) -> [Lane; 4] {
+        let (mut b, mut c0, mut c1, mut h) = ([0f32; LANES], self.cum[0], self.cum[1], self.h[0]);
+        for k in 1..bins {
+            for l in 0..LANES {
+                let c = key(k, l) <= v[l];
+                b[l] = select(c, k as f32, b[l]);
+                c0[l] = select(c, self.cum[k][l], c0[l]);
+                c1[l] = select(c, self.cum[k + 1][l], c1[l]);
+                h[l] = select(c, self.h[k][l], h[l]);
+            }
+        }
+        [b, c0, c1, h]
+    }
+}
+
+/// Per lane value: `u` clamped to `[0, 1]`, `s = u K`, the bin `floor(s)` clamped to
+/// `0..=K-1` (as `f32`), `alpha` in `[0, 1]`, and whether `x` is in `[-B, B]`.
+#[inline(always)]
+#[allow(clippy::manual_clamp)]
+fn locate_lane(x: f32, bins: usize, bound: f32) -> (f32, f32, bool) {
+    let two_b = bound + bound;
+    let u = ((x + bound) / two_b).max(0.0).min(1.0);
+    let s = u * bins as f32;
+    let b = s.floor().max(0.0).min((bins - 1) as f32);
+    let alpha = (s - b).max(0.0).min(1.0);
+    (b, alpha, x >= -bound && x <= bound)
+}
+
+// `max(lo).min(hi)` rather than `clamp`: a NaN becomes `lo` (as with the scalar code's
+// `Float::max`) instead of staying NaN, and `clamp` would check `lo <= hi` on every call.
+#[allow(clippy::manual_clamp)]
+impl LaneSpline for Linear {
+    /// [`Spline1d::forward`] per lane.
+    #[inline(always)]
+    fn forward_lanes(th: &[Lane], bins: usize, bound: f32, x: &Lane, y: &mut Lane, ld: &mut Lane) {
+        let kn = LaneKnots::new(th, bins);
+        let (mut bf, mut alpha, mut inside) = ([0f32; LANES], [0f32; LANES], [false; LANES]);
+        for l in 0..LANES {
+            (bf[l], alpha[l], inside[l]) = locate_lane(x[l], bins, bound);
+        }
+        let [_, c0, c1, h] = kn.bin(bins, |k, _| k as f32, &bf);
+        let two_b = bound + bound;
+        for l in 0..LANES {
+            let c = c0[l] * (1.0 - alpha[l]) + c1[l] * alpha[l];
+            let yv = (two_b * c - bound).max(-bound).min(bound);
+            y[l] = select(inside[l], yv, x[l]);
+            ld[l] = select(inside[l], ln(bins as f32 * h[l]), 0.0);
+        }
+    }
+
+    /// [`Spline1d::inverse`] per lane.
+    #[inline(always)]
+    fn inverse_lanes(th: &[Lane], bins: usize, bound: f32, y: &Lane, x: &mut Lane, ld: &mut Lane) {
+        let kn = LaneKnots::new(th, bins);
+        let two_b = bound + bound;
+        let mut c = [0f32; LANES];
+        for l in 0..LANES {
+            c[l] = ((y[l] + bound) / two_b).max(0.0).min(1.0);
+        }
+        let [b, c0, c1, h] = kn.bin(bins, |k, l| kn.cum[k][l], &c);
+        for l in 0..LANES {
+            let inside = y[l] >= -bound && y[l] <= bound;
+            let alpha = ((c[l] - c0[l]) / (c1[l] - c0[l])).max(0.0).min(1.0);
+            let u = (b[l] + alpha) / bins as f32;
+            let xv = (two_b * u - bound).max(-bound).min(bound);
+            x[l] = select(inside, xv, y[l]);
+            ld[l] = select(inside, -ln(bins as f32 * h[l]), 0.0);
+        }
+    }
+
+    /// [`Spline1d::backward`] per lane.
+    #[inline(always)]
+    fn backward_lanes(
+        th: &[Lane],
+        bins: usize,
+        bound: f32,
+        x: &Lane,
+        gy: &Lane,
+        gl: &Lane,
+        gth: &mut [Lane],
+        gx: &mut Lane,
+    ) {
+        let kn = LaneKnots::new(th, bins);
+        let (mut bf, mut alpha, mut inside) = ([0f32; LANES], [0f32; LANES], [false; LANES]);
+        for l in 0..LANES {
+            (bf[l], alpha[l], inside[l]) = locate_lane(x[l], bins, bound);
+        }
+        let [_, _, _, hb] = kn.bin(bins, |k, _| k as f32, &bf);
+        let two_b = bound + bound;
+        let z = [0f32; LANES];
+        let (mut gc, mut gh_b, mut below, mut pb) = (z, z, z, z);
+        for l in 0..LANES {
+            // Outside [-B, B] every gradient but dL/dx = gy is zero.
+            gc[l] = select(inside[l], two_b * gy[l], 0.0);
+            gh_b[l] = gc[l] * alpha[l] + select(inside[l], gl[l], 0.0) / hb[l];
+            gx[l] = select(inside[l], gy[l] * bins as f32 * hb[l], gy[l]);
+        }
+        for j in 0..bins {
+            for l in 0..LANES {
+                let jf = j as f32;
+                below[l] += select(jf < bf[l], kn.p[j][l], 0.0);
+                pb[l] = select(jf == bf[l], kn.p[j][l], pb[l]);
+            }
+        }
+        let scale = (1.0 - min_mass(bins) * bins as f64) as f32;
+        let mut dot = z;
+        for l in 0..LANES {
+            dot[l] = gc[l] * below[l] + pb[l] * gh_b[l];
+        }
+        for j in 0..bins {
+            for l in 0..LANES {
+                let jf = j as f32;
+                let gh = select(jf < bf[l], gc[l], select(jf == bf[l], gh_b[l], 0.0));
+                gth[j][l] = scale * kn.p[j][l] * (gh - dot[l]);
+            }
+        }
     }
 }
 
@@ -410,6 +563,13 @@ mod tests {
         (0..=bins)
             .map(|j| -bound + 2.0 * bound * j as f64 / bins as f64)
             .collect()
+    }
+
+    #[test]
+    fn lane_kernels_match_the_scalar_code_on_every_path() {
+        for (bins, bound, scale) in [(8, 5.0, 1.0), (1, 2.0, 1.0), (16, 3.0, 2.0), (5, 1.0, 0.1)] {
+            super::super::lanes::tests::matches_scalar_f64::<Linear>(bins, bound, scale, 2e-4);
+        }
     }
 
     #[test]

@@ -6,8 +6,14 @@
 //! (`w_k = w_min + (1 - w_min K) softmax(u)_k`), as in nflows.
 //!
 //! Implementations keep all per-bin scratch in fixed stack arrays of [`MAX_KNOTS`] entries, so
-//! they never allocate per element; `bins` must therefore be at most [`MAX_BINS`].
+//! they never allocate per element when `bins` is at most [`MAX_BINS`] (the most a layer takes).
+//!
+//! The [`Spline1d`] functions evaluate one event and feature at a time (the `f64` gradient checks
+//! and the reference); the couplings evaluate `f32` chunks with the lane kernels of `lanes`
+//! (16 events at a time, one SIMD instruction per step, the same bits on every SIMD path), which
+//! each family implements next to its scalar code and which are tested against it.
 
+pub(crate) mod lanes;
 pub mod linear;
 pub mod quadratic;
 pub mod rational_quadratic;
@@ -110,13 +116,15 @@ pub fn search_bin<T: Real>(knots: &[T], v: T) -> usize {
     knots[1..k].partition_point(|&t| t <= v)
 }
 
-/// Largest buffer kept on the stack (`bins + 1` for `bins <= 16`; the presets use 8). Every
-/// buffer zero-fills all of it, so a larger bound costs time on every spline evaluation.
+/// Knot arrays of the lane kernels ([`lanes`]) hold `STACK` lanes: they take up to `STACK - 1`
+/// bins (the presets use 8), and zero-fill whole arrays, so a larger bound costs time.
 pub(crate) const STACK: usize = 17;
 
-/// A zero-initialised scratch slice: on the stack up to [`STACK`] entries, on the heap beyond.
+/// A zero-initialised scratch slice of the scalar code: on the stack up to [`MAX_KNOTS`] entries
+/// (every bin count a layer accepts, so evaluation passes never allocate), on the heap beyond
+/// (standalone spline calls with more bins).
 pub(crate) struct Buf<T> {
-    arr: [T; STACK],
+    arr: [T; MAX_KNOTS],
     heap: Vec<T>,
     len: usize,
 }
@@ -124,8 +132,8 @@ pub(crate) struct Buf<T> {
 impl<T: Real> Buf<T> {
     pub(crate) fn zeros(len: usize) -> Self {
         Self {
-            arr: [T::zero(); STACK],
-            heap: if len > STACK {
+            arr: [T::zero(); MAX_KNOTS],
+            heap: if len > MAX_KNOTS {
                 vec![T::zero(); len]
             } else {
                 Vec::new()
@@ -138,7 +146,7 @@ impl<T: Real> Buf<T> {
 impl<T> Deref for Buf<T> {
     type Target = [T];
     fn deref(&self) -> &[T] {
-        if self.len <= STACK {
+        if self.len <= MAX_KNOTS {
             &self.arr[..self.len]
         } else {
             &self.heap
@@ -148,7 +156,7 @@ impl<T> Deref for Buf<T> {
 
 impl<T> DerefMut for Buf<T> {
     fn deref_mut(&mut self) -> &mut [T] {
-        if self.len <= STACK {
+        if self.len <= MAX_KNOTS {
             &mut self.arr[..self.len]
         } else {
             &mut self.heap

@@ -17,8 +17,10 @@
 //! cancellation-free root `alpha = 2c / (b + sqrt(b^2 - 4ac))`. Outside `[-B, B]` the map is the
 //! identity with log-derivative 0 and no parameter gradient.
 
-use super::{Buf, MIN_BIN_WIDTH, Spline1d};
+use super::lanes::{self, LANES, Lane, LaneSpline, select};
+use super::{Buf, MIN_BIN_WIDTH, STACK, Spline1d};
 use crate::engine::Real;
+use crate::engine::vmath::ln;
 
 /// Offset added to the softplus of the vertex parameters (keeps the density positive).
 const MIN_VERTEX: f64 = 1e-3;
@@ -274,6 +276,283 @@ impl Spline1d for Quadratic {
     }
 }
 
+/// The knots of [`LANES`] splines (see [`Knots`]), built as [`Knots::new`] does per event.
+struct LaneKnots {
+    p: lanes::Knots,
+    w: lanes::Knots,
+    v: lanes::Knots,
+    x: lanes::Knots,
+    s: lanes::Knots,
+    area: Lane,
+}
+
+/// Per-lane bin quantities: knot `x` and CDF `s` at both ends, vertices, width.
+#[derive(Default)]
+struct LaneBin {
+    x0: Lane,
+    x1: Lane,
+    s0: Lane,
+    s1: Lane,
+    v0: Lane,
+    v1: Lane,
+    w: Lane,
+}
+
+impl LaneKnots {
+    #[inline(always)]
+    fn new(th: &[Lane], bins: usize) -> Self {
+        let m = min_width(bins);
+        let scale = (1.0 - m * bins as f64) as f32;
+        let m = m as f32;
+        let z = [[0f32; LANES]; STACK];
+        let mut kn = Self {
+            p: z,
+            w: z,
+            v: z,
+            x: z,
+            s: z,
+            area: [0.0; LANES],
+        };
+        lanes::softmax_lanes(&th[..bins], &mut kn.p[..bins]);
+        let mut vh = z;
+        for k in 0..=bins {
+            for l in 0..LANES {
+                vh[k][l] = lanes::softplus(th[bins + k][l]) + MIN_VERTEX as f32;
+            }
+        }
+        let mut acc = [0f32; LANES];
+        for k in 0..bins {
+            for l in 0..LANES {
+                let w = m + scale * kn.p[k][l];
+                kn.w[k][l] = w;
+                kn.x[k][l] = acc[l];
+                acc[l] += w;
+                kn.area[l] += 0.5 * (vh[k][l] + vh[k + 1][l]) * w;
+            }
+        }
+        kn.x[bins] = [1.0; LANES];
+        for k in 0..=bins {
+            for l in 0..LANES {
+                kn.v[k][l] = vh[k][l] / kn.area[l];
+            }
+        }
+        let mut acc = [0f32; LANES];
+        for k in 0..bins {
+            kn.s[k] = acc;
+            for l in 0..LANES {
+                acc[l] += 0.5 * (kn.v[k][l] + kn.v[k + 1][l]) * kn.w[k][l];
+            }
+        }
+        kn.s[bins] = [1.0; LANES];
+        kn
+    }
+
+    /// The bin of `t` among the knots `by` (`x` or `s`), per lane: the last `k` in `1..K` with
+    /// `by[k] <= t` (else 0), as a running select (the knots are sorted).
+    #[inline(always)]
+    fn bin(&self, bins: usize, by_cdf: bool, t: &Lane) -> LaneBin {
+        let by = if by_cdf { &self.s } else { &self.x };
+        let mut b = LaneBin {
+            x0: self.x[0],
+            x1: self.x[1],
+            s0: self.s[0],
+            s1: self.s[1],
+            v0: self.v[0],
+            v1: self.v[1],
+            w: self.w[0],
+        };
+        for k in 1..bins {
+            for l in 0..LANES {
+                let c = by[k][l] <= t[l];
+                b.x0[l] = select(c, self.x[k][l], b.x0[l]);
+                b.x1[l] = select(c, self.x[k + 1][l], b.x1[l]);
+                b.s0[l] = select(c, self.s[k][l], b.s0[l]);
+                b.s1[l] = select(c, self.s[k + 1][l], b.s1[l]);
+                b.v0[l] = select(c, self.v[k][l], b.v0[l]);
+                b.v1[l] = select(c, self.v[k + 1][l], b.v1[l]);
+                b.w[l] = select(c, self.w[k][l], b.w[l]);
+            }
+        }
+        b
+    }
+}
+
+/// `u = (x + B) / 2B` clamped to `[0, 1]`, and whether `x` is in `[-B, B]` (false for NaN).
+#[inline(always)]
+#[allow(clippy::manual_clamp)]
+fn to_unit(x: f32, bound: f32) -> (f32, bool) {
+    let two_b = bound + bound;
+    (
+        ((x + bound) / two_b).max(0.0).min(1.0),
+        x >= -bound && x <= bound,
+    )
+}
+
+// `max(lo).min(hi)` rather than `clamp`: a NaN becomes `lo` (as with the scalar code's
+// `Float::max`) instead of staying NaN, and `clamp` would check `lo <= hi` on every call.
+#[allow(clippy::manual_clamp)]
+impl LaneSpline for Quadratic {
+    /// [`Spline1d::forward`] per lane.
+    #[inline(always)]
+    fn forward_lanes(th: &[Lane], bins: usize, bound: f32, x: &Lane, y: &mut Lane, ld: &mut Lane) {
+        let kn = LaneKnots::new(th, bins);
+        let mut u = [0f32; LANES];
+        for l in 0..LANES {
+            u[l] = to_unit(x[l], bound).0;
+        }
+        let b = kn.bin(bins, false, &u);
+        let two_b = bound + bound;
+        for l in 0..LANES {
+            let (_, inside) = to_unit(x[l], bound);
+            let alpha = ((u[l] - b.x0[l]) / (b.x1[l] - b.x0[l])).max(0.0).min(1.0);
+            let (v0, v1) = (b.v0[l], b.v1[l]);
+            let g = (alpha * (v0 * (2.0 - alpha) + alpha * v1) / (v0 + v1)).min(1.0);
+            let c = b.s0[l] * (1.0 - g) + b.s1[l] * g;
+            let yv = (two_b * c - bound).max(-bound).min(bound);
+            let q = v0 * (1.0 - alpha) + v1 * alpha;
+            y[l] = select(inside, yv, x[l]);
+            ld[l] = select(inside, ln(q), 0.0);
+        }
+    }
+
+    /// [`Spline1d::inverse`] per lane.
+    #[inline(always)]
+    fn inverse_lanes(th: &[Lane], bins: usize, bound: f32, y: &Lane, x: &mut Lane, ld: &mut Lane) {
+        let kn = LaneKnots::new(th, bins);
+        let mut c = [0f32; LANES];
+        for l in 0..LANES {
+            c[l] = to_unit(y[l], bound).0;
+        }
+        let b = kn.bin(bins, true, &c);
+        let two_b = bound + bound;
+        for l in 0..LANES {
+            let (_, inside) = to_unit(y[l], bound);
+            let f = ((c[l] - b.s0[l]) / (b.s1[l] - b.s0[l])).max(0.0).min(1.0);
+            let (v0, v1) = (b.v0[l], b.v1[l]);
+            let disc = (1.0 - f) * v0 * v0 + f * v1 * v1;
+            let alpha = (f * (v0 + v1) / (v0 + disc.sqrt())).max(0.0).min(1.0);
+            let u = b.x0[l] * (1.0 - alpha) + b.x1[l] * alpha;
+            let xv = (two_b * u - bound).max(-bound).min(bound);
+            let q = v0 * (1.0 - alpha) + v1 * alpha;
+            x[l] = select(inside, xv, y[l]);
+            ld[l] = select(inside, -ln(q), 0.0);
+        }
+    }
+
+    /// [`Spline1d::backward`] per lane; the bins below `b` are those whose upper knot is `<= u`.
+    #[inline(always)]
+    fn backward_lanes(
+        th: &[Lane],
+        bins: usize,
+        bound: f32,
+        x: &Lane,
+        gy: &Lane,
+        gl: &Lane,
+        gth: &mut [Lane],
+        gx: &mut Lane,
+    ) {
+        let kn = LaneKnots::new(th, bins);
+        let two_b = bound + bound;
+        let half = 0.5f32;
+        let mut u = [0f32; LANES];
+        let mut inside = [false; LANES];
+        for l in 0..LANES {
+            (u[l], inside[l]) = to_unit(x[l], bound);
+        }
+        let b = kn.bin(bins, false, &u);
+        // Per-lane scalars of the bin.
+        let (mut alpha, mut q, mut gc, mut gq, mut d) = (
+            [0f32; LANES],
+            [0f32; LANES],
+            [0f32; LANES],
+            [0f32; LANES],
+            [0f32; LANES],
+        );
+        let mut shift = [0f32; LANES];
+        for l in 0..LANES {
+            alpha[l] = ((u[l] - b.x0[l]) / (b.x1[l] - b.x0[l])).max(0.0).min(1.0);
+            d[l] = b.v1[l] - b.v0[l];
+            q[l] = b.v0[l] * (1.0 - alpha[l]) + b.v1[l] * alpha[l];
+            // Outside [-B, B] every gradient but dL/dx = gy is zero.
+            gc[l] = select(inside[l], two_b * gy[l], 0.0);
+            gq[l] = select(inside[l], gl[l] / q[l], 0.0);
+            let dxv = gy[l] * q[l] + gq[l] * d[l] / (b.w[l] * two_b);
+            gx[l] = select(inside[l], dxv, gy[l]);
+            shift[l] = -gq[l] * d[l] / b.w[l];
+        }
+        let mut gw = [[0f32; LANES]; STACK];
+        let mut gv = [[0f32; LANES]; STACK];
+        for j in 0..bins {
+            for l in 0..LANES {
+                let below = j + 1 < bins && kn.x[j + 1][l] <= u[l];
+                let at_or_above = j == 0 || kn.x[j][l] <= u[l];
+                let is_b = at_or_above && !below;
+                let wj = kn.w[j][l];
+                let a = select(below, gc[l] * half * wj, 0.0);
+                gv[j][l] += a;
+                gv[j + 1][l] += a;
+                let a2 = alpha[l] * alpha[l];
+                let gw_below = gc[l] * (half * (kn.v[j][l] + kn.v[j + 1][l]) - q[l]) + shift[l];
+                let gw_b = -gc[l] * a2 * half * d[l] + shift[l] * alpha[l];
+                gw[j][l] = select(below, gw_below, select(is_b, gw_b, 0.0));
+            }
+        }
+        for j in 0..bins {
+            for l in 0..LANES {
+                let below = j + 1 < bins && kn.x[j + 1][l] <= u[l];
+                let at_or_above = j == 0 || kn.x[j][l] <= u[l];
+                let is_b = at_or_above && !below;
+                let a2 = alpha[l] * alpha[l];
+                let wb = b.w[l];
+                let t0 = gc[l] * wb * (alpha[l] - half * a2) + gq[l] * (1.0 - alpha[l]);
+                let t1 = gc[l] * wb * half * a2 + gq[l] * alpha[l];
+                gv[j][l] += select(is_b, t0, 0.0);
+                gv[j + 1][l] += select(is_b, t1, 0.0);
+            }
+        }
+        // Area normalisation V = Vhat / A.
+        let mut pdot = [0f32; LANES];
+        for j in 0..=bins {
+            for l in 0..LANES {
+                pdot[l] += gv[j][l] * kn.v[j][l];
+            }
+        }
+        // (The per-knot conditions are hoisted out of the lane loops, which then vectorise.)
+        let zero = [0f32; LANES];
+        for j in 0..=bins {
+            if j < bins {
+                let (vj, vj1) = (kn.v[j], kn.v[j + 1]);
+                for l in 0..LANES {
+                    gw[j][l] -= pdot[l] * half * (vj[l] + vj1[l]);
+                }
+            }
+            let wl = if j >= 1 { kn.w[j - 1] } else { zero };
+            let wr = if j < bins { kn.w[j] } else { zero };
+            let (gvj, tvj) = (gv[j], th[bins + j]);
+            let mut out = zero;
+            for l in 0..LANES {
+                let da = half * wl[l] + half * wr[l];
+                let gvh = (gvj[l] - pdot[l] * da) / kn.area[l];
+                out[l] = gvh * lanes::sigmoid(tvj[l]);
+            }
+            gth[bins + j] = out;
+        }
+        // Width softmax.
+        let scale = (1.0 - min_width(bins) * bins as f64) as f32;
+        let mut dot = [0f32; LANES];
+        for i in 0..bins {
+            for l in 0..LANES {
+                dot[l] += gw[i][l] * kn.p[i][l];
+            }
+        }
+        for i in 0..bins {
+            for l in 0..LANES {
+                gth[i][l] = scale * kn.p[i][l] * (gw[i][l] - dot[l]);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::linear::checks::*;
@@ -365,6 +644,13 @@ mod tests {
         let th = vec![1e3, -1e3, 0.0, -1e3, -1e3, 1e3, -50.0, 40.0, 0.0];
         finite_everywhere::<Quadratic>(4, 2.0, &th, &knots_x(&th, 4, 2.0));
         roundtrip_f64::<Quadratic>(4, 2.0, &th, 1e-8);
+    }
+
+    #[test]
+    fn lane_kernels_match_the_scalar_code_on_every_path() {
+        for (bins, bound, scale) in [(8, 5.0, 1.0), (1, 2.0, 1.0), (16, 3.0, 2.0), (5, 1.0, 0.1)] {
+            super::super::lanes::tests::matches_scalar_f64::<Quadratic>(bins, bound, scale, 2e-4);
+        }
     }
 
     #[test]

@@ -21,10 +21,12 @@
 //! f32), so there the algebraically equal `(-b + sqrt(b^2 - 4ac)) / (2a)` is used instead.
 //! Outside `[-B, B]` the map is the identity with zero log-derivative and zero `theta`-gradient.
 
+use super::lanes::{self, LANES, Lane, LaneSpline, select};
 use super::{
-    MAX_BINS, MAX_KNOTS, MIN_BIN_HEIGHT, MIN_BIN_WIDTH, MIN_DERIVATIVE, Spline1d, search_bin,
-    softmax, softmax_backward, softplus, softplus_grad,
+    MAX_BINS, MAX_KNOTS, MIN_BIN_HEIGHT, MIN_BIN_WIDTH, MIN_DERIVATIVE, STACK, Spline1d,
+    search_bin, softmax, softmax_backward, softplus, softplus_grad,
 };
+use crate::engine::vmath::ln;
 
 /// Shift of the derivative parameters: `softplus(c) = 1 - d_min`, so zero parameters give slope 1.
 const DERIVATIVE_SHIFT: f64 = 0.539_742_417_236_952_2;
@@ -280,6 +282,289 @@ impl Spline1d for RationalQuadratic {
     }
 }
 
+/// The knots of [`LANES`] splines, built as [`Knots::new`] does per event.
+struct LaneKnots {
+    pw: lanes::Knots,
+    ph: lanes::Knots,
+    xs: lanes::Knots,
+    ys: lanes::Knots,
+    ds: lanes::Knots,
+}
+
+/// [`cumulate`] per lane.
+#[inline(always)]
+fn cumulate_lanes(p: &[Lane], min: f32, bound: f32, out: &mut [Lane]) {
+    let k = p.len();
+    let scale = 1.0 - min * k as f32;
+    let two_b = bound + bound;
+    let mut acc = [0f32; LANES];
+    out[0] = [-bound; LANES];
+    for j in 1..k {
+        for l in 0..LANES {
+            acc[l] += min + scale * p[j - 1][l];
+            out[j][l] = -bound + two_b * acc[l];
+        }
+    }
+    out[k] = [bound; LANES];
+}
+
+impl LaneKnots {
+    #[inline(always)]
+    fn new(th: &[Lane], bins: usize, bound: f32) -> Self {
+        let z = [[0f32; LANES]; STACK];
+        let mut s = Self {
+            pw: z,
+            ph: z,
+            xs: z,
+            ys: z,
+            ds: z,
+        };
+        lanes::softmax_lanes(&th[..bins], &mut s.pw[..bins]);
+        lanes::softmax_lanes(&th[bins..2 * bins], &mut s.ph[..bins]);
+        cumulate_lanes(
+            &s.pw[..bins],
+            MIN_BIN_WIDTH as f32,
+            bound,
+            &mut s.xs[..=bins],
+        );
+        cumulate_lanes(
+            &s.ph[..bins],
+            MIN_BIN_HEIGHT as f32,
+            bound,
+            &mut s.ys[..=bins],
+        );
+        let md = MIN_DERIVATIVE as f32;
+        s.ds[0] = [1.0; LANES];
+        s.ds[bins] = [1.0; LANES];
+        for k in 1..bins {
+            for l in 0..LANES {
+                s.ds[k][l] =
+                    md + lanes::softplus(th[2 * bins + k - 1][l] + DERIVATIVE_SHIFT as f32);
+            }
+        }
+        s
+    }
+
+    /// The bin of `v` among the knots `by` (`xs` or `ys`) per lane (as [`search_bin`]: the
+    /// number of interior knots `<= v`), and the bin's knots and derivatives
+    /// `(x0, y0, w, h, d0, d1)`.
+    #[inline(always)]
+    fn bin(&self, bins: usize, by_y: bool, v: &Lane) -> ([u32; LANES], [Lane; 6]) {
+        let by = if by_y { &self.ys } else { &self.xs };
+        let mut k = [0u32; LANES];
+        let (mut x0, mut x1, mut y0, mut y1) = (self.xs[0], self.xs[1], self.ys[0], self.ys[1]);
+        let (mut d0, mut d1) = (self.ds[0], self.ds[1]);
+        for j in 1..bins {
+            for l in 0..LANES {
+                let c = by[j][l] <= v[l];
+                k[l] += c as u32;
+                x0[l] = select(c, self.xs[j][l], x0[l]);
+                x1[l] = select(c, self.xs[j + 1][l], x1[l]);
+                y0[l] = select(c, self.ys[j][l], y0[l]);
+                y1[l] = select(c, self.ys[j + 1][l], y1[l]);
+                d0[l] = select(c, self.ds[j][l], d0[l]);
+                d1[l] = select(c, self.ds[j + 1][l], d1[l]);
+            }
+        }
+        let (mut w, mut h) = ([0f32; LANES], [0f32; LANES]);
+        for l in 0..LANES {
+            w[l] = x1[l] - x0[l];
+            h[l] = y1[l] - y0[l];
+        }
+        (k, [x0, y0, w, h, d0, d1])
+    }
+}
+
+/// [`Bin::eval`] per lane value: `(H N / D, log f')`.
+#[inline(always)]
+fn eval_lane(xi: f32, h: f32, s: f32, d0: f32, d1: f32) -> (f32, f32) {
+    let t = xi * (1.0 - xi);
+    let om = 1.0 - xi;
+    let num = s * xi * xi + d0 * t;
+    let den = s + (d0 + d1 - s - s) * t;
+    let q = d1 * xi * xi + (s + s) * t + d0 * om * om;
+    let logd = 2.0 * ln(s) + ln(q) - 2.0 * ln(den);
+    (h * num / den, logd)
+}
+
+// `max(lo).min(hi)` rather than `clamp`: a NaN becomes `lo` (as with the scalar code's
+// `Float::max`) instead of staying NaN, and `clamp` would check `lo <= hi` on every call.
+#[allow(clippy::manual_clamp)]
+impl LaneSpline for RationalQuadratic {
+    /// [`Spline1d::forward`] per lane.
+    #[inline(always)]
+    fn forward_lanes(th: &[Lane], bins: usize, bound: f32, x: &Lane, y: &mut Lane, ld: &mut Lane) {
+        let kn = LaneKnots::new(th, bins, bound);
+        let mut xc = [0f32; LANES];
+        for l in 0..LANES {
+            xc[l] = x[l].max(-bound).min(bound);
+        }
+        let (_, [x0, y0, w, h, d0, d1]) = kn.bin(bins, false, &xc);
+        for l in 0..LANES {
+            let inside = x[l] >= -bound && x[l] <= bound;
+            let xi = ((xc[l] - x0[l]) / w[l]).max(0.0).min(1.0);
+            let (dy, logd) = eval_lane(xi, h[l], h[l] / w[l], d0[l], d1[l]);
+            y[l] = select(inside, y0[l] + dy, x[l]);
+            ld[l] = select(inside, logd, 0.0);
+        }
+    }
+
+    /// [`Spline1d::inverse`] per lane (both roots computed, the cancellation-free one selected).
+    #[inline(always)]
+    fn inverse_lanes(th: &[Lane], bins: usize, bound: f32, y: &Lane, x: &mut Lane, ld: &mut Lane) {
+        let kn = LaneKnots::new(th, bins, bound);
+        let mut yc = [0f32; LANES];
+        for l in 0..LANES {
+            yc[l] = y[l].max(-bound).min(bound);
+        }
+        let (_, [x0, y0, w, h, d0, d1]) = kn.bin(bins, true, &yc);
+        for l in 0..LANES {
+            let inside = y[l] >= -bound && y[l] <= bound;
+            let (h, d0, d1) = (h[l], d0[l], d1[l]);
+            let s = h / w[l];
+            let eta = (yc[l] - y0[l]).max(0.0).min(h);
+            let sum = d0 + d1 - s - s;
+            let a = h * (s - d0) + eta * sum;
+            let bb = h * d0 - eta * sum;
+            let c = -s * eta;
+            let disc = (bb * bb - 4.0 * a * c).max(0.0);
+            let sq = disc.sqrt();
+            let den = -bb - sq;
+            let first = select(den < 0.0, (c + c) / den, 0.0);
+            let second = select(a > 0.0, (sq - bb) / (a + a), 1.0);
+            let xi = select(bb >= 0.0, first, second).max(0.0).min(1.0);
+            let (_, logd) = eval_lane(xi, h, s, d0, d1);
+            x[l] = select(inside, x0[l] + xi * w[l], y[l]);
+            ld[l] = select(inside, -logd, 0.0);
+        }
+    }
+
+    /// [`Spline1d::backward`] per lane; the knot gradients live at the bin's two knots only.
+    #[inline(always)]
+    fn backward_lanes(
+        th: &[Lane],
+        bins: usize,
+        bound: f32,
+        x: &Lane,
+        gy_in: &Lane,
+        gl_in: &Lane,
+        gth: &mut [Lane],
+        gx_out: &mut Lane,
+    ) {
+        let kn = LaneKnots::new(th, bins, bound);
+        let mut xc = [0f32; LANES];
+        for l in 0..LANES {
+            xc[l] = x[l].max(-bound).min(bound);
+        }
+        let (k, [x0, _, w, h, d0, d1]) = kn.bin(bins, false, &xc);
+        let two_b = bound + bound;
+        // Per lane: the knot gradients at x_k, x_{k+1}, y_k, y_{k+1}, and dL/dd0, dL/dd1.
+        let z = [0f32; LANES];
+        let (mut gx0, mut gx1, mut gy0, mut gy1, mut gd0, mut gd1) = (z, z, z, z, z, z);
+        for l in 0..LANES {
+            let inside = x[l] >= -bound && x[l] <= bound;
+            // Outside [-B, B] every gradient but dL/dx = gy is zero.
+            let gy = select(inside, gy_in[l], 0.0);
+            let gl = select(inside, gl_in[l], 0.0);
+            let (w, h, d0, d1) = (w[l], h[l], d0[l], d1[l]);
+            let s = h / w;
+            let xi = ((xc[l] - x0[l]) / w).max(0.0).min(1.0);
+            let om = 1.0 - xi;
+            let t = xi * om;
+            let u = xi * xi;
+            let sum = d0 + d1 - 2.0 * s;
+            let num = s * u + d0 * t;
+            let den = s + sum * t;
+            let q = d1 * u + 2.0 * s * t + d0 * om * om;
+            let den2 = den * den;
+            let r = num / den;
+            let y_xi = h * s * q / den2;
+            let y_s = h * (u * den - num * (1.0 - 2.0 * t)) / den2;
+            let y_d0 = h * t * (den - num) / den2;
+            let y_d1 = -h * num * t / den2;
+            let y_h = r;
+            let dt = 1.0 - 2.0 * xi;
+            let q_xi = 2.0 * (d1 * xi + s * dt - d0 * om);
+            let den_xi = sum * dt;
+            let l_xi = q_xi / q - 2.0 * den_xi / den;
+            let l_s = 2.0 / s + 2.0 * t / q - 2.0 * (1.0 - 2.0 * t) / den;
+            let l_d0 = om * om / q - 2.0 * t / den;
+            let l_d1 = u / q - 2.0 * t / den;
+            let g_xi = gy * y_xi + gl * l_xi;
+            let g_s = gy * y_s + gl * l_s;
+            gd0[l] = gy * y_d0 + gl * l_d0;
+            gd1[l] = gy * y_d1 + gl * l_d1;
+            let gx = g_xi / w;
+            let g_w = -g_xi * xi / w - g_s * s / w;
+            let g_h = gy * y_h + g_s / w;
+            gx0[l] = -gx - g_w;
+            gx1[l] = g_w;
+            gy0[l] = gy - g_h;
+            gy1[l] = g_h;
+            gx_out[l] = select(inside, gx, gy_in[l]);
+        }
+        // dL/dw_i = 2B sum_{i<j<K} dL/dx_j (x_K = B is constant), where dL/dx_j is gx0 at j = k
+        // and gx1 at j = k + 1; likewise for the heights.
+        let (mut ax, mut ay) = (z, z);
+        let mut gw = [[0f32; LANES]; STACK];
+        let mut gh = [[0f32; LANES]; STACK];
+        for i in (0..bins).rev() {
+            if i + 1 < bins {
+                let j = (i + 1) as u32;
+                for l in 0..LANES {
+                    let at_k = k[l] == j;
+                    let at_k1 = k[l] + 1 == j;
+                    ax[l] += select(at_k, gx0[l], select(at_k1, gx1[l], 0.0));
+                    ay[l] += select(at_k, gy0[l], select(at_k1, gy1[l], 0.0));
+                }
+            }
+            for l in 0..LANES {
+                gw[i][l] = two_b * ax[l];
+                gh[i][l] = two_b * ay[l];
+            }
+        }
+        let kf = bins as f32;
+        softmax_backward_lanes(
+            &kn.pw[..bins],
+            &gw[..bins],
+            1.0 - MIN_BIN_WIDTH as f32 * kf,
+            &mut gth[..bins],
+        );
+        softmax_backward_lanes(
+            &kn.ph[..bins],
+            &gh[..bins],
+            1.0 - MIN_BIN_HEIGHT as f32 * kf,
+            &mut gth[bins..2 * bins],
+        );
+        // Interior derivatives d_j = d_min + softplus(u^d_{j-1}): parameter m is d_{m+1}, which
+        // is d0 of bin m + 1 and d1 of bin m.
+        for m in 0..bins - 1 {
+            for l in 0..LANES {
+                let g = select(k[l] == m as u32 + 1, gd0[l], 0.0)
+                    + select(k[l] == m as u32, gd1[l], 0.0);
+                gth[2 * bins + m][l] =
+                    g * lanes::sigmoid(th[2 * bins + m][l] + DERIVATIVE_SHIFT as f32);
+            }
+        }
+    }
+}
+
+/// [`softmax_backward`] per lane, writing (not adding) `scale p_k (g_k - sum_j p_j g_j)`.
+#[inline(always)]
+fn softmax_backward_lanes(p: &[Lane], g: &[Lane], scale: f32, out: &mut [Lane]) {
+    let mut dot = [0f32; LANES];
+    for (pk, gk) in p.iter().zip(g) {
+        for l in 0..LANES {
+            dot[l] += pk[l] * gk[l];
+        }
+    }
+    for ((o, pk), gk) in out.iter_mut().zip(p).zip(g) {
+        for l in 0..LANES {
+            o[l] = scale * pk[l] * (gk[l] - dot[l]);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -333,6 +618,13 @@ mod tests {
                 "dL/dtheta[{i}] at {x}: {} vs {fd}",
                 g[i]
             );
+        }
+    }
+
+    #[test]
+    fn lane_kernels_match_the_scalar_code_on_every_path() {
+        for (bins, bound, scale) in [(8, 5.0, 1.0), (1, 2.0, 1.0), (16, 3.0, 1.5), (5, 1.0, 0.1)] {
+            super::super::lanes::tests::matches_scalar_f64::<Rq>(bins, bound, scale, 3e-4);
         }
     }
 

@@ -679,6 +679,8 @@ mod tests {
             ("ema_decay = 1.0", "ema_decay"),
             ("weight_decay = -1.0", "weight_decay"),
             ("threads = 0", "threads"),
+            ("ensemble = 0", "ensemble"),
+            ("ensemble = 17", "ensemble"),
             ("model = \"nsf\"", "model"),
             ("ode_steps = 8", "ode_steps"),
             ("model = \"flow-matching\"\node_steps = 0", "ode_steps"),

@@ -980,4 +980,158 @@ mod tests {
         assert!((0..2000).all(|i| s.get(i, 0) >= 0.0 && s.get(i, 2) >= 0.0));
         assert_eq!(model.pinned(&s).all_features, 0);
     }
+
+    /// A model saved by hepflow before ensembles existed (`tests/fixtures/model_before_ensembles`,
+    /// written by `hepflow train` of commit c6bed36 with its first 20 events of `hepflow sample
+    /// --seed 4`) loads, saves back byte for byte and samples the same events.
+    #[test]
+    fn a_model_saved_before_ensembles_loads_saves_and_samples_unchanged() {
+        let dir =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/model_before_ensembles");
+        let model = Model::load(&dir).unwrap();
+        assert_eq!(model.config.members, 1);
+        assert!(model.others.is_empty());
+        let out = std::env::temp_dir().join(format!("hepflow-ens-old-{}", std::process::id()));
+        model.save(&out).unwrap();
+        for f in ["model.json", "model.safetensors"] {
+            assert_eq!(
+                std::fs::read(dir.join(f)).unwrap(),
+                std::fs::read(out.join(f)).unwrap(),
+                "{f} changed"
+            );
+        }
+        std::fs::remove_dir_all(&out).unwrap();
+        let text = std::fs::read_to_string(dir.join("sample_seed4.csv")).unwrap();
+        let want: Vec<f32> = text
+            .lines()
+            .skip(1)
+            .flat_map(|l| l.split(',').map(|v| v.parse::<f32>().unwrap()))
+            .collect();
+        let got = model.generate(20, 4, None).unwrap();
+        assert_eq!(got.as_slice(), &want[..]);
+    }
+
+    /// Two trained-looking members (random weights from different seeds) of the same config.
+    fn two_members() -> (ModelConfig, Model, Model) {
+        let (a, _) = model_and_data();
+        let mut b = Model::new(a.config.clone(), 9);
+        let mut rng = Rng::new(33);
+        for l in b.flow.layers_mut() {
+            randomize_params(l.as_mut(), 0.05, &mut rng);
+        }
+        (a.config.clone(), a, b)
+    }
+
+    #[test]
+    fn ensemble_log_prob_is_the_log_of_the_members_mean_density() {
+        let (config, a, b) = two_members();
+        let (_, train) = model_and_data();
+        let (la, lb) = (
+            a.log_prob(&train, None).unwrap(),
+            b.log_prob(&train, None).unwrap(),
+        );
+        assert!(la.iter().zip(&lb).any(|(x, y)| (x - y).abs() > 1e-2));
+        let ens = Model::ensemble(config, vec![a, b]).unwrap();
+        assert_eq!(ens.config.members, 2);
+        let le = ens.log_prob(&train, None).unwrap();
+        for i in 0..train.rows() {
+            let want = (la[i].exp() + lb[i].exp()).ln() - 2f64.ln();
+            assert!(
+                (le[i] - want).abs() < 1e-4 * want.abs().max(1.0),
+                "event {i}: {} vs {want}",
+                le[i]
+            );
+        }
+        // Outside the support the ensemble is -inf, like each member.
+        let far = Matrix::from_vec(1, 3, vec![1e6, 0.0, 1.0]).unwrap();
+        assert_eq!(ens.log_prob(&far, None).unwrap()[0], f64::NEG_INFINITY);
+        // A save/load round trip keeps every member, under prefixed tensor names.
+        let dir = std::env::temp_dir().join(format!("hepflow-ens-rt-{}", std::process::id()));
+        ens.save(&dir).unwrap();
+        let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        let names = st.names();
+        assert!(
+            names
+                .iter()
+                .all(|n| n.starts_with("member1.layers.") || n.starts_with("member2.layers."))
+        );
+        assert_eq!(names.len(), 2 * ens.flow.named_tensors().len());
+        let back = Model::load(&dir).unwrap();
+        assert_eq!(back.log_prob(&train, None).unwrap(), le);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn ensemble_samples_are_reproducible_across_threads_and_shards_and_come_from_each_member() {
+        let (config, a, b) = two_members();
+        let a_flow_params = a.flow.param_vector();
+        let b_flow_params = b.flow.param_vector();
+        let ens = Model::ensemble(config.clone(), vec![a, b]).unwrap();
+        let n = 300;
+        let pool = |t: usize| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(t)
+                .build()
+                .unwrap()
+        };
+        let one = pool(1).install(|| ens.generate(n, 7, None).unwrap());
+        let three = pool(3).install(|| ens.generate(n, 7, None).unwrap());
+        assert_eq!(one.as_slice(), three.as_slice());
+        let head = ens.sample_range(0, 137, 7, None).unwrap();
+        let tail = ens.sample_range(137, n - 137, 7, None).unwrap();
+        assert_eq!(&one.as_slice()[..137 * 3], head.as_slice());
+        assert_eq!(&one.as_slice()[137 * 3..], tail.as_slice());
+        // Event i is member m's event i, m = ensemble_member(7, i, 2); both members draw.
+        let member = |p: &[f32]| {
+            let mut m = Model::new(config.clone(), 0);
+            m.flow.set_param_vector(p);
+            m
+        };
+        let (ma, mb) = (member(&a_flow_params), member(&b_flow_params));
+        let (sa, sb) = (
+            ma.generate(n, 7, None).unwrap(),
+            mb.generate(n, 7, None).unwrap(),
+        );
+        let mut counts = [0usize; 2];
+        for i in 0..n {
+            let m = ensemble_member(7, i as u64, 2);
+            counts[m] += 1;
+            let want = if m == 0 { sa.row(i) } else { sb.row(i) };
+            for (g, w) in one.row(i).iter().zip(want) {
+                assert!(
+                    (g - w).abs() <= 1e-4 * w.abs().max(1.0),
+                    "event {i}: {g} vs {w}"
+                );
+            }
+        }
+        assert!(counts[0] > n / 4 && counts[1] > n / 4, "{counts:?}");
+    }
+
+    #[test]
+    fn a_damaged_member_count_is_a_clear_error() {
+        let (config, a, b) = two_members();
+        let ens = Model::ensemble(config, vec![a, b]).unwrap();
+        let dir = std::env::temp_dir().join(format!("hepflow-ens-bad-{}", std::process::id()));
+        ens.save(&dir).unwrap();
+        let json = std::fs::read_to_string(dir.join("model.json")).unwrap();
+        assert!(json.contains("\"members\": 2"));
+        for (bad, expect) in [
+            (
+                "\"members\": 3",
+                "2 members of this architecture, but model.json says 3",
+            ),
+            (
+                "\"members\": 1",
+                "2 members of this architecture, but model.json says 1",
+            ),
+            ("\"members\": 0", "members = 0 (must be between 1 and 16)"),
+            ("\"members\": 17", "members = 17 (must be between 1 and 16)"),
+        ] {
+            std::fs::write(dir.join("model.json"), json.replace("\"members\": 2", bad)).unwrap();
+            let e = Model::load(&dir).err().expect(bad).to_string();
+            assert!(e.contains(expect), "{bad}: {e}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -594,3 +594,85 @@ fn split_weights(
     })?;
     Ok((Some(nt), Some(nv), Some(ess)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tiny job: 300 events of 3 features, a 1-block spline flow, 2 epochs.
+    fn tiny_job(out_dir: PathBuf, ensemble: usize) -> TrainJob {
+        let mut rng = Rng::new(5);
+        let features = Matrix::from_fn(300, 3, |_, j| match j {
+            0 => rng.normal() as f32,
+            1 => (-(1.0 - rng.uniform()).ln()) as f32,
+            _ => rng.uniform_range(-1.0, 1.0) as f32,
+        });
+        let preset = Preset::DEFAULT;
+        let mut preset_options = preset.default_options();
+        preset_options.blocks = 1;
+        preset_options.hidden = vec![8];
+        TrainJob {
+            feature_names: ["a", "b", "c"].map(String::from).to_vec(),
+            features,
+            context_names: Vec::new(),
+            context: None,
+            weights: None,
+            preset,
+            preset_options,
+            train: TrainConfig {
+                epochs: 2,
+                seed: 4,
+                ..TrainConfig::default()
+            },
+            val_fraction: 0.2,
+            margin: crate::preprocess::DEFAULT_MARGIN,
+            discrete: None,
+            out_dir,
+            resume: false,
+            data_description: "tiny".into(),
+            ensemble,
+        }
+    }
+
+    #[test]
+    fn an_ensemble_trains_members_with_consecutive_seeds_on_one_split_and_averages_them() {
+        let dir = std::env::temp_dir().join(format!("hepflow-ens-train-{}", std::process::id()));
+        let job = tiny_job(dir.clone(), 2);
+        let s = train_model(&job, &mut crate::train::Silent).unwrap();
+        let ens = Model::load(&dir).unwrap();
+        assert_eq!(ens.config.members, 2);
+        let m1 = Model::load(&dir.join("member1")).unwrap();
+        let m2 = Model::load(&dir.join("member2")).unwrap();
+        assert_eq!(s.num_params, m1.num_params() + m2.num_params());
+        // Seeds 4 and 5, the split and preprocessing of seed 4, the same architecture.
+        assert_eq!(m1.config.training["config"]["seed"], 4);
+        assert_eq!(m2.config.training["config"]["seed"], 5);
+        for k in ["n_train", "n_val", "preset_options"] {
+            assert_eq!(m1.config.training[k], m2.config.training[k], "{k}");
+        }
+        let pre = |m: &Model| serde_json::to_string(&m.config.preprocessing).unwrap();
+        assert_eq!(pre(&m1), pre(&m2));
+        assert_ne!(m1.flow.param_vector(), m2.flow.param_vector());
+        // The member files are the members of the ensemble; a single run with seed 4 is member 1.
+        let x = job.features.slice_rows(0, 50);
+        let (a, b) = (
+            m1.log_prob(&x, None).unwrap(),
+            m2.log_prob(&x, None).unwrap(),
+        );
+        let e = ens.log_prob(&x, None).unwrap();
+        for i in 0..50 {
+            let want = (a[i].exp() + b[i].exp()).ln() - 2f64.ln();
+            assert!((e[i] - want).abs() < 1e-4 * want.abs().max(1.0), "{i}");
+        }
+        let single_dir = dir.join("single");
+        train_model(&tiny_job(single_dir.clone(), 1), &mut crate::train::Silent).unwrap();
+        for f in ["model.json", "model.safetensors"] {
+            assert_eq!(
+                std::fs::read(single_dir.join(f)).unwrap(),
+                std::fs::read(dir.join("member1").join(f)).unwrap(),
+                "{f}"
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -667,6 +667,7 @@ fn support(
             preprocessing: Some(pre),
             layers: build_specs(preset, d, &opts, seed),
             training: serde_json::Value::Null,
+            members: 1,
         };
         let mut model = Model::new(config, seed);
         let mut deq = Rng::stream(seed, 0xDE0);
@@ -825,6 +826,7 @@ fn train(a: &TrainArgs) -> Result<()> {
             val_t.rows(),
             a.class
         ),
+        ensemble: 1,
     };
     eprintln!(
         "[{}/{name}] preset {} ({} blocks, hidden {:?}), {} train + {} val events, max {} epochs",

@@ -122,6 +122,9 @@ pub struct TrainOptions {
     pub seed: Option<u64>,
     /// Worker threads (default: all cores).
     pub threads: Option<usize>,
+    /// Ensemble members, 1-16 (default 1): train that many flows with seeds `seed`, `seed + 1`,
+    /// ... on the same split and save one model whose density is their average.
+    pub ensemble: Option<usize>,
 }
 
 /// The checked, complete settings of a training run (every default applied).
@@ -139,6 +142,8 @@ pub struct TrainSettings {
     pub margin: f64,
     /// Worker threads (`None` = all cores).
     pub threads: Option<usize>,
+    /// Ensemble members (1 = a single flow).
+    pub ensemble: usize,
 }
 
 /// Default validation fraction.
@@ -192,7 +197,7 @@ impl TrainOptions {
     pub fn merged(mut self, over: &TrainOptions) -> TrainOptions {
         merge_fields!(self, over; format, features, columns, weight, fill, model, blocks, hidden, bins,
             bound, residual, dropout, ode_steps, epochs, batch_size, lr, schedule, patience, val_fraction,
-            weight_decay, clip_grad_norm, ema_decay, margin, seed, threads);
+            weight_decay, clip_grad_norm, ema_decay, margin, seed, threads, ensemble);
         if !over.select.is_empty() {
             self.select = over.select.clone();
         }
@@ -239,6 +244,14 @@ impl TrainOptions {
         {
             return Err(invalid("fill", f, "must be a finite number"));
         }
+        let ensemble = self.ensemble.unwrap_or(1);
+        if !(1..=crate::model::MAX_MEMBERS).contains(&ensemble) {
+            return Err(invalid(
+                "ensemble",
+                ensemble,
+                &format!("must be between 1 and {}", crate::model::MAX_MEMBERS),
+            ));
+        }
         if let Some(t) = self.threads
             && t == 0
         {
@@ -251,6 +264,7 @@ impl TrainOptions {
             val_fraction,
             margin,
             threads: self.threads,
+            ensemble,
         })
     }
 
@@ -515,6 +529,11 @@ impl TrainOptions {
                 "seed of split, initialisation, shuffling and dropout",
             ),
             ("threads", "all cores", "worker threads"),
+            (
+                "ensemble",
+                "1",
+                "ensemble members (1-16), seeds seed..seed+K-1, density averaged",
+            ),
         ]
     }
 }
@@ -660,6 +679,8 @@ mod tests {
             ("ema_decay = 1.0", "ema_decay"),
             ("weight_decay = -1.0", "weight_decay"),
             ("threads = 0", "threads"),
+            ("ensemble = 0", "ensemble"),
+            ("ensemble = 17", "ensemble"),
             ("model = \"nsf\"", "model"),
             ("ode_steps = 8", "ode_steps"),
             ("model = \"flow-matching\"\node_steps = 0", "ode_steps"),

@@ -8,6 +8,7 @@
 use crate::engine::{Matrix, Rng};
 use crate::flow::Flow;
 use crate::fsutil::atomic_write;
+use crate::pipeline::train::take_rows;
 use crate::preprocess::Preprocessor;
 use crate::transforms::LayerSpec;
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
@@ -226,6 +227,21 @@ pub struct ModelConfig {
     /// Free-form training metadata (configuration, data checksum, best epoch, ...).
     #[serde(default)]
     pub training: serde_json::Value,
+    /// Ensemble members (1 = a single flow; absent from `model.json` then, so single-flow files
+    /// are unchanged). Every member has the architecture `layers`; see [`Model`].
+    #[serde(default = "one_member", skip_serializing_if = "is_one_member")]
+    pub members: usize,
+}
+
+/// The most members of an ensemble.
+pub const MAX_MEMBERS: usize = 16;
+
+fn one_member() -> usize {
+    1
+}
+
+fn is_one_member(k: &usize) -> bool {
+    *k == 1
 }
 
 /// The most parameters a model file may declare (1 GB of f32 values).
@@ -251,6 +267,12 @@ impl ModelConfig {
     /// context width every conditioner reads, the context encodings and the preprocessing. A
     /// model that passes can be built and evaluated without panicking.
     pub fn validate(&self) -> Result<(), String> {
+        if !(1..=MAX_MEMBERS).contains(&self.members) {
+            return Err(format!(
+                "members = {} (must be between 1 and {MAX_MEMBERS})",
+                self.members
+            ));
+        }
         let dim = self.features.len();
         if dim == 0 {
             return Err("the model has no features".into());
@@ -318,20 +340,88 @@ impl ModelConfig {
     }
 }
 
-/// A model: configuration plus the flow with its trained values.
+/// A model: configuration plus the flow with its trained values, or an ensemble of `K` flows
+/// (`config.members`) sharing the preprocessing and context encoding.
+///
+/// An ensemble's density is the average of its members' densities,
+/// `log p(x) = logsumexp_k log p_k(x) - log K`; event `i` of a sample with seed `s` is drawn from
+/// member [`ensemble_member`]`(s, i, K)` with base vector `base_sample(s, i)`, so a sample stays
+/// reproducible per event (shards and thread counts give the same events). In `model.safetensors`
+/// member `k` (1-based) of an ensemble names its tensors `member{k}.layers.…`; a single flow keeps
+/// the names `layers.…`.
 pub struct Model {
     /// Architecture and metadata.
     pub config: ModelConfig,
-    /// The flow (f32).
+    /// The flow (f32); of an ensemble, its first member.
     pub flow: Flow<f32>,
+    /// The other members of an ensemble (empty for a single flow).
+    pub others: Vec<Flow<f32>>,
+}
+
+/// The member (0-based, below `k`) that draws event `index` of the sample with seed `seed`.
+pub fn ensemble_member(seed: u64, index: u64, k: usize) -> usize {
+    if k <= 1 {
+        return 0;
+    }
+    Rng::stream(seed ^ 0x0E45_E3B1_E000_0000, index).below(k)
 }
 
 impl Model {
-    /// A fresh model with parameters initialised from `seed`.
+    /// A fresh model with parameters initialised from `seed` (member `k` of an ensemble from
+    /// `seed + k`).
     pub fn new(config: ModelConfig, seed: u64) -> Self {
         let ctx: usize = config.context.iter().map(|c| c.width()).sum();
-        let flow = Flow::from_specs(config.features.len(), ctx, &config.layers, seed);
-        Self { config, flow }
+        let build = |s: u64| Flow::from_specs(config.features.len(), ctx, &config.layers, s);
+        let flow = build(seed);
+        let others = (1..config.members.max(1) as u64)
+            .map(|k| build(seed.wrapping_add(k)))
+            .collect();
+        Self {
+            config,
+            flow,
+            others,
+        }
+    }
+
+    /// An ensemble of trained single-flow models that share `config`'s preprocessing, context
+    /// encoding and layers (the members' own configurations are not checked beyond the layers).
+    pub fn ensemble(mut config: ModelConfig, members: Vec<Model>) -> Result<Self, ModelError> {
+        let mut flows = members.into_iter().map(|m| m.flow);
+        let flow = flows
+            .next()
+            .ok_or_else(|| ModelError::Input("an ensemble needs at least one member".into()))?;
+        let others: Vec<Flow<f32>> = flows.collect();
+        config.members = others.len() + 1;
+        if config.members > MAX_MEMBERS {
+            return Err(ModelError::Input(format!(
+                "an ensemble has at most {MAX_MEMBERS} members, got {}",
+                config.members
+            )));
+        }
+        let specs = serde_json::to_value(flow.specs()).ok();
+        if others
+            .iter()
+            .any(|f| serde_json::to_value(f.specs()).ok() != specs)
+        {
+            return Err(ModelError::Input(
+                "the ensemble's members have different architectures".into(),
+            ));
+        }
+        Ok(Self {
+            config,
+            flow,
+            others,
+        })
+    }
+
+    /// Every member's flow (one for a single-flow model).
+    pub fn members(&self) -> impl Iterator<Item = &Flow<f32>> {
+        std::iter::once(&self.flow).chain(self.others.iter())
+    }
+
+    /// Trainable parameters of all members.
+    pub fn num_params(&self) -> usize {
+        self.members().map(|f| f.num_params()).sum()
     }
 
     /// Number of features.
@@ -370,11 +460,20 @@ impl Model {
                 self.config.preset
             )));
         }
-        let (p, b) = (self.flow.param_vector(), self.flow.buffer_vector());
-        let mut flow = Flow::from_specs(self.dim(), self.flow.context_dim(), &specs, 0);
-        flow.set_param_vector(&p);
-        flow.set_buffer_vector(&b);
-        self.flow = flow;
+        let rebuilt: Vec<Flow<f32>> = self
+            .members()
+            .map(|old| {
+                let mut flow = Flow::from_specs(old.dim(), old.context_dim(), &specs, 0);
+                flow.set_param_vector(&old.param_vector());
+                flow.set_buffer_vector(&old.buffer_vector());
+                flow
+            })
+            .collect();
+        let mut rebuilt = rebuilt.into_iter();
+        if let Some(first) = rebuilt.next() {
+            self.flow = first;
+        }
+        self.others = rebuilt.collect();
         self.config.layers = specs;
         Ok(())
     }
@@ -430,7 +529,7 @@ impl Model {
     ) -> Result<Vec<f64>, ModelError> {
         self.check_context(x.rows(), ctx)?;
         let (z, pre) = self.to_model_space(x, None)?;
-        let lp = self.flow.log_prob(&z, ctx);
+        let lp = self.flow_log_prob(&z, ctx);
         let outside = self.outside_support(x)?;
         Ok(lp
             .iter()
@@ -445,6 +544,28 @@ impl Model {
                 }
             })
             .collect())
+    }
+
+    /// `log p(z | c)` of the flow (of an ensemble: `logsumexp_k log p_k - log K`) in model space.
+    pub fn flow_log_prob(&self, z: &Matrix<f32>, ctx: Option<&Matrix<f32>>) -> Vec<f32> {
+        if self.others.is_empty() {
+            return self.flow.log_prob(z, ctx);
+        }
+        let per: Vec<Vec<f32>> = self.members().map(|f| f.log_prob(z, ctx)).collect();
+        let log_k = (per.len() as f64).ln();
+        (0..z.rows())
+            .map(|i| {
+                let m = per
+                    .iter()
+                    .map(|v| v[i] as f64)
+                    .fold(f64::NEG_INFINITY, f64::max);
+                if !m.is_finite() {
+                    return m as f32;
+                }
+                let s: f64 = per.iter().map(|v| (v[i] as f64 - m).exp()).sum();
+                (m + s.ln() - log_k) as f32
+            })
+            .collect()
     }
 
     /// Per event: true when it lies outside the model's support (a non-finite value, a value
@@ -498,8 +619,48 @@ impl Model {
         ctx: Option<&Matrix<f32>>,
     ) -> Result<Matrix<f32>, ModelError> {
         self.check_context(n, ctx)?;
-        let z = self.flow.sample_events(start, n, seed, ctx);
+        let z = if self.others.is_empty() {
+            self.flow.sample_events(start, n, seed, ctx)
+        } else {
+            self.ensemble_sample(start, n, seed, ctx)
+        };
         self.to_physical(&z)
+    }
+
+    /// Model-space events `start..start+n` of an ensemble: each member maps the base vectors of
+    /// the events [`ensemble_member`] gives it.
+    fn ensemble_sample(
+        &self,
+        start: u64,
+        n: usize,
+        seed: u64,
+        ctx: Option<&Matrix<f32>>,
+    ) -> Matrix<f32> {
+        let d = self.dim();
+        let k = self.config.members;
+        let mut rows: Vec<Vec<usize>> = vec![Vec::new(); k];
+        for i in 0..n {
+            let m = ensemble_member(seed, start + i as u64, k);
+            if let Some(r) = rows.get_mut(m) {
+                r.push(i);
+            }
+        }
+        let mut out = Matrix::zeros(n, d);
+        for (flow, idx) in self.members().zip(&rows) {
+            if idx.is_empty() {
+                continue;
+            }
+            let mut z = Matrix::zeros(idx.len(), d);
+            for (r, &i) in idx.iter().enumerate() {
+                crate::flow::base_sample(seed, start + i as u64, z.row_mut(r));
+            }
+            let c = ctx.map(|c| take_rows(c, idx));
+            let (x, _) = flow.inverse(&z, c.as_ref());
+            for (r, &i) in idx.iter().enumerate() {
+                out.row_mut(i).copy_from_slice(x.row(r));
+            }
+        }
+        out
     }
 
     /// Events `0..n` of the sample with seed `seed` in physical units, generated in batches (the
@@ -571,9 +732,21 @@ impl Model {
         Ok(())
     }
 
-    /// The safetensors bytes of every parameter and buffer.
+    /// The safetensors bytes of every parameter and buffer (of every member, see [`Model`]).
     pub fn weights_bytes(&self) -> Result<Vec<u8>, String> {
-        flow_weights_bytes(&self.flow)
+        if self.others.is_empty() {
+            return flow_weights_bytes(&self.flow);
+        }
+        let named: Vec<(String, &crate::transforms::Param<f32>)> = self
+            .members()
+            .enumerate()
+            .flat_map(|(k, f)| {
+                f.named_tensors()
+                    .into_iter()
+                    .map(move |(n, p)| (format!("member{}.{n}", k + 1), p))
+            })
+            .collect();
+        serialize_named(&named)
     }
 
     /// Loads a model directory, checking every tensor's presence, dtype, shape and finiteness.
@@ -630,29 +803,40 @@ impl Model {
     pub fn load_weights(&mut self, bytes: &[u8]) -> Result<(), String> {
         let st = SafeTensors::deserialize(bytes)
             .map_err(|e| format!("not a valid safetensors file: {e}"))?;
-        let expected: usize = self.flow.named_tensors().len();
+        let members = self.others.len() + 1;
+        let expected: usize = self.members().map(|f| f.named_tensors().len()).sum();
         if st.len() != expected {
+            let per = self.flow.named_tensors().len().max(1);
+            let hint = if st.len() % per == 0 && st.len() / per != members {
+                format!(
+                    " (that is {} members of this architecture, but model.json says {members})",
+                    st.len() / per
+                )
+            } else {
+                String::new()
+            };
             return Err(format!(
-                "holds {} tensors but the architecture in model.json needs {expected}",
+                "holds {} tensors but the architecture in model.json needs {expected}{hint}",
                 st.len()
             ));
         }
-        for (k, layer) in self.flow.layers_mut().iter_mut().enumerate() {
-            for p in layer.params_mut().into_iter() {
-                fill_tensor(
-                    &st,
-                    &format!("layers.{k}.{}", p.name),
-                    &p.shape,
-                    &mut p.data,
-                )?;
-            }
-            for p in layer.buffers_mut().into_iter() {
-                fill_tensor(
-                    &st,
-                    &format!("layers.{k}.{}", p.name),
-                    &p.shape,
-                    &mut p.data,
-                )?;
+        let ensemble = members > 1;
+        let flows = std::iter::once(&mut self.flow).chain(self.others.iter_mut());
+        for (m, flow) in flows.enumerate() {
+            let prefix = if ensemble {
+                format!("member{}.", m + 1)
+            } else {
+                String::new()
+            };
+            for (k, layer) in flow.layers_mut().iter_mut().enumerate() {
+                for p in layer.params_mut().into_iter() {
+                    let name = format!("{prefix}layers.{k}.{}", p.name);
+                    fill_tensor(&st, &name, &p.shape, &mut p.data)?;
+                }
+                for p in layer.buffers_mut().into_iter() {
+                    let name = format!("{prefix}layers.{k}.{}", p.name);
+                    fill_tensor(&st, &name, &p.shape, &mut p.data)?;
+                }
             }
         }
         Ok(())
@@ -661,7 +845,10 @@ impl Model {
 
 /// Serialises every parameter and buffer of `flow` (named `layers.{k}.{name}`) as safetensors.
 pub fn flow_weights_bytes(flow: &Flow<f32>) -> Result<Vec<u8>, String> {
-    let named = flow.named_tensors();
+    serialize_named(&flow.named_tensors())
+}
+
+fn serialize_named(named: &[(String, &crate::transforms::Param<f32>)]) -> Result<Vec<u8>, String> {
     let raw: Vec<(String, Vec<usize>, Vec<u8>)> = named
         .iter()
         .map(|(n, p)| {
@@ -741,6 +928,7 @@ mod tests {
             preprocessing: Some(pre),
             layers: build_specs(Preset::DEFAULT, 3, &opts, 2),
             training: serde_json::Value::Null,
+            members: 1,
         };
         let mut model = Model::new(config, 3);
         for l in model.flow.layers_mut() {
@@ -791,5 +979,159 @@ mod tests {
         let s = model.sample_range(0, 2000, 5, None).unwrap();
         assert!((0..2000).all(|i| s.get(i, 0) >= 0.0 && s.get(i, 2) >= 0.0));
         assert_eq!(model.pinned(&s).all_features, 0);
+    }
+
+    /// A model saved by hepflow before ensembles existed (`tests/fixtures/model_before_ensembles`,
+    /// written by `hepflow train` of commit c6bed36 with its first 20 events of `hepflow sample
+    /// --seed 4`) loads, saves back byte for byte and samples the same events.
+    #[test]
+    fn a_model_saved_before_ensembles_loads_saves_and_samples_unchanged() {
+        let dir =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/model_before_ensembles");
+        let model = Model::load(&dir).unwrap();
+        assert_eq!(model.config.members, 1);
+        assert!(model.others.is_empty());
+        let out = std::env::temp_dir().join(format!("hepflow-ens-old-{}", std::process::id()));
+        model.save(&out).unwrap();
+        for f in ["model.json", "model.safetensors"] {
+            assert_eq!(
+                std::fs::read(dir.join(f)).unwrap(),
+                std::fs::read(out.join(f)).unwrap(),
+                "{f} changed"
+            );
+        }
+        std::fs::remove_dir_all(&out).unwrap();
+        let text = std::fs::read_to_string(dir.join("sample_seed4.csv")).unwrap();
+        let want: Vec<f32> = text
+            .lines()
+            .skip(1)
+            .flat_map(|l| l.split(',').map(|v| v.parse::<f32>().unwrap()))
+            .collect();
+        let got = model.generate(20, 4, None).unwrap();
+        assert_eq!(got.as_slice(), &want[..]);
+    }
+
+    /// Two trained-looking members (random weights from different seeds) of the same config.
+    fn two_members() -> (ModelConfig, Model, Model) {
+        let (a, _) = model_and_data();
+        let mut b = Model::new(a.config.clone(), 9);
+        let mut rng = Rng::new(33);
+        for l in b.flow.layers_mut() {
+            randomize_params(l.as_mut(), 0.05, &mut rng);
+        }
+        (a.config.clone(), a, b)
+    }
+
+    #[test]
+    fn ensemble_log_prob_is_the_log_of_the_members_mean_density() {
+        let (config, a, b) = two_members();
+        let (_, train) = model_and_data();
+        let (la, lb) = (
+            a.log_prob(&train, None).unwrap(),
+            b.log_prob(&train, None).unwrap(),
+        );
+        assert!(la.iter().zip(&lb).any(|(x, y)| (x - y).abs() > 1e-2));
+        let ens = Model::ensemble(config, vec![a, b]).unwrap();
+        assert_eq!(ens.config.members, 2);
+        let le = ens.log_prob(&train, None).unwrap();
+        for i in 0..train.rows() {
+            let want = (la[i].exp() + lb[i].exp()).ln() - 2f64.ln();
+            assert!(
+                (le[i] - want).abs() < 1e-4 * want.abs().max(1.0),
+                "event {i}: {} vs {want}",
+                le[i]
+            );
+        }
+        // Outside the support the ensemble is -inf, like each member.
+        let far = Matrix::from_vec(1, 3, vec![1e6, 0.0, 1.0]).unwrap();
+        assert_eq!(ens.log_prob(&far, None).unwrap()[0], f64::NEG_INFINITY);
+        // A save/load round trip keeps every member, under prefixed tensor names.
+        let dir = std::env::temp_dir().join(format!("hepflow-ens-rt-{}", std::process::id()));
+        ens.save(&dir).unwrap();
+        let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        let names = st.names();
+        assert!(
+            names
+                .iter()
+                .all(|n| n.starts_with("member1.layers.") || n.starts_with("member2.layers."))
+        );
+        assert_eq!(names.len(), 2 * ens.flow.named_tensors().len());
+        let back = Model::load(&dir).unwrap();
+        assert_eq!(back.log_prob(&train, None).unwrap(), le);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn ensemble_samples_are_reproducible_across_threads_and_shards_and_come_from_each_member() {
+        let (config, a, b) = two_members();
+        let a_flow_params = a.flow.param_vector();
+        let b_flow_params = b.flow.param_vector();
+        let ens = Model::ensemble(config.clone(), vec![a, b]).unwrap();
+        let n = 300;
+        let pool = |t: usize| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(t)
+                .build()
+                .unwrap()
+        };
+        let one = pool(1).install(|| ens.generate(n, 7, None).unwrap());
+        let three = pool(3).install(|| ens.generate(n, 7, None).unwrap());
+        assert_eq!(one.as_slice(), three.as_slice());
+        let head = ens.sample_range(0, 137, 7, None).unwrap();
+        let tail = ens.sample_range(137, n - 137, 7, None).unwrap();
+        assert_eq!(&one.as_slice()[..137 * 3], head.as_slice());
+        assert_eq!(&one.as_slice()[137 * 3..], tail.as_slice());
+        // Event i is member m's event i, m = ensemble_member(7, i, 2); both members draw.
+        let member = |p: &[f32]| {
+            let mut m = Model::new(config.clone(), 0);
+            m.flow.set_param_vector(p);
+            m
+        };
+        let (ma, mb) = (member(&a_flow_params), member(&b_flow_params));
+        let (sa, sb) = (
+            ma.generate(n, 7, None).unwrap(),
+            mb.generate(n, 7, None).unwrap(),
+        );
+        let mut counts = [0usize; 2];
+        for i in 0..n {
+            let m = ensemble_member(7, i as u64, 2);
+            counts[m] += 1;
+            let want = if m == 0 { sa.row(i) } else { sb.row(i) };
+            for (g, w) in one.row(i).iter().zip(want) {
+                assert!(
+                    (g - w).abs() <= 1e-4 * w.abs().max(1.0),
+                    "event {i}: {g} vs {w}"
+                );
+            }
+        }
+        assert!(counts[0] > n / 4 && counts[1] > n / 4, "{counts:?}");
+    }
+
+    #[test]
+    fn a_damaged_member_count_is_a_clear_error() {
+        let (config, a, b) = two_members();
+        let ens = Model::ensemble(config, vec![a, b]).unwrap();
+        let dir = std::env::temp_dir().join(format!("hepflow-ens-bad-{}", std::process::id()));
+        ens.save(&dir).unwrap();
+        let json = std::fs::read_to_string(dir.join("model.json")).unwrap();
+        assert!(json.contains("\"members\": 2"));
+        for (bad, expect) in [
+            (
+                "\"members\": 3",
+                "2 members of this architecture, but model.json says 3",
+            ),
+            (
+                "\"members\": 1",
+                "2 members of this architecture, but model.json says 1",
+            ),
+            ("\"members\": 0", "members = 0 (must be between 1 and 16)"),
+            ("\"members\": 17", "members = 17 (must be between 1 and 16)"),
+        ] {
+            std::fs::write(dir.join("model.json"), json.replace("\"members\": 2", bad)).unwrap();
+            let e = Model::load(&dir).err().expect(bad).to_string();
+            assert!(e.contains(expect), "{bad}: {e}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -405,6 +405,7 @@ fn save_then_load_reproduces_outputs_bit_for_bit_and_names_bad_tensors() {
             preprocessing: None,
             layers: build_specs(preset, 3, &small_opts(preset), 2),
             training: serde_json::Value::Null,
+            members: 1,
         };
         let mut model = Model::new(config, 3);
         let mut rng = Rng::new(4);

@@ -75,6 +75,7 @@ def train(
     clip_grad_norm: float | None = None,
     ema_decay: float | None = None,
     margin: float | None = None,
+    ensemble: int | None = None,
 ) -> Model: ...
 def evaluate(
     model: Model,

@@ -163,6 +163,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
                 out_dir: dir.join("model"),
                 resume: false,
                 data_description: format!("{description}, 70% training split"),
+                ensemble: 1,
             };
             println!(
                 "[{class}] training {} on {} events ({} held out for the test)",

@@ -39,10 +39,7 @@ pub fn summary(model: &Model) -> Vec<(String, String)> {
                 .collect::<Vec<_>>()
                 .join(", "),
         ),
-        (
-            "parameters".to_string(),
-            model.flow.num_params().to_string(),
-        ),
+        ("parameters".to_string(), model.num_params().to_string()),
         (
             "features".to_string(),
             format!("{} ({})", c.features.len(), c.features.join(", ")),

@@ -78,6 +78,10 @@ pub struct TrainArgs {
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Train K flows (seeds seed..seed+K-1, same split) and save one model averaging their
+    /// densities (1-16) [default: 1].
+    #[arg(long)]
+    pub ensemble: Option<usize>,
     /// Continue an interrupted run from OUT/checkpoint.
     #[arg(long)]
     pub resume: bool,
@@ -128,6 +132,7 @@ fn cli_options(a: &TrainArgs) -> Result<TrainOptions> {
         val_fraction: a.val_fraction,
         seed: a.seed,
         threads: a.threads,
+        ensemble: a.ensemble,
         ..TrainOptions::default()
     })
 }

@@ -54,6 +54,9 @@ pub struct TrainJob {
     pub resume: bool,
     /// Free-form description of the data source for the metadata (file name, selection).
     pub data_description: String,
+    /// Ensemble members (1 = a single flow): member `k` is trained with seed `seed + k` on the
+    /// split of `seed`, into `out_dir/member{k+1}` (see [`train_model`]).
+    pub ensemble: usize,
 }
 
 impl TrainJob {
@@ -82,6 +85,7 @@ impl TrainJob {
             out_dir,
             resume,
             data_description: data.description,
+            ensemble: settings.ensemble,
         })
     }
 }
@@ -198,10 +202,105 @@ impl TrainObserver for CheckpointWriter<'_> {
 }
 
 /// Trains a model as described by `job`, reporting progress to `observer`.
+///
+/// With `job.ensemble = K > 1`, trains `K` members one after the other, member `k` (0-based) with
+/// seed `seed + k` but the split, preprocessing and architecture of `seed`, each a complete run of
+/// its own in `out_dir/member{k+1}` (checkpoint, history, `--resume`), then writes the ensemble
+/// (see [`Model`]) to `out_dir`. Its summary gives the ensemble's validation NLL, the members'
+/// total parameters and seconds, and the longest member run's epochs.
 pub fn train_model(
     job: &TrainJob,
     observer: &mut dyn TrainObserver,
 ) -> Result<TrainSummary, ModelError> {
+    if job.ensemble <= 1 {
+        return train_single(job, job.train.seed, observer).map(|(_, s)| s);
+    }
+    let t0 = std::time::Instant::now();
+    let base = job.train.seed;
+    let mut members = Vec::with_capacity(job.ensemble);
+    let mut summaries = Vec::with_capacity(job.ensemble);
+    for k in 0..job.ensemble {
+        let mut member = job.clone();
+        member.ensemble = 1;
+        member.train.seed = base.wrapping_add(k as u64);
+        member.out_dir = job.out_dir.join(format!("member{}", k + 1));
+        let (model, summary) = train_single(&member, base, observer)?;
+        members.push(model);
+        summaries.push(summary);
+    }
+    let mut config = members
+        .first()
+        .map(|m| m.config.clone())
+        .ok_or_else(|| ModelError::Input("an ensemble needs at least one member".into()))?;
+    // The members' validation NLL, as each run reported it, and the ensemble's on the same
+    // validation events (physical units, events outside the support skipped).
+    let (_, va_idx) = split_indices(job.features.rows(), job.val_fraction, base);
+    let x_val = take_rows(&job.features, &va_idx);
+    let c_val = match &job.context {
+        Some(c) => Some(encode_context(&config.context, &take_rows(c, &va_idx))?),
+        None => None,
+    };
+    // Weighted mean over the events kept (the weights need no normalisation).
+    let w_val: Option<Vec<f32>> = job.weights.as_deref().map(|w| {
+        va_idx
+            .iter()
+            .map(|&i| w.get(i).copied().unwrap_or(0.0))
+            .collect()
+    });
+    let mut model_cfg = config.clone();
+    model_cfg.training = serde_json::Value::Null;
+    let mut model = Model::ensemble(model_cfg, members)?;
+    let lp = model.log_prob(&x_val, c_val.as_ref())?;
+    let (mut sum, mut wsum, mut skipped) = (0.0, 0.0, 0usize);
+    for (i, v) in lp.iter().enumerate() {
+        if v.is_finite() {
+            let w = w_val.as_ref().map_or(1.0, |w| w[i] as f64);
+            sum -= w * v;
+            wsum += w;
+        } else {
+            skipped += 1;
+        }
+    }
+    let ensemble_val_nll = if wsum != 0.0 { sum / wsum } else { f64::NAN };
+    if let Some(obj) = config.training.as_object_mut() {
+        obj.insert("ensemble".into(), job.ensemble.into());
+        obj.insert(
+            "members_best_val_nll".into(),
+            serde_json::json!(summaries.iter().map(|s| s.best_val_nll).collect::<Vec<_>>()),
+        );
+        obj.insert(
+            "ensemble_val_nll".into(),
+            serde_json::json!(ensemble_val_nll),
+        );
+        obj.insert("ensemble_val_skipped".into(), skipped.into());
+    }
+    config.members = job.ensemble;
+    model.config = config;
+    model.save(&job.out_dir)?;
+    let first = summaries
+        .first()
+        .cloned()
+        .ok_or_else(|| ModelError::Input("an ensemble needs at least one member".into()))?;
+    Ok(TrainSummary {
+        best_val_nll: ensemble_val_nll,
+        best_epoch: summaries.iter().map(|s| s.best_epoch).max().unwrap_or(0),
+        epochs_run: summaries.iter().map(|s| s.epochs_run).max().unwrap_or(0),
+        early_stopped: summaries.iter().all(|s| s.early_stopped),
+        rollbacks: summaries.iter().map(|s| s.rollbacks).sum(),
+        num_params: model.num_params(),
+        seconds: t0.elapsed().as_secs_f64(),
+        spikes: summaries.iter().map(|s| s.spikes).sum(),
+        ..first
+    })
+}
+
+/// One training run: split, preprocessing and architecture from `base_seed`, initialisation,
+/// shuffling and dropout from `job.train.seed`. Returns the saved model.
+fn train_single(
+    job: &TrainJob,
+    base_seed: u64,
+    observer: &mut dyn TrainObserver,
+) -> Result<(Model, TrainSummary), ModelError> {
     let t0 = std::time::Instant::now();
     let n = job.features.rows();
     let d = job.features.cols();
@@ -210,7 +309,7 @@ pub fn train_model(
             "need at least 10 events to train, got {n}"
         )));
     }
-    let (tr_idx, va_idx) = split_indices(n, job.val_fraction, job.train.seed);
+    let (tr_idx, va_idx) = split_indices(n, job.val_fraction, base_seed);
     let x_train = take_rows(&job.features, &tr_idx);
     let x_val = take_rows(&job.features, &va_idx);
     let (w_train, w_val, ess) = split_weights(job.weights.as_deref(), &tr_idx, &va_idx)?;
@@ -244,7 +343,7 @@ pub fn train_model(
     };
     let mut opts = job.preset_options.clone();
     opts.context_dim = context_cols.iter().map(|c| c.width()).sum();
-    let specs = build_specs(job.preset, d, &opts, job.train.seed);
+    let specs = build_specs(job.preset, d, &opts, base_seed);
     let data_checksum = format!(
         "{:016x}",
         fnv1a64(
@@ -284,6 +383,7 @@ pub fn train_model(
         preprocessing: Some(pre),
         layers: specs,
         training: training_meta,
+        members: 1,
     };
     let config_checksum = format!(
         "{:016x}",
@@ -442,7 +542,7 @@ pub fn train_model(
         let pp = job.out_dir.join("training.png");
         plot_training_curves(&curves, &pp).map_err(|e| io_err(&pp, e))?;
     }
-    Ok(TrainSummary {
+    let summary = TrainSummary {
         best_val_nll,
         best_epoch: state.best_epoch,
         epochs_run: state.epoch,
@@ -454,7 +554,8 @@ pub fn train_model(
         seconds: t0.elapsed().as_secs_f64(),
         effective_sample_size: ess,
         spikes: state.history.iter().map(|h| h.spikes).sum(),
-    })
+    };
+    Ok((model, summary))
 }
 
 /// Mean of `v`, weighted by `w` (normalised to mean 1) when given.
@@ -492,4 +593,86 @@ fn split_weights(
         )
     })?;
     Ok((Some(nt), Some(nv), Some(ess)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tiny job: 300 events of 3 features, a 1-block spline flow, 2 epochs.
+    fn tiny_job(out_dir: PathBuf, ensemble: usize) -> TrainJob {
+        let mut rng = Rng::new(5);
+        let features = Matrix::from_fn(300, 3, |_, j| match j {
+            0 => rng.normal() as f32,
+            1 => (-(1.0 - rng.uniform()).ln()) as f32,
+            _ => rng.uniform_range(-1.0, 1.0) as f32,
+        });
+        let preset = Preset::DEFAULT;
+        let mut preset_options = preset.default_options();
+        preset_options.blocks = 1;
+        preset_options.hidden = vec![8];
+        TrainJob {
+            feature_names: ["a", "b", "c"].map(String::from).to_vec(),
+            features,
+            context_names: Vec::new(),
+            context: None,
+            weights: None,
+            preset,
+            preset_options,
+            train: TrainConfig {
+                epochs: 2,
+                seed: 4,
+                ..TrainConfig::default()
+            },
+            val_fraction: 0.2,
+            margin: crate::preprocess::DEFAULT_MARGIN,
+            discrete: None,
+            out_dir,
+            resume: false,
+            data_description: "tiny".into(),
+            ensemble,
+        }
+    }
+
+    #[test]
+    fn an_ensemble_trains_members_with_consecutive_seeds_on_one_split_and_averages_them() {
+        let dir = std::env::temp_dir().join(format!("hepflow-ens-train-{}", std::process::id()));
+        let job = tiny_job(dir.clone(), 2);
+        let s = train_model(&job, &mut crate::train::Silent).unwrap();
+        let ens = Model::load(&dir).unwrap();
+        assert_eq!(ens.config.members, 2);
+        let m1 = Model::load(&dir.join("member1")).unwrap();
+        let m2 = Model::load(&dir.join("member2")).unwrap();
+        assert_eq!(s.num_params, m1.num_params() + m2.num_params());
+        // Seeds 4 and 5, the split and preprocessing of seed 4, the same architecture.
+        assert_eq!(m1.config.training["config"]["seed"], 4);
+        assert_eq!(m2.config.training["config"]["seed"], 5);
+        for k in ["n_train", "n_val", "preset_options"] {
+            assert_eq!(m1.config.training[k], m2.config.training[k], "{k}");
+        }
+        let pre = |m: &Model| serde_json::to_string(&m.config.preprocessing).unwrap();
+        assert_eq!(pre(&m1), pre(&m2));
+        assert_ne!(m1.flow.param_vector(), m2.flow.param_vector());
+        // The member files are the members of the ensemble; a single run with seed 4 is member 1.
+        let x = job.features.slice_rows(0, 50);
+        let (a, b) = (
+            m1.log_prob(&x, None).unwrap(),
+            m2.log_prob(&x, None).unwrap(),
+        );
+        let e = ens.log_prob(&x, None).unwrap();
+        for i in 0..50 {
+            let want = (a[i].exp() + b[i].exp()).ln() - 2f64.ln();
+            assert!((e[i] - want).abs() < 1e-4 * want.abs().max(1.0), "{i}");
+        }
+        let single_dir = dir.join("single");
+        train_model(&tiny_job(single_dir.clone(), 1), &mut crate::train::Silent).unwrap();
+        for f in ["model.json", "model.safetensors"] {
+            assert_eq!(
+                std::fs::read(single_dir.join(f)).unwrap(),
+                std::fs::read(dir.join("member1").join(f)).unwrap(),
+                "{f}"
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -312,7 +312,7 @@ impl PyModel {
             "architecture": c.preset,
             "format_version": c.format_version,
             "layers": layers.iter().map(|(k, n)| format!("{n} x {k}")).collect::<Vec<_>>(),
-            "parameters": self.inner.flow.num_params(),
+            "parameters": self.inner.num_params(),
             "features": c.features,
             "context": self.context_names(),
             "preprocessing": if c.preprocessing.is_some() { "min-max (with margin) -> logit -> standardize" } else { "none" },
@@ -552,7 +552,7 @@ fn evaluate_model<'py>(
     let n = n.unwrap_or(x.rows());
     let summary = vec![
         ("architecture".to_string(), m.config.preset.clone()),
-        ("parameters".to_string(), m.flow.num_params().to_string()),
+        ("parameters".to_string(), m.num_params().to_string()),
         ("features".to_string(), m.config.features.join(", ")),
         ("reference".to_string(), "<python>".to_string()),
     ];

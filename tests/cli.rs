@@ -1,37 +1,9 @@
 //! End-to-end tests of the `hepflow` binary on small data: train -> sample -> log-prob ->
 //! evaluate, reproducibility across runs, thread counts and shards, resume, and clear errors.
 
+mod common;
+use common::*;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn hepflow(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_hepflow"))
-        .args(args)
-        .output()
-        .expect("run hepflow")
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = hepflow(args);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(o.status.success(), "hepflow {args:?} failed:\n{text}");
-    text
-}
-
-fn fails(args: &[&str]) -> String {
-    let o = hepflow(args);
-    let err = String::from_utf8_lossy(&o.stderr).to_string();
-    assert!(!o.status.success(), "hepflow {args:?} should have failed");
-    assert!(
-        !err.contains("panicked"),
-        "hepflow {args:?} panicked:\n{err}"
-    );
-    err
-}
 
 /// A small correlated 3-feature data set with a label column, as CSV.
 fn small_csv(dir: &Path, n: usize) -> PathBuf {
@@ -55,10 +27,6 @@ fn small_csv(dir: &Path, n: usize) -> PathBuf {
     let p = dir.join("events.csv");
     std::fs::write(&p, s).unwrap();
     p
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 fn train_small(data: &Path, out: &Path, extra: &[&str]) -> String {

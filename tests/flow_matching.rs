@@ -2,43 +2,11 @@
 //! sample (with the stored and an overridden number of ODE steps), log-prob, reload, the
 //! conditional variant, and thread-count independence.
 
+mod common;
+use common::*;
 use hepflow::engine::Matrix;
 use hepflow::model::Model;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn hepflow(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_hepflow"))
-        .args(args)
-        .output()
-        .expect("run hepflow")
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = hepflow(args);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(o.status.success(), "hepflow {args:?} failed:\n{text}");
-    text
-}
-
-fn fails(args: &[&str]) -> String {
-    let o = hepflow(args);
-    let err = String::from_utf8_lossy(&o.stderr).to_string();
-    assert!(!o.status.success(), "hepflow {args:?} should have failed");
-    assert!(
-        !err.contains("panicked"),
-        "hepflow {args:?} panicked:\n{err}"
-    );
-    err
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 /// Correlated 3-feature events with a label that shifts the first feature.
 fn small_csv(dir: &Path, n: usize) -> PathBuf {

@@ -4,6 +4,8 @@
 //! partial sample file; weighted training is exact for unit weights and unbiased for importance
 //! weights.
 
+mod common;
+use common::*;
 use hepflow::config::TrainOptions;
 use hepflow::dataset;
 use hepflow::engine::{Matrix, Rng};
@@ -12,19 +14,8 @@ use hepflow::model::Model;
 use hepflow::pipeline::{TrainJob, train_model};
 use hepflow::train::Silent;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn hepflow(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_hepflow"))
-        .args(args)
-        .output()
-        .expect("run hepflow")
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 /// A 3-feature CSV with a label column.
 fn csv(dir: &Path, n: usize) -> PathBuf {

@@ -225,26 +225,31 @@ impl<T: Real> Mlp<T> {
             self.layer(l, inp, &mut rest[0]);
             if p > 0.0 {
                 // Inverted dropout on the ReLU branch: r <- r m / (1 - p), m ~ Bernoulli(1 - p).
+                // Each 64-bit draw gives four masks: a unit is dropped when its 16-bit field is
+                // below `round(p 2^16)` (so `p` acts in steps of 2^-16).
                 let mut rng = Rng::stream(tape.seed, l as u64);
+                let threshold = (p * 65536.0).round().min(65536.0) as u64;
+                let (mut word, mut left) = (0u64, 0u32);
+                let mut dropped = move || {
+                    if left == 0 {
+                        word = rng.next_u64();
+                        left = 4;
+                    }
+                    let field = word & 0xFFFF;
+                    word >>= 16;
+                    left -= 1;
+                    field < threshold
+                };
                 let scale = T::c(1.0 / (1.0 - p));
                 let out = rest[0].as_mut_slice();
                 if self.skip(l) {
                     for (o, x) in out.iter_mut().zip(inp.as_slice()) {
                         let r = *o - *x;
-                        *o = *x
-                            + if rng.uniform() < p {
-                                T::zero()
-                            } else {
-                                r * scale
-                            };
+                        *o = *x + if dropped() { T::zero() } else { r * scale };
                     }
                 } else {
                     for o in out.iter_mut() {
-                        *o = if rng.uniform() < p {
-                            T::zero()
-                        } else {
-                            *o * scale
-                        };
+                        *o = if dropped() { T::zero() } else { *o * scale };
                     }
                 }
             }
@@ -366,5 +371,60 @@ impl<T: Real> Mlp<T> {
         }
         *scratch.mat(0, 0, 0) = cur;
         *scratch.mat(1, 0, 0) = nxt;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The dropout masks drop a fraction `p` of hidden units (within sampling error), are the same
+    /// for the same tape seed and differ for another.
+    #[test]
+    fn dropout_masks_have_rate_p_and_follow_the_seed() {
+        let mut rng = Rng::new(3);
+        for &p in &[0.1, 0.25, 0.5] {
+            let cfg = MlpConfig {
+                in_dim: 4,
+                hidden: vec![64],
+                out_dim: 2,
+                residual: false,
+                dropout: p,
+            };
+            let net = Mlp::<f64>::new(cfg, &mut rng);
+            let x = Matrix::from_fn(500, 4, |_, _| rng.normal());
+            let hidden = |seed: u64| {
+                let mut tape = Tape {
+                    seed,
+                    ..Tape::default()
+                };
+                let mut out = Matrix::zeros(0, 0);
+                net.forward_train(&x, &mut out, &mut tape);
+                tape.mats[0].clone()
+            };
+            let mut full = Matrix::zeros(0, 0);
+            net.layer(0, &x, &mut full);
+            let (h, again, other) = (hidden(7), hidden(7), hidden(8));
+            assert_eq!(h.as_slice(), again.as_slice());
+            assert_ne!(h.as_slice(), other.as_slice());
+            // Among the units active without dropout, the dropped ones read 0.
+            let (mut active, mut dropped) = (0usize, 0usize);
+            for (&f, &d) in full.as_slice().iter().zip(h.as_slice()) {
+                if f > 0.0 {
+                    active += 1;
+                    if d == 0.0 {
+                        dropped += 1;
+                    } else {
+                        assert!((d - f / (1.0 - p)).abs() < 1e-12);
+                    }
+                }
+            }
+            let rate = dropped as f64 / active as f64;
+            let sigma = (p * (1.0 - p) / active as f64).sqrt();
+            assert!(
+                (rate - p).abs() < 5.0 * sigma,
+                "p {p}: rate {rate}, {active} active"
+            );
+        }
     }
 }

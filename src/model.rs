@@ -983,7 +983,7 @@ mod tests {
 
     /// A model saved by hepflow before ensembles existed (`tests/fixtures/model_before_ensembles`,
     /// written by `hepflow train` of commit c6bed36 with its first 20 events of `hepflow sample
-    /// --seed 4`) loads, saves back byte for byte and samples the same events.
+    /// --seed 4`) loads, saves back byte for byte and samples the same events (to float precision).
     #[test]
     fn a_model_saved_before_ensembles_loads_saves_and_samples_unchanged() {
         let dir =
@@ -1008,7 +1008,12 @@ mod tests {
             .flat_map(|l| l.split(',').map(|v| v.parse::<f32>().unwrap()))
             .collect();
         let got = model.generate(20, 4, None).unwrap();
-        assert_eq!(got.as_slice(), &want[..]);
+        // The LU layers' inverse became one GEMM with a cached inverse after the fixture was
+        // written, so the events agree to float precision rather than bit for bit.
+        assert_eq!(got.as_slice().len(), want.len());
+        for (g, w) in got.as_slice().iter().zip(&want) {
+            assert!((g - w).abs() <= 1e-5 * w.abs().max(1.0), "{g} vs {w}");
+        }
     }
 
     /// Two trained-looking members (random weights from different seeds) of the same config.

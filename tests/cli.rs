@@ -7,26 +7,7 @@ use std::path::{Path, PathBuf};
 
 /// A small correlated 3-feature data set with a label column, as CSV.
 fn small_csv(dir: &Path, n: usize) -> PathBuf {
-    let mut s = String::from("a,b,c,label\n");
-    let mut st = 12345u64;
-    let mut u = || {
-        st = st
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((st >> 11) as f64) / ((1u64 << 53) as f64)
-    };
-    for i in 0..n {
-        let label = i % 2;
-        let g1 = (-2.0 * (1.0 - u()).ln()).sqrt() * (std::f64::consts::TAU * u()).cos();
-        let g2 = (-2.0 * (1.0 - u()).ln()).sqrt() * (std::f64::consts::TAU * u()).cos();
-        let a = g1 + label as f64;
-        let b = 0.5 * a + 0.3 * g2;
-        let c = (a * a + 0.1 * u()).sqrt() + 1.0;
-        s.push_str(&format!("{a},{b},{c},{label}\n"));
-    }
-    let p = dir.join("events.csv");
-    std::fs::write(&p, s).unwrap();
-    p
+    labelled_csv(dir, n, 12345, 1.0)
 }
 
 fn train_small(data: &Path, out: &Path, extra: &[&str]) -> String {

@@ -10,26 +10,7 @@ use std::path::{Path, PathBuf};
 
 /// Correlated 3-feature events with a label that shifts the first feature.
 fn small_csv(dir: &Path, n: usize) -> PathBuf {
-    let mut text = String::from("a,b,c,label\n");
-    let mut st = 99u64;
-    let mut u = || {
-        st = st
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((st >> 11) as f64) / ((1u64 << 53) as f64)
-    };
-    for i in 0..n {
-        let label = i % 2;
-        let g1 = (-2.0 * (1.0 - u()).ln()).sqrt() * (std::f64::consts::TAU * u()).cos();
-        let g2 = (-2.0 * (1.0 - u()).ln()).sqrt() * (std::f64::consts::TAU * u()).cos();
-        let a = g1 + 2.0 * label as f64;
-        let b = 0.5 * a + 0.3 * g2;
-        let c = (a * a + 0.1 * u()).sqrt() + 1.0;
-        text.push_str(&format!("{a},{b},{c},{label}\n"));
-    }
-    let p = dir.join("events.csv");
-    std::fs::write(&p, text).unwrap();
-    p
+    labelled_csv(dir, n, 99, 2.0)
 }
 
 fn train(data: &Path, out: &Path, epochs: &str, extra: &[&str]) -> String {

@@ -1,7 +1,7 @@
 //! Helpers shared by the integration tests that run the `hepflow` binary.
 #![allow(dead_code)] // each test crate uses its own subset
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// Runs the `hepflow` binary built for these tests.
@@ -39,4 +39,29 @@ pub fn fails(args: &[&str]) -> String {
 /// A path as `&str` (test paths are UTF-8).
 pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
+}
+
+/// `n` correlated 3-feature events `a,b,c` with a `label` column (alternating 0/1) that shifts
+/// `a` by `shift`, drawn from a fixed LCG seeded with `seed`; written to `dir/events.csv`.
+pub fn labelled_csv(dir: &Path, n: usize, seed: u64, shift: f64) -> PathBuf {
+    let mut text = String::from("a,b,c,label\n");
+    let mut st = seed;
+    let mut u = || {
+        st = st
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((st >> 11) as f64) / ((1u64 << 53) as f64)
+    };
+    for i in 0..n {
+        let label = i % 2;
+        let g1 = (-2.0 * (1.0 - u()).ln()).sqrt() * (std::f64::consts::TAU * u()).cos();
+        let g2 = (-2.0 * (1.0 - u()).ln()).sqrt() * (std::f64::consts::TAU * u()).cos();
+        let a = g1 + shift * label as f64;
+        let b = 0.5 * a + 0.3 * g2;
+        let c = (a * a + 0.1 * u()).sqrt() + 1.0;
+        text.push_str(&format!("{a},{b},{c},{label}\n"));
+    }
+    let p = dir.join("events.csv");
+    std::fs::write(&p, text).unwrap();
+    p
 }

@@ -304,7 +304,13 @@ impl<T: Real> Flow<T> {
             .par_chunks_mut(self.dim.max(1))
             .enumerate()
             .for_each(|(i, row)| base_sample(seed, start + i as u64, row));
-        self.par_chunks(&z, ctx, Pass::Sample).0
+        self.events_from_base(&z, ctx)
+    }
+
+    /// Maps base-space vectors `z` to events, as [`Flow::sample_events`] does for the vectors
+    /// it draws (layers may skip their log-determinants, see [`Transform::inverse_sample`]).
+    pub fn events_from_base(&self, z: &Matrix<T>, ctx: Option<&Matrix<T>>) -> Matrix<T> {
+        self.par_chunks(z, ctx, Pass::Sample).0
     }
 
     /// Draws `n` events with seed `seed`.

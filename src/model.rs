@@ -655,7 +655,7 @@ impl Model {
                 crate::flow::base_sample(seed, start + i as u64, z.row_mut(r));
             }
             let c = ctx.map(|c| take_rows(c, idx));
-            let (x, _) = flow.inverse(&z, c.as_ref());
+            let x = flow.events_from_base(&z, c.as_ref());
             for (r, &i) in idx.iter().enumerate() {
                 out.row_mut(i).copy_from_slice(x.row(r));
             }

@@ -1,21 +1,29 @@
 #!/usr/bin/env bash
 # hepflow vs nflows / zuko speed benchmark (issue 15): the models users run, side by side in one run.
 #
-#   bash bench/run.sh [--threads N] [--models default,nsf,realnvp] [--simd avx512|avx2|portable]
+#   bash bench/run.sh [--threads N] [--models default,nsf,realnvp|all] [--simd avx512,avx2,...]
 #                     [--sides nflows,zuko] [--samples N] [--chunks 128,256,512] [--data CSV(.gz)]
 #                     [--python PY] [--omp-wait passive|active]
 #
 # Models (D = 18 higgs18 features, Adam 1e-3; see bench/README.md):
-#   default  hepflow's default preset with its defaults (batch 512)  vs  nflows NSF / zuko NSF
-#   nsf      hepflow rq-spline shaped like nflows' NSF (batch 512)     vs  nflows NSF / zuko NSF
-#   realnvp  the RealNVP reference (8 affine couplings, MLP 2 x 128, batch 1024) vs nflows / zuko
-# The peers' NSF is timed once and serves both spline rows. Prints events/s for a training step
-# and for sampling (--samples events; default 1,000,000 for realnvp, 50,000 for the spline
-# models), wall-clock and per CPU-second, and the ratios hepflow / nflows and hepflow / zuko next
-# to the issue's targets.
+#   default        hepflow's default preset with its defaults (batch 512) vs nflows NSF / zuko NSF
+#   nsf            hepflow rq-spline shaped like nflows' NSF (batch 512)    vs nflows NSF / zuko NSF
+#   realnvp        the RealNVP reference (8 affine couplings, MLP 2 x 128, batch 1024) vs nflows / zuko
+#   glow           the glow preset (batch 512)       vs nflows [BatchNorm, LULinear, affine coupling]
+#                  (zuko has no Glow)
+#   maf            the maf preset (batch 512)        vs nflows MAF / zuko MAF of the same sizes
+#   rq-spline      the stock rq-spline preset        vs nflows NSF / zuko NSF
+#   flow-matching  the flow-matching preset (batch 512; ODE sampling at its default RK4 steps),
+#                  hepflow only (no peer in nflows or zuko)
+#   all            every model above
+# The default is default,nsf,realnvp. The peers' NSF is timed once and serves every spline row.
+# Prints events/s for a training step and for sampling (--samples events; default 1,000,000 for
+# realnvp, 50,000 for the others), wall-clock and per CPU-second, and the ratios hepflow / nflows
+# and hepflow / zuko next to the issue's targets.
 #
-# --simd forces hepflow's kernel path (HEPFLOW_SIMD); every path gives the same bits, only the
-# speed differs. The peers always run their own best path. PyTorch's OpenMP threads wait passively
+# --simd forces hepflow's kernel path (HEPFLOW_SIMD); a comma list (avx512,avx2) times hepflow on
+# each path in the same run, next to one run of each peer. Every path gives the same bits, only
+# the speed differs. The peers always run their own best path. PyTorch's OpenMP threads wait passively
 # by default (OMP_WAIT_POLICY=PASSIVE), because on a shared machine spinning threads that lose
 # their core make PyTorch many times slower; --omp-wait active restores OpenMP's default.
 #
@@ -48,7 +56,7 @@ while [[ $# -gt 0 ]]; do
         --samples) samples="$2"; shift 2 ;;
         --python) py="$2"; shift 2 ;;
         --omp-wait) omp_wait="$2"; shift 2 ;;
-        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,35p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
@@ -60,14 +68,18 @@ if [[ -n "$samples" ]] && ! [[ "$samples" =~ ^[1-9][0-9]*$ ]]; then
     echo "--samples must be a positive integer" >&2
     exit 2
 fi
-case "$simd" in "" | avx512 | avx2 | portable) ;; *) echo "--simd expects avx512, avx2 or portable" >&2; exit 2 ;; esac
+for p in ${simd//,/ }; do
+    case "$p" in avx512 | avx2 | portable) ;; *) echo "--simd expects avx512, avx2 or portable (or a comma list of them)" >&2; exit 2 ;; esac
+done
 case "$omp_wait" in passive | active) ;; *) echo "--omp-wait expects passive or active" >&2; exit 2 ;; esac
+all_models="default,nsf,realnvp,glow,maf,rq-spline,flow-matching"
+[[ "$models" == all ]] && models="$all_models"
 if [[ -z "$models" ]]; then
-    echo "--models: name at least one of default, nsf, realnvp" >&2
+    echo "--models: name at least one of $all_models (or all)" >&2
     exit 2
 fi
 for m in ${models//,/ }; do
-    case "$m" in default | nsf | realnvp) ;; *) echo "--models: unknown model $m (default, nsf, realnvp)" >&2; exit 2 ;; esac
+    case ",$all_models," in *",$m,"*) ;; *) echo "--models: unknown model $m ($all_models, all)" >&2; exit 2 ;; esac
 done
 for s in ${sides//,/ }; do
     case "$s" in nflows | zuko) ;; *) echo "--sides: unknown side $s (nflows, zuko)" >&2; exit 2 ;; esac
@@ -114,7 +126,7 @@ bin="$target_dir/release/examples/benchmark"
 out="$here/out"
 mkdir -p "$out"
 stamp="$(date -u +%Y%m%dT%H%M%SZ)"
-json="$out/bench-t${threads}${simd:+-$simd}-$stamp.jsonl"
+json="$out/bench-t${threads}${simd:+-${simd//,/+}}-$stamp.jsonl"
 : > "$json"
 omp_policy="$(tr '[:lower:]' '[:upper:]' <<< "$omp_wait")"
 n_samples() { # model -> events of the timed sampling run
@@ -126,7 +138,15 @@ n_samples() { # model -> events of the timed sampling run
         echo 50000
     fi
 }
-# Adds "bench_model" to every JSON line (stdout), passes other lines to stderr.
+peer_of() { # model -> the PyTorch model it is compared with ("" = none)
+    case "$1" in
+        default | nsf | rq-spline) echo nsf ;;
+        flow-matching) echo "" ;;
+        *) echo "$1" ;;
+    esac
+}
+# Adds "bench_model", "bench_simd" (the forced path, or "best") and the load average at the end
+# of the line's run to every JSON line (stdout), passes other lines to stderr.
 tag() {
     python3 -c 'import json, sys
 for line in sys.stdin:
@@ -134,27 +154,32 @@ for line in sys.stdin:
     if line.startswith("{"):
         r = json.loads(line)
         r["bench_model"] = sys.argv[1]
+        r["bench_simd"] = sys.argv[2]
+        r["loadavg"] = open("/proc/loadavg").read().split()[:3]
         print(json.dumps(r), flush=True)
     elif line:
-        print(line, file=sys.stderr, flush=True)' "$1"
+        print(line, file=sys.stderr, flush=True)' "$1" "${2:-best}"
 }
 
 load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
 t_start=$(date +%s)
-peer_nsf_done=0
+peers_done=","
+paths="${simd:-best}"
 for m in ${models//,/ }; do
-    echo "== hepflow $m (threads=$threads, data=$data${simd:+, simd=$simd})" >&2
-    "$bin" --model "$m" --data "$data" --threads "$threads" --chunks "$chunks" \
-        --samples "$(n_samples "$m")" ${simd:+--simd "$simd"} | tag "$m" | tee -a "$json" >&2
-    peer_model="$m"
-    [[ "$m" != realnvp ]] && peer_model=nsf
-    if [[ -n "$sides" ]] && ! [[ "$peer_model" == nsf && "$peer_nsf_done" == 1 ]]; then
+    for path in ${paths//,/ }; do
+        [[ "$path" == best ]] && path=""
+        echo "== hepflow $m (threads=$threads, data=$data${path:+, simd=$path})" >&2
+        "$bin" --model "$m" --data "$data" --threads "$threads" --chunks "$chunks" \
+            --samples "$(n_samples "$m")" ${path:+--simd "$path"} | tag "$m" "$path" | tee -a "$json" >&2
+    done
+    peer_model="$(peer_of "$m")"
+    if [[ -n "$sides" && -n "$peer_model" && "$peers_done" != *",$peer_model,"* ]]; then
         echo "== PyTorch $peer_model: $sides (threads=$threads, OMP_WAIT_POLICY=$omp_policy)" >&2
         OMP_NUM_THREADS="$threads" MKL_NUM_THREADS="$threads" OMP_WAIT_POLICY="$omp_policy" \
             PYTHONWARNINGS=ignore "$py" "$here/torch_flows.py" --data "$data" --threads "$threads" \
             --sides "$sides" --model "$peer_model" --samples "$(n_samples "$m")" \
             | tag "peer-$peer_model" | tee -a "$json" >&2
-        if [[ "$peer_model" == nsf ]]; then peer_nsf_done=1; fi
+        peers_done+="$peer_model,"
     fi
 done
 load_after="$(cut -d' ' -f1-3 /proc/loadavg)"
@@ -165,45 +190,54 @@ python3 - "$json" "$threads" "$load_before" "$load_after" "${simd:-best}" "$omp_
 import json, sys
 path, threads, load_before, load_after, simd_opt, omp = sys.argv[1:7]
 rows = [json.loads(l) for l in open(path) if l.strip().startswith("{")]
-hf = {r["bench_model"]: r for r in rows if r.get("side") == "hepflow"}
+# hepflow rows by (model, kernel path actually used).
+hf = {}
+for r in rows:
+    if r.get("side") == "hepflow":
+        hf[(r["bench_model"], r.get("simd", r.get("bench_simd")))] = r
 chunks = {}
 for r in rows:
     if r.get("side") == "hepflow-chunk":
-        chunks.setdefault(r["bench_model"], []).append(r)
+        chunks.setdefault((r["bench_model"], r.get("bench_simd")), []).append(r)
 peers = {(r["bench_model"][len("peer-"):], r["side"]): r for r in rows if r.get("side") in ("nflows", "zuko")}
-simd = next((r.get("simd") for r in hf.values()), simd_opt)
 # Issue 15's targets for hepflow / nflows (training, sampling), by model and kernel path.
 TARGETS = {("default", "avx512"): (6, 8), ("nsf", "avx512"): (6, 8), ("realnvp", "avx512"): (2.5, 5),
            ("default", "avx2"): (5, 6), ("realnvp", "avx2"): (2, 4)}
-PEER = {"default": "nsf", "nsf": "nsf", "realnvp": "realnvp"}
+PEER = {"default": "nsf", "nsf": "nsf", "rq-spline": "nsf", "realnvp": "realnvp", "glow": "glow",
+        "maf": "maf", "flow-matching": None}
 print()
-print(f"threads: {threads}   hepflow kernel path: {simd}   PyTorch OMP_WAIT_POLICY={omp}")
+print(f"threads: {threads}   hepflow kernel paths: {simd_opt}   PyTorch OMP_WAIT_POLICY={omp}")
 print(f"load average before: {load_before}, after: {load_after}")
-for m in hf:
-    if m in chunks:
-        print(f"hepflow {m} chunk_rows: " + ", ".join(
-            f"{c['chunk_rows']} -> {c['train_events_per_s']:,.0f} ev/s" for c in chunks[m]))
+for (m, p), cs in chunks.items():
+    print(f"hepflow {m} [{p}] chunk_rows: " + ", ".join(
+        f"{c['chunk_rows']} -> {c['train_events_per_s']:,.0f} ev/s" for c in cs))
 print()
-hdr = (f"{'model':<8} | {'side':<14} | {'params':>9} | {'batch':>5} | {'samples':>9} | {'train ev/s':>11} "
-       f"| {'sample ev/s':>11} | {'train ev/CPU-s':>14} | {'sample ev/CPU-s':>15}")
+hdr = (f"{'model':<13} | {'side':<15} | {'params':>9} | {'batch':>5} | {'samples':>9} | {'train ev/s':>11} "
+       f"| {'sample ev/s':>11} | {'train ev/CPU-s':>14} | {'sample ev/CPU-s':>15} | load (1 min)")
 print(hdr)
 print("-" * len(hdr))
 def cell(r, k, w):
     v = r.get(k)
     return f"{v:>{w},.0f}" if isinstance(v, (int, float)) else f"{'-':>{w}}"
-for m, h in hf.items():
-    for side, r in [("hepflow", h)] + [(f"{s} {PEER[m]}", peers.get((PEER[m], s))) for s in ("nflows", "zuko")]:
+shown = set()
+for (m, p), h in hf.items():
+    sides = [(f"hepflow {p}", h)]
+    if PEER[m] and m not in shown:
+        shown.add(m)
+        sides += [(f"{s} {PEER[m]}", peers.get((PEER[m], s))) for s in ("nflows", "zuko")]
+    for side, r in sides:
         if r is None:
             continue
         if "skipped" in r:
-            print(f"{m:<8} | {side:<14} | skipped: {r['skipped']}")
+            print(f"{m:<13} | {side:<15} | skipped: {r['skipped']}")
             continue
-        print(f"{m:<8} | {side:<14} | {cell(r, 'params', 9)} | {cell(r, 'batch', 5)} | {cell(r, 'samples', 9)} | "
+        load = (r.get("loadavg") or ["-"])[0]
+        print(f"{m:<13} | {side:<15} | {cell(r, 'params', 9)} | {cell(r, 'batch', 5)} | {cell(r, 'samples', 9)} | "
               f"{cell(r, 'train_events_per_s', 11)} | {cell(r, 'sample_events_per_s', 11)} | "
-              f"{cell(r, 'train_events_per_cpu_s', 14)} | {cell(r, 'sample_events_per_cpu_s', 15)}")
+              f"{cell(r, 'train_events_per_cpu_s', 14)} | {cell(r, 'sample_events_per_cpu_s', 15)} | {load}")
 print()
 print("ratios hepflow / peer: wall clock (per CPU-second); targets: issue 15, vs nflows, on the per-CPU-second ratios")
-hdr = f"{'model':<8} | {'peer':<14} | {'training':>17} | {'sampling':>17} | target training / sampling"
+hdr = f"{'model':<13} | {'path':<8} | {'peer':<14} | {'training':>17} | {'sampling':>17} | target training / sampling"
 print(hdr)
 print("-" * len(hdr))
 def ratio(a, b, k):
@@ -214,16 +248,19 @@ def fmt(x):
     return "-" if x is None else f"{x:.2f}x"
 def met(x, t):
     return "" if x is None else (" met" if x >= t else " MISSED")
-for m, h in hf.items():
+for (m, p), h in hf.items():
+    if PEER[m] is None:
+        print(f"{m:<13} | {p:<8} | {'(no peer)':<14} |")
+        continue
     for side in ("nflows", "zuko"):
         o = peers.get((PEER[m], side))
         if o is None or "skipped" in o:
             continue
         tw, tc = ratio(h, o, "train_events_per_s"), ratio(h, o, "train_events_per_cpu_s")
         sw, sc = ratio(h, o, "sample_events_per_s"), ratio(h, o, "sample_events_per_cpu_s")
-        tgt = TARGETS.get((m, simd)) if side == "nflows" else None
+        tgt = TARGETS.get((m, p)) if side == "nflows" else None
         ttxt = f">= {tgt[0]}x{met(tc, tgt[0])} / >= {tgt[1]}x{met(sc, tgt[1])}" if tgt else "-"
-        print(f"{m:<8} | {side + ' ' + PEER[m]:<14} | {fmt(tw):>6} ({fmt(tc):>8}) | {fmt(sw):>6} ({fmt(sc):>8}) | {ttxt}")
+        print(f"{m:<13} | {p:<8} | {side + ' ' + PEER[m]:<14} | {fmt(tw):>6} ({fmt(tc):>8}) | {fmt(sw):>6} ({fmt(sc):>8}) | {ttxt}")
 print()
 print("Only ratios within one run are comparable (the machine's speed drifts).")
 EOF

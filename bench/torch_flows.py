@@ -9,6 +9,14 @@ Models (`--model`, D = 18 HIGGS "higgs18" features, standardised, Adam lr 1e-3):
   masks, 8 bins, linear tails, tail_bound 5), ResidualNet(hidden 128, 2 blocks)]; zuko:
   zuko.flows.NSF(18, transforms=10, bins=8, passes=2 (coupling), hidden (128, 128),
   residual=True): the same conditioner layer sizes, no LU layers.
+- glow: nflows 10 x [BatchNorm, LULinear, affine coupling (half masks alternating as hepflow's
+  `glow` preset, MLP 2 x 128 ReLU)], hepflow's glow preset layer for layer; zuko has no Glow
+  (no batch-norm or LU layer among its flows), so its side is reported as skipped.
+- maf: nflows 10 x [MaskedAffineAutoregressiveTransform(hidden 128, 1 feed-forward block, i.e.
+  a MADE 18 -> 128 -> 128 -> 36, no residual blocks)], with a ReversePermutation before the
+  second block and a RandomPermutation before every later one (hepflow's maf preset orders:
+  identity, reversed, then random); zuko: zuko.flows.MAF(18, transforms=10, hidden (128, 128))
+  (ascending / descending orders alternating).
 
 Timing protocol (same as examples/benchmark.rs):
 - training: 5 warm-up steps, then 3 repeats of 30 steps (forward log_prob + backward + Adam
@@ -105,23 +113,16 @@ def time_sampling(sample_fn, n_sample):
     return dt, cpu, finite
 
 
-def build_nflows(torch, hidden):
-    from nflows.distributions.normal import StandardNormal
-    from nflows.flows.base import Flow
-    from nflows.nn.nets import MLP
-    from nflows.transforms.base import CompositeTransform
-    from nflows.transforms.coupling import AffineCouplingTransform
-    from nflows.transforms.permutations import RandomPermutation
+def mlp_net_fn(torch, hidden):
+    """`transform_net_create_fn` of an nflows coupling: nflows' own MLP (Linear -> ReLU -> ... ->
+    Linear, `hidden` widths).
 
-    d = 18
+    The coupling transform calls its net as `net(inputs, context)`, but `nflows.nn.nets.MLP`
+    takes only `inputs`: a thin wrapper drops the (always None) context.
+    """
+    from nflows.nn.nets import MLP
 
     class Conditioner(torch.nn.Module):
-        """nflows' own MLP (Linear -> ReLU -> Linear -> ReLU -> Linear, 2 x 128 hidden).
-
-        The coupling transform calls its net as `net(inputs, context)`, but `nflows.nn.nets.MLP`
-        takes only `inputs`: this thin wrapper drops the (always None) context.
-        """
-
         def __init__(self, in_features, out_features):
             super().__init__()
             self.mlp = MLP((in_features,), (out_features,), hidden_sizes=list(hidden))
@@ -129,20 +130,73 @@ def build_nflows(torch, hidden):
         def forward(self, inputs, context=None):
             return self.mlp(inputs)
 
-    def net_fn(in_features, out_features):
-        return Conditioner(in_features, out_features)
+    return Conditioner
 
+
+def half_mask(torch, d, k):
+    """hepflow's half_mask(dim, flip = k odd): the first half transformed, or the second half."""
+    mask = torch.zeros(d)
+    if k % 2 == 0:
+        mask[: d // 2] = 1
+    else:
+        mask[d // 2:] = 1
+    return mask
+
+
+def build_nflows(torch, hidden):
+    from nflows.distributions.normal import StandardNormal
+    from nflows.flows.base import Flow
+    from nflows.transforms.base import CompositeTransform
+    from nflows.transforms.coupling import AffineCouplingTransform
+    from nflows.transforms.permutations import RandomPermutation
+
+    d = 18
     layers = []
     for k in range(8):
         if k > 0:
             layers.append(RandomPermutation(d))
-        # hepflow's half_mask(dim, flip): first half transformed, or the second half when flipped.
-        mask = torch.zeros(d)
-        if k % 2 == 0:
-            mask[: d // 2] = 1
-        else:
-            mask[d // 2:] = 1
-        layers.append(AffineCouplingTransform(mask, net_fn))
+        layers.append(AffineCouplingTransform(half_mask(torch, d, k), mlp_net_fn(torch, hidden)))
+    return Flow(CompositeTransform(layers), StandardNormal([d]))
+
+
+def build_nflows_glow(torch):
+    """hepflow's glow preset in nflows: 10 x [BatchNorm, LULinear, AffineCouplingTransform with
+    hepflow's half masks and nflows' MLP 2 x 128 ReLU] (as bench/fidelity.py's glow peer)."""
+    from nflows.distributions.normal import StandardNormal
+    from nflows.flows.base import Flow
+    from nflows.transforms.base import CompositeTransform
+    from nflows.transforms.coupling import AffineCouplingTransform
+    from nflows.transforms.lu import LULinear
+    from nflows.transforms.normalization import BatchNorm
+
+    d = 18
+    layers = []
+    for b in range(10):
+        layers.append(BatchNorm(d))
+        layers.append(LULinear(d, identity_init=True))
+        layers.append(AffineCouplingTransform(half_mask(torch, d, b), mlp_net_fn(torch, (128, 128))))
+    return Flow(CompositeTransform(layers), StandardNormal([d]))
+
+
+def build_nflows_maf(torch):
+    """hepflow's maf preset in nflows: 10 MAF layers whose MADE is 18 -> 128 -> 128 -> 36 (ReLU),
+    with the preset's orders: natural, reversed, then random (as permutations before a MADE in
+    natural order)."""
+    from nflows.distributions.normal import StandardNormal
+    from nflows.flows.base import Flow
+    from nflows.transforms.autoregressive import MaskedAffineAutoregressiveTransform
+    from nflows.transforms.base import CompositeTransform
+    from nflows.transforms.permutations import RandomPermutation, ReversePermutation
+
+    d = 18
+    layers = []
+    for b in range(10):
+        if b == 1:
+            layers.append(ReversePermutation(d))
+        elif b >= 2:
+            layers.append(RandomPermutation(d))
+        layers.append(MaskedAffineAutoregressiveTransform(
+            features=d, hidden_features=128, num_blocks=1, use_residual_blocks=False))
     return Flow(CompositeTransform(layers), StandardNormal([d]))
 
 
@@ -180,8 +234,14 @@ def build_nflows_nsf(torch):
 def build_side(side, model, torch):
     """(module, log_prob(x), sample(n)) of `side` for `model`, or a string saying why not."""
     if side == "nflows":
-        flow = build_nflows(torch, (128, 128)) if model == "realnvp" else build_nflows_nsf(torch)
+        builders = {"realnvp": lambda: build_nflows(torch, (128, 128)),
+                    "nsf": lambda: build_nflows_nsf(torch),
+                    "glow": lambda: build_nflows_glow(torch),
+                    "maf": lambda: build_nflows_maf(torch)}
+        flow = builders[model]()
         return flow, flow.log_prob, flow.sample
+    if model == "glow":
+        return "zuko has no Glow (no batch-norm or LU-linear flow layer)"
     try:
         import zuko
     except ImportError as e:  # pragma: no cover - depends on the venv
@@ -192,6 +252,10 @@ def build_side(side, model, torch):
         # zuko's RealNVP: `transforms` affine couplings (monotonic affine, soft-clamped
         # log-scale) with alternating checkerboard masks, conditioner MLP hidden_features, ReLU.
         flow = zuko.flows.RealNVP(18, transforms=8, hidden_features=(128, 128), activation=torch.nn.ReLU)
+    elif model == "maf":
+        # zuko's MAF: 10 affine autoregressive transforms (monotonic affine, soft-clamped
+        # log-scale), MaskedMLP 18 -> 128 -> 128 -> 36 (ReLU), ascending / descending orders.
+        flow = zuko.flows.MAF(18, transforms=10, hidden_features=(128, 128))
     else:
         # zuko's NSF as a coupling flow (passes=2) with residual conditioners: Linear(18, 128),
         # 2 x Residual(Linear 128, ReLU, Linear 128), Linear(128, 18 x 23) (masked), the layer
@@ -255,8 +319,8 @@ def main():
     ap.add_argument("--data", required=True, help="label-first HIGGS CSV (.csv or .csv.gz)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--sides", default="nflows,zuko", help="comma-separated: nflows,zuko")
-    ap.add_argument("--model", default="realnvp", choices=("realnvp", "nsf"))
-    ap.add_argument("--batch", type=int, default=0, help="events per step (default: 1024 realnvp, 512 nsf)")
+    ap.add_argument("--model", default="realnvp", choices=("realnvp", "nsf", "glow", "maf"))
+    ap.add_argument("--batch", type=int, default=0, help="events per step (default: 1024 realnvp, 512 the others)")
     ap.add_argument("--samples", type=int, default=1_000_000, help="events of the timed sampling run")
     args = ap.parse_args()
     batch = args.batch or (1024 if args.model == "realnvp" else 512)

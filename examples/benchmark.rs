@@ -7,10 +7,16 @@
 //! - `default`: the preset `hepflow train` uses, with its default options, batch 512;
 //! - `nsf`: the `rq-spline` preset shaped like nflows' NSF: 10 x [LU linear, rational-quadratic
 //!   coupling, 8 bins, linear tails at ±5], residual conditioner 9 -> 128 -> 4 x (128 -> 128, skip)
-//!   -> 207 (the layer sizes of nflows' `ResidualNet(hidden 128, 2 blocks)`), no dropout, batch 512.
+//!   -> 207 (the layer sizes of nflows' `ResidualNet(hidden 128, 2 blocks)`), no dropout, batch 512;
+//! - any preset name (`realnvp` excepted, which names the reference model): `glow`, `pq-spline`,
+//!   `rq-spline`, `maf`, `flow-matching`: that preset with its default options (the options
+//!   `hepflow train --model NAME` uses), batch 512. `flow-matching` trains with its own objective
+//!   (conditional flow matching, [`hepflow::flow_matching::FlowMatchingObjective`]) and samples by
+//!   integrating its ODE with the default Runge-Kutta steps.
 //!
-//! `--preset NAME` (that preset with its default options), `--batch N`, `--samples N` and
-//! `--simd avx512|avx2|portable` (force a kernel path) change the model and protocol.
+//! `--preset NAME` (the same as `--model NAME` for a preset, and the only way to get the `realnvp`
+//! preset's defaults), `--batch N`, `--samples N` and `--simd avx512|avx2|portable` (force a kernel
+//! path) change the model and protocol.
 //!
 //! Timing protocol (the same as `bench/torch_flows.py`):
 //! - training: 5 warm-up steps, then 3 repeats of 30 steps (loss + gradient, Adam step, parameter
@@ -19,8 +25,9 @@
 //! - sampling: warm-up on 10,000 events, then one timed run of `flow.sample(N)` (`--samples`,
 //!   default 1,000,000).
 //!
-//! Also times sections of a step (gradient engine, Adam, parameter copies) and of sampling (base
-//! draws vs inverse pass) to show where the time goes. Prints one JSON object per line.
+//! Also times sections of a step (loss and gradient, Adam, parameter copies) and of sampling (base
+//! draws, the sampling pass alone on pre-drawn base vectors, and that pass split by layer kind) to
+//! show where the time goes. Prints one JSON object per line.
 //!
 //! ```text
 //! cargo run --release --example benchmark -- --data data/higgs_35k.csv.gz --threads 2
@@ -28,10 +35,11 @@
 
 use anyhow::{Context, Result, bail};
 use flate2::read::GzDecoder;
-use hepflow::engine::{Adam, AdamConfig, Matrix, Rng};
+use hepflow::engine::{Adam, AdamConfig, Matrix, Rng, Tape};
 use hepflow::flow::Flow;
+use hepflow::flow_matching::FlowMatchingObjective;
 use hepflow::presets::{Preset, PresetOptions, build_specs};
-use hepflow::train::GradientEngine;
+use hepflow::train::{GradientEngine, Objective};
 use serde_json::json;
 use std::io::Read;
 use std::time::Instant;
@@ -96,7 +104,9 @@ fn parse_args() -> Result<Args> {
                     "realnvp" => BenchModel::Realnvp,
                     "default" => BenchModel::Preset(Preset::DEFAULT),
                     "nsf" => BenchModel::Nsf,
-                    o => bail!("--model expects realnvp, default or nsf, not {o}"),
+                    o => BenchModel::Preset(o.parse::<Preset>().map_err(|e| {
+                        anyhow::anyhow!("--model expects realnvp, default, nsf or a preset: {e}")
+                    })?),
                 }
             }
             "--batch" => args.batch = val()?.parse().context("--batch")?,
@@ -112,7 +122,7 @@ fn parse_args() -> Result<Args> {
             },
             "-h" | "--help" => {
                 println!(
-                    "benchmark [--data CSV(.gz)] [--threads N] [--chunks 128,256,512] [--seed S] [--only train|sample] [--model realnvp|default|nsf] [--preset NAME] [--batch N] [--samples N] [--simd avx512|avx2|portable]"
+                    "benchmark [--data CSV(.gz)] [--threads N] [--chunks 128,256,512] [--seed S] [--only train|sample] [--model realnvp|default|nsf|glow|pq-spline|rq-spline|maf|flow-matching] [--preset NAME] [--batch N] [--samples N] [--simd avx512|avx2|portable]"
                 );
                 std::process::exit(0);
             }
@@ -147,6 +157,10 @@ impl BenchModel {
             BenchModel::Realnvp => 1024,
             BenchModel::Preset(_) | BenchModel::Nsf => 512,
         }
+    }
+
+    fn is_flow_matching(self) -> bool {
+        matches!(self, BenchModel::Preset(p) if p.is_flow_matching())
     }
 
     fn name(self) -> String {
@@ -283,29 +297,41 @@ struct Sections {
     params: f64,
 }
 
+/// The training objective of `flow`: flow matching for the flow-matching preset, maximum
+/// likelihood through the layers' backward passes (the gradient engine) for every other model,
+/// as `hepflow train` chooses it.
+fn objective(model: BenchModel, flow: &Flow<f32>, chunk: usize) -> Result<Box<dyn Objective>> {
+    Ok(if model.is_flow_matching() {
+        Box::new(FlowMatchingObjective::new(flow, chunk)?)
+    } else {
+        Box::new(GradientEngine::new(flow, chunk))
+    })
+}
+
 /// One training step as `hepflow::train::fit` does it (without the roll-back and EMA branches),
-/// reusing the parameter buffer `params`:
-/// loss and gradient, global gradient norm, Adam on the flat parameter vector, write-back.
+/// reusing the parameter buffer `params`: step seed (dropout masks, flow-matching paths), loss
+/// and gradient, global gradient norm, Adam on the flat parameter vector, write-back.
 fn train_step(
     flow: &mut Flow<f32>,
-    engine: &mut GradientEngine<f32>,
+    objective: &mut dyn Objective,
     adam: &mut Adam,
     params: &mut Vec<f32>,
-    xb: &Matrix<f32>,
+    (step, xb): (usize, &Matrix<f32>),
     sec: &mut Sections,
 ) -> f64 {
     let t0 = Instant::now();
-    let loss = engine.loss_and_grad(flow, xb, None);
+    objective.set_seed(Rng::stream(0xD80F, step as u64).next_u64());
+    let loss = objective.loss_and_grad(flow, xb, None, None);
     let t1 = Instant::now();
-    let grads = engine.grads();
-    let norm2 = engine.grad_norm_sq();
+    let grads = objective.grads();
+    let norm2 = objective.grad_norm_sq();
     let t2 = Instant::now();
     flow.copy_params_into(params);
     let t3 = Instant::now();
     adam.step(params, grads, LR);
     let t4 = Instant::now();
     flow.set_param_vector(params);
-    engine.end_step(flow, xb.rows());
+    objective.end_step(flow, xb.rows());
     let t5 = Instant::now();
     sec.grad += (t1 - t0).as_secs_f64();
     sec.norm += (t2 - t1).as_secs_f64();
@@ -351,7 +377,8 @@ fn main() -> Result<()> {
     let mut summary = json!({"side": "hepflow", "version": env!("CARGO_PKG_VERSION"),
                              "threads": rayon::current_num_threads(), "params": probe.num_params(),
                              "preset": args.model.name(), "samples": args.samples,
-                             "batch": batch, "simd": hepflow::engine::simd::active().name()});
+                             "batch": batch, "simd": hepflow::engine::simd::active().name(),
+                             "preset_options": args.model.spec().1});
     if args.train {
         let r = bench_training(&args, &batches)?;
         summary["chunk_rows"] = json!(r.chunk);
@@ -364,16 +391,29 @@ fn main() -> Result<()> {
         }
     }
     if args.sample {
-        let (sample_s, sample_cpu, finite, draw_s, inverse_s) =
-            bench_sampling(args.seed, args.model, args.samples)?;
-        if let Some(c) = sample_cpu {
+        let r = bench_sampling(args.seed, args.model, args.samples)?;
+        if let Some(c) = r.cpu {
             summary["sample_cpu_s"] = json!(c);
             summary["sample_events_per_cpu_s"] = json!(args.samples as f64 / c);
         }
-        summary["sample_s"] = json!(sample_s);
-        summary["sample_events_per_s"] = json!(args.samples as f64 / sample_s);
-        summary["sample_finite"] = json!(finite);
-        summary["sample_sections_s"] = json!({"base_draws": draw_s, "inverse_pass": inverse_s});
+        summary["sample_s"] = json!(r.seconds);
+        summary["sample_events_per_s"] = json!(args.samples as f64 / r.seconds);
+        summary["sample_finite"] = json!(r.finite);
+        summary["sample_sections_s"] = json!({"base_draws": r.draw_s, "sampling_pass": r.pass_s});
+        summary["sample_pass_by_layer_kind_s"] = kinds_json(r.by_kind);
+    }
+    if args.train && !args.model.is_flow_matching() {
+        // Where a step's time goes by layer kind, in the density direction (evaluation mode, the
+        // forward half of a likelihood training step) over every data row. Not for flow
+        // matching: its training never runs this pass (its exact log-density costs D + 1
+        // network passes per ODE stage).
+        let t0 = Instant::now();
+        let (z, _) = probe.forward(&data, None);
+        summary["density_pass_s"] = json!(t0.elapsed().as_secs_f64());
+        summary["density_pass_rows"] = json!(n);
+        std::hint::black_box(&z);
+        summary["density_pass_by_layer_kind_s"] =
+            kinds_json(pass_by_kind(&probe, data, Direction::Density));
     }
     println!("{summary}");
     Ok(())
@@ -386,7 +426,7 @@ fn bench_training(args: &Args, batches: &[Matrix<f32>]) -> Result<TrainResult> {
     let mut best_cpu: Option<(usize, f64)> = None;
     for &chunk in &args.chunks {
         let mut flow = build_flow(args.seed, args.model);
-        let mut engine = GradientEngine::new(&flow, chunk);
+        let mut engine = objective(args.model, &flow, chunk)?;
         let mut adam = Adam::new(flow.num_params(), AdamConfig::default());
         let mut params = Vec::with_capacity(flow.num_params());
         let mut k = 0;
@@ -394,10 +434,10 @@ fn bench_training(args: &Args, batches: &[Matrix<f32>]) -> Result<TrainResult> {
         for _ in 0..WARMUP_STEPS {
             train_step(
                 &mut flow,
-                &mut engine,
+                engine.as_mut(),
                 &mut adam,
                 &mut params,
-                &batches[k % n_batches],
+                (k, &batches[k % n_batches]),
                 &mut sec,
             );
             k += 1;
@@ -412,10 +452,10 @@ fn bench_training(args: &Args, batches: &[Matrix<f32>]) -> Result<TrainResult> {
             for _ in 0..STEPS {
                 loss = train_step(
                     &mut flow,
-                    &mut engine,
+                    engine.as_mut(),
                     &mut adam,
                     &mut params,
-                    &batches[k % n_batches],
+                    (k, &batches[k % n_batches]),
                     &mut sec,
                 );
                 k += 1;
@@ -463,13 +503,25 @@ struct TrainResult {
     best_cpu: Option<(usize, f64)>,
 }
 
-/// Times `flow.sample(n_sample)`; returns (seconds, CPU seconds, all finite, base-draw seconds,
-/// inverse-pass seconds).
-fn bench_sampling(
-    seed: u64,
-    model: BenchModel,
-    n_sample: usize,
-) -> Result<(f64, Option<f64>, bool, f64, f64)> {
+/// What `bench_sampling` measured.
+struct SampleResult {
+    /// Seconds of the timed `flow.sample(n)`.
+    seconds: f64,
+    /// CPU seconds of it (Linux).
+    cpu: Option<f64>,
+    /// Whether every sampled value is finite.
+    finite: bool,
+    /// Seconds to draw the base vectors alone.
+    draw_s: f64,
+    /// Seconds of the sampling pass alone on pre-drawn base vectors (`Flow::events_from_base`).
+    pass_s: f64,
+    /// The sampling pass split by layer kind (each layer's `inverse_sample` over all events in
+    /// parallel chunks of `EVAL_CHUNK_ROWS`), in the flow's layer order of first appearance.
+    by_kind: Vec<(&'static str, f64)>,
+}
+
+/// Times `flow.sample(n_sample)`, then its sections.
+fn bench_sampling(seed: u64, model: BenchModel, n_sample: usize) -> Result<SampleResult> {
     let flow = build_flow(seed, model);
     let warm = flow.sample(N_SAMPLE_WARMUP, 7, None);
     if warm.rows() != N_SAMPLE_WARMUP {
@@ -478,15 +530,15 @@ fn bench_sampling(
     let c0 = cpu_seconds();
     let t0 = Instant::now();
     let x = flow.sample(n_sample, 11, None);
-    let sample_s = t0.elapsed().as_secs_f64();
-    let sample_cpu = c0.zip(cpu_seconds()).map(|(a, b)| b - a);
+    let seconds = t0.elapsed().as_secs_f64();
+    let cpu = c0.zip(cpu_seconds()).map(|(a, b)| b - a);
     if x.rows() != n_sample || x.cols() != DIM {
         bail!("sample has shape {} x {}", x.rows(), x.cols());
     }
     let finite = x.all_finite();
     drop(x);
 
-    // Sampling sections: base draws alone, and the inverse pass alone on pre-drawn z.
+    // Sampling sections: base draws alone, and the sampling pass alone on pre-drawn z.
     let t0 = Instant::now();
     let mut z = Matrix::<f32>::zeros(n_sample, DIM);
     {
@@ -498,9 +550,92 @@ fn bench_sampling(
     }
     let draw_s = t0.elapsed().as_secs_f64();
     let t0 = Instant::now();
-    let (xi, _) = flow.inverse(&z, None);
-    let inverse_s = t0.elapsed().as_secs_f64();
+    let xi = flow.events_from_base(&z, None);
+    let pass_s = t0.elapsed().as_secs_f64();
     std::hint::black_box(&xi);
+    let by_kind = pass_by_kind(&flow, z, Direction::Sample);
+    Ok(SampleResult {
+        seconds,
+        cpu,
+        finite,
+        draw_s,
+        pass_s,
+        by_kind,
+    })
+}
 
-    Ok((sample_s, sample_cpu, finite, draw_s, inverse_s))
+/// Direction of a pass timed by [`pass_by_kind`].
+#[derive(Clone, Copy, PartialEq)]
+enum Direction {
+    /// Data -> base (the density direction, `forward_reusing`), layers first to last.
+    Density,
+    /// Base -> data (`inverse_sample`), layers last to first.
+    Sample,
+}
+
+/// Seconds of one evaluation pass over `input` per layer kind: each layer runs over all rows
+/// (parallel chunks of `EVAL_CHUNK_ROWS` rows, one scratch tape per worker) before the next, so
+/// each layer is timed alone. `Flow`'s own passes keep a chunk in cache across layers, so the
+/// sum can exceed their time a little.
+fn pass_by_kind(
+    flow: &Flow<f32>,
+    mut input: Matrix<f32>,
+    dir: Direction,
+) -> Vec<(&'static str, f64)> {
+    use hepflow::flow::EVAL_CHUNK_ROWS;
+    use rayon::prelude::*;
+    let mut by_kind: Vec<(&'static str, f64)> = Vec::new();
+    let mut out = Matrix::<f32>::zeros(input.rows(), DIM);
+    let layers: Vec<_> = match dir {
+        Direction::Density => flow.layers().iter().collect(),
+        Direction::Sample => flow.layers().iter().rev().collect(),
+    };
+    for layer in layers {
+        let t0 = Instant::now();
+        out.as_mut_slice()
+            .par_chunks_mut(EVAL_CHUNK_ROWS * DIM)
+            .zip(input.as_slice().par_chunks(EVAL_CHUNK_ROWS * DIM))
+            .for_each_init(
+                || {
+                    (
+                        Matrix::zeros(0, 0),
+                        Matrix::zeros(0, 0),
+                        Vec::new(),
+                        Tape::default(),
+                    )
+                },
+                |(a, b, ladj, tape): &mut (Matrix<f32>, Matrix<f32>, Vec<f32>, Tape<f32>),
+                 (o, x)| {
+                    let rows = x.len() / DIM;
+                    a.resize(rows, DIM);
+                    a.as_mut_slice().copy_from_slice(x);
+                    b.resize(rows, DIM);
+                    ladj.clear();
+                    ladj.resize(rows, 0.0);
+                    match dir {
+                        Direction::Density => layer.forward_reusing(a, None, b, ladj, tape),
+                        Direction::Sample => layer.inverse_sample(a, None, b, ladj, tape),
+                    }
+                    o.copy_from_slice(b.as_slice());
+                },
+            );
+        let dt = t0.elapsed().as_secs_f64();
+        let kind = layer.spec().kind();
+        match by_kind.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, t)) => *t += dt,
+            None => by_kind.push((kind, dt)),
+        }
+        std::mem::swap(&mut input, &mut out);
+    }
+    by_kind
+}
+
+/// `by_kind` as a JSON object.
+fn kinds_json(by_kind: Vec<(&'static str, f64)>) -> serde_json::Value {
+    serde_json::Value::Object(
+        by_kind
+            .into_iter()
+            .map(|(k, t)| (k.into(), json!(t)))
+            .collect(),
+    )
 }

@@ -56,7 +56,7 @@ while [[ $# -gt 0 ]]; do
         --samples) samples="$2"; shift 2 ;;
         --python) py="$2"; shift 2 ;;
         --omp-wait) omp_wait="$2"; shift 2 ;;
-        -h|--help) sed -n '2,35p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,/^[^#]/{/^#/p}' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done

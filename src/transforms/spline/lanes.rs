@@ -411,10 +411,24 @@ pub(crate) fn softmax_lanes(logits: &[Lane], out: &mut [Lane]) {
         }
     }
     for o in out.iter_mut() {
+        lane_loop_barrier();
         for l in 0..LANES {
             o[l] /= sum[l];
         }
     }
+}
+
+/// Stops LLVM from vectorising the enclosing loop (over bins) across its iterations: without it
+/// the AVX-512 build turned `o[l] /= sum[l]` over `k` into gathers, eight-wide divisions and
+/// scatters per lane `l`; with it the 16 lanes of one iteration become one vector operation. An
+/// empty `asm!` block changes no value, so every path keeps the same bits.
+#[inline(always)]
+fn lane_loop_barrier() {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: an empty assembly block; it reads and writes no register, memory or flag.
+    unsafe {
+        std::arch::asm!("", options(nomem, nostack, preserves_flags))
+    };
 }
 
 /// `log(1 + e^t)` without overflow, per lane value.

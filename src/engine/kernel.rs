@@ -450,14 +450,18 @@ mod avx512 {
     }
 }
 
-/// The AVX2 + FMA kernel: the AVX-512 kernel's algorithm with 8-lane vectors (16 registers, so
-/// smaller tiles) and integer-vector masks for the remainders.
+/// The AVX2 + FMA kernel: the AVX-512 kernel's algorithm with 8-lane vectors and integer-vector
+/// masks for the remainders. With 16 registers the tiles are at most 6 x 16 (12 accumulators,
+/// 2 vectors of `B`, 1 broadcast of `A`): a 3 x 32 tile needs 17 and LLVM spilled accumulators
+/// to the stack inside the loop over `p`, which halved the kernel's speed.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
 
-    /// Columns of `C` per panel: four 8-lane vectors.
-    const PANEL: usize = 32;
+    /// Columns of `C` per panel: two 8-lane vectors.
+    const PANEL: usize = 16;
+    /// Columns per step of [`add_col_sums`]: four 8-lane vectors.
+    const SUM_PANEL: usize = 32;
 
     /// The part of a [`super::Epilogue`] that one tile sees (null = absent).
     struct Ep {
@@ -499,13 +503,12 @@ mod avx2 {
         while j0 < n {
             let w = (n - j0).min(PANEL);
             let nv = w.div_ceil(8);
-            let mask = lane_mask(w - (nv - 1) * 8);
+            let last = w - (nv - 1) * 8;
+            let mask = lane_mask(last);
             // Rows per tile: MR * NV accumulators + NV row vectors of B + 1 broadcast <= 16.
             let mr_max = match nv {
                 1 => 12,
-                2 => 6,
-                3 => 4,
-                _ => 3,
+                _ => 6,
             };
             let mut i0 = 0;
             while i0 < m {
@@ -530,17 +533,18 @@ mod avx2 {
                     };
                     macro_rules! dispatch {
                         ($($mr:literal $nv:literal),*) => {
-                            match (mr, nv) {
-                                $(($mr, $nv) => tile::<$mr, $nv>(k, ap, rsa, csa, bp, ldb, cp, ldc, mask, &tep),)*
+                            match (mr, nv, last == 8) {
+                                $(
+                                    ($mr, $nv, true) => tile::<$mr, $nv, false>(k, ap, rsa, csa, bp, ldb, cp, ldc, mask, &tep),
+                                    ($mr, $nv, false) => tile::<$mr, $nv, true>(k, ap, rsa, csa, bp, ldb, cp, ldc, mask, &tep),
+                                )*
                                 _ => unreachable!("tile shape out of range"),
                             }
                         };
                     }
                     dispatch!(
                         1 1, 2 1, 3 1, 4 1, 5 1, 6 1, 7 1, 8 1, 9 1, 10 1, 11 1, 12 1,
-                        1 2, 2 2, 3 2, 4 2, 5 2, 6 2,
-                        1 3, 2 3, 3 3, 4 3,
-                        1 4, 2 4, 3 4
+                        1 2, 2 2, 3 2, 4 2, 5 2, 6 2
                     );
                 }
                 i0 += mr;
@@ -580,15 +584,17 @@ mod avx2 {
                     }
                 }
             }
-            j += PANEL;
+            j += SUM_PANEL;
         }
     }
 
-    /// One `MR x 8 NV` tile of `C`; the last of the `NV` vectors is masked by `mask`.
+    /// One `MR x 8 NV` tile of `C`; when `MASKED`, the last of the `NV` vectors is masked by
+    /// `mask` (otherwise every vector is full and plain loads and stores are used: AMD CPUs run
+    /// masked stores much slower than plain ones).
     #[inline]
     #[target_feature(enable = "avx2,fma")]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn tile<const MR: usize, const NV: usize>(
+    unsafe fn tile<const MR: usize, const NV: usize, const MASKED: bool>(
         k: usize,
         a: *const f32,
         rsa: usize,
@@ -601,7 +607,6 @@ mod avx2 {
         ep: &Ep,
     ) {
         let mut acc = [[_mm256_setzero_ps(); NV]; MR];
-        let full = _mm256_set1_epi32(-1);
         // SAFETY (whole body): every pointer stays inside the tile's rows/columns of A, B and C;
         // masked loads and stores do not touch (or fault on) the masked-out lanes.
         unsafe {
@@ -609,7 +614,7 @@ mod avx2 {
                 let bp = b.add(p * ldb);
                 let mut bv = [_mm256_setzero_ps(); NV];
                 for (v, x) in bv.iter_mut().enumerate() {
-                    *x = if v + 1 == NV {
+                    *x = if MASKED && v + 1 == NV {
                         _mm256_maskload_ps(bp.add(8 * v), mask)
                     } else {
                         _mm256_loadu_ps(bp.add(8 * v))
@@ -628,23 +633,34 @@ mod avx2 {
             for (r, row) in acc.iter().enumerate() {
                 for (v, x) in row.iter().enumerate() {
                     let cp = c.add(r * ldc + 8 * v);
-                    let m = if v + 1 == NV { mask } else { full };
+                    let masked = MASKED && v + 1 == NV;
+                    let load = |p: *const f32| {
+                        if masked {
+                            _mm256_maskload_ps(p, mask)
+                        } else {
+                            _mm256_loadu_ps(p)
+                        }
+                    };
                     let mut out = *x;
                     if ep.accumulate {
-                        out = _mm256_add_ps(out, _mm256_maskload_ps(cp, m));
+                        out = _mm256_add_ps(out, load(cp));
                     }
                     if !ep.bias.is_null() {
-                        out = _mm256_add_ps(out, _mm256_maskload_ps(ep.bias.add(8 * v), m));
+                        out = _mm256_add_ps(out, load(ep.bias.add(8 * v)));
                     }
                     if ep.relu {
                         out = _mm256_max_ps(out, zero);
                     }
                     if !ep.gate.is_null() {
-                        let g = _mm256_maskload_ps(ep.gate.add(r * ep.ldg + 8 * v), m);
+                        let g = load(ep.gate.add(r * ep.ldg + 8 * v));
                         let keep = _mm256_cmp_ps::<_CMP_GT_OQ>(g, zero);
                         out = _mm256_and_ps(keep, _mm256_mul_ps(out, scale));
                     }
-                    _mm256_maskstore_ps(cp, m, out);
+                    if masked {
+                        _mm256_maskstore_ps(cp, mask, out);
+                    } else {
+                        _mm256_storeu_ps(cp, out);
+                    }
                 }
             }
         }

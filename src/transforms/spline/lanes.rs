@@ -411,10 +411,24 @@ pub(crate) fn softmax_lanes(logits: &[Lane], out: &mut [Lane]) {
         }
     }
     for o in out.iter_mut() {
+        lane_loop_barrier();
         for l in 0..LANES {
             o[l] /= sum[l];
         }
     }
+}
+
+/// Stops LLVM from vectorising the enclosing loop (over bins) across its iterations: without it
+/// the AVX-512 build turned `o[l] /= sum[l]` over `k` into gathers, eight-wide divisions and
+/// scatters per lane `l`; with it the 16 lanes of one iteration become one vector operation. An
+/// empty `asm!` block changes no value, so every path keeps the same bits.
+#[inline(always)]
+fn lane_loop_barrier() {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: an empty assembly block; it reads and writes no register, memory or flag.
+    unsafe {
+        std::arch::asm!("", options(nomem, nostack, preserves_flags))
+    };
 }
 
 /// `log(1 + e^t)` without overflow, per lane value.
@@ -422,6 +436,17 @@ pub(crate) fn softmax_lanes(logits: &[Lane], out: &mut [Lane]) {
 pub(crate) fn softplus(t: f32) -> f32 {
     use crate::engine::vmath::{exp, ln_1p};
     t.max(0.0) + ln_1p(exp(-t.abs()))
+}
+
+/// `out = add + softplus(t + shift)` elementwise over whole lanes, as one flat loop: LLVM
+/// vectorises a flat loop on every path, where a nest of 16-lane loops was left scalar in the
+/// AVX2 build of the piecewise-quadratic kernels (the `exp` and `ln` in it ran one lane at a
+/// time). `shift = 0` adds nothing: `softplus(+0) = softplus(-0)`.
+#[inline(always)]
+pub(crate) fn softplus_lanes(t: &[Lane], shift: f32, add: f32, out: &mut [Lane]) {
+    for (o, &v) in out.as_flattened_mut().iter_mut().zip(t.as_flattened()) {
+        *o = add + softplus(v + shift);
+    }
 }
 
 /// `1 / (1 + e^{-t})` without overflow, per lane value.

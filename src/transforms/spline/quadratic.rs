@@ -315,11 +315,12 @@ impl LaneKnots {
         };
         lanes::softmax_lanes(&th[..bins], &mut kn.p[..bins]);
         let mut vh = z;
-        for k in 0..=bins {
-            for l in 0..LANES {
-                vh[k][l] = lanes::softplus(th[bins + k][l]) + MIN_VERTEX as f32;
-            }
-        }
+        lanes::softplus_lanes(
+            &th[bins..=2 * bins],
+            0.0,
+            MIN_VERTEX as f32,
+            &mut vh[..=bins],
+        );
         let mut acc = [0f32; LANES];
         for k in 0..bins {
             for l in 0..LANES {

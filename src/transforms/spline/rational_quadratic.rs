@@ -336,12 +336,12 @@ impl LaneKnots {
         let md = MIN_DERIVATIVE as f32;
         s.ds[0] = [1.0; LANES];
         s.ds[bins] = [1.0; LANES];
-        for k in 1..bins {
-            for l in 0..LANES {
-                s.ds[k][l] =
-                    md + lanes::softplus(th[2 * bins + k - 1][l] + DERIVATIVE_SHIFT as f32);
-            }
-        }
+        lanes::softplus_lanes(
+            &th[2 * bins..3 * bins - 1],
+            DERIVATIVE_SHIFT as f32,
+            md,
+            &mut s.ds[1..bins],
+        );
         s
     }
 

@@ -1,0 +1,81 @@
+//! GFLOP/s of the `f32` GEMM kernel ([`hepflow::engine::kernel`]) on the conditioner shapes of
+//! the bench models (chunks of 1024 events), on every SIMD path this CPU supports, per CPU-second
+//! of the process (user + system time from `/proc/self/stat`, so a shared machine's waits do not
+//! count; Linux only). Each figure is the best of 3 runs of about 30 GFLOP.
+//!
+//! ```text
+//! cargo run --release --example gemm_shapes
+//! ```
+
+use hepflow::engine::kernel::{Epilogue, sgemm_on};
+use hepflow::engine::simd::supported_paths;
+
+/// CPU seconds of this process (user + system), from `/proc/self/stat` (clock ticks of 1/100 s).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("reading /proc/self/stat");
+    let rest = &stat[stat.rfind(')').expect("stat format") + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| f[i].parse::<f64>().expect("stat format");
+    (tick(11) + tick(12)) / 100.0
+}
+
+fn main() {
+    // (name, m, k, n, A read transposed as in the weight gradient `dY^T X`)
+    let shapes: &[(&str, usize, usize, usize, bool)] = &[
+        ("input 9->128", 1024, 9, 128, false),
+        ("hidden 128->128", 1024, 128, 128, false),
+        ("out pq 128->153", 1024, 128, 153, false),
+        ("out rq 128->207", 1024, 128, 207, false),
+        ("out nvp 128->18", 1024, 128, 18, false),
+        ("lu 18->18", 1024, 18, 18, false),
+        ("grad 128x512x128", 128, 512, 128, true),
+    ];
+    for &(name, m, k, n, transposed) in shapes {
+        let a: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 7 % 13) as f32) * 0.1 - 0.6)
+            .collect();
+        let b: Vec<f32> = (0..k * n)
+            .map(|i| ((i * 5 % 11) as f32) * 0.1 - 0.5)
+            .collect();
+        let bias = vec![0.1f32; n];
+        let mut c = vec![0f32; m * n];
+        let ep = Epilogue {
+            bias: Some(&bias),
+            relu: true,
+            ..Epilogue::default()
+        };
+        let (rsa, csa) = if transposed { (1, m) } else { (k, 1) };
+        let flops = 2.0 * (m * k * n) as f64;
+        let reps = (30e9 / flops).ceil() as usize;
+        let mut line = format!("{name:>18}");
+        for path in supported_paths() {
+            let mut best = f64::INFINITY;
+            for _ in 0..3 {
+                let t0 = cpu_seconds();
+                for _ in 0..reps {
+                    // SAFETY: A is m x k (read with strides rsa, csa), B is k x n and C is m x n,
+                    // all row-major in the vectors above; C overlaps nothing.
+                    unsafe {
+                        sgemm_on(
+                            path,
+                            m,
+                            k,
+                            n,
+                            a.as_ptr(),
+                            rsa,
+                            csa,
+                            b.as_ptr(),
+                            n,
+                            c.as_mut_ptr(),
+                            n,
+                            &ep,
+                        )
+                    };
+                }
+                best = best.min(cpu_seconds() - t0);
+            }
+            line += &format!("  {path}: {:6.1}", flops * reps as f64 / best / 1e9);
+        }
+        println!("{line}");
+    }
+}

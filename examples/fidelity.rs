@@ -555,7 +555,7 @@ fn support(
 ) -> Result<()> {
     use hepflow::model::{FORMAT_VERSION, ModelConfig};
     use hepflow::preprocess::{DEFAULT_MARGIN, Preprocessor};
-    use hepflow::presets::build_specs;
+    use hepflow::presets::{build_base, build_specs};
     use hepflow::train::{Silent, fit, initial_state};
     let label = match class {
         "background" => 0u8,
@@ -666,6 +666,7 @@ fn support(
             context: Vec::new(),
             preprocessing: Some(pre),
             layers: build_specs(preset, d, &opts, seed),
+            base: build_base(preset, d, &opts),
             training: serde_json::Value::Null,
             members: 1,
         };

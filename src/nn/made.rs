@@ -257,6 +257,26 @@ impl<T: Real> Made<T> {
         }
     }
 
+    /// Writes the network input `[x, c]` (D + C columns) into `out`. A missing context reads as
+    /// zeros; extra or missing columns of `x` or `c` are ignored / read as zeros.
+    pub fn fill_input(&self, x: &Matrix<T>, ctx: Option<&Matrix<T>>, out: &mut Matrix<T>) {
+        let (d, c) = (self.config.dim, self.config.context_dim);
+        let n = x.rows();
+        out.resize(n, d + c);
+        for i in 0..n {
+            let o = out.row_mut(i);
+            o.fill(T::zero());
+            let xr = x.row(i);
+            let k = xr.len().min(d);
+            o[..k].copy_from_slice(&xr[..k]);
+            if let Some(ctx) = ctx.filter(|m| m.rows() > i) {
+                let cr = ctx.row(i);
+                let k = cr.len().min(c);
+                o[d..d + k].copy_from_slice(&cr[..k]);
+            }
+        }
+    }
+
     /// Evaluation: `out = made(input)`, `input` = `[x (D columns), context (C columns)]`,
     /// `out` = `out_per_feature * D` columns (resized here).
     pub fn forward(&self, input: &Matrix<T>, out: &mut Matrix<T>) {

@@ -320,6 +320,17 @@ impl TrainOptions {
         Ok(())
     }
 
+    /// The architecture options that are set, by name (value as text).
+    fn size_options(&self) -> [(&'static str, Option<String>); 5] {
+        [
+            ("blocks", self.blocks.map(|v| v.to_string())),
+            ("bins", self.bins.map(|v| v.to_string())),
+            ("bound", self.bound.map(|v| v.to_string())),
+            ("residual", self.residual.map(|v| v.to_string())),
+            ("dropout", self.dropout.map(|v| v.to_string())),
+        ]
+    }
+
     fn preset_options(&self, preset: Preset) -> Result<PresetOptions, ConfigError> {
         let mut o = preset.default_options();
         if let Some(b) = self.blocks {
@@ -387,38 +398,29 @@ impl TrainOptions {
             }
             o.ode_steps = k;
         }
-        if preset == Preset::MadeMog {
+        // Options a model has no use for are refused rather than silently ignored.
+        let unused: &[&str] = match preset {
             // One MADE and (optionally) MAF layers: no splines, residual nets or dropout.
-            let unused = [
-                ("bins", self.bins.map(|v| v.to_string())),
-                ("bound", self.bound.map(|v| v.to_string())),
-                ("residual", self.residual.map(|v| v.to_string())),
-                ("dropout", self.dropout.map(|v| v.to_string())),
-            ];
-            if let Some((name, Some(v))) = unused.into_iter().find(|(_, v)| v.is_some()) {
-                return Err(invalid(
-                    name,
-                    v,
-                    "does not apply to model = made-mog (one MADE network; set hidden, components and blocks)",
-                ));
-            }
-        }
-        if preset.is_flow_matching() {
+            Preset::MadeMog => &["bins", "bound", "residual", "dropout"],
             // One velocity network: no blocks, splines or dropout (its exact divergence assumes
             // the evaluation network).
-            let unused = [
-                ("blocks", self.blocks.map(|v| v.to_string())),
-                ("bins", self.bins.map(|v| v.to_string())),
-                ("bound", self.bound.map(|v| v.to_string())),
-                ("dropout", self.dropout.map(|v| v.to_string())),
-            ];
-            if let Some((name, Some(v))) = unused.into_iter().find(|(_, v)| v.is_some()) {
-                return Err(invalid(
-                    name,
-                    v,
-                    "does not apply to model = flow-matching (one velocity network; set hidden, residual and ode_steps)",
-                ));
-            }
+            Preset::FlowMatching => &["blocks", "bins", "bound", "dropout"],
+            _ => &[],
+        };
+        if let Some((name, v)) = self
+            .size_options()
+            .into_iter()
+            .find(|(name, v)| v.is_some() && unused.contains(name))
+        {
+            let hint = match preset {
+                Preset::MadeMog => "one MADE network; set hidden, components and blocks",
+                _ => "one velocity network; set hidden, residual and ode_steps",
+            };
+            return Err(invalid(
+                name,
+                v.unwrap_or_default(),
+                &format!("does not apply to model = {preset} ({hint})"),
+            ));
         }
         Ok(o)
     }
@@ -747,6 +749,36 @@ mod tests {
                 "{text}: {e}"
             );
             assert!(e.to_string().contains(&format!("`{option}`")), "{e}");
+        }
+    }
+
+    #[test]
+    fn made_mog_takes_components_and_zero_blocks_and_refuses_what_it_lacks() {
+        let s = opts("model = \"made-mog\"").unwrap();
+        assert_eq!(s.preset, Preset::MadeMog);
+        let o = &s.preset_options;
+        assert_eq!(
+            (o.blocks, o.components),
+            (0, crate::presets::DEFAULT_COMPONENTS)
+        );
+        assert!(s.check_data(1000, 18, 2).is_ok());
+        let s = opts("model = \"made-mog\"\ncomponents = 3\nblocks = 2").unwrap();
+        assert_eq!(
+            (s.preset_options.components, s.preset_options.blocks),
+            (3, 2)
+        );
+        for (text, option) in [
+            ("model = \"made-mog\"\ncomponents = 0", "components"),
+            ("model = \"made-mog\"\ncomponents = 65", "components"),
+            ("model = \"made-mog\"\ndropout = 0.1", "dropout"),
+            ("model = \"made-mog\"\nbins = 4", "bins"),
+            ("components = 4", "components"),
+            ("blocks = 0", "blocks"),
+        ] {
+            match opts(text) {
+                Err(ConfigError::Invalid { option: o, .. }) => assert_eq!(o, option, "{text}"),
+                other => panic!("{text}: {other:?}"),
+            }
         }
     }
 

@@ -85,7 +85,7 @@ enum Cmd {
         /// background or signal.
         #[arg(long)]
         class: String,
-        /// realnvp, glow, pq-spline, rq-spline, maf, or default (the preset of `hepflow train`).
+        /// realnvp, glow, pq-spline, rq-spline, maf, made-mog, flow-matching, or default (the preset of `hepflow train`).
         #[arg(long, default_value = "default")]
         preset: String,
         /// TOML file with architecture / optimisation options (same keys as `hepflow train --config`).

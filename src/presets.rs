@@ -11,7 +11,7 @@
 //! - `maf`: [MAF with a MADE conditioner, alternating reversed/random orders] x blocks
 //!   (Papamakarios et al. 2017).
 //! - `made-mog`: no transforms; a MADE-MoG base distribution, an autoregressive mixture of K = 10
-//!   Gaussians per feature whose weights, means and widths come from one MADE (2 x 512)
+//!   Gaussians per feature whose weights, means and widths come from one MADE (2 x 256)
 //!   (Papamakarios et al. 2017; [`crate::distributions::MadeMog`]). With `blocks` > 0 the base
 //!   sits under that many MAF layers (MAF-MoG).
 //! - `flow-matching`: one continuous flow, a velocity MLP (3 x 256, time features) integrated
@@ -108,7 +108,7 @@ impl Preset {
             }
             Preset::MadeMog => {
                 o.blocks = 0;
-                o.hidden = vec![512, 512];
+                o.hidden = vec![256, 256];
                 o.components = DEFAULT_COMPONENTS;
             }
             _ => {}

@@ -21,7 +21,8 @@
 //! gradients to its parameters and to the preceding features (and the context).
 //!
 //! Sampling (ancestral, `D` network passes): for `d = order[0], order[1], ...`, evaluate the
-//! network on the features drawn so far, pick component `k` with probability `pi_dk` by the
+//! network on the features drawn so far (only the `3K` outputs of `d`,
+//! [`crate::nn::Made::forward_columns`]), pick component `k` with probability `pi_dk` by the
 //! uniform `v_d` and set `x_d = mu_dk + sigma_dk e_d` with the normal `e_d`. Event `index` of the
 //! sample with seed `seed` takes `(v_d, e_d)` for the `k`-th feature of the order from
 //! `Rng::stream(seed, index)` in the order `v, e, v, e, ...`.
@@ -259,9 +260,10 @@ impl<T: Real> MadeMog<T> {
         dx
     }
 
-    /// The component of feature `f` that the uniform `v` picks from the network output row `h`.
-    fn pick(&self, h: &[T], f: usize, v: T) -> usize {
-        let (k, d) = (self.config.components, self.config.dim);
+    /// The component of feature `f` that the uniform `v` picks from the network outputs `h`,
+    /// laid out with `d` columns per block (the full output: `d` = D).
+    fn pick(&self, h: &[T], f: usize, d: usize, v: T) -> usize {
+        let k = self.config.components;
         let m = (0..k)
             .map(|j| h[j * d + f])
             .fold(T::neg_infinity(), |a, b| a.max(b));
@@ -390,14 +392,20 @@ impl<T: Real> Distribution<T> for MadeMog<T> {
         out.as_mut_slice().fill(T::zero());
         self.net.fill_input(out, ctx, &mut inp);
         let (k, clamp) = (self.config.components, self.clamp());
+        // The network's outputs of one feature: logits, means, raw log-stds (`3K` columns).
+        let mut cols = [0usize; 3 * MAX_COMPONENTS];
         for (step, &f) in self.config.order.iter().enumerate() {
+            for (j, c) in cols[..3 * k].iter_mut().enumerate() {
+                *c = j * d + f;
+            }
             // x_f depends only on the features before f in the order, all drawn by now.
-            self.net.forward_train(&inp, &mut h, scratch.child(0));
+            self.net
+                .forward_columns(&inp, &cols[..3 * k], &mut h, scratch.child(0));
             for r in 0..n {
                 let (hr, nr) = (h.row(r), noise.row(r));
-                let j = self.pick(hr, f, nr[2 * step]);
-                let sigma = clamp.log_scale(hr[(2 * k + j) * d + f]).exp();
-                inp.row_mut(r)[f] = hr[(k + j) * d + f] + sigma * nr[2 * step + 1];
+                let j = self.pick(hr, 0, 1, nr[2 * step]);
+                let sigma = clamp.log_scale(hr[2 * k + j]).exp();
+                inp.row_mut(r)[f] = hr[k + j] + sigma * nr[2 * step + 1];
             }
         }
         for r in 0..n {

@@ -85,7 +85,7 @@ enum Cmd {
         /// background or signal.
         #[arg(long)]
         class: String,
-        /// realnvp, glow, pq-spline, rq-spline, maf, or default (the preset of `hepflow train`).
+        /// realnvp, glow, pq-spline, rq-spline, maf, made-mog, flow-matching, or default (the preset of `hepflow train`).
         #[arg(long, default_value = "default")]
         preset: String,
         /// TOML file with architecture / optimisation options (same keys as `hepflow train --config`).
@@ -555,7 +555,7 @@ fn support(
 ) -> Result<()> {
     use hepflow::model::{FORMAT_VERSION, ModelConfig};
     use hepflow::preprocess::{DEFAULT_MARGIN, Preprocessor};
-    use hepflow::presets::build_specs;
+    use hepflow::presets::{build_base, build_specs};
     use hepflow::train::{Silent, fit, initial_state};
     let label = match class {
         "background" => 0u8,
@@ -666,6 +666,7 @@ fn support(
             context: Vec::new(),
             preprocessing: Some(pre),
             layers: build_specs(preset, d, &opts, seed),
+            base: build_base(preset, d, &opts),
             training: serde_json::Value::Null,
             members: 1,
         };

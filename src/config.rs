@@ -7,6 +7,7 @@
 //! starts. The checks that need the data (feature count, split sizes, memory) are in
 //! [`TrainSettings::check_data`].
 
+use crate::distributions::made_mog::MAX_COMPONENTS;
 use crate::presets::{Preset, PresetOptions};
 use crate::train::{Schedule, TrainConfig};
 use crate::transforms::continuous::MAX_ODE_STEPS;
@@ -80,9 +81,10 @@ pub struct TrainOptions {
     /// Value for `Jet_pt[k]` columns in events with fewer than k+1 elements (default: such
     /// events are dropped, and the count is printed).
     pub fill: Option<f32>,
-    /// Architecture: realnvp, glow, pq-spline (default), rq-spline, maf or flow-matching.
+    /// Architecture: realnvp, glow, pq-spline (default), rq-spline, maf, made-mog or
+    /// flow-matching.
     pub model: Option<String>,
-    /// Number of flow blocks (default 10).
+    /// Number of flow blocks (default 10; made-mog: 0, MAF layers under its mixture base).
     pub blocks: Option<usize>,
     /// Hidden widths of the conditioners (default [128, 128]).
     pub hidden: Option<Vec<usize>>,
@@ -97,6 +99,8 @@ pub struct TrainOptions {
     /// Runge-Kutta steps of the flow-matching model's ODE (default 16; `hepflow sample
     /// --ode-steps` overrides it per run).
     pub ode_steps: Option<usize>,
+    /// Gaussian components per feature of the made-mog model (default 10).
+    pub components: Option<usize>,
     /// Maximum epochs (default 200, 1000 for flow-matching; early stopping usually ends sooner).
     pub epochs: Option<usize>,
     /// Events per optimizer step (default 512).
@@ -196,7 +200,7 @@ impl TrainOptions {
     /// flags over a configuration file).
     pub fn merged(mut self, over: &TrainOptions) -> TrainOptions {
         merge_fields!(self, over; format, features, columns, weight, fill, model, blocks, hidden, bins,
-            bound, residual, dropout, ode_steps, epochs, batch_size, lr, schedule, patience, val_fraction,
+            bound, residual, dropout, ode_steps, components, epochs, batch_size, lr, schedule, patience, val_fraction,
             weight_decay, clip_grad_norm, ema_decay, margin, seed, threads, ensemble);
         if !over.select.is_empty() {
             self.select = over.select.clone();
@@ -215,7 +219,7 @@ impl TrainOptions {
                 invalid(
                     "model",
                     m,
-                    "expected one of realnvp, glow, pq-spline, rq-spline, maf, flow-matching",
+                    "expected one of realnvp, glow, pq-spline, rq-spline, maf, made-mog, flow-matching",
                 )
             }),
         }
@@ -316,13 +320,39 @@ impl TrainOptions {
         Ok(())
     }
 
+    /// The architecture options that are set, by name (value as text).
+    fn size_options(&self) -> [(&'static str, Option<String>); 5] {
+        [
+            ("blocks", self.blocks.map(|v| v.to_string())),
+            ("bins", self.bins.map(|v| v.to_string())),
+            ("bound", self.bound.map(|v| v.to_string())),
+            ("residual", self.residual.map(|v| v.to_string())),
+            ("dropout", self.dropout.map(|v| v.to_string())),
+        ]
+    }
+
     fn preset_options(&self, preset: Preset) -> Result<PresetOptions, ConfigError> {
         let mut o = preset.default_options();
         if let Some(b) = self.blocks {
-            if !(1..=MAX_BLOCKS).contains(&b) {
-                return Err(invalid("blocks", b, "must be between 1 and 1000"));
+            // made-mog is a density model without transforms; blocks adds MAF layers under it.
+            let lowest = usize::from(preset != Preset::MadeMog);
+            if !(lowest..=MAX_BLOCKS).contains(&b) {
+                return Err(invalid(
+                    "blocks",
+                    b,
+                    &format!("must be between {lowest} and 1000"),
+                ));
             }
             o.blocks = b;
+        }
+        if let Some(k) = self.components {
+            if preset != Preset::MadeMog {
+                return Err(invalid("components", k, "applies only to model = made-mog"));
+            }
+            if !(1..=MAX_COMPONENTS).contains(&k) {
+                return Err(invalid("components", k, "must be between 1 and 64"));
+            }
+            o.components = k;
         }
         if let Some(h) = &self.hidden {
             if h.is_empty() || h.iter().any(|w| *w == 0 || *w > MAX_HIDDEN) {
@@ -368,22 +398,29 @@ impl TrainOptions {
             }
             o.ode_steps = k;
         }
-        if preset.is_flow_matching() {
+        // Options a model has no use for are refused rather than silently ignored.
+        let unused: &[&str] = match preset {
+            // One MADE and (optionally) MAF layers: no splines, residual nets or dropout.
+            Preset::MadeMog => &["bins", "bound", "residual", "dropout"],
             // One velocity network: no blocks, splines or dropout (its exact divergence assumes
             // the evaluation network).
-            let unused = [
-                ("blocks", self.blocks.map(|v| v.to_string())),
-                ("bins", self.bins.map(|v| v.to_string())),
-                ("bound", self.bound.map(|v| v.to_string())),
-                ("dropout", self.dropout.map(|v| v.to_string())),
-            ];
-            if let Some((name, Some(v))) = unused.into_iter().find(|(_, v)| v.is_some()) {
-                return Err(invalid(
-                    name,
-                    v,
-                    "does not apply to model = flow-matching (one velocity network; set hidden, residual and ode_steps)",
-                ));
-            }
+            Preset::FlowMatching => &["blocks", "bins", "bound", "dropout"],
+            _ => &[],
+        };
+        if let Some((name, v)) = self
+            .size_options()
+            .into_iter()
+            .find(|(name, v)| v.is_some() && unused.contains(name))
+        {
+            let hint = match preset {
+                Preset::MadeMog => "one MADE network; set hidden, components and blocks",
+                _ => "one velocity network; set hidden, residual and ode_steps",
+            };
+            return Err(invalid(
+                name,
+                v.unwrap_or_default(),
+                &format!("does not apply to model = {preset} ({hint})"),
+            ));
         }
         Ok(o)
     }
@@ -476,9 +513,13 @@ impl TrainOptions {
             (
                 "model",
                 "pq-spline",
-                "realnvp, glow, pq-spline, rq-spline, maf or flow-matching",
+                "realnvp, glow, pq-spline, rq-spline, maf, made-mog or flow-matching",
             ),
-            ("blocks", "10", "flow blocks (1-1000)"),
+            (
+                "blocks",
+                "10 (made-mog: 0)",
+                "flow blocks (1-1000; made-mog: MAF layers under the mixture, 0-1000)",
+            ),
             (
                 "hidden",
                 "[128, 128]",
@@ -496,6 +537,11 @@ impl TrainOptions {
                 "ode_steps",
                 "16",
                 "RK4 steps of the flow-matching ODE (1-100000)",
+            ),
+            (
+                "components",
+                "10",
+                "Gaussian components per feature of made-mog (1-64)",
             ),
             (
                 "epochs",
@@ -608,6 +654,10 @@ pub fn estimate_training_bytes(s: &TrainSettings, dim: usize, context_dim: usize
             half.ceil() * (3 * o.bins + 1) as f64,
         ),
         Preset::Maf => (dim as f64 + context_dim as f64, 2.0 * dim as f64),
+        Preset::MadeMog => (
+            dim as f64 + context_dim as f64,
+            (3 * o.components * dim) as f64,
+        ),
         Preset::FlowMatching => (
             (dim + context_dim + 1 + 2 * crate::presets::TIME_FREQUENCIES) as f64,
             dim as f64,
@@ -616,11 +666,13 @@ pub fn estimate_training_bytes(s: &TrainSettings, dim: usize, context_dim: usize
     let per_block = mlp_params(cond_in as usize, &o.hidden, cond_out as usize)
         + (dim * dim) as f64
         + 4.0 * dim as f64;
-    let params = per_block * o.blocks as f64;
+    // made-mog: its MADE base on top of `blocks` MAF layers (estimated as large as the base).
+    let nets = o.blocks as f64 + f64::from(u8::from(s.preset == Preset::MadeMog));
+    let params = per_block * nets;
     let chunks = (s.train.batch_size as f64 / s.train.chunk_rows as f64).ceil();
     let param_bytes = 4.0 * params * (10.0 + chunks);
     let width: f64 = o.hidden.iter().map(|h| *h as f64).sum::<f64>() + cond_out + 2.0 * dim as f64;
-    let act_bytes = 4.0 * 4.0 * s.train.batch_size as f64 * width * o.blocks as f64;
+    let act_bytes = 4.0 * 4.0 * s.train.batch_size as f64 * width * nets;
     param_bytes + act_bytes
 }
 
@@ -697,6 +749,36 @@ mod tests {
                 "{text}: {e}"
             );
             assert!(e.to_string().contains(&format!("`{option}`")), "{e}");
+        }
+    }
+
+    #[test]
+    fn made_mog_takes_components_and_zero_blocks_and_refuses_what_it_lacks() {
+        let s = opts("model = \"made-mog\"").unwrap();
+        assert_eq!(s.preset, Preset::MadeMog);
+        let o = &s.preset_options;
+        assert_eq!(
+            (o.blocks, o.components),
+            (0, crate::presets::DEFAULT_COMPONENTS)
+        );
+        assert!(s.check_data(1000, 18, 2).is_ok());
+        let s = opts("model = \"made-mog\"\ncomponents = 3\nblocks = 2").unwrap();
+        assert_eq!(
+            (s.preset_options.components, s.preset_options.blocks),
+            (3, 2)
+        );
+        for (text, option) in [
+            ("model = \"made-mog\"\ncomponents = 0", "components"),
+            ("model = \"made-mog\"\ncomponents = 65", "components"),
+            ("model = \"made-mog\"\ndropout = 0.1", "dropout"),
+            ("model = \"made-mog\"\nbins = 4", "bins"),
+            ("components = 4", "components"),
+            ("blocks = 0", "blocks"),
+        ] {
+            match opts(text) {
+                Err(ConfigError::Invalid { option: o, .. }) => assert_eq!(o, option, "{text}"),
+                other => panic!("{text}: {other:?}"),
+            }
         }
     }
 

@@ -1,11 +1,14 @@
-//! A normalizing flow: a standard-normal base distribution and a chain of transforms.
+//! A normalizing flow: a base distribution ([`crate::distributions`]) and a chain of transforms.
 //!
-//! `log p(x | c) = log N(f(x; c); 0, I) + sum_k log|det J_{f_k}|`, where `f = f_K o ... o f_1` maps
-//! data to the base space; sampling draws `z ~ N(0, I)` and returns `f^{-1}(z)`.
+//! `log p(x | c) = log p_base(f(x; c) | c) + sum_k log|det J_{f_k}|`, where `f = f_K o ... o f_1`
+//! maps data to the base space; sampling draws `z ~ p_base(. | c)` and returns `f^{-1}(z)`. The
+//! base is the standard normal `N(0, I)` unless the model says otherwise (MADE-MoG); a flow may
+//! have no transforms at all when its base is a density model of its own.
 //! Evaluation work is split over the batch into fixed chunks that run in parallel with rayon;
 //! the chunking never depends on the thread count, so results are identical for any number of
 //! threads.
 
+use crate::distributions::{BaseSpec, Distribution, StdNormal};
 use crate::engine::{Matrix, Real, Rng, Tape};
 use crate::transforms::{LayerSpec, Param, Transform};
 use rayon::prelude::*;
@@ -40,6 +43,8 @@ struct EvalScratch<T> {
     /// The chunk's rows of the context.
     ctx: Matrix<T>,
     tape: Tape<T>,
+    /// Base log-densities of the chunk.
+    lp: Vec<T>,
 }
 
 impl<T: Real> Default for EvalScratch<T> {
@@ -49,6 +54,7 @@ impl<T: Real> Default for EvalScratch<T> {
             b: Matrix::zeros(0, 0),
             ctx: Matrix::zeros(0, 0),
             tape: Tape::default(),
+            lp: Vec::new(),
         }
     }
 }
@@ -58,6 +64,8 @@ impl<T: Real> Default for EvalScratch<T> {
 enum Pass {
     /// Data -> base with log-determinants.
     Forward,
+    /// Data -> base, then the base log-density added to the log-determinants: `log p(x)`.
+    LogProb,
     /// Base -> data with log-determinants.
     Inverse,
     /// Base -> data; log-determinants not needed.
@@ -69,29 +77,70 @@ pub struct Flow<T: Real> {
     dim: usize,
     context_dim: usize,
     layers: Vec<Box<dyn Transform<T>>>,
+    base: Box<dyn Distribution<T>>,
 }
 
 impl<T: Real> Flow<T> {
-    /// A flow from already-built layers (all must have the same `dim`).
+    /// A flow from already-built layers (all must have the same `dim`) on a standard-normal base.
     pub fn new(dim: usize, context_dim: usize, layers: Vec<Box<dyn Transform<T>>>) -> Self {
-        debug_assert!(layers.iter().all(|l| l.dim() == dim));
+        Self::with_base(dim, context_dim, layers, Box::new(StdNormal::new(dim)))
+    }
+
+    /// A flow from already-built layers and base distribution (all of the same `dim`).
+    pub fn with_base(
+        dim: usize,
+        context_dim: usize,
+        layers: Vec<Box<dyn Transform<T>>>,
+        base: Box<dyn Distribution<T>>,
+    ) -> Self {
+        debug_assert!(layers.iter().all(|l| l.dim() == dim) && base.dim() == dim);
         Self {
             dim,
             context_dim,
             layers,
+            base,
         }
     }
 
-    /// Builds every layer of `specs` with fresh parameters drawn from `Rng::new(seed)`.
+    /// Builds every layer of `specs` with fresh parameters drawn from `Rng::new(seed)`, on a
+    /// standard-normal base.
     pub fn from_specs(dim: usize, context_dim: usize, specs: &[LayerSpec], seed: u64) -> Self {
+        Self::from_parts(dim, context_dim, &BaseSpec::StdNormal, specs, seed)
+    }
+
+    /// Builds every layer of `specs` and then the base `base` with fresh parameters drawn from
+    /// one `Rng::new(seed)` (the layers get the values [`Flow::from_specs`] gives them).
+    pub fn from_parts(
+        dim: usize,
+        context_dim: usize,
+        base: &BaseSpec,
+        specs: &[LayerSpec],
+        seed: u64,
+    ) -> Self {
         let mut rng = Rng::new(seed);
         let layers = specs.iter().map(|s| s.build::<T>(&mut rng)).collect();
-        Self::new(dim, context_dim, layers)
+        let base = base.build::<T>(dim, &mut rng);
+        Self::with_base(dim, context_dim, layers, base)
     }
 
     /// The layer descriptions.
     pub fn specs(&self) -> Vec<LayerSpec> {
         self.layers.iter().map(|l| l.spec()).collect()
+    }
+
+    /// The base distribution's description.
+    pub fn base_spec(&self) -> BaseSpec {
+        self.base.spec()
+    }
+
+    /// The base distribution.
+    pub fn base(&self) -> &dyn Distribution<T> {
+        self.base.as_ref()
+    }
+
+    /// The mutable base distribution.
+    pub fn base_mut(&mut self) -> &mut dyn Distribution<T> {
+        self.base.as_mut()
     }
 
     /// Number of features.
@@ -114,19 +163,23 @@ impl<T: Real> Flow<T> {
         &mut self.layers
     }
 
-    /// Total number of trainable scalars.
+    /// Total number of trainable scalars (the layers', then the base's).
     pub fn num_params(&self) -> usize {
-        self.layers.iter().map(|l| l.num_params()).sum()
+        self.layers.iter().map(|l| l.num_params()).sum::<usize>() + self.base.num_params()
+    }
+
+    /// Every trainable parameter in gradient order: each layer's, then the base's.
+    fn all_params(&self) -> impl Iterator<Item = &Param<T>> {
+        self.layers
+            .iter()
+            .flat_map(|l| l.params())
+            .chain(self.base.params())
     }
 
     /// All trainable parameters concatenated in gradient order.
     pub fn param_vector(&self) -> Vec<T> {
         let mut v = Vec::with_capacity(self.num_params());
-        for l in &self.layers {
-            for p in l.params() {
-                v.extend_from_slice(&p.data);
-            }
-        }
+        self.copy_params_into(&mut v);
         v
     }
 
@@ -134,22 +187,19 @@ impl<T: Real> Flow<T> {
     /// its allocation.
     pub fn copy_params_into(&self, out: &mut Vec<T>) {
         out.clear();
-        for l in &self.layers {
-            for p in l.params() {
-                out.extend_from_slice(&p.data);
-            }
+        for p in self.all_params() {
+            out.extend_from_slice(&p.data);
         }
     }
 
     /// Overwrites all trainable parameters from a vector laid out like [`Flow::param_vector`].
     pub fn set_param_vector(&mut self, v: &[T]) {
         let mut off = 0;
-        for l in &mut self.layers {
-            for p in l.params_mut() {
-                let n = p.data.len();
-                p.data.copy_from_slice(&v[off..off + n]);
-                off += n;
-            }
+        let layers = self.layers.iter_mut().flat_map(|l| l.params_mut());
+        for p in layers.chain(self.base.params_mut()) {
+            let n = p.data.len();
+            p.data.copy_from_slice(&v[off..off + n]);
+            off += n;
         }
     }
 
@@ -176,13 +226,17 @@ impl<T: Real> Flow<T> {
         }
     }
 
-    /// Every parameter and buffer with its full name `layers.{k}.{name}`.
+    /// Every parameter and buffer with its full name: `layers.{k}.{name}` for layer `k`,
+    /// `base.{name}` for the base distribution.
     pub fn named_tensors(&self) -> Vec<(String, &Param<T>)> {
         let mut out = Vec::new();
         for (k, l) in self.layers.iter().enumerate() {
             for p in l.params().into_iter().chain(l.buffers()) {
                 out.push((format!("layers.{k}.{}", p.name), p));
             }
+        }
+        for p in self.base.params() {
+            out.push((format!("base.{}", p.name), p));
         }
         out
     }
@@ -197,7 +251,7 @@ impl<T: Real> Flow<T> {
         ladj: &mut [T],
     ) {
         let nl = self.layers.len();
-        let inverse = pass != Pass::Forward;
+        let inverse = matches!(pass, Pass::Inverse | Pass::Sample);
         for step in 0..nl {
             let k = if inverse { nl - 1 - step } else { step };
             let (layer, tape) = (&self.layers[k], &mut scratch.tape);
@@ -236,13 +290,16 @@ impl<T: Real> Flow<T> {
                     .as_mut_slice()
                     .copy_from_slice(&x.as_slice()[s * d..e * d]);
                 let mut cm = std::mem::take(&mut scratch.ctx);
-                if let Some(c) = ctx {
-                    let w = c.cols();
-                    cm.resize(e - s, w);
-                    cm.as_mut_slice()
-                        .copy_from_slice(&c.as_slice()[s * w..e * w]);
+                let cref = ctx.map(|c| copy_rows(c, s, e, &mut cm));
+                self.run_layers(scratch, cref, pass, l);
+                if pass == Pass::LogProb {
+                    let sc = &mut *scratch;
+                    self.base
+                        .log_prob_reusing(&sc.a, cref, &mut sc.lp, &mut sc.tape);
+                    for (v, b) in l.iter_mut().zip(&sc.lp) {
+                        *v += *b;
+                    }
                 }
-                self.run_layers(scratch, ctx.map(|_| &cm), pass, l);
                 scratch.ctx = cm;
                 o.copy_from_slice(scratch.a.as_slice());
             });
@@ -261,14 +318,63 @@ impl<T: Real> Flow<T> {
 
     /// `log p(x | c)` per row.
     pub fn log_prob(&self, x: &Matrix<T>, ctx: Option<&Matrix<T>>) -> Vec<T> {
-        let (z, ladj) = self.forward(x, ctx);
-        (0..x.rows())
-            .map(|i| std_normal_log_prob(z.row(i)) + ladj[i])
-            .collect()
+        self.par_chunks(x, ctx, Pass::LogProb).1
+    }
+
+    /// `log p_base(z | c)` per row of base-space vectors `z` (parallel over fixed chunks).
+    pub fn base_log_prob(&self, z: &Matrix<T>, ctx: Option<&Matrix<T>>) -> Vec<T> {
+        let d = self.dim;
+        let mut lp = vec![T::zero(); z.rows()];
+        lp.par_chunks_mut(EVAL_CHUNK_ROWS)
+            .enumerate()
+            .for_each_init(EvalScratch::default, |sc, (c, l)| {
+                let s = c * EVAL_CHUNK_ROWS;
+                let e = s + l.len();
+                copy_rows(z, s, e, &mut sc.a);
+                let cref = ctx.map(|c| copy_rows(c, s, e, &mut sc.ctx));
+                self.base
+                    .log_prob_reusing(&sc.a, cref, &mut sc.lp, &mut sc.tape);
+                l.copy_from_slice(&sc.lp[..e - s]);
+                debug_assert_eq!(sc.a.cols(), d);
+            });
+        lp
+    }
+
+    /// Draws the base-space vectors of the events `indices` of the sample with seed `seed`
+    /// (row `r` is event `indices[r]`, with context row `r`), parallel over fixed chunks; each
+    /// event's vector depends only on `(seed, index)` and its context.
+    pub fn sample_base(&self, seed: u64, indices: &[u64], ctx: Option<&Matrix<T>>) -> Matrix<T> {
+        let d = self.dim;
+        let mut z = Matrix::zeros(indices.len(), d);
+        z.as_mut_slice()
+            .par_chunks_mut((EVAL_CHUNK_ROWS * d).max(1))
+            .zip(indices.par_chunks(EVAL_CHUNK_ROWS))
+            .enumerate()
+            .for_each_init(EvalScratch::default, |sc, (c, (o, idx))| {
+                let s = c * EVAL_CHUNK_ROWS;
+                let cref = ctx.map(|m| copy_rows(m, s, s + idx.len(), &mut sc.ctx));
+                self.base
+                    .sample_reusing(seed, idx, cref, &mut sc.a, &mut sc.tape);
+                o.copy_from_slice(sc.a.as_slice());
+            });
+        z
+    }
+
+    /// The base-space vectors of events `start..start + n` (see [`Flow::sample_base`]).
+    fn sample_base_range(
+        &self,
+        start: u64,
+        n: usize,
+        seed: u64,
+        ctx: Option<&Matrix<T>>,
+    ) -> Matrix<T> {
+        let indices: Vec<u64> = (start..start + n as u64).collect();
+        self.sample_base(seed, &indices, ctx)
     }
 
     /// Draws events `start..start + n` of the sample with seed `seed` (event `i` depends only on
-    /// `(seed, i)`), returning them with their log-densities `log p(x) = log N(z) - log|det dx/dz|`.
+    /// `(seed, i)`), returning them with their log-densities
+    /// `log p(x) = log p_base(z) - log|det dx/dz|`.
     pub fn sample_range(
         &self,
         start: u64,
@@ -276,15 +382,13 @@ impl<T: Real> Flow<T> {
         seed: u64,
         ctx: Option<&Matrix<T>>,
     ) -> (Matrix<T>, Vec<T>) {
-        let d = self.dim;
-        let mut z = Matrix::zeros(n, d);
-        z.as_mut_slice()
-            .par_chunks_mut(d.max(1))
-            .enumerate()
-            .for_each(|(i, row)| base_sample(seed, start + i as u64, row));
+        let z = self.sample_base_range(start, n, seed, ctx);
         let (x, ladj) = self.inverse(&z, ctx);
-        let lp = (0..n)
-            .map(|i| std_normal_log_prob(z.row(i)) - ladj[i])
+        let lp = self
+            .base_log_prob(&z, ctx)
+            .iter()
+            .zip(&ladj)
+            .map(|(b, l)| *b - *l)
             .collect();
         (x, lp)
     }
@@ -299,11 +403,7 @@ impl<T: Real> Flow<T> {
         seed: u64,
         ctx: Option<&Matrix<T>>,
     ) -> Matrix<T> {
-        let mut z = Matrix::zeros(n, self.dim);
-        z.as_mut_slice()
-            .par_chunks_mut(self.dim.max(1))
-            .enumerate()
-            .for_each(|(i, row)| base_sample(seed, start + i as u64, row));
+        let z = self.sample_base_range(start, n, seed, ctx);
         self.events_from_base(&z, ctx)
     }
 
@@ -327,4 +427,18 @@ impl<T: Real> Flow<T> {
     ) -> (Matrix<T>, Vec<T>) {
         self.sample_range(0, n, seed, ctx)
     }
+}
+
+/// Copies rows `s..e` of `m` into `out` and returns it (a chunk's rows).
+fn copy_rows<'a, T: Real>(
+    m: &Matrix<T>,
+    s: usize,
+    e: usize,
+    out: &'a mut Matrix<T>,
+) -> &'a Matrix<T> {
+    let w = m.cols();
+    out.resize(e - s, w);
+    out.as_mut_slice()
+        .copy_from_slice(&m.as_slice()[s * w..e * w]);
+    out
 }

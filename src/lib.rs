@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod dataset;
+pub mod distributions;
 pub mod engine;
 pub mod evaluate;
 pub mod flow;

@@ -5,6 +5,7 @@
 //! `log p(x | c) = log p_flow(g(x) | e(c)) + log|det dg/dx|`, where `g` is the preprocessing chain
 //! (min-max -> logit -> standardize) and `e` the context encoding.
 
+use crate::distributions::BaseSpec;
 use crate::engine::{Matrix, Rng};
 use crate::flow::Flow;
 use crate::fsutil::atomic_write;
@@ -224,6 +225,10 @@ pub struct ModelConfig {
     pub preprocessing: Option<Preprocessor>,
     /// The flow's layers, data side first.
     pub layers: Vec<LayerSpec>,
+    /// The flow's base distribution (the standard normal when absent from `model.json`, so
+    /// files written before base distributions existed load and save unchanged).
+    #[serde(default, skip_serializing_if = "BaseSpec::is_std_normal")]
+    pub base: BaseSpec,
     /// Free-form training metadata (configuration, data checksum, best epoch, ...).
     #[serde(default)]
     pub training: serde_json::Value,
@@ -284,10 +289,30 @@ impl ModelConfig {
             c.validate()?;
         }
         let ctx: usize = self.context.iter().map(|c| c.width()).sum();
-        if self.layers.is_empty() {
+        if self.layers.is_empty() && self.base.is_std_normal() {
             return Err("the model has no layers".into());
         }
-        let mut params = 0.0;
+        self.base
+            .validate(dim)
+            .map_err(|m| format!("base ({}): {m}", self.base.kind()))?;
+        if let Some(r) = self.base.context_dim()
+            && r != ctx
+        {
+            return Err(format!(
+                "the base ({}) reads a context of width {r}, but the context columns encode to width {ctx}",
+                self.base.kind()
+            ));
+        }
+        let mut params = conditioner_size(
+            dim + ctx,
+            self.base.hidden(),
+            dim * self.base.outputs_per_feature(),
+        );
+        if params > MAX_PARAMS {
+            return Err(format!(
+                "the base holds more than {MAX_PARAMS} parameters; the file is damaged or not a hepflow model"
+            ));
+        }
         for (k, l) in self.layers.iter().enumerate() {
             l.validate(dim)
                 .map_err(|m| format!("layer {k} ({}): {m}", l.kind()))?;
@@ -371,7 +396,8 @@ impl Model {
     /// `seed + k`).
     pub fn new(config: ModelConfig, seed: u64) -> Self {
         let ctx: usize = config.context.iter().map(|c| c.width()).sum();
-        let build = |s: u64| Flow::from_specs(config.features.len(), ctx, &config.layers, s);
+        let build =
+            |s: u64| Flow::from_parts(config.features.len(), ctx, &config.base, &config.layers, s);
         let flow = build(seed);
         let others = (1..config.members.max(1) as u64)
             .map(|k| build(seed.wrapping_add(k)))
@@ -398,11 +424,9 @@ impl Model {
                 config.members
             )));
         }
-        let specs = serde_json::to_value(flow.specs()).ok();
-        if others
-            .iter()
-            .any(|f| serde_json::to_value(f.specs()).ok() != specs)
-        {
+        let arch = |f: &Flow<f32>| serde_json::to_value((f.specs(), f.base_spec())).ok();
+        let specs = arch(&flow);
+        if others.iter().any(|f| arch(f) != specs) {
             return Err(ModelError::Input(
                 "the ensemble's members have different architectures".into(),
             ));
@@ -463,7 +487,8 @@ impl Model {
         let rebuilt: Vec<Flow<f32>> = self
             .members()
             .map(|old| {
-                let mut flow = Flow::from_specs(old.dim(), old.context_dim(), &specs, 0);
+                let mut flow =
+                    Flow::from_parts(old.dim(), old.context_dim(), &old.base_spec(), &specs, 0);
                 flow.set_param_vector(&old.param_vector());
                 flow.set_buffer_vector(&old.buffer_vector());
                 flow
@@ -650,11 +675,9 @@ impl Model {
             if idx.is_empty() {
                 continue;
             }
-            let mut z = Matrix::zeros(idx.len(), d);
-            for (r, &i) in idx.iter().enumerate() {
-                crate::flow::base_sample(seed, start + i as u64, z.row_mut(r));
-            }
+            let events: Vec<u64> = idx.iter().map(|&i| start + i as u64).collect();
             let c = ctx.map(|c| take_rows(c, idx));
+            let z = flow.sample_base(seed, &events, c.as_ref());
             let x = flow.events_from_base(&z, c.as_ref());
             for (r, &i) in idx.iter().enumerate() {
                 out.row_mut(i).copy_from_slice(x.row(r));
@@ -712,6 +735,7 @@ impl Model {
         let json_path = dir.join("model.json");
         let mut config = self.config.clone();
         config.layers = self.flow.specs();
+        config.base = self.flow.base_spec();
         let json = serde_json::to_vec_pretty(&config).map_err(|e| ModelError::Json {
             path: json_path.clone(),
             message: e.to_string(),
@@ -838,6 +862,10 @@ impl Model {
                     fill_tensor(&st, &name, &p.shape, &mut p.data)?;
                 }
             }
+            for p in flow.base_mut().params_mut() {
+                let name = format!("{prefix}base.{}", p.name);
+                fill_tensor(&st, &name, &p.shape, &mut p.data)?;
+            }
         }
         Ok(())
     }
@@ -927,6 +955,7 @@ mod tests {
             context: Vec::new(),
             preprocessing: Some(pre),
             layers: build_specs(Preset::DEFAULT, 3, &opts, 2),
+            base: Default::default(),
             training: serde_json::Value::Null,
             members: 1,
         };

@@ -10,10 +10,15 @@
 //!   residual conditioners (Durkan et al. 2019, Neural Spline Flows).
 //! - `maf`: [MAF with a MADE conditioner, alternating reversed/random orders] x blocks
 //!   (Papamakarios et al. 2017).
+//! - `made-mog`: no transforms; a MADE-MoG base distribution, an autoregressive mixture of K = 10
+//!   Gaussians per feature whose weights, means and widths come from one MADE (2 x 256)
+//!   (Papamakarios et al. 2017; [`crate::distributions::MadeMog`]). With `blocks` > 0 the base
+//!   sits under that many MAF layers (MAF-MoG).
 //! - `flow-matching`: one continuous flow, a velocity MLP (3 x 256, time features) integrated
 //!   with RK4, trained by conditional flow matching on straight paths (Lipman et al. 2023;
 //!   [`crate::flow_matching`]). Not in [`Preset::ALL`] (the maximum-likelihood presets).
 
+use crate::distributions::{BaseSpec, MadeMogConfig, made_mog::DEFAULT_LOG_SCALE_CLAMP};
 use crate::engine::Rng;
 use crate::transforms::{
     AffineCouplingConfig, BatchNormConfig, ContinuousFlowConfig, LayerSpec, LuLinearConfig,
@@ -37,6 +42,8 @@ pub enum Preset {
     RqSpline,
     /// Masked autoregressive flow.
     Maf,
+    /// Autoregressive mixture of Gaussians (MADE-MoG base, no transforms by default).
+    MadeMog,
     /// Continuous flow trained by flow matching.
     FlowMatching,
 }
@@ -44,21 +51,23 @@ pub enum Preset {
 impl Preset {
     /// Every preset trained by maximum likelihood through its layers' backward passes, in
     /// documentation order (the generic training, gradient and allocation checks run on these).
-    pub const ALL: [Preset; 5] = [
+    pub const ALL: [Preset; 6] = [
         Preset::Realnvp,
         Preset::Glow,
         Preset::PqSpline,
         Preset::RqSpline,
         Preset::Maf,
+        Preset::MadeMog,
     ];
 
     /// Every preset, in documentation order: [`Preset::ALL`] and flow matching.
-    pub const EVERY: [Preset; 6] = [
+    pub const EVERY: [Preset; 7] = [
         Preset::Realnvp,
         Preset::Glow,
         Preset::PqSpline,
         Preset::RqSpline,
         Preset::Maf,
+        Preset::MadeMog,
         Preset::FlowMatching,
     ];
 
@@ -73,6 +82,7 @@ impl Preset {
             Preset::PqSpline => "pq-spline",
             Preset::RqSpline => "rq-spline",
             Preset::Maf => "maf",
+            Preset::MadeMog => "made-mog",
             Preset::FlowMatching => "flow-matching",
         }
     }
@@ -95,6 +105,11 @@ impl Preset {
             Preset::FlowMatching => {
                 o.blocks = 1;
                 o.hidden = vec![256, 256, 256];
+            }
+            Preset::MadeMog => {
+                o.blocks = 0;
+                o.hidden = vec![256, 256];
+                o.components = DEFAULT_COMPONENTS;
             }
             _ => {}
         }
@@ -120,7 +135,7 @@ impl FromStr for Preset {
             .iter()
             .copied()
             .find(|p| p.name() == s)
-            .ok_or_else(|| format!("unknown model '{s}' (expected one of: realnvp, glow, pq-spline, rq-spline, maf, flow-matching)"))
+            .ok_or_else(|| format!("unknown model '{s}' (expected one of: realnvp, glow, pq-spline, rq-spline, maf, made-mog, flow-matching)"))
     }
 }
 
@@ -145,6 +160,16 @@ pub struct PresetOptions {
     /// Runge-Kutta steps of the flow-matching model's ODE (sampling and log-density).
     #[serde(default = "default_ode_steps")]
     pub ode_steps: usize,
+    /// Gaussian components per feature of the MADE-MoG base.
+    #[serde(default = "default_components")]
+    pub components: usize,
+}
+
+/// Default mixture components of the `made-mog` preset.
+pub const DEFAULT_COMPONENTS: usize = 10;
+
+fn default_components() -> usize {
+    DEFAULT_COMPONENTS
 }
 
 /// Default ODE steps of the flow-matching preset (measured, docs/FIDELITY.md).
@@ -167,8 +192,38 @@ impl Default for PresetOptions {
             dropout: 0.0,
             context_dim: 0,
             ode_steps: DEFAULT_ODE_STEPS,
+            components: DEFAULT_COMPONENTS,
         }
     }
+}
+
+/// The base distribution of `preset` for `dim` features: the MADE-MoG of `made-mog` (natural
+/// autoregressive order), the standard normal otherwise.
+pub fn build_base(preset: Preset, dim: usize, opts: &PresetOptions) -> BaseSpec {
+    match preset {
+        Preset::MadeMog => BaseSpec::MadeMog(MadeMogConfig {
+            dim,
+            hidden: opts.hidden.clone(),
+            context_dim: opts.context_dim,
+            components: opts.components,
+            order: (0..dim).collect(),
+            log_scale_clamp: DEFAULT_LOG_SCALE_CLAMP,
+        }),
+        _ => BaseSpec::StdNormal,
+    }
+}
+
+/// The flow of `preset` for `dim` features with fresh parameters: the layers of [`build_specs`]
+/// (fixed random choices from `seed`) on the base of [`build_base`], initialised from `seed`.
+pub fn build_flow<T: crate::engine::Real>(
+    preset: Preset,
+    dim: usize,
+    opts: &PresetOptions,
+    seed: u64,
+) -> crate::flow::Flow<T> {
+    let specs = build_specs(preset, dim, opts, seed);
+    let base = build_base(preset, dim, opts);
+    crate::flow::Flow::from_parts(dim, opts.context_dim, &base, &specs, seed)
 }
 
 /// The layer list of `preset` for `dim` features; fixed random choices come from `seed`.
@@ -236,7 +291,7 @@ pub fn build_specs(preset: Preset, dim: usize, opts: &PresetOptions, seed: u64) 
                     bound: opts.bound,
                 }));
             }
-            Preset::Maf => {
+            Preset::Maf | Preset::MadeMog => {
                 let order: Vec<usize> = if b % 2 == 0 {
                     (0..dim).collect()
                 } else {

@@ -1,8 +1,10 @@
 //! Maximum-likelihood training: the data-parallel gradient step and the epoch loop.
 //!
-//! Loss: `L = -(1/n) sum_i [log N(f(x_i); 0, I) + log|det J_f(x_i)|]`. Its gradient with respect to
-//! the base-space output is `dL/dz_i = z_i / n` and with respect to every layer's log-det is
-//! `-1/n`; each layer's hand-written backward pass carries these back to its inputs and parameters.
+//! Loss: `L = -(1/n) sum_i [log p_base(f(x_i)) + log|det J_f(x_i)|]`. Its gradient with respect to
+//! the base log-density and every layer's log-det is `-1/n`; the base distribution's backward pass
+//! turns the first into `dL/dz_i` (`z_i / n` for the standard normal) and its own parameters'
+//! gradient, and each layer's hand-written backward pass carries these back to its inputs and
+//! parameters.
 //!
 //! A batch is cut into fixed chunks of `chunk_rows` events. Chunks run in parallel (rayon), each
 //! with its own reusable workspace (activations, tapes, gradient buffer), so a step allocates
@@ -11,7 +13,7 @@
 //! batch statistics (batch norm) use the statistics of their chunk.
 
 use crate::engine::{Adam, AdamConfig, Matrix, Real, Rng, Tape};
-use crate::flow::{Flow, std_normal_log_prob};
+use crate::flow::Flow;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -126,6 +128,10 @@ struct ChunkWorkspace<T> {
     dy: Matrix<T>,
     dx: Matrix<T>,
     dladj: Vec<T>,
+    /// Base log-densities of the chunk, their gradients and the base's tape.
+    base_lp: Vec<T>,
+    dlp: Vec<T>,
+    base_tape: Tape<T>,
     loss: f64,
 }
 
@@ -134,6 +140,8 @@ pub struct GradientEngine<T: Real> {
     workspaces: Vec<ChunkWorkspace<T>>,
     /// Trainable scalars of each layer of the flow the engine was made for.
     layer_params: Vec<usize>,
+    /// Trainable scalars of its base distribution (counted once: counting allocates).
+    base_params: usize,
     grads: Vec<T>,
     chunk_rows: usize,
     seed: u64,
@@ -145,6 +153,7 @@ impl<T: Real> GradientEngine<T> {
         Self {
             workspaces: Vec::new(),
             layer_params: flow.layers().iter().map(|l| l.num_params()).collect(),
+            base_params: flow.base().num_params(),
             grads: vec![T::zero(); flow.num_params()],
             chunk_rows: chunk_rows.max(1),
             seed: 0,
@@ -188,9 +197,12 @@ impl<T: Real> GradientEngine<T> {
         let layers = flow.layers();
         if self.layer_params.len() != layers.len() {
             self.layer_params = layers.iter().map(|l| l.num_params()).collect();
+            self.base_params = flow.base().num_params();
         }
         let np = &self.layer_params;
-        let total: usize = np.iter().sum();
+        let layers_total: usize = np.iter().sum();
+        let base = flow.base();
+        let total = layers_total + self.base_params;
         let inv_n = T::c(1.0 / n as f64);
         let chunk_rows = self.chunk_rows;
         let seed = self.seed;
@@ -232,24 +244,34 @@ impl<T: Real> GradientEngine<T> {
                 }
                 // Loss and its gradient at the base space.
                 let z = &ws.acts[nl];
+                let cref = if has_ctx { Some(&ws.ctx) } else { None };
+                base.log_prob_train(z, cref, &mut ws.base_lp, &mut ws.base_tape);
                 let mut loss = 0.0;
-                ws.dy.resize(m, d);
                 ws.dladj.clear();
                 ws.dladj.resize(m, -inv_n);
+                ws.dlp.clear();
+                ws.dlp.resize(m, -inv_n);
                 for i in 0..m {
                     let wi = weights.map_or(T::one(), |w| w[s + i]);
-                    let lp = std_normal_log_prob(z.row(i)) + ws.ladj[i];
+                    let lp = ws.base_lp[i] + ws.ladj[i];
                     loss -= (wi * lp).to_f64().unwrap_or(f64::NAN);
-                    let gi = wi * inv_n;
-                    for (g, v) in ws.dy.row_mut(i).iter_mut().zip(z.row(i)) {
-                        *g = *v * gi;
-                    }
-                    ws.dladj[i] = -gi;
+                    ws.dladj[i] = -(wi * inv_n);
+                    ws.dlp[i] = ws.dladj[i];
                 }
                 ws.loss = loss;
                 ws.grads.clear();
                 ws.grads.resize(total, T::zero());
-                let mut off = total;
+                // dL/dz is needed only when layers lie below the base.
+                let dz = if nl > 0 { Some(&mut ws.dy) } else { None };
+                base.backward(
+                    z,
+                    cref,
+                    &mut ws.base_tape,
+                    &ws.dlp,
+                    dz,
+                    &mut ws.grads[layers_total..],
+                );
+                let mut off = layers_total;
                 for k in (0..nl).rev() {
                     off -= np[k];
                     let cref = if has_ctx { Some(&ws.ctx) } else { None };

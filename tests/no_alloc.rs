@@ -5,8 +5,7 @@
 //! on our own kernel, which allocates nothing).
 
 use hepflow::engine::{Matrix, Rng};
-use hepflow::flow::Flow;
-use hepflow::presets::{Preset, build_specs};
+use hepflow::presets::{Preset, build_flow};
 use hepflow::train::GradientEngine;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -78,8 +77,7 @@ fn warm_training_step_does_not_allocate() {
         let mut opts = preset.default_options();
         opts.blocks = 3;
         opts.hidden = vec![32, 32];
-        let specs = build_specs(preset, dim, &opts, 7);
-        let mut flow = Flow::<f32>::from_specs(dim, 0, &specs, 7);
+        let mut flow = build_flow::<f32>(preset, dim, &opts, 7);
         let mut engine = GradientEngine::new(&flow, 64);
         let mut params = Vec::new();
         pool.install(|| {
@@ -120,11 +118,13 @@ fn warm_evaluation_passes_do_not_allocate() {
         opts.blocks = 2;
         opts.hidden = vec![32, 32];
         opts.context_dim = ctx_dim;
-        let specs = build_specs(preset, dim, &opts, 3);
-        let flow = Flow::<f32>::from_specs(dim, ctx_dim, &specs, 3);
+        let flow = build_flow::<f32>(preset, dim, &opts, 3);
         let mut tape = hepflow::engine::Tape::default();
         let (mut a, mut b) = (Matrix::zeros(0, 0), Matrix::zeros(0, 0));
         let mut ladj = vec![0.0f32; rows];
+        // The base distribution's passes: its log-density and its draws (event indices given).
+        let (mut lp, mut drawn) = (Vec::new(), Matrix::zeros(0, 0));
+        let indices: Vec<u64> = (0..rows as u64).collect();
         for round in 0..3 {
             let before = thread_allocations();
             for inverse in [false, true] {
@@ -139,6 +139,10 @@ fn warm_evaluation_passes_do_not_allocate() {
                     std::mem::swap(&mut a, &mut b);
                 }
             }
+            flow.base()
+                .log_prob_reusing(&x, Some(&ctx), &mut lp, &mut tape);
+            flow.base()
+                .sample_reusing(7, &indices, Some(&ctx), &mut drawn, &mut tape);
             let during = thread_allocations() - before;
             if round >= 1 && during > 0 {
                 failures.push(format!(
@@ -146,7 +150,7 @@ fn warm_evaluation_passes_do_not_allocate() {
                 ));
             }
         }
-        assert!(a.all_finite());
+        assert!(a.all_finite() && drawn.all_finite() && lp.iter().all(|v| v.is_finite()));
     }
     assert!(failures.is_empty(), "{failures:#?}");
 }

@@ -13,7 +13,9 @@ __all__ = ["Model", "ModelError", "train", "load", "evaluate", "__version__"]
 #: A 2-D array (events x features), a pandas DataFrame, a dict of 1-D arrays (uproot's
 #: ``tree.arrays(library="np")``) or the path of an event file.
 Events = Union[npt.ArrayLike, "pandas.DataFrame", Mapping[str, npt.ArrayLike], str, os.PathLike[str]]  # noqa: F821
-Architecture = Literal["pq-spline", "rq-spline", "realnvp", "glow", "maf", "flow-matching"]
+Architecture = Literal[
+    "pq-spline", "rq-spline", "realnvp", "glow", "maf", "made-mog", "flow-matching"
+]
 
 TRAIN_OPTIONS: dict[str, tuple[str, str]]
 
@@ -66,6 +68,7 @@ def train(
     residual: bool | None = None,
     dropout: float | None = None,
     ode_steps: int | None = None,
+    components: int | None = None,
     batch_size: int | None = None,
     lr: float | None = None,
     schedule: Literal["cosine", "plateau", "constant"] | None = None,

@@ -39,6 +39,16 @@ pub fn summary(model: &Model) -> Vec<(String, String)> {
                 .collect::<Vec<_>>()
                 .join(", "),
         ),
+        (
+            "base".to_string(),
+            match &c.base {
+                hepflow::distributions::BaseSpec::StdNormal => "standard normal".to_string(),
+                hepflow::distributions::BaseSpec::MadeMog(m) => format!(
+                    "MADE-MoG ({} Gaussians per feature, hidden {:?})",
+                    m.components, m.hidden
+                ),
+            },
+        ),
         ("parameters".to_string(), model.num_params().to_string()),
         (
             "features".to_string(),

@@ -36,13 +36,16 @@ pub struct TrainArgs {
     /// Column of per-event weights (negative weights allowed).
     #[arg(long)]
     pub weight: Option<String>,
-    /// Architecture: glow, realnvp, pq-spline (default), rq-spline, maf, flow-matching.
+    /// Architecture: glow, realnvp, pq-spline (default), rq-spline, maf, made-mog, flow-matching.
     #[arg(long)]
     pub model: Option<String>,
     /// RK4 steps of the flow-matching ODE, stored in the model [default: 16].
     #[arg(long)]
     pub ode_steps: Option<usize>,
-    /// Number of flow blocks.
+    /// Gaussian components per feature of the made-mog model [default: 10].
+    #[arg(long)]
+    pub components: Option<usize>,
+    /// Number of flow blocks (made-mog: MAF layers under its mixture base, default 0).
     #[arg(long)]
     pub blocks: Option<usize>,
     /// Hidden widths of the conditioners, e.g. 128,128.
@@ -124,6 +127,7 @@ fn cli_options(a: &TrainArgs) -> Result<TrainOptions> {
         hidden: a.hidden.as_deref().map(parse_hidden).transpose()?,
         bins: a.bins,
         ode_steps: a.ode_steps,
+        components: a.components,
         epochs: a.epochs,
         batch_size: a.batch_size,
         lr: a.lr,

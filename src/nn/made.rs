@@ -257,6 +257,26 @@ impl<T: Real> Made<T> {
         }
     }
 
+    /// Writes the network input `[x, c]` (D + C columns) into `out`. A missing context reads as
+    /// zeros; extra or missing columns of `x` or `c` are ignored / read as zeros.
+    pub fn fill_input(&self, x: &Matrix<T>, ctx: Option<&Matrix<T>>, out: &mut Matrix<T>) {
+        let (d, c) = (self.config.dim, self.config.context_dim);
+        let n = x.rows();
+        out.resize(n, d + c);
+        for i in 0..n {
+            let o = out.row_mut(i);
+            o.fill(T::zero());
+            let xr = x.row(i);
+            let k = xr.len().min(d);
+            o[..k].copy_from_slice(&xr[..k]);
+            if let Some(ctx) = ctx.filter(|m| m.rows() > i) {
+                let cr = ctx.row(i);
+                let k = cr.len().min(c);
+                o[d..d + k].copy_from_slice(&cr[..k]);
+            }
+        }
+    }
+
     /// Evaluation: `out = made(input)`, `input` = `[x (D columns), context (C columns)]`,
     /// `out` = `out_per_feature * D` columns (resized here).
     pub fn forward(&self, input: &Matrix<T>, out: &mut Matrix<T>) {
@@ -301,6 +321,61 @@ impl<T: Real> Made<T> {
             }
         }
         tape.mats[2 * nl - 1] = wmt;
+    }
+
+    /// Only the outputs `cols` of every row: `out[i][j] = b[c] + sum_k h_i[k] (M ⊙ W)[c][k]` with
+    /// `c = cols[j]` and `h_i` the last hidden layer (the input without hidden layers), the same
+    /// function as the full pass's column `c` (one product with the selected weight rows).
+    /// Autoregressive sampling needs `3K` of the `3K D` outputs per pass. `tape` holds the hidden
+    /// activations as in [`Made::forward_train`].
+    pub fn forward_columns(
+        &self,
+        input: &Matrix<T>,
+        cols: &[usize],
+        out: &mut Matrix<T>,
+        tape: &mut Tape<T>,
+    ) {
+        let nl = self.n_layers();
+        let mut wmt = std::mem::take(tape.mat(2 * nl - 1, 0, 0));
+        for l in 0..nl - 1 {
+            self.masked_weight(l, &mut tape.mats[nl - 1 + l]);
+            tape.mats[nl - 1 + l].transpose_into(&mut wmt);
+            let (done, rest) = tape.mats.split_at_mut(l);
+            let inp = if l == 0 { input } else { &done[l - 1] };
+            self.layer(l, &wmt, inp, &mut rest[0]);
+        }
+        tape.mats[2 * nl - 1] = wmt;
+        let (w, b, mask) = (
+            &self.params[2 * (nl - 1)],
+            &self.params[2 * nl - 1].data,
+            &self.masks[nl - 1],
+        );
+        let (fan_in, m) = (w.shape[1], cols.len());
+        // The selected rows of M ⊙ W, transposed (fan_in x m), for one product.
+        let mut sel = std::mem::take(tape.mat(2 * nl, fan_in, m));
+        for (j, &c) in cols.iter().enumerate() {
+            for k in 0..fan_in {
+                sel.row_mut(k)[j] = w.data[c * fan_in + k] * mask[c * fan_in + k];
+            }
+        }
+        let h = if nl == 1 { input } else { &tape.mats[nl - 2] };
+        out.resize(h.rows(), m);
+        gemm_nn(
+            h.rows(),
+            fan_in,
+            m,
+            T::one(),
+            h.as_slice(),
+            sel.as_slice(),
+            T::zero(),
+            out.as_mut_slice(),
+        );
+        for i in 0..h.rows() {
+            for (o, &c) in out.row_mut(i).iter_mut().zip(cols) {
+                *o += b[c];
+            }
+        }
+        tape.mats[2 * nl] = sel;
     }
 
     /// Backward pass of [`Made::forward_train`]: given `dout = dL/d out`, adds `dL/d theta` into
@@ -523,6 +598,26 @@ mod tests {
             flat += sz;
         }
         assert!(masked_zero > 0, "no masked weight was checked");
+    }
+
+    #[test]
+    fn selected_columns_equal_the_full_pass() {
+        for (c, hidden) in [(0, vec![7, 9]), (2, vec![6]), (3, vec![])] {
+            let (m, _) = made(4, c, hidden, 5);
+            let mut rng = Rng::new(8);
+            let x = Matrix::from_fn(11, 4 + c, |_, _| rng.normal());
+            let mut full = Matrix::zeros(0, 0);
+            m.forward(&x, &mut full);
+            let cols = [6, 0, 3, 7, 1];
+            let mut part = Matrix::zeros(0, 0);
+            m.forward_columns(&x, &cols, &mut part, &mut Tape::default());
+            for i in 0..11 {
+                for (j, &col) in cols.iter().enumerate() {
+                    let (a, b) = (part.get(i, j), full.get(i, col));
+                    assert!((a - b).abs() <= 1e-12 * (1.0 + b.abs()), "{a} vs {b}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -15,7 +15,7 @@ use crate::model::{
     flow_weights_bytes,
 };
 use crate::preprocess::Preprocessor;
-use crate::presets::{Preset, PresetOptions, build_specs};
+use crate::presets::{Preset, PresetOptions, build_base, build_specs};
 use crate::train::{
     EpochEnd, Events, GradientEngine, Objective, TrainConfig, TrainError, TrainObserver,
     TrainState, fit_objective, initial_state, normalised_weights, weighted_mean_nll,
@@ -382,6 +382,7 @@ fn train_single(
         context: context_cols,
         preprocessing: Some(pre),
         layers: specs,
+        base: build_base(job.preset, d, &opts),
         training: training_meta,
         members: 1,
     };

@@ -134,26 +134,6 @@ impl<T: Real> Maf<T> {
         (self.affine().log_scale(h[d]), h[self.config.dim + d])
     }
 
-    /// Writes the conditioner input `[x, c]` (D + C columns) into `out`. A missing context reads as
-    /// zeros; extra or missing columns of `x` or `c` are ignored / read as zeros.
-    fn build_input(&self, x: &Matrix<T>, ctx: Option<&Matrix<T>>, out: &mut Matrix<T>) {
-        let (d, c) = (self.config.dim, self.config.context_dim);
-        let n = x.rows();
-        out.resize(n, d + c);
-        for i in 0..n {
-            let o = out.row_mut(i);
-            o.fill(T::zero());
-            let xr = x.row(i);
-            let k = xr.len().min(d);
-            o[..k].copy_from_slice(&xr[..k]);
-            if let Some(ctx) = ctx.filter(|m| m.rows() > i) {
-                let cr = ctx.row(i);
-                let k = cr.len().min(c);
-                o[d..d + k].copy_from_slice(&cr[..k]);
-            }
-        }
-    }
-
     /// `y = x exp(s) + t` row by row from the conditioner output `h`; adds `sum s` to `ladj`.
     fn apply_forward(&self, x: &Matrix<T>, h: &Matrix<T>, y: &mut Matrix<T>, ladj: &mut [T]) {
         let d = self.config.dim;
@@ -215,7 +195,7 @@ impl<T: Real> Transform<T> for Maf<T> {
     ) {
         let mut inp = std::mem::take(scratch.mat(0, 0, 0));
         let mut h = std::mem::take(scratch.mat(1, 0, 0));
-        self.build_input(x, ctx, &mut inp);
+        self.net.fill_input(x, ctx, &mut inp);
         self.net.forward_reusing(&inp, &mut h, scratch.child(0));
         self.apply_forward(&inp, &h, y, ladj);
         *scratch.mat(0, 0, 0) = inp;
@@ -236,7 +216,7 @@ impl<T: Real> Transform<T> for Maf<T> {
         // `inp` holds [x, c]; the x part starts at zero and is filled in autoregressive order.
         let mut inp = std::mem::take(scratch.mat(0, 0, 0));
         let mut h = std::mem::take(scratch.mat(1, 0, 0));
-        self.build_input(y, ctx, &mut inp);
+        self.net.fill_input(y, ctx, &mut inp);
         for i in 0..n {
             inp.row_mut(i)[..d].fill(T::zero());
         }
@@ -277,7 +257,7 @@ impl<T: Real> Transform<T> for Maf<T> {
     ) {
         let mut inp = std::mem::take(tape.mat(0, 0, 0));
         let mut h = std::mem::take(tape.mat(1, 0, 0));
-        self.build_input(x, ctx, &mut inp);
+        self.net.fill_input(x, ctx, &mut inp);
         self.net.forward_train(&inp, &mut h, tape.child(0));
         self.apply_forward(&inp, &h, y, ladj);
         *tape.mat(0, 0, 0) = inp;

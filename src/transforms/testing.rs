@@ -67,6 +67,22 @@ pub fn randomize_params<T: Real>(t: &mut dyn Transform<T>, scale: f64, rng: &mut
     }
 }
 
+/// Fills every trainable parameter of a whole flow (its layers and its base distribution) with
+/// N(0, scale^2) values.
+pub fn randomize_flow<T: Real>(flow: &mut crate::flow::Flow<T>, scale: f64, rng: &mut Rng) {
+    for l in flow.layers_mut() {
+        randomize_params(l.as_mut(), scale, rng);
+    }
+    if scale == 0.0 {
+        return;
+    }
+    for p in flow.base_mut().params_mut() {
+        for v in p.data.iter_mut() {
+            *v = T::c(rng.normal() * scale);
+        }
+    }
+}
+
 /// `log|det A|` of a square matrix by Gaussian elimination with partial pivoting.
 pub fn log_abs_det(a: &[f64], n: usize) -> f64 {
     let mut m = a.to_vec();

@@ -15,6 +15,7 @@
 //!   [`crate::flow_matching`]). Not in [`Preset::ALL`] (the maximum-likelihood presets).
 
 use crate::engine::Rng;
+use crate::nn::Activation;
 use crate::transforms::{
     AffineCouplingConfig, BatchNormConfig, ContinuousFlowConfig, LayerSpec, LuLinearConfig,
     MafConfig, PermutationConfig, SplineCouplingConfig, SplineKind, half_mask,
@@ -145,6 +146,10 @@ pub struct PresetOptions {
     /// Runge-Kutta steps of the flow-matching model's ODE (sampling and log-density).
     #[serde(default = "default_ode_steps")]
     pub ode_steps: usize,
+    /// Hidden activation of the flow-matching velocity network (the coupling conditioners use
+    /// ReLU).
+    #[serde(default)]
+    pub activation: Activation,
 }
 
 /// Default ODE steps of the flow-matching preset (measured, docs/FIDELITY.md).
@@ -167,6 +172,7 @@ impl Default for PresetOptions {
             dropout: 0.0,
             context_dim: 0,
             ode_steps: DEFAULT_ODE_STEPS,
+            activation: Activation::Relu,
         }
     }
 }
@@ -181,6 +187,7 @@ pub fn build_specs(preset: Preset, dim: usize, opts: &PresetOptions, seed: u64) 
             residual: opts.residual,
             time_frequencies: TIME_FREQUENCIES,
             ode_steps: opts.ode_steps,
+            activation: opts.activation,
         })];
     }
     let mut rng = Rng::new(seed ^ 0x5EED_F10E);

@@ -66,6 +66,8 @@ def train(
     residual: bool | None = None,
     dropout: float | None = None,
     ode_steps: int | None = None,
+    activation: Literal["relu", "silu", "tanh"] | None = None,
+    time_sampling: Literal["uniform", "logit-normal"] | None = None,
     batch_size: int | None = None,
     lr: float | None = None,
     schedule: Literal["cosine", "plateau", "constant"] | None = None,

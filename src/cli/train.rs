@@ -42,6 +42,12 @@ pub struct TrainArgs {
     /// RK4 steps of the flow-matching ODE, stored in the model [default: 16].
     #[arg(long)]
     pub ode_steps: Option<usize>,
+    /// Hidden activation of the flow-matching velocity network: relu, silu or tanh.
+    #[arg(long)]
+    pub activation: Option<String>,
+    /// Path times of the flow-matching loss: uniform or logit-normal.
+    #[arg(long)]
+    pub time_sampling: Option<String>,
     /// Number of flow blocks.
     #[arg(long)]
     pub blocks: Option<usize>,
@@ -124,6 +130,8 @@ fn cli_options(a: &TrainArgs) -> Result<TrainOptions> {
         hidden: a.hidden.as_deref().map(parse_hidden).transpose()?,
         bins: a.bins,
         ode_steps: a.ode_steps,
+        activation: a.activation.clone(),
+        time_sampling: a.time_sampling.clone(),
         epochs: a.epochs,
         batch_size: a.batch_size,
         lr: a.lr,

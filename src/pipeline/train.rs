@@ -450,7 +450,8 @@ fn train_single(
             Box::new(
                 FlowMatchingObjective::new(&model.flow, job.train.chunk_rows)
                     .map_err(|e| ModelError::Input(e.to_string()))?
-                    .with_time_sampling(job.train.time_sampling),
+                    .with_time_sampling(job.train.time_sampling)
+                    .with_ot_coupling(job.train.ot_coupling),
             )
         } else {
             Box::new(GradientEngine::new(&model.flow, job.train.chunk_rows))

@@ -102,9 +102,6 @@ pub struct TrainOptions {
     pub activation: Option<String>,
     /// Path times of the flow-matching loss: uniform or logit-normal (default uniform).
     pub time_sampling: Option<String>,
-    /// Pair each chunk's events with its base draws by minibatch optimal transport in the
-    /// flow-matching loss (default false).
-    pub ot_coupling: Option<bool>,
     /// Maximum epochs (default 200, 1000 for flow-matching; early stopping usually ends sooner).
     pub epochs: Option<usize>,
     /// Events per optimizer step (default 512).
@@ -204,7 +201,7 @@ impl TrainOptions {
     /// flags over a configuration file).
     pub fn merged(mut self, over: &TrainOptions) -> TrainOptions {
         merge_fields!(self, over; format, features, columns, weight, fill, model, blocks, hidden, bins,
-            bound, residual, dropout, ode_steps, activation, time_sampling, ot_coupling, epochs, batch_size, lr, schedule, patience, val_fraction,
+            bound, residual, dropout, ode_steps, activation, time_sampling, epochs, batch_size, lr, schedule, patience, val_fraction,
             weight_decay, clip_grad_norm, ema_decay, margin, seed, threads, ensemble);
         if !over.select.is_empty() {
             self.select = over.select.clone();
@@ -474,16 +471,6 @@ impl TrainOptions {
                 .parse()
                 .map_err(|_| invalid("time_sampling", v, "expected uniform or logit-normal"))?;
         }
-        if let Some(v) = self.ot_coupling {
-            if !preset.is_flow_matching() {
-                return Err(invalid(
-                    "ot_coupling",
-                    v,
-                    "applies only to model = flow-matching",
-                ));
-            }
-            c.ot_coupling = v;
-        }
         c.seed = self.seed.unwrap_or(0);
         Ok(c)
     }
@@ -548,11 +535,6 @@ impl TrainOptions {
                 "time_sampling",
                 "uniform",
                 "flow-matching path times: uniform or logit-normal",
-            ),
-            (
-                "ot_coupling",
-                "false",
-                "flow matching: pair events and base draws by minibatch optimal transport",
             ),
             (
                 "epochs",
@@ -744,7 +726,6 @@ mod tests {
             ("model = \"flow-matching\"\nbins = 4", "bins"),
             ("activation = \"silu\"", "activation"),
             ("time_sampling = \"logit-normal\"", "time_sampling"),
-            ("ot_coupling = true", "ot_coupling"),
             (
                 "model = \"flow-matching\"\ntime_sampling = \"beta\"",
                 "time_sampling",

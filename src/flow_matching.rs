@@ -19,7 +19,6 @@
 //! any thread count. The validation loss uses `VAL_DRAWS` fixed draws per event (the same in
 //! every epoch), so epochs are compared on the same paths.
 
-use crate::engine::assignment::min_cost_assignment;
 use crate::engine::{Matrix, Real, Rng, Tape};
 use crate::flow::Flow;
 use crate::train::{Events, Objective};
@@ -105,48 +104,15 @@ impl<T: Real> CfmWorkspace<T> {
     }
 }
 
-/// Reorders the rows of `z` so that row `i` is the base draw paired with event `i` by the
-/// optimal transport plan of the chunk: the permutation minimising `sum_i ||x_i - z_sigma(i)||^2`
-/// (minibatch OT coupling, Tong et al. 2023, Pooladian et al. 2023).
-fn pair_by_transport<T: Real>(x1: &Matrix<T>, z: &mut Matrix<T>) {
-    let m = x1.rows();
-    let mut cost = vec![0.0f64; m * m];
-    for i in 0..m {
-        for j in 0..m {
-            cost[i * m + j] = x1
-                .row(i)
-                .iter()
-                .zip(z.row(j))
-                .map(|(a, b)| {
-                    let d = (*a - *b).to_f64().unwrap_or(f64::NAN);
-                    d * d
-                })
-                .sum();
-        }
-    }
-    if cost.iter().any(|c| !c.is_finite()) {
-        return;
-    }
-    let sigma = min_cost_assignment(m, &cost);
-    let old = z.clone();
-    for (i, &j) in sigma.iter().enumerate() {
-        z.row_mut(i).copy_from_slice(old.row(j));
-    }
-}
-
 /// `sum_i w_i ||v(x_t, t, c) - (x_1 - z)||^2` over the rows of `x1` with the path draws
-/// `(z_i, t_i)` taken from `draw(i, z_i)` (with `ot`, the chunk's base draws are then paired with
-/// its events by optimal transport, [`pair_by_transport`]); with `grad_scale = Some(s)`, also
-/// writes `s` times its gradient with respect to the network's parameters into `ws.grads`
-/// (overwritten).
-#[allow(clippy::too_many_arguments)]
+/// `(z_i, t_i)` taken from `draw(i, z_i)`; with `grad_scale = Some(s)`, also writes `s` times its
+/// gradient with respect to the network's parameters into `ws.grads` (overwritten).
 pub fn cfm_chunk<T: Real>(
     field: &ContinuousFlow<T>,
     x1: &Matrix<T>,
     ctx: Option<&Matrix<T>>,
     weights: Option<&[T]>,
     draw: impl Fn(usize, &mut [T]) -> T,
-    ot: bool,
     grad_scale: Option<T>,
     ws: &mut CfmWorkspace<T>,
 ) -> f64 {
@@ -157,12 +123,6 @@ pub fn cfm_chunk<T: Real>(
     for i in 0..m {
         let t = draw(i, ws.z.row_mut(i));
         ws.t.push(t);
-    }
-    if ot {
-        pair_by_transport(x1, &mut ws.z);
-    }
-    for i in 0..m {
-        let t = ws.t[i];
         let (z, x, xt) = (ws.z.row(i), x1.row(i), ws.xt.row_mut(i));
         for j in 0..d {
             xt[j] = (T::one() - t) * z[j] + t * x[j];
@@ -212,7 +172,6 @@ pub struct FlowMatchingObjective {
     chunk_rows: usize,
     seed: u64,
     time_sampling: TimeSampling,
-    ot_coupling: bool,
 }
 
 /// Why a flow cannot be trained by flow matching.
@@ -246,15 +205,7 @@ impl FlowMatchingObjective {
             chunk_rows: chunk_rows.max(1),
             seed: 0,
             time_sampling: TimeSampling::Uniform,
-            ot_coupling: false,
         })
-    }
-
-    /// Pairs each chunk's events with its base draws by optimal transport (training and
-    /// validation loss).
-    pub fn with_ot_coupling(mut self, ot: bool) -> Self {
-        self.ot_coupling = ot;
-        self
     }
 
     /// Draws the path times of training and validation from `sampling`.
@@ -288,7 +239,6 @@ impl Objective for FlowMatchingObjective {
             self.workspaces.push(CfmWorkspace::new());
         }
         let (cr, seed, field, ts) = (self.chunk_rows, self.seed, &self.field, self.time_sampling);
-        let ot = self.ot_coupling;
         let scale = 1.0 / n.max(1) as f32;
         self.workspaces[..n_chunks]
             .par_iter_mut()
@@ -303,7 +253,6 @@ impl Objective for FlowMatchingObjective {
                     cs.as_ref(),
                     weights.map(|w| &w[s..e]),
                     |i, z| draw_path(seed, (s + i) as u64, ts, z),
-                    ot,
                     Some(scale),
                     ws,
                 );
@@ -330,13 +279,7 @@ impl Objective for FlowMatchingObjective {
     fn validation_loss(&self, flow: &Flow<f32>, val: Events<'_>) -> f64 {
         let mut field = self.field.clone();
         field.set_param_slice(&flow.param_vector());
-        validation_cfm(
-            &field,
-            val,
-            self.chunk_rows.max(256),
-            self.time_sampling,
-            self.ot_coupling,
-        )
+        validation_cfm(&field, val, self.chunk_rows.max(256), self.time_sampling)
     }
 }
 
@@ -347,7 +290,6 @@ pub fn validation_cfm(
     val: Events<'_>,
     chunk_rows: usize,
     sampling: TimeSampling,
-    ot: bool,
 ) -> f64 {
     let n = val.x.rows();
     let n_chunks = n.div_ceil(chunk_rows);
@@ -365,7 +307,6 @@ pub fn validation_cfm(
                         cs.as_ref(),
                         val.weights.map(|w| &w[s..e]),
                         |i, z| draw_path(VAL_SEED, ((s + i) * VAL_DRAWS + r) as u64, sampling, z),
-                        ot,
                         None,
                         ws,
                     )
@@ -406,12 +347,12 @@ mod tests {
 
     #[test]
     fn cfm_gradient_matches_finite_differences() {
-        for (ctx, residual, act, ot) in [
-            (0, false, Activation::Relu, false),
-            (2, true, Activation::Relu, true),
-            (0, false, Activation::Silu, false),
-            (2, true, Activation::Silu, true),
-            (1, true, Activation::Tanh, false),
+        for (ctx, residual, act) in [
+            (0, false, Activation::Relu),
+            (2, true, Activation::Relu),
+            (0, false, Activation::Silu),
+            (2, true, Activation::Silu),
+            (1, true, Activation::Tanh),
         ] {
             let mut f = field(ctx, residual, act);
             let mut rng = Rng::new(9);
@@ -421,9 +362,9 @@ mod tests {
             let draw = |i: usize, z: &mut [f64]| draw_path(5, i as u64, TimeSampling::Uniform, z);
             let mut ws = CfmWorkspace::new();
             let loss = |f: &ContinuousFlow<f64>, ws: &mut CfmWorkspace<f64>| {
-                cfm_chunk(f, &x, c.as_ref(), Some(&w), draw, ot, None, ws)
+                cfm_chunk(f, &x, c.as_ref(), Some(&w), draw, None, ws)
             };
-            cfm_chunk(&f, &x, c.as_ref(), Some(&w), draw, ot, Some(1.0), &mut ws);
+            cfm_chunk(&f, &x, c.as_ref(), Some(&w), draw, Some(1.0), &mut ws);
             let grads = ws.grads.clone();
             let mut p = f
                 .params()
@@ -454,31 +395,6 @@ mod tests {
             // The loss is not trivially zero and depends on the draws.
             assert!(loss(&f, &mut ws) > 0.1);
         }
-    }
-
-    #[test]
-    fn transport_pairing_permutes_the_draws_and_shortens_the_paths() {
-        let mut rng = Rng::new(3);
-        let x = Matrix::from_fn(60, 3, |_, _| 1.0 + rng.normal());
-        let z0 = Matrix::from_fn(60, 3, |_, _| rng.normal());
-        let mut z = z0.clone();
-        pair_by_transport(&x, &mut z);
-        let cost = |z: &Matrix<f64>| -> f64 {
-            (0..60)
-                .flat_map(|i| (0..3).map(move |j| (i, j)))
-                .map(|(i, j)| (x.get(i, j) - z.get(i, j)).powi(2))
-                .sum()
-        };
-        assert!(cost(&z) < 0.8 * cost(&z0), "{} vs {}", cost(&z), cost(&z0));
-        let rows = |m: &Matrix<f64>| {
-            let mut r: Vec<Vec<u64>> = (0..60)
-                .map(|i| m.row(i).iter().map(|v| v.to_bits()).collect())
-                .collect();
-            r.sort();
-            r
-        };
-        assert_eq!(rows(&z), rows(&z0));
-        assert_ne!(z, z0);
     }
 
     #[test]

@@ -96,9 +96,6 @@ pub struct TrainConfig {
     /// Path times of the flow-matching loss (flow-matching models only).
     #[serde(default)]
     pub time_sampling: crate::flow_matching::TimeSampling,
-    /// Minibatch optimal-transport pairing of events and base draws (flow-matching models only).
-    #[serde(default)]
-    pub ot_coupling: bool,
 }
 
 impl Default for TrainConfig {
@@ -115,7 +112,6 @@ impl Default for TrainConfig {
             chunk_rows: 128,
             ema_decay: 0.0,
             time_sampling: crate::flow_matching::TimeSampling::Uniform,
-            ot_coupling: false,
         }
     }
 }

@@ -68,7 +68,6 @@ def train(
     ode_steps: int | None = None,
     activation: Literal["relu", "silu", "tanh"] | None = None,
     time_sampling: Literal["uniform", "logit-normal"] | None = None,
-    ot_coupling: bool | None = None,
     batch_size: int | None = None,
     lr: float | None = None,
     schedule: Literal["cosine", "plateau", "constant"] | None = None,

@@ -9,7 +9,6 @@
 //! `f64` (the gradient checks) uses `matrixmultiply` and plain loops.
 
 pub mod adam;
-pub mod assignment;
 pub mod dense;
 pub mod gemm;
 pub mod kernel;

@@ -450,8 +450,7 @@ fn train_single(
             Box::new(
                 FlowMatchingObjective::new(&model.flow, job.train.chunk_rows)
                     .map_err(|e| ModelError::Input(e.to_string()))?
-                    .with_time_sampling(job.train.time_sampling)
-                    .with_ot_coupling(job.train.ot_coupling),
+                    .with_time_sampling(job.train.time_sampling),
             )
         } else {
             Box::new(GradientEngine::new(&model.flow, job.train.chunk_rows))

@@ -101,6 +101,11 @@ pub struct TrainOptions {
     pub ode_steps: Option<usize>,
     /// Gaussian components per feature of the made-mog model (default 10).
     pub components: Option<usize>,
+    /// Hidden activation of the flow-matching velocity network: relu, silu or tanh (default
+    /// relu).
+    pub activation: Option<String>,
+    /// Path times of the flow-matching loss: uniform or logit-normal (default uniform).
+    pub time_sampling: Option<String>,
     /// Maximum epochs (default 200, 1000 for flow-matching; early stopping usually ends sooner).
     pub epochs: Option<usize>,
     /// Events per optimizer step (default 512).
@@ -200,7 +205,8 @@ impl TrainOptions {
     /// flags over a configuration file).
     pub fn merged(mut self, over: &TrainOptions) -> TrainOptions {
         merge_fields!(self, over; format, features, columns, weight, fill, model, blocks, hidden, bins,
-            bound, residual, dropout, ode_steps, components, epochs, batch_size, lr, schedule, patience, val_fraction,
+            bound, residual, dropout, ode_steps, components, activation, time_sampling, epochs, batch_size, lr, schedule,
+            patience, val_fraction,
             weight_decay, clip_grad_norm, ema_decay, margin, seed, threads, ensemble);
         if !over.select.is_empty() {
             self.select = over.select.clone();
@@ -398,6 +404,18 @@ impl TrainOptions {
             }
             o.ode_steps = k;
         }
+        if let Some(a) = &self.activation {
+            if !preset.is_flow_matching() {
+                return Err(invalid(
+                    "activation",
+                    a,
+                    "applies only to model = flow-matching",
+                ));
+            }
+            o.activation = a
+                .parse()
+                .map_err(|_| invalid("activation", a, "expected relu, silu or tanh"))?;
+        }
         // Options a model has no use for are refused rather than silently ignored.
         let unused: &[&str] = match preset {
             // One MADE and (optionally) MAF layers: no splines, residual nets or dropout.
@@ -479,6 +497,18 @@ impl TrainOptions {
             }
             c.ema_decay = v;
         }
+        if let Some(v) = &self.time_sampling {
+            if !preset.is_flow_matching() {
+                return Err(invalid(
+                    "time_sampling",
+                    v,
+                    "applies only to model = flow-matching",
+                ));
+            }
+            c.time_sampling = v
+                .parse()
+                .map_err(|_| invalid("time_sampling", v, "expected uniform or logit-normal"))?;
+        }
         c.seed = self.seed.unwrap_or(0);
         Ok(c)
     }
@@ -542,6 +572,16 @@ impl TrainOptions {
                 "components",
                 "10",
                 "Gaussian components per feature of made-mog (1-64)",
+            ),
+            (
+                "activation",
+                "relu",
+                "flow-matching velocity network: relu, silu or tanh",
+            ),
+            (
+                "time_sampling",
+                "uniform",
+                "flow-matching path times: uniform or logit-normal",
             ),
             (
                 "epochs",
@@ -737,6 +777,16 @@ mod tests {
             ("ode_steps = 8", "ode_steps"),
             ("model = \"flow-matching\"\node_steps = 0", "ode_steps"),
             ("model = \"flow-matching\"\nbins = 4", "bins"),
+            ("activation = \"silu\"", "activation"),
+            ("time_sampling = \"logit-normal\"", "time_sampling"),
+            (
+                "model = \"flow-matching\"\ntime_sampling = \"beta\"",
+                "time_sampling",
+            ),
+            (
+                "model = \"flow-matching\"\nactivation = \"gelu\"",
+                "activation",
+            ),
             ("model = \"flow-matching\"\ndropout = 0.1", "dropout"),
             ("columns = [\"a\", \"a\"]", "columns"),
             ("columns = [\"a\"]\ncondition = [\"a\"]", "condition"),
@@ -796,6 +846,8 @@ mod tests {
         );
         let s = opts("model = \"flow-matching\"\node_steps = 8\nepochs = 5").unwrap();
         assert_eq!((s.preset_options.ode_steps, s.train.epochs), (8, 5));
+        let s = opts("model = \"flow-matching\"\nactivation = \"tanh\"").unwrap();
+        assert_eq!(s.preset_options.activation, crate::nn::Activation::Tanh);
         assert!(s.check_data(1000, 18, 2).is_ok());
     }
 

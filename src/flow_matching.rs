@@ -2,7 +2,9 @@
 //! continuous flow ([`crate::transforms::continuous`]).
 //!
 //! For a data event `x_1` (in the preprocessed space), a base draw `z ~ N(0, I)` and a time
-//! `t ~ U[0, 1]`, the straight path `x_t = (1 - t) z + t x_1` moves at the constant velocity
+//! `t ~ U[0, 1]` (or, with [`TimeSampling::LogitNormal`], `t = sigmoid(n)`, `n ~ N(0, 1)`, which
+//! puts more weight on the middle of the paths, where the marginal velocity is hardest to learn;
+//! Esser et al. 2024), the straight path `x_t = (1 - t) z + t x_1` moves at the constant velocity
 //! `u = x_1 - z`. The loss regresses the velocity field on it:
 //!
 //! `L = (1/n) sum_i w_i ||v(x_{t_i}, t_i, c_i) - (x_{1,i} - z_i)||^2`,
@@ -23,16 +25,46 @@ use crate::train::{Events, Objective};
 use crate::transforms::continuous::{ContinuousFlow, Times};
 use crate::transforms::{LayerSpec, Transform};
 use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
 
 /// Fixed draws of `(z, t)` per validation event.
 pub const VAL_DRAWS: usize = 4;
 /// Seed of the validation draws.
 const VAL_SEED: u64 = 0xF10_3A7C;
 
-/// Writes `z ~ N(0, I)` into `z` and returns `t ~ U[0, 1)`, both from `Rng::stream(seed, index)`.
-pub fn draw_path<T: Real>(seed: u64, index: u64, z: &mut [T]) -> T {
+/// Distribution of the path time `t` in training (and in the validation loss).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TimeSampling {
+    /// `t ~ U[0, 1)`.
+    #[default]
+    Uniform,
+    /// `t = 1 / (1 + e^{-n})`, `n ~ N(0, 1)`.
+    LogitNormal,
+}
+
+impl std::str::FromStr for TimeSampling {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "uniform" => Ok(TimeSampling::Uniform),
+            "logit-normal" => Ok(TimeSampling::LogitNormal),
+            _ => Err(format!(
+                "unknown time sampling '{s}': expected uniform or logit-normal"
+            )),
+        }
+    }
+}
+
+/// Writes `z ~ N(0, I)` into `z` and returns `t` drawn by `sampling`, both from
+/// `Rng::stream(seed, index)` (`t` first).
+pub fn draw_path<T: Real>(seed: u64, index: u64, sampling: TimeSampling, z: &mut [T]) -> T {
     let mut rng = Rng::stream(seed, index);
-    let t = rng.uniform();
+    let t = match sampling {
+        TimeSampling::Uniform => rng.uniform(),
+        TimeSampling::LogitNormal => 1.0 / (1.0 + (-rng.normal()).exp()),
+    };
     for v in z.iter_mut() {
         *v = T::c(rng.normal());
     }
@@ -139,6 +171,7 @@ pub struct FlowMatchingObjective {
     grads: Vec<f32>,
     chunk_rows: usize,
     seed: u64,
+    time_sampling: TimeSampling,
 }
 
 /// Why a flow cannot be trained by flow matching.
@@ -171,7 +204,14 @@ impl FlowMatchingObjective {
             workspaces: Vec::new(),
             chunk_rows: chunk_rows.max(1),
             seed: 0,
+            time_sampling: TimeSampling::Uniform,
         })
+    }
+
+    /// Draws the path times of training and validation from `sampling`.
+    pub fn with_time_sampling(mut self, sampling: TimeSampling) -> Self {
+        self.time_sampling = sampling;
+        self
     }
 
     fn sync(&mut self, flow: &Flow<f32>) {
@@ -198,7 +238,7 @@ impl Objective for FlowMatchingObjective {
         while self.workspaces.len() < n_chunks {
             self.workspaces.push(CfmWorkspace::new());
         }
-        let (cr, seed, field) = (self.chunk_rows, self.seed, &self.field);
+        let (cr, seed, field, ts) = (self.chunk_rows, self.seed, &self.field, self.time_sampling);
         let scale = 1.0 / n.max(1) as f32;
         self.workspaces[..n_chunks]
             .par_iter_mut()
@@ -212,7 +252,7 @@ impl Objective for FlowMatchingObjective {
                     &xs,
                     cs.as_ref(),
                     weights.map(|w| &w[s..e]),
-                    |i, z| draw_path(seed, (s + i) as u64, z),
+                    |i, z| draw_path(seed, (s + i) as u64, ts, z),
                     Some(scale),
                     ws,
                 );
@@ -239,12 +279,18 @@ impl Objective for FlowMatchingObjective {
     fn validation_loss(&self, flow: &Flow<f32>, val: Events<'_>) -> f64 {
         let mut field = self.field.clone();
         field.set_param_slice(&flow.param_vector());
-        validation_cfm(&field, val, self.chunk_rows.max(256))
+        validation_cfm(&field, val, self.chunk_rows.max(256), self.time_sampling)
     }
 }
 
-/// The weighted mean CFM loss of `val` over [`VAL_DRAWS`] fixed path draws per event.
-pub fn validation_cfm(field: &ContinuousFlow<f32>, val: Events<'_>, chunk_rows: usize) -> f64 {
+/// The weighted mean CFM loss of `val` over [`VAL_DRAWS`] fixed path draws per event, times
+/// drawn by `sampling`.
+pub fn validation_cfm(
+    field: &ContinuousFlow<f32>,
+    val: Events<'_>,
+    chunk_rows: usize,
+    sampling: TimeSampling,
+) -> f64 {
     let n = val.x.rows();
     let n_chunks = n.div_ceil(chunk_rows);
     let partial: Vec<f64> = (0..n_chunks)
@@ -260,7 +306,7 @@ pub fn validation_cfm(field: &ContinuousFlow<f32>, val: Events<'_>, chunk_rows: 
                         &xs,
                         cs.as_ref(),
                         val.weights.map(|w| &w[s..e]),
-                        |i, z| draw_path(VAL_SEED, ((s + i) * VAL_DRAWS + r) as u64, z),
+                        |i, z| draw_path(VAL_SEED, ((s + i) * VAL_DRAWS + r) as u64, sampling, z),
                         None,
                         ws,
                     )
@@ -277,10 +323,11 @@ pub fn validation_cfm(field: &ContinuousFlow<f32>, val: Events<'_>, chunk_rows: 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nn::Activation;
     use crate::transforms::ContinuousFlowConfig;
     use crate::transforms::testing::randomize_params;
 
-    fn field(ctx: usize, residual: bool) -> ContinuousFlow<f64> {
+    fn field(ctx: usize, residual: bool, activation: Activation) -> ContinuousFlow<f64> {
         let mut rng = Rng::new(4);
         let mut f = ContinuousFlow::new(
             ContinuousFlowConfig {
@@ -290,6 +337,7 @@ mod tests {
                 residual,
                 time_frequencies: 2,
                 ode_steps: 4,
+                activation,
             },
             &mut rng,
         );
@@ -299,13 +347,19 @@ mod tests {
 
     #[test]
     fn cfm_gradient_matches_finite_differences() {
-        for (ctx, residual) in [(0, false), (2, true)] {
-            let mut f = field(ctx, residual);
+        for (ctx, residual, act) in [
+            (0, false, Activation::Relu),
+            (2, true, Activation::Relu),
+            (0, false, Activation::Silu),
+            (2, true, Activation::Silu),
+            (1, true, Activation::Tanh),
+        ] {
+            let mut f = field(ctx, residual, act);
             let mut rng = Rng::new(9);
             let x = Matrix::from_fn(9, 3, |_, _| rng.normal());
             let c = (ctx > 0).then(|| Matrix::from_fn(9, ctx, |_, _| rng.normal()));
             let w: Vec<f64> = (0..9).map(|i| 0.5 + 0.1 * i as f64).collect();
-            let draw = |i: usize, z: &mut [f64]| draw_path(5, i as u64, z);
+            let draw = |i: usize, z: &mut [f64]| draw_path(5, i as u64, TimeSampling::Uniform, z);
             let mut ws = CfmWorkspace::new();
             let loss = |f: &ContinuousFlow<f64>, ws: &mut CfmWorkspace<f64>| {
                 cfm_chunk(f, &x, c.as_ref(), Some(&w), draw, None, ws)
@@ -332,7 +386,7 @@ mod tests {
                 let fd = (up - down) / (2.0 * eps);
                 assert!(
                     (fd - grads[k]).abs() <= 1e-5 * (1.0 + fd.abs()),
-                    "param {k}: fd {fd} vs {}",
+                    "{act} param {k}: fd {fd} vs {}",
                     grads[k]
                 );
                 checked += 1;
@@ -341,6 +395,21 @@ mod tests {
             // The loss is not trivially zero and depends on the draws.
             assert!(loss(&f, &mut ws) > 0.1);
         }
+    }
+
+    #[test]
+    fn logit_normal_times_concentrate_in_the_middle() {
+        let n = 20_000u64;
+        let mut z = [0.0f64; 2];
+        let mut middle = |ts| {
+            (0..n)
+                .filter(|&i| (0.25..0.75).contains(&draw_path(3, i, ts, &mut z)))
+                .count() as f64
+                / n as f64
+        };
+        // P(0.25 < t < 0.75) = 0.5 (uniform), P(|n| < ln 3) = 0.7279 (logit-normal).
+        assert!((middle(TimeSampling::Uniform) - 0.5).abs() < 0.02);
+        assert!((middle(TimeSampling::LogitNormal) - 0.7279).abs() < 0.02);
     }
 
     #[test]
@@ -353,6 +422,7 @@ mod tests {
             residual: false,
             time_frequencies: 2,
             ode_steps: 4,
+            activation: Activation::Silu,
         };
         let mut flow = Flow::<f32>::from_specs(4, 0, &[LayerSpec::Continuous(config)], 3);
         for l in flow.layers_mut() {

@@ -20,6 +20,7 @@
 
 use crate::distributions::{BaseSpec, MadeMogConfig, made_mog::DEFAULT_LOG_SCALE_CLAMP};
 use crate::engine::Rng;
+use crate::nn::Activation;
 use crate::transforms::{
     AffineCouplingConfig, BatchNormConfig, ContinuousFlowConfig, LayerSpec, LuLinearConfig,
     MafConfig, PermutationConfig, SplineCouplingConfig, SplineKind, half_mask,
@@ -163,6 +164,10 @@ pub struct PresetOptions {
     /// Gaussian components per feature of the MADE-MoG base.
     #[serde(default = "default_components")]
     pub components: usize,
+    /// Hidden activation of the flow-matching velocity network (the coupling conditioners use
+    /// ReLU).
+    #[serde(default)]
+    pub activation: Activation,
 }
 
 /// Default mixture components of the `made-mog` preset.
@@ -193,6 +198,7 @@ impl Default for PresetOptions {
             context_dim: 0,
             ode_steps: DEFAULT_ODE_STEPS,
             components: DEFAULT_COMPONENTS,
+            activation: Activation::Relu,
         }
     }
 }
@@ -236,6 +242,7 @@ pub fn build_specs(preset: Preset, dim: usize, opts: &PresetOptions, seed: u64) 
             residual: opts.residual,
             time_frequencies: TIME_FREQUENCIES,
             ode_steps: opts.ode_steps,
+            activation: opts.activation,
         })];
     }
     let mut rng = Rng::new(seed ^ 0x5EED_F10E);

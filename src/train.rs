@@ -95,6 +95,9 @@ pub struct TrainConfig {
     /// Polyak/EMA weight averaging decay (0 = off); validation and the saved model use the average.
     #[serde(default)]
     pub ema_decay: f64,
+    /// Path times of the flow-matching loss (flow-matching models only).
+    #[serde(default)]
+    pub time_sampling: crate::flow_matching::TimeSampling,
 }
 
 impl Default for TrainConfig {
@@ -110,6 +113,7 @@ impl Default for TrainConfig {
             seed: 0,
             chunk_rows: 128,
             ema_decay: 0.0,
+            time_sampling: crate::flow_matching::TimeSampling::Uniform,
         }
     }
 }

@@ -69,6 +69,8 @@ def train(
     dropout: float | None = None,
     ode_steps: int | None = None,
     components: int | None = None,
+    activation: Literal["relu", "silu", "tanh"] | None = None,
+    time_sampling: Literal["uniform", "logit-normal"] | None = None,
     batch_size: int | None = None,
     lr: float | None = None,
     schedule: Literal["cosine", "plateau", "constant"] | None = None,

@@ -45,6 +45,12 @@ pub struct TrainArgs {
     /// Gaussian components per feature of the made-mog model [default: 10].
     #[arg(long)]
     pub components: Option<usize>,
+    /// Hidden activation of the flow-matching velocity network: relu, silu or tanh.
+    #[arg(long)]
+    pub activation: Option<String>,
+    /// Path times of the flow-matching loss: uniform or logit-normal.
+    #[arg(long)]
+    pub time_sampling: Option<String>,
     /// Number of flow blocks (made-mog: MAF layers under its mixture base, default 0).
     #[arg(long)]
     pub blocks: Option<usize>,
@@ -128,6 +134,8 @@ fn cli_options(a: &TrainArgs) -> Result<TrainOptions> {
         bins: a.bins,
         ode_steps: a.ode_steps,
         components: a.components,
+        activation: a.activation.clone(),
+        time_sampling: a.time_sampling.clone(),
         epochs: a.epochs,
         batch_size: a.batch_size,
         lr: a.lr,

@@ -60,6 +60,45 @@ pub trait Real:
         }
     }
 
+    /// `x <- x sigmoid(x)` elementwise and, with `slope`, `slope <- d/dx (x sigmoid(x))`
+    /// (vectorised for `f32`, see [`super::vmath`]).
+    fn silu_in_place(xs: &mut [Self], slope: Option<&mut [Self]>) {
+        let silu = |x: Self| {
+            let s = Self::one() / (Self::one() + (-x).exp());
+            (x * s, s * (Self::one() + x * (Self::one() - s)))
+        };
+        match slope {
+            Some(d) => {
+                for (x, d) in xs.iter_mut().zip(d) {
+                    (*x, *d) = silu(*x);
+                }
+            }
+            None => {
+                for x in xs {
+                    *x = silu(*x).0;
+                }
+            }
+        }
+    }
+
+    /// `x <- tanh(x)` elementwise and, with `slope`, `slope <- 1 - tanh(x)^2` (vectorised for
+    /// `f32`, see [`super::vmath`]).
+    fn tanh_in_place(xs: &mut [Self], slope: Option<&mut [Self]>) {
+        match slope {
+            Some(d) => {
+                for (x, d) in xs.iter_mut().zip(d) {
+                    *x = x.tanh();
+                    *d = Self::one() - *x * *x;
+                }
+            }
+            None => {
+                for x in xs {
+                    *x = x.tanh();
+                }
+            }
+        }
+    }
+
     /// `C[m x n] = alpha * A[m x k] * B[k x n] + beta * C`, with arbitrary row/column strides.
     ///
     /// # Safety
@@ -110,6 +149,12 @@ impl Real for f32 {
     }
     fn soft_clamp_in_place(xs: &mut [Self], a: Self) {
         super::vmath::soft_clamp_in_place(xs, a);
+    }
+    fn silu_in_place(xs: &mut [Self], slope: Option<&mut [Self]>) {
+        super::vmath::silu_in_place(xs, slope);
+    }
+    fn tanh_in_place(xs: &mut [Self], slope: Option<&mut [Self]>) {
+        super::vmath::tanh_in_place(xs, slope);
     }
     unsafe fn gemm_raw(
         m: usize,

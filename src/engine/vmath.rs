@@ -1,4 +1,5 @@
-//! Vectorised single-precision `exp` and soft clamp `a tanh(x / a)` over slices.
+//! Vectorised single-precision `exp`, soft clamp `a tanh(x / a)` and the smooth activations
+//! SiLU and tanh (with their derivatives) over slices.
 //!
 //! libm evaluates one element per call; the coupling layers need millions per second. These are
 //! branch-free polynomial versions (fused multiply-adds, no float-to-int casts) that the compiler
@@ -17,6 +18,8 @@
 //!   -inf`, `ln(inf) = inf`, negative or NaN inputs give NaN.
 //! - `ln_1p(x) = x ln(u) / (u - 1)` with `u = 1 + x` (Goldberg's correction of the rounding of
 //!   `u`; `x` where `u = 1`), for `x >= 0`: relative error below `5e-7` however small `x` is.
+//! - `silu(x) = x s`, `s = 1 / (1 + exp(-x))` (the `exp` above; `s = 0` below `x = -87`), and its derivative
+//!   `s (1 + x (1 - s))`; `tanh` as above and its derivative `1 - tanh^2`.
 //!
 //! Besides the slice functions, the scalar `exp`, `ln` and `ln_1p` are available to other
 //! kernels of the crate (the spline couplings' lane kernels), which inline them into their own
@@ -94,6 +97,99 @@ pub fn soft_clamp_in_place_on(path: SimdPath, xs: &mut [f32], a: f32) {
     }
 }
 
+/// A smooth activation of [`activate_in_place_on`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Smooth {
+    /// `x sigmoid(x)`.
+    Silu,
+    /// `tanh(x)`.
+    Tanh,
+}
+
+/// `x <- silu(x)` and, with `slope`, `slope <- silu'(x)`, on the [`simd::active`] path.
+pub fn silu_in_place(xs: &mut [f32], slope: Option<&mut [f32]>) {
+    activate_in_place_on(simd::active(), Smooth::Silu, xs, slope);
+}
+
+/// `x <- tanh(x)` and, with `slope`, `slope <- 1 - tanh(x)^2`, on the [`simd::active`] path.
+pub fn tanh_in_place(xs: &mut [f32], slope: Option<&mut [f32]>) {
+    activate_in_place_on(simd::active(), Smooth::Tanh, xs, slope);
+}
+
+/// The activation `kind` in place with its derivative into `slope` (same length as `xs`), on
+/// a given path (which must be supported; panics otherwise).
+pub fn activate_in_place_on(
+    path: SimdPath,
+    kind: Smooth,
+    xs: &mut [f32],
+    slope: Option<&mut [f32]>,
+) {
+    assert!(
+        path.supported(),
+        "the {path} SIMD path is not supported here"
+    );
+    if let Some(s) = &slope {
+        assert_eq!(s.len(), xs.len(), "slope length");
+    }
+    match path {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: AVX-512F is present (asserted above).
+        SimdPath::Avx512 => unsafe { avx512::activate(kind, xs, slope) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: AVX2 and FMA are present (asserted above).
+        SimdPath::Avx2 => unsafe { avx2::activate(kind, xs, slope) },
+        _ => {
+            #[cfg(target_arch = "x86_64")]
+            {
+                if std::arch::is_x86_feature_detected!("fma") {
+                    // SAFETY: FMA is present.
+                    unsafe { fma::activate(kind, xs, slope) };
+                    return;
+                }
+            }
+            activate(kind, xs, slope);
+        }
+    }
+}
+
+/// `(silu(x), silu'(x))`.
+#[inline(always)]
+fn silu_and_slope(x: f32) -> (f32, f32) {
+    let s = 1.0 / (1.0 + exp(-x));
+    // Below -87 `exp` is clamped; sigmoid(x) < 2e-38 there, so it is taken as 0.
+    let s = if x < -87.0 { 0.0 } else { s };
+    (x * s, s * x.mul_add(1.0 - s, 1.0))
+}
+
+/// The loops of [`activate_in_place_on`], inlined into each path's compiled copy.
+#[inline(always)]
+fn activate(kind: Smooth, xs: &mut [f32], slope: Option<&mut [f32]>) {
+    match (kind, slope) {
+        (Smooth::Silu, Some(d)) => {
+            for (x, d) in xs.iter_mut().zip(d) {
+                (*x, *d) = silu_and_slope(*x);
+            }
+        }
+        (Smooth::Silu, None) => {
+            for x in xs {
+                *x = silu_and_slope(*x).0;
+            }
+        }
+        (Smooth::Tanh, Some(d)) => {
+            for (x, d) in xs.iter_mut().zip(d) {
+                let y = tanh(*x);
+                *x = y;
+                *d = (-y).mul_add(y, 1.0);
+            }
+        }
+        (Smooth::Tanh, None) => {
+            for x in xs {
+                *x = tanh(*x);
+            }
+        }
+    }
+}
+
 /// The same scalar code compiled for each instruction set; LLVM vectorises the loops (16 or 8
 /// lanes) without changing any operation, so every path gives the same bits.
 macro_rules! vector_path {
@@ -112,6 +208,15 @@ macro_rules! vector_path {
                 for x in xs {
                     *x = super::ln(*x);
                 }
+            }
+
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn activate(
+                kind: super::Smooth,
+                xs: &mut [f32],
+                slope: Option<&mut [f32]>,
+            ) {
+                super::activate(kind, xs, slope);
             }
 
             #[target_feature(enable = $features)]
@@ -308,6 +413,21 @@ mod tests {
             let mut t = xs.clone();
             soft_clamp_in_place_on(path, &mut t, 3.0);
             assert_eq!(bits(&t), bits(&t_ref), "tanh on {path}");
+            for kind in [Smooth::Silu, Smooth::Tanh] {
+                let (mut y_ref, mut d_ref) = (xs.clone(), vec![0.0; xs.len()]);
+                activate_in_place_on(SimdPath::Portable, kind, &mut y_ref, Some(&mut d_ref));
+                let (mut y, mut d) = (xs.clone(), vec![0.0; xs.len()]);
+                activate_in_place_on(path, kind, &mut y, Some(&mut d));
+                assert_eq!(bits(&y), bits(&y_ref), "{kind:?} on {path}");
+                assert_eq!(bits(&d), bits(&d_ref), "{kind:?}' on {path}");
+                let mut y_only = xs.clone();
+                activate_in_place_on(path, kind, &mut y_only, None);
+                assert_eq!(
+                    bits(&y_only),
+                    bits(&y_ref),
+                    "{kind:?} without slope on {path}"
+                );
+            }
         }
     }
 

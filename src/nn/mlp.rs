@@ -1,11 +1,19 @@
-//! Multi-layer perceptron conditioner with ReLU activations and hand-written backward pass.
+//! Multi-layer perceptron conditioner with a hand-written backward pass.
 //!
-//! `h_0 = input`, `h_l = relu(h_{l-1} W_l^T + b_l)` for hidden layers, `out = h_L W_out^T + b_out`.
+//! `h_0 = input`, `h_l = act(h_{l-1} W_l^T + b_l)` for hidden layers, `out = h_L W_out^T + b_out`,
+//! with `act` ReLU (the default) or a smooth [`Activation`].
 //! With `residual = true`, hidden layers of equal width add a skip connection:
-//! `h_l = h_{l-1} + relu(h_{l-1} W_l^T + b_l)`.
+//! `h_l = h_{l-1} + act(h_{l-1} W_l^T + b_l)`.
+//!
+//! The backward pass needs `act'` at every hidden unit. For ReLU it is read off the saved outputs
+//! (`[h > 0]`); for a smooth activation the training pass saves it next to the outputs (the
+//! "slopes" `act'(a_l)`, times the inverted-dropout factor `m / (1 - p)` when dropout is on),
+//! which the exact-trace code of [`crate::transforms::continuous`] reads too
+//! ([`Mlp::slopes`]).
 //! The output layer starts at zero, so every coupling layer starts as the identity (Glow's
 //! initialisation), which keeps the first training steps stable.
 
+use super::Activation;
 use crate::engine::dense;
 use crate::engine::gemm::gemm_tn;
 use crate::engine::matrix::transpose;
@@ -31,9 +39,12 @@ pub struct MlpConfig {
     /// scaled by `1/(1-p)`, so evaluation uses the network as is).
     #[serde(default)]
     pub dropout: f64,
+    /// Activation of the hidden layers (default ReLU, the only one before this option existed).
+    #[serde(default)]
+    pub activation: Activation,
 }
 
-/// A dense ReLU network; parameters are `layers.{l}.weight` (`out x in`) and `layers.{l}.bias`.
+/// A dense network; parameters are `layers.{l}.weight` (`out x in`) and `layers.{l}.bias`.
 #[derive(Debug)]
 pub struct Mlp<T> {
     config: MlpConfig,
@@ -160,14 +171,16 @@ impl<T: Real> Mlp<T> {
             && self.params[2 * l].shape[0] == self.params[2 * l].shape[1]
     }
 
-    /// One dense layer `out = act(inp W^T + b) (+ inp if skip)`.
-    fn layer(&self, l: usize, inp: &Matrix<T>, out: &mut Matrix<T>) {
+    /// One dense layer `out = act(inp W^T + b) (+ inp if skip)`; for a hidden layer with a smooth
+    /// activation, `slope` (when given) receives `act'(inp W^T + b)`.
+    fn layer(&self, l: usize, inp: &Matrix<T>, out: &mut Matrix<T>, slope: Option<&mut Matrix<T>>) {
         let w = &self.params[2 * l];
         let b = &self.params[2 * l + 1].data;
         let (fan_out, fan_in) = (w.shape[0], w.shape[1]);
         let n = inp.rows();
         out.resize(n, fan_out);
         let last = l + 1 == self.n_layers();
+        let act = self.config.activation;
         self.with_transposed(l, |wt| {
             dense::forward(
                 n,
@@ -176,10 +189,17 @@ impl<T: Real> Mlp<T> {
                 inp.as_slice(),
                 wt,
                 b,
-                !last,
+                !last && act.is_relu(),
                 out.as_mut_slice(),
             )
         });
+        if !last && !act.is_relu() {
+            let slope = slope.map(|s| {
+                s.resize(n, fan_out);
+                s.as_mut_slice()
+            });
+            act.apply(out.as_mut_slice(), slope);
+        }
         if self.skip(l) {
             for (v, x) in out.as_mut_slice().iter_mut().zip(inp.as_slice()) {
                 *v += *x;
@@ -197,32 +217,38 @@ impl<T: Real> Mlp<T> {
     pub fn forward_reusing(&self, input: &Matrix<T>, out: &mut Matrix<T>, scratch: &mut Tape<T>) {
         let nl = self.n_layers();
         if nl == 1 {
-            self.layer(0, input, out);
+            self.layer(0, input, out, None);
             return;
         }
         let mut a = std::mem::take(scratch.mat(0, 0, 0));
         let mut b = std::mem::take(scratch.mat(1, 0, 0));
-        self.layer(0, input, &mut a);
+        self.layer(0, input, &mut a, None);
         for l in 1..nl - 1 {
-            self.layer(l, &a, &mut b);
+            self.layer(l, &a, &mut b, None);
             std::mem::swap(&mut a, &mut b);
         }
-        self.layer(nl - 1, &a, out);
+        self.layer(nl - 1, &a, out, None);
         *scratch.mat(0, 0, 0) = a;
         *scratch.mat(1, 0, 0) = b;
     }
 
-    /// Training forward pass: like [`Mlp::forward`], saving hidden activations in `tape.mats`.
+    /// Training forward pass: like [`Mlp::forward`], saving the hidden activations in
+    /// `tape.mats[..L]` (`L` hidden layers) and, for a smooth activation, their slopes in
+    /// `tape.mats[L..2L]` (see [`Mlp::slopes`]).
     pub fn forward_train(&self, input: &Matrix<T>, out: &mut Matrix<T>, tape: &mut Tape<T>) {
         let nl = self.n_layers();
-        while tape.mats.len() < nl - 1 {
+        let smooth = !self.config.activation.is_relu();
+        let kept = if smooth { 2 * (nl - 1) } else { nl - 1 };
+        while tape.mats.len() < kept {
             tape.mats.push(Matrix::zeros(0, 0));
         }
         let p = self.config.dropout;
+        let (acts, slopes) = tape.mats.split_at_mut(nl - 1);
         for l in 0..nl - 1 {
-            let (done, rest) = tape.mats.split_at_mut(l);
+            let (done, rest) = acts.split_at_mut(l);
             let inp = if l == 0 { input } else { &done[l - 1] };
-            self.layer(l, inp, &mut rest[0]);
+            let mut slope = if smooth { slopes.get_mut(l) } else { None };
+            self.layer(l, inp, &mut rest[0], slope.as_deref_mut());
             if p > 0.0 {
                 // Inverted dropout on the ReLU branch: r <- r m / (1 - p), m ~ Bernoulli(1 - p).
                 // Each 64-bit draw gives four masks: a unit is dropped when its 16-bit field is
@@ -242,20 +268,32 @@ impl<T: Real> Mlp<T> {
                 };
                 let scale = T::c(1.0 / (1.0 - p));
                 let out = rest[0].as_mut_slice();
-                if self.skip(l) {
-                    for (o, x) in out.iter_mut().zip(inp.as_slice()) {
-                        let r = *o - *x;
-                        *o = *x + if dropped() { T::zero() } else { r * scale };
+                let mut slope = slope.map(|s| s.as_mut_slice());
+                let skip = self.skip(l);
+                for (idx, o) in out.iter_mut().enumerate() {
+                    let drop = dropped();
+                    if skip {
+                        let x = inp.as_slice()[idx];
+                        *o = x + if drop { T::zero() } else { (*o - x) * scale };
+                    } else {
+                        *o = if drop { T::zero() } else { *o * scale };
                     }
-                } else {
-                    for o in out.iter_mut() {
-                        *o = if dropped() { T::zero() } else { *o * scale };
+                    if let Some(s) = slope.as_deref_mut() {
+                        s[idx] = if drop { T::zero() } else { s[idx] * scale };
                     }
                 }
             }
         }
         let inp = if nl == 1 { input } else { &tape.mats[nl - 2] };
-        self.layer(nl - 1, inp, out);
+        self.layer(nl - 1, inp, out, None);
+    }
+
+    /// The slopes `act'(a_l)` of the hidden layers saved by [`Mlp::forward_train`] in `tape`
+    /// (times the dropout factor), one matrix per hidden layer; `None` for ReLU, whose slope is
+    /// `[a_l > 0]` (read it off the saved outputs).
+    pub fn slopes<'a>(&self, tape: &'a Tape<T>) -> Option<&'a [Matrix<T>]> {
+        let nl = self.n_layers();
+        (!self.config.activation.is_relu()).then(|| &tape.mats[nl - 1..2 * (nl - 1)])
     }
 
     /// Backward pass: given `dout = dL/d out`, adds `dL/d theta` into `grads` (length
@@ -308,7 +346,8 @@ impl<T: Real> Mlp<T> {
             // Without skip connections the ReLU derivative of layer l-1 (and its dropout
             // factor) is applied inside the product; see below for the general case.
             let keep = T::c(1.0 / (1.0 - self.config.dropout));
-            let fused_gate = l > 0 && !self.skip(l) && !self.skip(l - 1);
+            let slopes = self.slopes(tape);
+            let fused_gate = slopes.is_none() && l > 0 && !self.skip(l) && !self.skip(l - 1);
             dense::input_grad(
                 n,
                 fan_out,
@@ -341,6 +380,17 @@ impl<T: Real> Mlp<T> {
             // residual layer the relu part is h - h_in, handled via the saved activations).
             // With dropout, dropped units read as inactive too, and kept ones carry the factor
             // 1/(1-p) of the forward pass.
+            if let Some(slopes) = slopes {
+                // Smooth activation: the saved slope act'(a) (dropout factor included).
+                if self.skip(l - 1) {
+                    scratch.mat(2, n, fan_in).copy_from(&nxt);
+                }
+                for (g, s) in nxt.as_mut_slice().iter_mut().zip(slopes[l - 1].as_slice()) {
+                    *g *= *s;
+                }
+                std::mem::swap(&mut cur, &mut nxt);
+                continue;
+            }
             let h = &tape.mats[l - 1];
             if self.skip(l - 1) {
                 let hin = &tape.mats[l - 2];
@@ -378,6 +428,97 @@ impl<T: Real> Mlp<T> {
 mod tests {
     use super::*;
 
+    /// Parameter and input gradients of `sum(out * r)` against central differences of the same
+    /// training pass (same dropout masks), for every activation, with residual layers and
+    /// dropout.
+    #[test]
+    fn backward_matches_finite_differences_for_every_activation() {
+        for act in Activation::ALL {
+            for (residual, dropout) in [(false, 0.0), (true, 0.0), (true, 0.3), (false, 0.3)] {
+                let mut rng = Rng::new(11);
+                let cfg = MlpConfig {
+                    in_dim: 3,
+                    hidden: vec![8, 8, 8],
+                    out_dim: 2,
+                    residual,
+                    dropout,
+                    activation: act,
+                };
+                let mut net = Mlp::<f64>::new(cfg, &mut rng);
+                for p in net.params_mut() {
+                    p.data.iter_mut().for_each(|v| *v = 0.6 * rng.normal());
+                }
+                let x = Matrix::from_fn(7, 3, |_, _| rng.normal());
+                let r = Matrix::from_fn(7, 2, |_, _| rng.normal());
+                let loss = |net: &Mlp<f64>, x: &Matrix<f64>| {
+                    let mut tape = Tape {
+                        seed: 5,
+                        ..Tape::default()
+                    };
+                    let mut out = Matrix::zeros(0, 0);
+                    net.forward_train(x, &mut out, &mut tape);
+                    let l: f64 = out
+                        .as_slice()
+                        .iter()
+                        .zip(r.as_slice())
+                        .map(|(a, b)| a * b)
+                        .sum();
+                    (l, tape)
+                };
+                let (_, tape) = loss(&net, &x);
+                let mut grads = vec![0.0; net.num_params()];
+                let mut dx = Matrix::zeros(0, 0);
+                net.backward(
+                    &x,
+                    &tape,
+                    &r,
+                    Some(&mut dx),
+                    &mut grads,
+                    &mut Tape::default(),
+                );
+                let eps = 1e-6;
+                let mut flat: Vec<f64> = net.params().iter().flat_map(|p| p.data.clone()).collect();
+                let set = |net: &mut Mlp<f64>, v: &[f64]| {
+                    let mut off = 0;
+                    for p in net.params_mut() {
+                        let n = p.data.len();
+                        p.data.copy_from_slice(&v[off..off + n]);
+                        off += n;
+                    }
+                };
+                for k in 0..flat.len() {
+                    let orig = flat[k];
+                    flat[k] = orig + eps;
+                    set(&mut net, &flat);
+                    let up = loss(&net, &x).0;
+                    flat[k] = orig - eps;
+                    set(&mut net, &flat);
+                    let dn = loss(&net, &x).0;
+                    flat[k] = orig;
+                    set(&mut net, &flat);
+                    let fd = (up - dn) / (2.0 * eps);
+                    assert!(
+                        (fd - grads[k]).abs() < 1e-6 * (1.0 + fd.abs()),
+                        "{act} residual {residual} dropout {dropout} param {k}: {fd} vs {}",
+                        grads[k]
+                    );
+                }
+                for k in 0..x.as_slice().len() {
+                    let (mut up, mut dn) = (x.clone(), x.clone());
+                    up.as_mut_slice()[k] += eps;
+                    dn.as_mut_slice()[k] -= eps;
+                    let fd = (loss(&net, &up).0 - loss(&net, &dn).0) / (2.0 * eps);
+                    assert!(
+                        (fd - dx.as_slice()[k]).abs() < 1e-6 * (1.0 + fd.abs()),
+                        "{act} input {k}: {fd} vs {}",
+                        dx.as_slice()[k]
+                    );
+                }
+                assert!(grads.iter().any(|g| g.abs() > 1e-3));
+            }
+        }
+    }
+
     /// The dropout masks drop a fraction `p` of hidden units (within sampling error), are the same
     /// for the same tape seed and differ for another.
     #[test]
@@ -390,6 +531,7 @@ mod tests {
                 out_dim: 2,
                 residual: false,
                 dropout: p,
+                activation: Activation::Relu,
             };
             let net = Mlp::<f64>::new(cfg, &mut rng);
             let x = Matrix::from_fn(500, 4, |_, _| rng.normal());
@@ -403,7 +545,7 @@ mod tests {
                 tape.mats[0].clone()
             };
             let mut full = Matrix::zeros(0, 0);
-            net.layer(0, &x, &mut full);
+            net.layer(0, &x, &mut full, None);
             let (h, again, other) = (hidden(7), hidden(7), hidden(8));
             assert_eq!(h.as_slice(), again.as_slice());
             assert_ne!(h.as_slice(), other.as_slice());

@@ -450,7 +450,8 @@ fn train_single(
         let mut objective: Box<dyn Objective> = if job.preset.is_flow_matching() {
             Box::new(
                 FlowMatchingObjective::new(&model.flow, job.train.chunk_rows)
-                    .map_err(|e| ModelError::Input(e.to_string()))?,
+                    .map_err(|e| ModelError::Input(e.to_string()))?
+                    .with_time_sampling(job.train.time_sampling),
             )
         } else {
             Box::new(GradientEngine::new(&model.flow, job.train.chunk_rows))

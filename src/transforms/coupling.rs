@@ -22,7 +22,7 @@
 
 use super::{LayerSpec, Param, Transform, gather_input, split_mask};
 use crate::engine::{Matrix, Real, Rng, Tape};
-use crate::nn::{Mlp, MlpConfig};
+use crate::nn::{Activation, Mlp, MlpConfig};
 
 /// Number of per-chunk matrices a bijection may keep from its training forward pass for its
 /// backward pass (see [`Elementwise::apply`]).
@@ -118,6 +118,7 @@ impl<T: Real, B: Elementwise<T>> Coupling<T, B> {
                 out_dim: bijection.n_params() * tr.len(),
                 residual: shape.residual,
                 dropout: shape.dropout,
+                activation: Activation::Relu,
             },
             rng,
         );

@@ -3,7 +3,7 @@
 #
 #   bash bench/run.sh [--threads N] [--models default,nsf,realnvp|all] [--simd avx512,avx2,...]
 #                     [--sides nflows,zuko] [--samples N] [--chunks 128,256,512] [--data CSV(.gz)]
-#                     [--python PY] [--omp-wait passive|active]
+#                     [--python PY] [--omp-wait passive|active] [--peer-isa best|avx2]
 #
 # Models (D = 18 higgs18 features, Adam 1e-3; see bench/README.md):
 #   default        hepflow's default preset with its defaults (batch 512) vs nflows NSF / zuko NSF
@@ -26,6 +26,9 @@
 # the speed differs. The peers always run their own best path. PyTorch's OpenMP threads wait passively
 # by default (OMP_WAIT_POLICY=PASSIVE), because on a shared machine spinning threads that lose
 # their core make PyTorch many times slower; --omp-wait active restores OpenMP's default.
+# --peer-isa avx2 restricts PyTorch to AVX2 as well (ATEN_CPU_CAPABILITY=avx2,
+# MKL_ENABLE_INSTRUCTIONS=AVX2, ONEDNN_MAX_CPU_ISA=AVX2): with --simd avx2 both sides then run as
+# on a CPU without AVX-512 (the peers' JSON records the capability torch reports).
 #
 # PyTorch: --python PY, else bench/.venv (created with torch, nflows, zuko, numpy on first use).
 # The Rust side is built with `cargo build --release --example benchmark`. Raw JSON lines go to
@@ -45,6 +48,7 @@ models="default,nsf,realnvp"
 samples=""
 py=""
 omp_wait="passive"
+peer_isa="best"
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --threads) threads="$2"; shift 2 ;;
@@ -56,6 +60,7 @@ while [[ $# -gt 0 ]]; do
         --samples) samples="$2"; shift 2 ;;
         --python) py="$2"; shift 2 ;;
         --omp-wait) omp_wait="$2"; shift 2 ;;
+        --peer-isa) peer_isa="$2"; shift 2 ;;
         -h|--help) sed -n '2,/^[^#]/{/^#/p}' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
@@ -72,6 +77,12 @@ for p in ${simd//,/ }; do
     case "$p" in avx512 | avx2 | portable) ;; *) echo "--simd expects avx512, avx2 or portable (or a comma list of them)" >&2; exit 2 ;; esac
 done
 case "$omp_wait" in passive | active) ;; *) echo "--omp-wait expects passive or active" >&2; exit 2 ;; esac
+peer_env=()
+case "$peer_isa" in
+    best) ;;
+    avx2) peer_env=(ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2) ;;
+    *) echo "--peer-isa expects best or avx2" >&2; exit 2 ;;
+esac
 all_models="default,nsf,realnvp,glow,maf,rq-spline,flow-matching"
 [[ "$models" == all ]] && models="$all_models"
 if [[ -z "$models" ]]; then
@@ -126,7 +137,7 @@ bin="$target_dir/release/examples/benchmark"
 out="$here/out"
 mkdir -p "$out"
 stamp="$(date -u +%Y%m%dT%H%M%SZ)"
-json="$out/bench-t${threads}${simd:+-${simd//,/+}}-$stamp.jsonl"
+json="$out/bench-t${threads}${simd:+-${simd//,/+}}${peer_env:+-peer-$peer_isa}-$stamp.jsonl"
 : > "$json"
 omp_policy="$(tr '[:lower:]' '[:upper:]' <<< "$omp_wait")"
 n_samples() { # model -> events of the timed sampling run
@@ -175,7 +186,7 @@ for m in ${models//,/ }; do
     peer_model="$(peer_of "$m")"
     if [[ -n "$sides" && -n "$peer_model" && "$peers_done" != *",$peer_model,"* ]]; then
         echo "== PyTorch $peer_model: $sides (threads=$threads, OMP_WAIT_POLICY=$omp_policy)" >&2
-        OMP_NUM_THREADS="$threads" MKL_NUM_THREADS="$threads" OMP_WAIT_POLICY="$omp_policy" \
+        env "${peer_env[@]}" OMP_NUM_THREADS="$threads" MKL_NUM_THREADS="$threads" OMP_WAIT_POLICY="$omp_policy" \
             PYTHONWARNINGS=ignore "$py" "$here/torch_flows.py" --data "$data" --threads "$threads" \
             --sides "$sides" --model "$peer_model" --samples "$(n_samples "$m")" \
             | tag "peer-$peer_model" | tee -a "$json" >&2
@@ -183,7 +194,7 @@ for m in ${models//,/ }; do
     fi
 done
 load_after="$(cut -d' ' -f1-3 /proc/loadavg)"
-echo "(total: $(( $(date +%s) - t_start )) s)" >&2
+echo "(total: $(( $(date +%s) - t_start )) s; PyTorch ISA: $peer_isa)" >&2
 
 # 4. Table and ratios.
 python3 - "$json" "$threads" "$load_before" "$load_after" "${simd:-best}" "$omp_policy" <<'EOF'

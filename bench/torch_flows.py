@@ -337,6 +337,7 @@ def main():
     data = load_higgs18(args.data)
     emit({"side": "torch-info", "rows": int(data.shape[0]), "dim": int(data.shape[1]),
           "threads": torch.get_num_threads(), "torch": torch.__version__,
+          "cpu_capability": torch.backends.cpu.get_cpu_capability(),
           "config": torch.__config__.parallel_info().splitlines()[:4]})
     sides = [s.strip() for s in args.sides.split(",") if s.strip()]
     for s in sides:

@@ -39,16 +39,6 @@ fn train(data: &Path, out: &Path, epochs: &str, extra: &[&str]) -> String {
     ok(&args)
 }
 
-fn read_rows(p: &Path) -> (String, Vec<Vec<f64>>) {
-    let text = std::fs::read_to_string(p).unwrap();
-    let mut lines = text.lines();
-    let header = lines.next().unwrap().to_string();
-    let rows = lines
-        .map(|l| l.split(',').map(|v| v.parse().unwrap()).collect())
-        .collect();
-    (header, rows)
-}
-
 #[test]
 fn train_sample_logprob_and_reload() {
     let dir = tempfile::tempdir().unwrap();
@@ -56,7 +46,7 @@ fn train_sample_logprob_and_reload() {
     let model = dir.path().join("fm");
     let out = train(&data, &model, "4", &["--threads", "2"]);
     assert!(out.contains("best validation NLL"), "{out}");
-    let (header, hist) = read_rows(&model.join("history.csv"));
+    let (header, hist) = read_csv(&model.join("history.csv"));
     assert_eq!(
         header,
         "epoch,train_cfm,train_cfm_median,spikes,val_cfm,lr,seconds"
@@ -83,7 +73,7 @@ fn train_sample_logprob_and_reload() {
         args.extend_from_slice(&["--out", s(&p)]);
         args.extend_from_slice(extra);
         ok(&args);
-        read_rows(&p).1
+        read_csv(&p).1
     };
     let a = generate("a.csv", &[]);
     let a2 = generate("a2.csv", &["--threads", "1"]);
@@ -126,7 +116,7 @@ fn train_sample_logprob_and_reload() {
         "--out",
         s(&lp_path),
     ]);
-    let (_, lp) = read_rows(&lp_path);
+    let (_, lp) = read_csv(&lp_path);
     assert_eq!(lp.len(), 600);
     assert!(lp.iter().all(|r| r[0].is_finite() && r[1] == 0.0));
     let mean_lp = lp.iter().map(|r| r[0]).sum::<f64>() / 600.0;
@@ -186,7 +176,7 @@ fn conditional_flow_matching_follows_its_context() {
             "--out",
             s(&p),
         ]);
-        let (header, rows) = read_rows(&p);
+        let (header, rows) = read_csv(&p);
         assert!(header.starts_with("a,b,c"));
         rows.iter().map(|r| r[0]).sum::<f64>() / rows.len() as f64
     };
@@ -203,7 +193,7 @@ fn conditional_flow_matching_follows_its_context() {
         "--out",
         s(&lp),
     ]);
-    assert!(read_rows(&lp).1.iter().all(|r| r[0].is_finite()));
+    assert!(read_csv(&lp).1.iter().all(|r| r[0].is_finite()));
 }
 
 #[test]

@@ -39,20 +39,12 @@ fn train(data: &Path, out: &Path, epochs: &str, extra: &[&str]) -> String {
     ok(&args)
 }
 
-fn read_rows(p: &Path) -> Vec<Vec<f64>> {
-    let text = std::fs::read_to_string(p).unwrap();
-    text.lines()
-        .skip(1)
-        .map(|l| l.split(',').map(|v| v.parse().unwrap()).collect())
-        .collect()
-}
-
 fn sample(model: &Path, out: &Path, n: &str, extra: &[&str]) -> Vec<Vec<f64>> {
     let mut args = vec!["sample", "--model", s(model), "-n", n, "--seed", "5"];
     args.extend_from_slice(&["--out", s(out)]);
     args.extend_from_slice(extra);
     ok(&args);
-    read_rows(out)
+    read_csv(out).1
 }
 
 #[test]
@@ -62,7 +54,7 @@ fn train_sample_logprob_and_reload() {
     let model = dir.path().join("mog");
     let out = train(&data, &model, "6", &["--threads", "2"]);
     assert!(out.contains("best validation NLL"), "{out}");
-    let hist = read_rows(&model.join("history.csv"));
+    let (_, hist) = read_csv(&model.join("history.csv"));
     assert_eq!(hist.len(), 6);
     assert!(hist[5][4] < hist[0][4], "validation NLL did not improve");
     // model.json: no layers, the mixture base with its shape.
@@ -102,7 +94,7 @@ fn train_sample_logprob_and_reload() {
         "--out",
         s(&lp_path),
     ]);
-    let lp = read_rows(&lp_path);
+    let (_, lp) = read_csv(&lp_path);
     assert_eq!(lp.len(), 800);
     assert!(lp.iter().all(|r| r[0].is_finite()));
     let mean_lp = lp.iter().map(|r| r[0]).sum::<f64>() / 800.0;
@@ -171,7 +163,7 @@ fn conditional_made_mog_and_ensembles_follow_their_context() {
         "--out",
         s(&lp),
     ]);
-    assert!(read_rows(&lp).iter().all(|r| r[0].is_finite()));
+    assert!(read_csv(&lp).1.iter().all(|r| r[0].is_finite()));
 }
 
 #[test]

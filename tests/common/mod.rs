@@ -65,3 +65,14 @@ pub fn labelled_csv(dir: &Path, n: usize, seed: u64, shift: f64) -> PathBuf {
     std::fs::write(&p, text).unwrap();
     p
 }
+
+/// A numeric CSV written by `hepflow` (history, samples, log-prob): its header line and its rows.
+pub fn read_csv(p: &Path) -> (String, Vec<Vec<f64>>) {
+    let text = std::fs::read_to_string(p).unwrap();
+    let mut lines = text.lines();
+    let header = lines.next().unwrap_or_default().to_string();
+    let rows = lines
+        .map(|l| l.split(',').map(|v| v.parse().unwrap()).collect())
+        .collect();
+    (header, rows)
+}

@@ -284,13 +284,9 @@ impl<T: Real> Flow<T> {
             .for_each_init(EvalScratch::default, |scratch, (c, (o, l))| {
                 let s = c * EVAL_CHUNK_ROWS;
                 let e = s + l.len();
-                scratch.a.resize(e - s, d);
-                scratch
-                    .a
-                    .as_mut_slice()
-                    .copy_from_slice(&x.as_slice()[s * d..e * d]);
+                scratch.a.copy_rows_from(x, s, e);
                 let mut cm = std::mem::take(&mut scratch.ctx);
-                let cref = ctx.map(|c| copy_rows(c, s, e, &mut cm));
+                let cref = ctx.map(|c| cm.copy_rows_from(c, s, e));
                 self.run_layers(scratch, cref, pass, l);
                 if pass == Pass::LogProb {
                     let sc = &mut *scratch;
@@ -330,8 +326,8 @@ impl<T: Real> Flow<T> {
             .for_each_init(EvalScratch::default, |sc, (c, l)| {
                 let s = c * EVAL_CHUNK_ROWS;
                 let e = s + l.len();
-                copy_rows(z, s, e, &mut sc.a);
-                let cref = ctx.map(|c| copy_rows(c, s, e, &mut sc.ctx));
+                sc.a.copy_rows_from(z, s, e);
+                let cref = ctx.map(|c| sc.ctx.copy_rows_from(c, s, e));
                 self.base
                     .log_prob_reusing(&sc.a, cref, &mut sc.lp, &mut sc.tape);
                 l.copy_from_slice(&sc.lp[..e - s]);
@@ -352,7 +348,7 @@ impl<T: Real> Flow<T> {
             .enumerate()
             .for_each_init(EvalScratch::default, |sc, (c, (o, idx))| {
                 let s = c * EVAL_CHUNK_ROWS;
-                let cref = ctx.map(|m| copy_rows(m, s, s + idx.len(), &mut sc.ctx));
+                let cref = ctx.map(|m| sc.ctx.copy_rows_from(m, s, s + idx.len()));
                 self.base
                     .sample_reusing(seed, idx, cref, &mut sc.a, &mut sc.tape);
                 o.copy_from_slice(sc.a.as_slice());
@@ -427,18 +423,4 @@ impl<T: Real> Flow<T> {
     ) -> (Matrix<T>, Vec<T>) {
         self.sample_range(0, n, seed, ctx)
     }
-}
-
-/// Copies rows `s..e` of `m` into `out` and returns it (a chunk's rows).
-fn copy_rows<'a, T: Real>(
-    m: &Matrix<T>,
-    s: usize,
-    e: usize,
-    out: &'a mut Matrix<T>,
-) -> &'a Matrix<T> {
-    let w = m.cols();
-    out.resize(e - s, w);
-    out.as_mut_slice()
-        .copy_from_slice(&m.as_slice()[s * w..e * w]);
-    out
 }

@@ -132,9 +132,8 @@ struct ChunkWorkspace<T> {
     dy: Matrix<T>,
     dx: Matrix<T>,
     dladj: Vec<T>,
-    /// Base log-densities of the chunk, their gradients and the base's tape.
+    /// Base log-densities of the chunk and the base's tape.
     base_lp: Vec<T>,
-    dlp: Vec<T>,
     base_tape: Tape<T>,
     loss: f64,
 }
@@ -193,7 +192,6 @@ impl<T: Real> GradientEngine<T> {
     ) -> f64 {
         let n = x.rows();
         debug_assert!(weights.is_none_or(|w| w.len() == n));
-        let d = flow.dim();
         let n_chunks = n.div_ceil(self.chunk_rows);
         while self.workspaces.len() < n_chunks {
             self.workspaces.push(ChunkWorkspace::default());
@@ -224,16 +222,9 @@ impl<T: Real> GradientEngine<T> {
                 while ws.tapes.len() < nl {
                     ws.tapes.push(Tape::default());
                 }
-                ws.acts[0].resize(m, d);
-                ws.acts[0]
-                    .as_mut_slice()
-                    .copy_from_slice(&x.as_slice()[s * d..e * d]);
+                ws.acts[0].copy_rows_from(x, s, e);
                 let has_ctx = if let Some(cm) = ctx {
-                    let cd = cm.cols();
-                    ws.ctx.resize(m, cd);
-                    ws.ctx
-                        .as_mut_slice()
-                        .copy_from_slice(&cm.as_slice()[s * cd..e * cd]);
+                    ws.ctx.copy_rows_from(cm, s, e);
                     true
                 } else {
                     false
@@ -253,25 +244,23 @@ impl<T: Real> GradientEngine<T> {
                 let mut loss = 0.0;
                 ws.dladj.clear();
                 ws.dladj.resize(m, -inv_n);
-                ws.dlp.clear();
-                ws.dlp.resize(m, -inv_n);
                 for i in 0..m {
                     let wi = weights.map_or(T::one(), |w| w[s + i]);
                     let lp = ws.base_lp[i] + ws.ladj[i];
                     loss -= (wi * lp).to_f64().unwrap_or(f64::NAN);
                     ws.dladj[i] = -(wi * inv_n);
-                    ws.dlp[i] = ws.dladj[i];
                 }
                 ws.loss = loss;
                 ws.grads.clear();
                 ws.grads.resize(total, T::zero());
-                // dL/dz is needed only when layers lie below the base.
+                // dL/d log p_base equals dL/d log-det (both -w_i / n). dL/dz is needed only when
+                // layers lie below the base.
                 let dz = if nl > 0 { Some(&mut ws.dy) } else { None };
                 base.backward(
                     z,
                     cref,
                     &mut ws.base_tape,
-                    &ws.dlp,
+                    &ws.dladj,
                     dz,
                     &mut ws.grads[layers_total..],
                 );

@@ -147,6 +147,16 @@ impl<T: Real> Matrix<T> {
         self.as_mut_slice().copy_from_slice(other.as_slice());
     }
 
+    /// Copies rows `start..end` of `src` into `self` (reusing the storage) and returns `self`;
+    /// panics unless `start <= end <= src.rows()`.
+    pub fn copy_rows_from(&mut self, src: &Matrix<T>, start: usize, end: usize) -> &Matrix<T> {
+        let w = src.cols;
+        self.resize(end - start, w);
+        self.as_mut_slice()
+            .copy_from_slice(&src.as_slice()[start * w..end * w]);
+        self
+    }
+
     /// Rows `start..end` as a new matrix; panics unless `start <= end <= rows`.
     pub fn slice_rows(&self, start: usize, end: usize) -> Matrix<T> {
         assert!(

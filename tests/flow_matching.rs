@@ -106,17 +106,7 @@ fn train_sample_logprob_and_reload() {
 
     // Log-density: finite for every training event; the library agrees with the CLI and the
     // density is higher on data-like events than far from them.
-    let lp_path = dir.path().join("lp.csv");
-    ok(&[
-        "log-prob",
-        "--model",
-        s(&model),
-        "--data",
-        s(&data),
-        "--out",
-        s(&lp_path),
-    ]);
-    let (_, lp) = read_csv(&lp_path);
+    let lp = log_prob_rows(&model, &data, &dir.path().join("lp.csv"));
     assert_eq!(lp.len(), 600);
     assert!(lp.iter().all(|r| r[0].is_finite() && r[1] == 0.0));
     let mean_lp = lp.iter().map(|r| r[0]).sum::<f64>() / 600.0;
@@ -183,17 +173,8 @@ fn conditional_flow_matching_follows_its_context() {
     // The data's first feature has mean 0 for label 0 and 2 for label 1.
     let (m0, m1) = (mean_a("0"), mean_a("1"));
     assert!(m1 - m0 > 1.0, "context ignored: {m0} vs {m1}");
-    let lp = dir.path().join("lp.csv");
-    ok(&[
-        "log-prob",
-        "--model",
-        s(&model),
-        "--data",
-        s(&data),
-        "--out",
-        s(&lp),
-    ]);
-    assert!(read_csv(&lp).1.iter().all(|r| r[0].is_finite()));
+    let lp = log_prob_rows(&model, &data, &dir.path().join("lp.csv"));
+    assert!(lp.iter().all(|r| r[0].is_finite()));
 }
 
 #[test]

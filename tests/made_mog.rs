@@ -84,17 +84,7 @@ fn train_sample_logprob_and_reload() {
     assert!((mean(1) - 0.5).abs() < 0.3, "mean of b: {}", mean(1));
 
     // Log-density of the training events: finite, and the library agrees with the CLI.
-    let lp_path = dir.path().join("lp.csv");
-    ok(&[
-        "log-prob",
-        "--model",
-        s(&model),
-        "--data",
-        s(&data),
-        "--out",
-        s(&lp_path),
-    ]);
-    let (_, lp) = read_csv(&lp_path);
+    let lp = log_prob_rows(&model, &data, &dir.path().join("lp.csv"));
     assert_eq!(lp.len(), 800);
     assert!(lp.iter().all(|r| r[0].is_finite()));
     let mean_lp = lp.iter().map(|r| r[0]).sum::<f64>() / 800.0;
@@ -153,17 +143,8 @@ fn conditional_made_mog_and_ensembles_follow_their_context() {
     // a short training run: the conditional mixture is on its way there).
     let (m0, m1) = (mean_a("0"), mean_a("1"));
     assert!(m1 - m0 > 1.0, "context ignored: {m0} vs {m1}");
-    let lp = dir.path().join("lp.csv");
-    ok(&[
-        "log-prob",
-        "--model",
-        s(&model),
-        "--data",
-        s(&data),
-        "--out",
-        s(&lp),
-    ]);
-    assert!(read_csv(&lp).1.iter().all(|r| r[0].is_finite()));
+    let lp = log_prob_rows(&model, &data, &dir.path().join("lp.csv"));
+    assert!(lp.iter().all(|r| r[0].is_finite()));
 }
 
 #[test]

@@ -76,3 +76,18 @@ pub fn read_csv(p: &Path) -> (String, Vec<Vec<f64>>) {
         .collect();
     (header, rows)
 }
+
+/// Runs `hepflow log-prob` of `model` on `data`, writing `out`, and returns the rows of `out`
+/// (`log_prob, outside_support` per event).
+pub fn log_prob_rows(model: &Path, data: &Path, out: &Path) -> Vec<Vec<f64>> {
+    ok(&[
+        "log-prob",
+        "--model",
+        s(model),
+        "--data",
+        s(data),
+        "--out",
+        s(out),
+    ]);
+    read_csv(out).1
+}

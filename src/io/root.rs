@@ -148,7 +148,50 @@ pub fn root_objects(path: &Path) -> Result<Vec<(String, String)>, IoError> {
     })
 }
 
-/// The key of the TTree or RNTuple at `name` (`dir/sub/tree`, a leading `/` allowed), else
+/// `dir;1/events;2` as uproot and ROOT name keys: the path without cycles (`dir/events`) and
+/// the cycle each segment asks for (`None` where it gives none, or where `;` is not followed by
+/// a number, which then stays part of the name).
+fn split_cycles(name: &str) -> (String, Vec<Option<i16>>) {
+    let mut path = Vec::new();
+    let mut cycles = Vec::new();
+    for seg in name.split('/') {
+        match seg.rsplit_once(';').map(|(b, c)| (b, c.parse::<i16>())) {
+            Some((base, Ok(c))) => {
+                path.push(base);
+                cycles.push(Some(c));
+            }
+            _ => {
+                path.push(seg);
+                cycles.push(None);
+            }
+        }
+    }
+    (path.join("/"), cycles)
+}
+
+/// Checks each cycle asked for against the key of that path prefix. hepflow keeps the newest
+/// cycle of each name (ROOT's default), so an older cycle is an error naming the newest.
+fn check_cycles(f: &RootFile, path: &str, cycles: &[Option<i16>]) -> Result<(), String> {
+    let segs: Vec<&str> = path.split('/').collect();
+    for (i, c) in cycles.iter().enumerate() {
+        let Some(c) = *c else { continue };
+        let prefix = segs[..=i].join("/");
+        match f.keys.iter().find(|k| k.path == prefix) {
+            Some(k) if k.cycle != c => {
+                return Err(format!(
+                    "hepflow reads only the newest cycle of each name, and cycle {c} of \
+                     {prefix:?} is not it: use {prefix};{} or the bare name",
+                    k.cycle
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The key of the TTree or RNTuple at `name` (`dir/sub/tree`, a leading `/` allowed, cycles
+/// `tree;1` as uproot lists them allowed when they name the newest cycle), else
 /// the first one of the top directory, else the only one in any subdirectory.
 fn choose_key(f: &RootFile, path: &Path, name: Option<&str>) -> Result<file::Key, IoError> {
     let list = |keys: &mut dyn Iterator<Item = &file::Key>| {
@@ -158,7 +201,8 @@ fn choose_key(f: &RootFile, path: &Path, name: Option<&str>) -> Result<file::Key
     };
     let objects = || list(&mut f.keys.iter().filter(|k| !k.is_directory()));
     if let Some(n) = name {
-        let want = n.trim_start_matches('/');
+        let (want, cycles) = split_cycles(n.trim_start_matches('/'));
+        check_cycles(f, &want, &cycles).map_err(|e| unsupported(path, format!("{n:?}: {e}")))?;
         return match f.keys.iter().find(|k| k.path == want) {
             Some(k) if usable(&k.class) => Ok(k.clone()),
             Some(k) => Err(unsupported(
@@ -690,6 +734,26 @@ mod tests {
             e.contains("dir/sub/events") && e.contains("other/nt"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn names_with_cycles_as_uproot_lists_them() {
+        let p = fixture("subdirs.root");
+        for name in ["dir;1/sub;1/events;1", "dir/sub/events;1", "/other;1/nt"] {
+            let t = read_table(&p, &opts(name, None)).unwrap();
+            assert_eq!(t.rows(), 5, "{name}");
+        }
+        let e = read_table(&p, &opts("dir/sub/events;7", None))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("cycle 7") && e.contains("dir/sub/events;1") && e.contains("subdirs.root"),
+            "{e}"
+        );
+        let e = read_table(&p, &opts("dir/sub/events;x", None))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no TTree or RNTuple named"), "{e}");
     }
 
     #[test]

@@ -316,6 +316,9 @@ class Model:
 
         Returns:
             numpy float32 array of shape (n, len(columns)), or a DataFrame.
+
+        Raises:
+            KeyboardInterrupt: Ctrl-C; sampling stops within about a batch, whatever ``threads``.
         """
         n = _count(n, "n")
         seed = _seed(seed)

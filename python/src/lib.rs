@@ -20,7 +20,8 @@ use numpy::ndarray::Array2;
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArray2};
 use pyo3::create_exception;
 use pyo3::exceptions::{
-    PyException, PyFileNotFoundError, PyKeyboardInterrupt, PyMemoryError, PyOSError, PyValueError,
+    PyException, PyFileNotFoundError, PyKeyboardInterrupt, PyMemoryError, PyOSError,
+    PyRuntimeError, PyValueError,
 };
 use pyo3::prelude::*;
 use std::path::{Path, PathBuf};
@@ -164,7 +165,8 @@ fn alloc_f32(len: usize) -> PyResult<Vec<f32>> {
 // ---------------------------------------------------------------- threads and signals
 
 /// Runs `f` on rayon's global pool (the CLI's), built with `threads` workers when it does not exist
-/// yet; when it already exists with another size, on a pool of that size for this call only.
+/// yet; when it already exists with another size, on a pool of that size for this call only,
+/// watching for Ctrl-C meanwhile ([`run_watching_signals`]).
 fn with_threads<R: Send>(threads: Option<usize>, f: impl FnOnce() -> R + Send) -> PyResult<R> {
     match threads {
         None => Ok(f()),
@@ -180,10 +182,50 @@ fn with_threads<R: Send>(threads: Option<usize>, f: impl FnOnce() -> R + Send) -
                     .num_threads(t)
                     .build()
                     .map_err(|e| PyOSError::new_err(format!("cannot start {t} threads: {e}")))?;
-                Ok(pool.install(f))
+                run_watching_signals(|| pool.install(f))
             }
         }
     }
+}
+
+/// Runs `f` on a thread of its own while this thread runs Python's signal handlers every
+/// [`POLL`]. Python runs them only on its main thread, so a KeyboardInterrupt would never reach
+/// `f` on a private pool's worker; here it asks the job to stop ([`interrupt::request_stop`]),
+/// the job stops at its next safe point, and the KeyboardInterrupt is raised once it has.
+fn run_watching_signals<R: Send>(f: impl FnOnce() -> R + Send) -> PyResult<R> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut interrupted = None;
+    let result = std::thread::scope(|s| {
+        let worker = s.spawn(move || {
+            let _ = tx.send(f());
+        });
+        loop {
+            match rx.recv_timeout(POLL) {
+                Ok(r) => return Ok(r),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    if interrupted.is_none()
+                        && let Err(e) = Python::attach(|py| py.check_signals())
+                    {
+                        interrupt::request_stop();
+                        interrupted = Some(e);
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(match worker.join() {
+                        Err(p) => std::panic::resume_unwind(p),
+                        Ok(()) => {
+                            PyRuntimeError::new_err("the worker thread ended without a result")
+                        }
+                    });
+                }
+            }
+        }
+    });
+    if let Some(e) = interrupted {
+        interrupt::clear_stop();
+        return Err(e);
+    }
+    result
 }
 
 /// Arguments of the progress callback: `(kind, a, b, c, x, y)` = ("sample", done, n, 0, 0, 0),
@@ -374,7 +416,9 @@ impl PyModel {
                     }
                     out.extend_from_slice(x.as_slice());
                     done += b;
-                    if !poll.tick(done == n, || ("sample", done, n, 0, 0.0, 0.0)) {
+                    if !poll.tick(done == n, || ("sample", done, n, 0, 0.0, 0.0))
+                        || interrupt::stop_requested()
+                    {
                         break;
                     }
                 }

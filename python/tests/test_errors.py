@@ -107,18 +107,24 @@ def test_damaged_model_directories(model_dir, tmp_path):
     assert issubclass(hepflow.ModelError, Exception)
 
 
-def test_keyboard_interrupt_stops_training_quickly(tmp_path):
-    e = make_events(20000, seed=3)
-    x = np.column_stack([e[c] for c in COLS]).astype(np.float32)
-    out = tmp_path / "run"
+def interrupt_after(seconds):
+    """Sends this process SIGINT (Ctrl-C) after `seconds`; the list gets the time it fired."""
     fired = []
 
     def interrupt():
-        time.sleep(1.5)
+        time.sleep(seconds)
         fired.append(time.monotonic())
         os.kill(os.getpid(), signal.SIGINT)
 
     threading.Thread(target=interrupt, daemon=True).start()
+    return fired
+
+
+def test_keyboard_interrupt_stops_training_quickly(tmp_path):
+    e = make_events(20000, seed=3)
+    x = np.column_stack([e[c] for c in COLS]).astype(np.float32)
+    out = tmp_path / "run"
+    fired = interrupt_after(1.5)
     with pytest.raises(KeyboardInterrupt):
         hepflow.train(x, epochs=10_000, batch_size=256, blocks=2, hidden=[16], out=out, progress=False)
     waited = time.monotonic() - fired[0]
@@ -126,3 +132,18 @@ def test_keyboard_interrupt_stops_training_quickly(tmp_path):
     # the interpreter is fine and the library can train again
     m = hepflow.train(x[:200], epochs=1, blocks=1, hidden=[8], progress=False)
     assert m.sample(5).shape == (5, 3)
+
+
+@pytest.mark.parametrize("threads", [3, 4])
+def test_keyboard_interrupt_stops_sampling_on_any_pool(threads):
+    # One of 3 and 4 differs from the size of rayon's global pool, so that call samples on a
+    # private pool, whose worker threads never run Python's signal handlers themselves.
+    e = make_events(2000, seed=4)
+    x = np.column_stack([e[c] for c in COLS]).astype(np.float32)
+    m = hepflow.train(x, epochs=1, blocks=4, hidden=[64], progress=False)
+    fired = interrupt_after(1.0)
+    with pytest.raises(KeyboardInterrupt):
+        m.sample(20_000_000, seed=1, threads=threads, progress=False)
+    waited = time.monotonic() - fired[0]
+    assert waited < 1.5, f"sampling took {waited:.2f} s to stop"
+    assert m.sample(5, seed=1, threads=threads).shape == (5, 3)

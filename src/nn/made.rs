@@ -768,12 +768,21 @@ mod tests {
             (1, 2, vec![8, 4], 3),
             (2, 0, vec![3, 3], 30),
         ];
+        // f32 on every kernel path this CPU has (switched process-wide; other tests are
+        // unaffected because the paths give the same bits).
+        let original = crate::engine::simd::active();
+        for path in crate::engine::simd::supported_paths() {
+            crate::engine::simd::force(path).expect("supported path");
+            for (k, (d, c, hidden, per)) in shapes.iter().cloned().enumerate() {
+                check_incremental::<f32>(d, c, hidden, per, 40 + k as u64);
+            }
+            // HIGGS-sized: 18 features, 2 x 256, 3K = 30 outputs per feature.
+            check_incremental::<f32>(18, 0, vec![256, 256], 30, 7);
+        }
+        crate::engine::simd::force(original).expect("original path");
         for (k, (d, c, hidden, per)) in shapes.into_iter().enumerate() {
-            check_incremental::<f32>(d, c, hidden.clone(), per, 40 + k as u64);
             check_incremental::<f64>(d, c, hidden, per, 60 + k as u64);
         }
-        // HIGGS-sized: 18 features, 2 x 256, 3K = 30 outputs per feature.
-        check_incremental::<f32>(18, 0, vec![256, 256], 30, 7);
     }
 
     #[test]

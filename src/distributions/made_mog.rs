@@ -267,11 +267,16 @@ impl<T: Real> MadeMog<T> {
         let m = (0..k)
             .map(|j| h[j * d + f])
             .fold(T::neg_infinity(), |a, b| a.max(b));
-        let total: T = (0..k).map(|j| (h[j * d + f] - m).exp()).sum();
+        // Each weight's exponential once (the same values, and sums, as computing them twice).
+        let mut w = [T::zero(); MAX_COMPONENTS];
+        for (j, wj) in w[..k].iter_mut().enumerate() {
+            *wj = (h[j * d + f] - m).exp();
+        }
+        let total: T = w[..k].iter().copied().sum();
         let target = v * total;
         let mut acc = T::zero();
-        for j in 0..k {
-            acc += (h[j * d + f] - m).exp();
+        for (j, wj) in w[..k].iter().enumerate() {
+            acc += *wj;
             if target < acc {
                 return j;
             }

@@ -23,6 +23,7 @@
 //!
 //! The output layer starts at zero, so a MAF layer starts as the identity, like [`crate::nn::Mlp`].
 
+use crate::engine::dense;
 use crate::engine::gemm::{gemm_nn, gemm_tn};
 use crate::engine::{Matrix, Real, Rng, Tape};
 use crate::transforms::Param;
@@ -442,44 +443,52 @@ impl<T: Real> Made<T> {
 /// masked weight, transposed and regrouped: for a hidden layer one `fan_in x n_g` block per degree
 /// `g` (the layer's `n_g` units of degree `g`, in increasing index), for the output layer one
 /// `fan_in x out_per_feature` block per step; `mats[2L-1]` a step's product before it is
-/// scattered into its units.
+/// scattered into its units; `mats[2L+l]` layer `l`'s bias in the order of its weight's columns.
+/// The bias and ReLU are fused into the product where the kernel can ([`dense::forward`]), with the same
+/// bits as the separate loop of the full pass.
 impl<T: Real> Made<T> {
     /// Prepares `scratch` for [`Made::incremental_step`] on `rows` rows: zeroes the hidden
     /// activations and regroups the masked weights by degree (reusing the buffers).
     pub fn incremental_begin(&self, rows: usize, scratch: &mut Tape<T>) {
         let nl = self.n_layers();
         let (d, c) = (self.config.dim, self.config.context_dim);
+        let per = self.config.out_per_feature;
         for l in 0..nl {
-            let (w, mask) = (&self.params[2 * l], &self.masks[l]);
+            let (w, mask, b) = (
+                &self.params[2 * l],
+                &self.masks[l],
+                &self.params[2 * l + 1].data,
+            );
             let (fan_out, fan_in) = (w.shape[0], w.shape[1]);
             let masked = |o: usize, k: usize| w.data[o * fan_in + k] * mask[o * fan_in + k];
-            if l + 1 < nl {
+            let hidden = l + 1 < nl;
+            if hidden {
                 scratch.mat(l, rows, fan_out).as_mut_slice().fill(T::zero());
             }
+            let mut bias = std::mem::take(scratch.mat(2 * nl + l, 1, fan_out));
             let blocks = scratch.mat(nl - 1 + l, fan_in, fan_out).as_mut_slice();
-            let mut at = 0;
-            if l + 1 < nl {
-                for g in 0..d.max(1) {
-                    let units = units_of_degree(d, c, fan_out, g);
-                    for k in 0..fan_in {
-                        for o in units.clone() {
-                            blocks[at] = masked(o, k);
-                            at += 1;
-                        }
+            let (mut at, mut bat) = (0, 0);
+            // One group per degree (hidden layer) or per step (output layer), in step order.
+            for g in 0..d.max(1) {
+                let units = match self.config.order.get(g) {
+                    _ if hidden => units_of_degree(d, c, fan_out, g),
+                    // The outputs of feature f: columns f, f + D, ..., f + (per - 1) D.
+                    Some(&f) => (f..f + per * d).step_by(d),
+                    None => (0..0).step_by(1),
+                };
+                for k in 0..fan_in {
+                    for o in units.clone() {
+                        blocks[at] = masked(o, k);
+                        at += 1;
                     }
                 }
-            } else {
-                let per = self.config.out_per_feature;
-                for &f in &self.config.order {
-                    for k in 0..fan_in {
-                        for b in 0..per {
-                            blocks[at] = masked(b * d + f, k);
-                            at += 1;
-                        }
-                    }
+                for o in units {
+                    bias.as_mut_slice()[bat] = b[o];
+                    bat += 1;
                 }
             }
-            debug_assert_eq!(at, fan_in * fan_out, "every unit in one block");
+            debug_assert_eq!((at, bat), (fan_in * fan_out, fan_out), "every unit once");
+            *scratch.mat(2 * nl + l, 0, 0) = bias;
         }
     }
 
@@ -508,55 +517,45 @@ impl<T: Real> Made<T> {
             let (below, rest) = scratch.mats.split_at_mut(l);
             let inp = if l == 0 { input } else { &below[l - 1] };
             let fan_in = inp.cols();
-            let block = &rest[nl - 1].as_slice()[fan_in * start..fan_in * (start + units.len())];
-            tmp.resize(n, units.len());
-            gemm_nn(
+            let (m, end) = (units.len(), start + units.len());
+            tmp.resize(n, m);
+            dense::forward(
                 n,
                 fan_in,
-                units.len(),
-                T::one(),
+                m,
                 inp.as_slice(),
-                block,
-                T::zero(),
+                &rest[nl - 1].as_slice()[fan_in * start..fan_in * end],
+                &rest[2 * nl].as_slice()[start..end],
+                true,
                 tmp.as_mut_slice(),
             );
-            let b = &self.params[2 * l + 1].data;
             let h = &mut rest[0];
             for i in 0..n {
                 let hr = h.row_mut(i);
                 for (&v, o) in tmp.row(i).iter().zip(units.clone()) {
-                    hr[o] = (v + b[o]).max(T::zero());
+                    hr[o] = v;
                 }
             }
         }
         *scratch.mat(2 * nl - 1, 0, 0) = tmp;
         let per = self.config.out_per_feature;
-        let f = self.config.order[step];
         let h = if nl == 1 {
             input
         } else {
             &scratch.mats[nl - 2]
         };
         let fan_in = h.cols();
-        let block =
-            &scratch.mats[2 * nl - 2].as_slice()[fan_in * per * step..fan_in * per * (step + 1)];
         out.resize(n, per);
-        gemm_nn(
+        dense::forward(
             n,
             fan_in,
             per,
-            T::one(),
             h.as_slice(),
-            block,
-            T::zero(),
+            &scratch.mats[2 * nl - 2].as_slice()[fan_in * per * step..fan_in * per * (step + 1)],
+            &scratch.mats[3 * nl - 1].as_slice()[per * step..per * (step + 1)],
+            false,
             out.as_mut_slice(),
         );
-        let b = &self.params[2 * nl - 1].data;
-        for i in 0..n {
-            for (j, o) in out.row_mut(i).iter_mut().enumerate() {
-                *o += b[j * d + f];
-            }
-        }
     }
 }
 

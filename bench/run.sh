@@ -12,6 +12,9 @@
 #   glow           the glow preset (batch 512)       vs nflows [BatchNorm, LULinear, affine coupling]
 #                  (zuko has no Glow)
 #   maf            the maf preset (batch 512)        vs nflows MAF / zuko MAF of the same sizes
+#   made-mog       the made-mog preset (MADE-MoG base, K = 10, MADE 2 x 256, no flow layer; batch 512)
+#                  vs nflows NSF / zuko NSF (the default preset's peers) and nflows'
+#                  MixtureOfGaussiansMADE of the same size (zuko has none)
 #   rq-spline      the stock rq-spline preset        vs nflows NSF / zuko NSF
 #   flow-matching  the flow-matching preset (batch 512; ODE sampling at its default RK4 steps),
 #                  hepflow only (no peer in nflows or zuko)
@@ -83,7 +86,7 @@ case "$peer_isa" in
     avx2) peer_env=(ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2) ;;
     *) echo "--peer-isa expects best or avx2" >&2; exit 2 ;;
 esac
-all_models="default,nsf,realnvp,glow,maf,rq-spline,flow-matching"
+all_models="default,nsf,realnvp,glow,maf,made-mog,rq-spline,flow-matching"
 [[ "$models" == all ]] && models="$all_models"
 if [[ -z "$models" ]]; then
     echo "--models: name at least one of $all_models (or all)" >&2
@@ -149,9 +152,10 @@ n_samples() { # model -> events of the timed sampling run
         echo 50000
     fi
 }
-peer_of() { # model -> the PyTorch model it is compared with ("" = none)
+peer_of() { # model -> the PyTorch models it is compared with, space-separated ("" = none)
     case "$1" in
         default | nsf | rq-spline) echo nsf ;;
+        made-mog) echo "nsf mog-made" ;;
         flow-matching) echo "" ;;
         *) echo "$1" ;;
     esac
@@ -183,15 +187,16 @@ for m in ${models//,/ }; do
         "$bin" --model "$m" --data "$data" --threads "$threads" --chunks "$chunks" \
             --samples "$(n_samples "$m")" ${path:+--simd "$path"} | tag "$m" "$path" | tee -a "$json" >&2
     done
-    peer_model="$(peer_of "$m")"
-    if [[ -n "$sides" && -n "$peer_model" && "$peers_done" != *",$peer_model,"* ]]; then
-        echo "== PyTorch $peer_model: $sides (threads=$threads, OMP_WAIT_POLICY=$omp_policy)" >&2
-        env "${peer_env[@]}" OMP_NUM_THREADS="$threads" MKL_NUM_THREADS="$threads" OMP_WAIT_POLICY="$omp_policy" \
-            PYTHONWARNINGS=ignore "$py" "$here/torch_flows.py" --data "$data" --threads "$threads" \
-            --sides "$sides" --model "$peer_model" --samples "$(n_samples "$m")" \
-            | tag "peer-$peer_model" | tee -a "$json" >&2
-        peers_done+="$peer_model,"
-    fi
+    for peer_model in $(peer_of "$m"); do
+        if [[ -n "$sides" && "$peers_done" != *",$peer_model,"* ]]; then
+            echo "== PyTorch $peer_model: $sides (threads=$threads, OMP_WAIT_POLICY=$omp_policy)" >&2
+            env "${peer_env[@]}" OMP_NUM_THREADS="$threads" MKL_NUM_THREADS="$threads" OMP_WAIT_POLICY="$omp_policy" \
+                PYTHONWARNINGS=ignore "$py" "$here/torch_flows.py" --data "$data" --threads "$threads" \
+                --sides "$sides" --model "$peer_model" --samples "$(n_samples "$m")" \
+                | tag "peer-$peer_model" | tee -a "$json" >&2
+            peers_done+="$peer_model,"
+        fi
+    done
 done
 load_after="$(cut -d' ' -f1-3 /proc/loadavg)"
 echo "(total: $(( $(date +%s) - t_start )) s; PyTorch ISA: $peer_isa)" >&2
@@ -214,8 +219,8 @@ peers = {(r["bench_model"][len("peer-"):], r["side"]): r for r in rows if r.get(
 # Issue 15's targets for hepflow / nflows (training, sampling), by model and kernel path.
 TARGETS = {("default", "avx512"): (6, 8), ("nsf", "avx512"): (6, 8), ("realnvp", "avx512"): (2.5, 5),
            ("default", "avx2"): (5, 6), ("realnvp", "avx2"): (2, 4)}
-PEER = {"default": "nsf", "nsf": "nsf", "rq-spline": "nsf", "realnvp": "realnvp", "glow": "glow",
-        "maf": "maf", "flow-matching": None}
+PEER = {"default": ["nsf"], "nsf": ["nsf"], "rq-spline": ["nsf"], "realnvp": ["realnvp"], "glow": ["glow"],
+        "maf": ["maf"], "made-mog": ["nsf", "mog-made"], "flow-matching": []}
 print()
 print(f"threads: {threads}   hepflow kernel paths: {simd_opt}   PyTorch OMP_WAIT_POLICY={omp}")
 print(f"load average before: {load_before}, after: {load_after}")
@@ -233,9 +238,9 @@ def cell(r, k, w):
 shown = set()
 for (m, p), h in hf.items():
     sides = [(f"hepflow {p}", h)]
-    if PEER[m] and m not in shown:
+    if m not in shown:
         shown.add(m)
-        sides += [(f"{s} {PEER[m]}", peers.get((PEER[m], s))) for s in ("nflows", "zuko")]
+        sides += [(f"{s} {pm}", peers.get((pm, s))) for pm in PEER[m] for s in ("nflows", "zuko")]
     for side, r in sides:
         if r is None:
             continue
@@ -248,7 +253,7 @@ for (m, p), h in hf.items():
               f"{cell(r, 'train_events_per_cpu_s', 14)} | {cell(r, 'sample_events_per_cpu_s', 15)} | {load}")
 print()
 print("ratios hepflow / peer: wall clock (per CPU-second); targets: issue 15, vs nflows, on the per-CPU-second ratios")
-hdr = f"{'model':<13} | {'path':<8} | {'peer':<14} | {'training':>17} | {'sampling':>17} | target training / sampling"
+hdr = f"{'model':<13} | {'path':<8} | {'peer':<15} | {'training':>17} | {'sampling':>17} | target training / sampling"
 print(hdr)
 print("-" * len(hdr))
 def ratio(a, b, k):
@@ -260,18 +265,18 @@ def fmt(x):
 def met(x, t):
     return "" if x is None else (" met" if x >= t else " MISSED")
 for (m, p), h in hf.items():
-    if PEER[m] is None:
-        print(f"{m:<13} | {p:<8} | {'(no peer)':<14} |")
+    if not PEER[m]:
+        print(f"{m:<13} | {p:<8} | {'(no peer)':<15} |")
         continue
-    for side in ("nflows", "zuko"):
-        o = peers.get((PEER[m], side))
+    for pm, side in [(pm, s) for pm in PEER[m] for s in ("nflows", "zuko")]:
+        o = peers.get((pm, side))
         if o is None or "skipped" in o:
             continue
         tw, tc = ratio(h, o, "train_events_per_s"), ratio(h, o, "train_events_per_cpu_s")
         sw, sc = ratio(h, o, "sample_events_per_s"), ratio(h, o, "sample_events_per_cpu_s")
-        tgt = TARGETS.get((m, p)) if side == "nflows" else None
+        tgt = TARGETS.get((m, p)) if side == "nflows" and pm == PEER[m][0] else None
         ttxt = f">= {tgt[0]}x{met(tc, tgt[0])} / >= {tgt[1]}x{met(sc, tgt[1])}" if tgt else "-"
-        print(f"{m:<13} | {p:<8} | {side + ' ' + PEER[m]:<14} | {fmt(tw):>6} ({fmt(tc):>8}) | {fmt(sw):>6} ({fmt(sc):>8}) | {ttxt}")
+        print(f"{m:<13} | {p:<8} | {side + ' ' + pm:<15} | {fmt(tw):>6} ({fmt(tc):>8}) | {fmt(sw):>6} ({fmt(sc):>8}) | {ttxt}")
 print()
 print("Only ratios within one run are comparable (the machine's speed drifts).")
 EOF

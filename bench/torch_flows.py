@@ -17,6 +17,9 @@ Models (`--model`, D = 18 HIGGS "higgs18" features, standardised, Adam lr 1e-3):
   second block and a RandomPermutation before every later one (hepflow's maf preset orders:
   identity, reversed, then random); zuko: zuko.flows.MAF(18, transforms=10, hidden (128, 128))
   (ascending / descending orders alternating).
+- mog-made: nflows' MixtureOfGaussiansMADE(18, hidden 256, num_blocks=1, no residual blocks,
+  10 components), i.e. a MADE 18 -> 256 -> 256 -> 540, hepflow's made-mog preset; sampled by its
+  own per-feature loop (D full MADE passes) without a context. zuko has none (skipped).
 
 Timing protocol (same as examples/benchmark.rs):
 - training: 5 warm-up steps, then 3 repeats of 30 steps (forward log_prob + backward + Adam
@@ -231,8 +234,41 @@ def build_nflows_nsf(torch):
     return Flow(CompositeTransform(layers), StandardNormal([d]))
 
 
+def build_nflows_mog_made(torch):
+    """nflows' MixtureOfGaussiansMADE of hepflow's made-mog size: K = 10 Gaussians per feature,
+    MADE 18 -> 256 -> 256 -> 540 (ReLU; num_blocks=1 feed-forward block after the initial
+    layer). Returns (module, log_prob, sample).
+
+    Its own `sample` needs a context (it reads `context.shape[0]` even when the context is None),
+    so the unconditional draw below is that method's loop without the context: per feature one
+    full MADE pass on the events drawn so far, a categorical draw of the component and a normal
+    draw, as nflows does."""
+    from nflows.nn.nde.made import MixtureOfGaussiansMADE
+    import torch.nn.functional as F
+
+    d, k = 18, 10
+    made = MixtureOfGaussiansMADE(features=d, hidden_features=256, num_blocks=1,
+                                  num_mixture_components=k, use_residual_blocks=False)
+
+    def sample(n):
+        x = torch.zeros(n, d)
+        for f in range(d):
+            out = made.forward(x).reshape(n, d, k, 3)
+            logits, means, raw_stds = out[:, f, :, 0], out[:, f, :, 1], out[:, f, :, 2]
+            comp = torch.distributions.Categorical(logits=torch.log_softmax(logits, dim=-1)).sample((1,)).reshape(-1, 1)
+            stds = F.softplus(raw_stds) + made.epsilon
+            x[:, f] = means.gather(1, comp).reshape(-1) + torch.randn(n) * stds.gather(1, comp).reshape(-1)
+        return x
+
+    return made, made.log_prob, sample
+
+
 def build_side(side, model, torch):
     """(module, log_prob(x), sample(n)) of `side` for `model`, or a string saying why not."""
+    if model == "mog-made":
+        if side != "nflows":
+            return "zuko has no MADE-MoG (mixture-of-Gaussians MADE density)"
+        return build_nflows_mog_made(torch)
     if side == "nflows":
         builders = {"realnvp": lambda: build_nflows(torch, (128, 128)),
                     "nsf": lambda: build_nflows_nsf(torch),
@@ -319,7 +355,7 @@ def main():
     ap.add_argument("--data", required=True, help="label-first HIGGS CSV (.csv or .csv.gz)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--sides", default="nflows,zuko", help="comma-separated: nflows,zuko")
-    ap.add_argument("--model", default="realnvp", choices=("realnvp", "nsf", "glow", "maf"))
+    ap.add_argument("--model", default="realnvp", choices=("realnvp", "nsf", "glow", "maf", "mog-made"))
     ap.add_argument("--batch", type=int, default=0, help="events per step (default: 1024 realnvp, 512 the others)")
     ap.add_argument("--samples", type=int, default=1_000_000, help="events of the timed sampling run")
     args = ap.parse_args()

@@ -20,9 +20,9 @@
 //! `dL_d/dx_d = -sum_k gamma_k u_k e^{-s_k}`; the MADE's backward pass carries the output
 //! gradients to its parameters and to the preceding features (and the context).
 //!
-//! Sampling (ancestral, `D` network passes): for `d = order[0], order[1], ...`, evaluate the
-//! network on the features drawn so far (only the `3K` outputs of `d`,
-//! [`crate::nn::Made::forward_columns`]), pick component `k` with probability `pi_dk` by the
+//! Sampling (ancestral, in the cost of about one network pass): for `d = order[0], order[1], ...`,
+//! evaluate the network on the features drawn so far (only the hidden units that become final
+//! with them and the `3K` outputs of `d`, [`crate::nn::Made::incremental_step`]), pick component `k` with probability `pi_dk` by the
 //! uniform `v_d` and set `x_d = mu_dk + sigma_dk e_d` with the normal `e_d`. Event `index` of the
 //! sample with seed `seed` takes `(v_d, e_d)` for the `k`-th feature of the order from
 //! `Rng::stream(seed, index)` in the order `v, e, v, e, ...`.
@@ -267,11 +267,16 @@ impl<T: Real> MadeMog<T> {
         let m = (0..k)
             .map(|j| h[j * d + f])
             .fold(T::neg_infinity(), |a, b| a.max(b));
-        let total: T = (0..k).map(|j| (h[j * d + f] - m).exp()).sum();
+        // Each weight's exponential once (the same values, and sums, as computing them twice).
+        let mut w = [T::zero(); MAX_COMPONENTS];
+        for (j, wj) in w[..k].iter_mut().enumerate() {
+            *wj = (h[j * d + f] - m).exp();
+        }
+        let total: T = w[..k].iter().copied().sum();
         let target = v * total;
         let mut acc = T::zero();
-        for j in 0..k {
-            acc += (h[j * d + f] - m).exp();
+        for (j, wj) in w[..k].iter().enumerate() {
+            acc += *wj;
             if target < acc {
                 return j;
             }
@@ -392,15 +397,12 @@ impl<T: Real> Distribution<T> for MadeMog<T> {
         out.as_mut_slice().fill(T::zero());
         self.net.fill_input(out, ctx, &mut inp);
         let (k, clamp) = (self.config.components, self.clamp());
-        // The network's outputs of one feature: logits, means, raw log-stds (`3K` columns).
-        let mut cols = [0usize; 3 * MAX_COMPONENTS];
+        self.net.incremental_begin(n, scratch.child(0));
         for (step, &f) in self.config.order.iter().enumerate() {
-            for (j, c) in cols[..3 * k].iter_mut().enumerate() {
-                *c = j * d + f;
-            }
-            // x_f depends only on the features before f in the order, all drawn by now.
+            // x_f depends only on the features before f in the order, all drawn by now; `h`
+            // gets its `3K` network outputs: logits, means, raw log-stds.
             self.net
-                .forward_columns(&inp, &cols[..3 * k], &mut h, scratch.child(0));
+                .incremental_step(step, &inp, &mut h, scratch.child(0));
             for r in 0..n {
                 let (hr, nr) = (h.row(r), noise.row(r));
                 let j = self.pick(hr, 0, 1, nr[2 * step]);

@@ -23,10 +23,12 @@
 //!
 //! The output layer starts at zero, so a MAF layer starts as the identity, like [`crate::nn::Mlp`].
 
+use crate::engine::dense;
 use crate::engine::gemm::{gemm_nn, gemm_tn};
 use crate::engine::{Matrix, Real, Rng, Tape};
 use crate::transforms::Param;
 use serde::{Deserialize, Serialize};
+use std::ops::Range;
 
 /// Errors in a [`MadeConfig`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -84,6 +86,35 @@ impl MadeConfig {
     }
 }
 
+/// Degree of hidden unit `k` of a MADE with `d` features and `c` context columns (see the module
+/// documentation). With a context, degree-0 units (context only) let the first feature's
+/// parameters depend on the context.
+fn hidden_degree(d: usize, c: usize, k: usize) -> usize {
+    if c > 0 {
+        k % d
+    } else if d > 1 {
+        k % (d - 1) + 1
+    } else {
+        0
+    }
+}
+
+/// The hidden units of degree `g` in a layer of `width` units, in increasing index: degrees cycle
+/// with period `D` (with a context) or `D - 1`, so they are every period-th unit from the first.
+fn units_of_degree(d: usize, c: usize, width: usize, g: usize) -> std::iter::StepBy<Range<usize>> {
+    let (first, period) = if g >= d.max(1) {
+        (width, 1) // no unit has a degree of D or more
+    } else if c > 0 {
+        (g, d.max(1))
+    } else if d > 1 {
+        // No unit has degree 0 (an empty range).
+        (if g == 0 { width } else { g - 1 }, d - 1)
+    } else {
+        (if g == 0 { 0 } else { width }, 1)
+    };
+    (first.min(width)..width).step_by(period)
+}
+
 /// A masked (autoregressive) ReLU network; parameters are `layers.{l}.weight` (`out x in`, raw,
 /// unmasked values) and `layers.{l}.bias`.
 #[derive(Clone, Debug)]
@@ -105,21 +136,8 @@ impl<T: Real> Made<T> {
         for (k, &f) in config.order.iter().enumerate() {
             deg_in[f] = k + 1;
         }
-        let hidden_deg = |width: usize| -> Vec<usize> {
-            (0..width)
-                .map(|k| {
-                    if c > 0 {
-                        // With a context, degree-0 units (context only) let the first feature's
-                        // parameters depend on the context.
-                        k % d
-                    } else if d > 1 {
-                        k % (d - 1) + 1
-                    } else {
-                        0
-                    }
-                })
-                .collect()
-        };
+        let hidden_deg =
+            |width: usize| -> Vec<usize> { (0..width).map(|k| hidden_degree(d, c, k)).collect() };
         let mut widths = vec![d + c];
         widths.extend_from_slice(&config.hidden);
         widths.push(config.out_per_feature * d);
@@ -323,61 +341,6 @@ impl<T: Real> Made<T> {
         tape.mats[2 * nl - 1] = wmt;
     }
 
-    /// Only the outputs `cols` of every row: `out[i][j] = b[c] + sum_k h_i[k] (M ⊙ W)[c][k]` with
-    /// `c = cols[j]` and `h_i` the last hidden layer (the input without hidden layers), the same
-    /// function as the full pass's column `c` (one product with the selected weight rows).
-    /// Autoregressive sampling needs `3K` of the `3K D` outputs per pass. `tape` holds the hidden
-    /// activations as in [`Made::forward_train`].
-    pub fn forward_columns(
-        &self,
-        input: &Matrix<T>,
-        cols: &[usize],
-        out: &mut Matrix<T>,
-        tape: &mut Tape<T>,
-    ) {
-        let nl = self.n_layers();
-        let mut wmt = std::mem::take(tape.mat(2 * nl - 1, 0, 0));
-        for l in 0..nl - 1 {
-            self.masked_weight(l, &mut tape.mats[nl - 1 + l]);
-            tape.mats[nl - 1 + l].transpose_into(&mut wmt);
-            let (done, rest) = tape.mats.split_at_mut(l);
-            let inp = if l == 0 { input } else { &done[l - 1] };
-            self.layer(l, &wmt, inp, &mut rest[0]);
-        }
-        tape.mats[2 * nl - 1] = wmt;
-        let (w, b, mask) = (
-            &self.params[2 * (nl - 1)],
-            &self.params[2 * nl - 1].data,
-            &self.masks[nl - 1],
-        );
-        let (fan_in, m) = (w.shape[1], cols.len());
-        // The selected rows of M ⊙ W, transposed (fan_in x m), for one product.
-        let mut sel = std::mem::take(tape.mat(2 * nl, fan_in, m));
-        for (j, &c) in cols.iter().enumerate() {
-            for k in 0..fan_in {
-                sel.row_mut(k)[j] = w.data[c * fan_in + k] * mask[c * fan_in + k];
-            }
-        }
-        let h = if nl == 1 { input } else { &tape.mats[nl - 2] };
-        out.resize(h.rows(), m);
-        gemm_nn(
-            h.rows(),
-            fan_in,
-            m,
-            T::one(),
-            h.as_slice(),
-            sel.as_slice(),
-            T::zero(),
-            out.as_mut_slice(),
-        );
-        for i in 0..h.rows() {
-            for (o, &c) in out.row_mut(i).iter_mut().zip(cols) {
-                *o += b[c];
-            }
-        }
-        tape.mats[2 * nl] = sel;
-    }
-
     /// Backward pass of [`Made::forward_train`]: given `dout = dL/d out`, adds `dL/d theta` into
     /// `grads` (length [`Made::num_params`]; masked weight entries receive exactly zero) and, when
     /// asked, writes `dL/d input` (D + C columns) into `dinput`. `scratch` holds reusable buffers.
@@ -459,6 +422,140 @@ impl<T: Real> Made<T> {
         *scratch.mat(0, 0, 0) = cur;
         *scratch.mat(1, 0, 0) = nxt;
         *scratch.mat(2, 0, 0) = gtmp;
+    }
+}
+
+/// Incremental autoregressive evaluation (sampling, inversion): step `s` draws feature
+/// `order[s]`, which has degree `s + 1` and reads only hidden units of degree `<= s`. Units of
+/// degree `< s` are final since earlier steps; the units of degree exactly `s` become final now
+/// (their inputs, features `order[..s]` and units of degree `<= s` of the layer below, are). So
+/// step `s` computes just the degree-`s` units of every hidden layer, then the outputs of
+/// `order[s]`: over the `D` steps every unit is computed once, the work of one network pass
+/// instead of the `D` passes of recomputing the whole network per feature.
+///
+/// Same bits as the full pass ([`Made::forward`]): each unit is the same product over all its
+/// inputs in the same order, followed by the same bias and ReLU. Only the values of the inputs
+/// its mask zeroes differ (units not computed yet are zero here), and a product with a zero weight
+/// is a signed zero, which leaves a sum accumulated from `+0` unchanged (finite inputs assumed).
+///
+/// Scratch layout (the tape given to [`Made::incremental_begin`] and every step):
+/// `mats[l]` (`l < L-1`) hidden activations of layer `l`, in unit order; `mats[L-1+l]` layer `l`'s
+/// masked weight, transposed and regrouped: for a hidden layer one `fan_in x n_g` block per degree
+/// `g` (the layer's `n_g` units of degree `g`, in increasing index), for the output layer one
+/// `fan_in x out_per_feature` block per step; `mats[2L-1]` a step's product before it is
+/// scattered into its units; `mats[2L+l]` layer `l`'s bias in the order of its weight's columns.
+/// The bias and ReLU are fused into the product where the kernel can ([`dense::forward`]), with the same
+/// bits as the separate loop of the full pass.
+impl<T: Real> Made<T> {
+    /// Prepares `scratch` for [`Made::incremental_step`] on `rows` rows: zeroes the hidden
+    /// activations and regroups the masked weights by degree (reusing the buffers).
+    pub fn incremental_begin(&self, rows: usize, scratch: &mut Tape<T>) {
+        let nl = self.n_layers();
+        let (d, c) = (self.config.dim, self.config.context_dim);
+        let per = self.config.out_per_feature;
+        for l in 0..nl {
+            let (w, mask, b) = (
+                &self.params[2 * l],
+                &self.masks[l],
+                &self.params[2 * l + 1].data,
+            );
+            let (fan_out, fan_in) = (w.shape[0], w.shape[1]);
+            let masked = |o: usize, k: usize| w.data[o * fan_in + k] * mask[o * fan_in + k];
+            let hidden = l + 1 < nl;
+            if hidden {
+                scratch.mat(l, rows, fan_out).as_mut_slice().fill(T::zero());
+            }
+            let mut bias = std::mem::take(scratch.mat(2 * nl + l, 1, fan_out));
+            let blocks = scratch.mat(nl - 1 + l, fan_in, fan_out).as_mut_slice();
+            let (mut at, mut bat) = (0, 0);
+            // One group per degree (hidden layer) or per step (output layer), in step order.
+            for g in 0..d.max(1) {
+                let units = match self.config.order.get(g) {
+                    _ if hidden => units_of_degree(d, c, fan_out, g),
+                    // The outputs of feature f: columns f, f + D, ..., f + (per - 1) D.
+                    Some(&f) => (f..f + per * d).step_by(d),
+                    None => (0..0).step_by(1),
+                };
+                for k in 0..fan_in {
+                    for o in units.clone() {
+                        blocks[at] = masked(o, k);
+                        at += 1;
+                    }
+                }
+                for o in units {
+                    bias.as_mut_slice()[bat] = b[o];
+                    bat += 1;
+                }
+            }
+            debug_assert_eq!((at, bat), (fan_in * fan_out, fan_out), "every unit once");
+            *scratch.mat(2 * nl + l, 0, 0) = bias;
+        }
+    }
+
+    /// Step `step` (`< D`) of the incremental evaluation: with `input = [x, c]` whose features
+    /// `order[..step]` are final, computes the hidden units of degree `step` and writes the
+    /// `out_per_feature` outputs of feature `f = order[step]` into `out` (`rows x out_per_feature`,
+    /// column `b` = output `b * D + f` of the full pass, bit for bit). `scratch` must have been
+    /// prepared by [`Made::incremental_begin`] for these rows and have seen steps `0..step`.
+    pub fn incremental_step(
+        &self,
+        step: usize,
+        input: &Matrix<T>,
+        out: &mut Matrix<T>,
+        scratch: &mut Tape<T>,
+    ) {
+        let nl = self.n_layers();
+        let (d, c) = (self.config.dim, self.config.context_dim);
+        let n = input.rows();
+        let mut tmp = std::mem::take(scratch.mat(2 * nl - 1, 0, 0));
+        for l in 0..nl - 1 {
+            let fan_out = self.params[2 * l].shape[0];
+            let units = units_of_degree(d, c, fan_out, step);
+            let start: usize = (0..step)
+                .map(|g| units_of_degree(d, c, fan_out, g).len())
+                .sum();
+            let (below, rest) = scratch.mats.split_at_mut(l);
+            let inp = if l == 0 { input } else { &below[l - 1] };
+            let fan_in = inp.cols();
+            let (m, end) = (units.len(), start + units.len());
+            tmp.resize(n, m);
+            dense::forward(
+                n,
+                fan_in,
+                m,
+                inp.as_slice(),
+                &rest[nl - 1].as_slice()[fan_in * start..fan_in * end],
+                &rest[2 * nl].as_slice()[start..end],
+                true,
+                tmp.as_mut_slice(),
+            );
+            let h = &mut rest[0];
+            for i in 0..n {
+                let hr = h.row_mut(i);
+                for (&v, o) in tmp.row(i).iter().zip(units.clone()) {
+                    hr[o] = v;
+                }
+            }
+        }
+        *scratch.mat(2 * nl - 1, 0, 0) = tmp;
+        let per = self.config.out_per_feature;
+        let h = if nl == 1 {
+            input
+        } else {
+            &scratch.mats[nl - 2]
+        };
+        let fan_in = h.cols();
+        out.resize(n, per);
+        dense::forward(
+            n,
+            fan_in,
+            per,
+            h.as_slice(),
+            &scratch.mats[2 * nl - 2].as_slice()[fan_in * per * step..fan_in * per * (step + 1)],
+            &scratch.mats[3 * nl - 1].as_slice()[per * step..per * (step + 1)],
+            false,
+            out.as_mut_slice(),
+        );
     }
 }
 
@@ -600,23 +697,90 @@ mod tests {
         assert!(masked_zero > 0, "no masked weight was checked");
     }
 
-    #[test]
-    fn selected_columns_equal_the_full_pass() {
-        for (c, hidden) in [(0, vec![7, 9]), (2, vec![6]), (3, vec![])] {
-            let (m, _) = made(4, c, hidden, 5);
-            let mut rng = Rng::new(8);
-            let x = Matrix::from_fn(11, 4 + c, |_, _| rng.normal());
-            let mut full = Matrix::zeros(0, 0);
-            m.forward(&x, &mut full);
-            let cols = [6, 0, 3, 7, 1];
-            let mut part = Matrix::zeros(0, 0);
-            m.forward_columns(&x, &cols, &mut part, &mut Tape::default());
-            for i in 0..11 {
-                for (j, &col) in cols.iter().enumerate() {
-                    let (a, b) = (part.get(i, j), full.get(i, col));
-                    assert!((a - b).abs() <= 1e-12 * (1.0 + b.abs()), "{a} vs {b}");
+    /// Runs the incremental evaluation on `x` (features filled in order, one step at a time) and
+    /// checks every step's outputs against the full pass on the complete `x`, bit for bit.
+    fn check_incremental<T: Real>(d: usize, c: usize, hidden: Vec<usize>, per: usize, seed: u64) {
+        let mut rng = Rng::new(seed);
+        let order = rng.permutation(d);
+        let cfg = MadeConfig {
+            dim: d,
+            hidden: hidden.clone(),
+            context_dim: c,
+            out_per_feature: per,
+            order: order.clone(),
+        };
+        let mut m = Made::<T>::new(cfg, &mut rng).expect("valid config");
+        for p in m.params_mut() {
+            for v in p.data.iter_mut() {
+                *v = T::c(rng.normal() * 0.5);
+            }
+        }
+        let n = 13;
+        let x = Matrix::from_fn(n, d + c, |_, _| T::c(rng.normal()));
+        let mut full = Matrix::zeros(0, 0);
+        m.forward(&x, &mut full);
+        let mut inp = x.clone();
+        for i in 0..n {
+            inp.row_mut(i)[..d].fill(T::zero());
+        }
+        let mut scratch = Tape::default();
+        let mut out = Matrix::zeros(0, 0);
+        // Twice on the same scratch: the second run reuses the buffers of the first.
+        for _ in 0..2 {
+            m.incremental_begin(n, &mut scratch);
+            for (s, &f) in order.iter().enumerate() {
+                m.incremental_step(s, &inp, &mut out, &mut scratch);
+                assert_eq!((out.rows(), out.cols()), (n, per));
+                for i in 0..n {
+                    for b in 0..per {
+                        let (got, want) = (out.get(i, b), full.get(i, b * d + f));
+                        assert!(
+                            got.to_f64().map(f64::to_bits) == want.to_f64().map(f64::to_bits),
+                            "D={d} C={c} hidden={hidden:?}: step {s}, row {i}, block {b}: \
+                             {got:?} vs {want:?}"
+                        );
+                    }
+                }
+                for i in 0..n {
+                    inp.row_mut(i)[f] = x.get(i, f);
                 }
             }
+            for i in 0..n {
+                inp.row_mut(i)[..d].fill(T::zero());
+            }
+        }
+    }
+
+    #[test]
+    fn incremental_steps_equal_the_full_pass_bit_for_bit() {
+        // Hidden widths divisible by D - 1 (or D) and not, deeper nets, no hidden layer, D = 1
+        // and D = 2, with and without a context; f32 (our kernel) and f64.
+        let shapes: [(usize, usize, Vec<usize>, usize); 10] = [
+            (5, 0, vec![16, 16], 2),
+            (5, 0, vec![13, 7], 3),
+            (5, 3, vec![10, 11], 2),
+            (7, 2, vec![9], 6),
+            (6, 0, vec![5, 17, 3], 2),
+            (4, 2, vec![], 3),
+            (4, 0, vec![], 2),
+            (1, 0, vec![8], 2),
+            (1, 2, vec![8, 4], 3),
+            (2, 0, vec![3, 3], 30),
+        ];
+        // f32 on every kernel path this CPU has (switched process-wide; other tests are
+        // unaffected because the paths give the same bits).
+        let original = crate::engine::simd::active();
+        for path in crate::engine::simd::supported_paths() {
+            crate::engine::simd::force(path).expect("supported path");
+            for (k, (d, c, hidden, per)) in shapes.iter().cloned().enumerate() {
+                check_incremental::<f32>(d, c, hidden, per, 40 + k as u64);
+            }
+            // HIGGS-sized: 18 features, 2 x 256, 3K = 30 outputs per feature.
+            check_incremental::<f32>(18, 0, vec![256, 256], 30, 7);
+        }
+        crate::engine::simd::force(original).expect("original path");
+        for (k, (d, c, hidden, per)) in shapes.into_iter().enumerate() {
+            check_incremental::<f64>(d, c, hidden, per, 60 + k as u64);
         }
     }
 

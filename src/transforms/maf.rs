@@ -7,9 +7,11 @@
 //! (the Jacobian is triangular in the autoregressive order, since `s_d`, `t_d` depend only on the
 //! features preceding `d`).
 //!
-//! Inverse (sampling direction, `D` network passes): for `k = 0..D`, with `d = order[k]`,
-//! recompute `(r, t) = MADE(x, c)` on the partially filled `x` (unfilled features are zero and
-//! masked out) and set `x_d = (z_d - t_d) exp(-s_d)`; `log|det dx/dz| = -sum_d s_d`.
+//! Inverse (sampling direction, in the cost of about one network pass): for `k = 0..D`, with
+//! `d = order[k]`, evaluate `(r_d, t_d)` of the MADE on the partially filled `x` (unfilled features
+//! are zero and masked out; only the hidden units that become final with `x_{order[k-1]}` are
+//! computed, [`crate::nn::Made::incremental_step`]) and set `x_d = (z_d - t_d) exp(-s_d)`;
+//! `log|det dx/dz| = -sum_d s_d`.
 //!
 //! Backward (through the forward pass): `dL/dx_d = dL/dz_d exp(s_d) + [MADE input gradient]_d`
 //! with `dL/dr_d = (dL/dz_d x_d exp(s_d) + dL/d ladj)(1 - tanh^2(r_d / a))`, `dL/dt_d = dL/dz_d`.
@@ -202,7 +204,8 @@ impl<T: Real> Transform<T> for Maf<T> {
         *scratch.mat(1, 0, 0) = h;
     }
 
-    /// As [`Maf::forward_reusing`], with `D` MADE passes.
+    /// Slots 0 and 1 hold the MADE input and the raw `(r, t)` of every feature, slot 2 one
+    /// step's `(r_d, t_d)`, child 0 the MADE's incremental buffers.
     fn inverse_reusing(
         &self,
         y: &Matrix<T>,
@@ -220,17 +223,24 @@ impl<T: Real> Transform<T> for Maf<T> {
         for i in 0..n {
             inp.row_mut(i)[..d].fill(T::zero());
         }
-        for &f in &self.config.order {
+        let mut step_out = std::mem::take(scratch.mat(2, 0, 0));
+        h.resize(n, 2 * d);
+        self.net.incremental_begin(n, scratch.child(0));
+        for (k, &f) in self.config.order.iter().enumerate() {
             // x_f depends only on features before f in the order, all final by now.
-            self.net.forward_reusing(&inp, &mut h, scratch.child(0));
+            self.net
+                .incremental_step(k, &inp, &mut step_out, scratch.child(0));
             for i in 0..n {
-                let (s, t) = self.scale_shift(h.row(i), f);
+                let (hr, so) = (h.row_mut(i), step_out.row(i));
+                (hr[f], hr[d + f]) = (so[0], so[1]);
+                let (s, t) = self.scale_shift(hr, f);
                 let z = y.row(i).get(f).copied().unwrap_or(T::zero());
                 inp.row_mut(i)[f] = Affine::inverse(z, s, t);
             }
         }
-        // After the last pass every s_f was computed from its final inputs (x_{order[D-1]} feeds
-        // nothing), so the last output gives the log-determinant; one more pass if D = 0 is moot.
+        // `h` now holds the whole output of the MADE on the final x (each feature's (r, t) from
+        // its final inputs), which gives the log-determinant.
+        *scratch.mat(2, 0, 0) = step_out;
         x.resize(n, d);
         for i in 0..n {
             let ir = inp.row(i);

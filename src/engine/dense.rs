@@ -2,8 +2,8 @@
 //! GEMM kernel where the scalar type and CPU allow it (`f32` with AVX-512, see
 //! [`super::kernel`]), and plain loops after a GEMM otherwise (`f64`, other CPUs).
 //!
-//! - forward: `out = act(inp W^T + b)`, `act` = ReLU or identity, with `W^T` given as `wt`
-//!   (`k x n`, contiguous rows);
+//! - forward: `out = act(inp W^T + b) (+ skip)`, `act` = ReLU or identity, with `W^T` given as
+//!   `wt` (`k x n`, contiguous rows) and an optional skip connection `skip` (`m x n`);
 //! - input gradient: `dinp = (dout W) * g`, where the optional gate gives
 //!   `g = keep * [gate > 0]` (the ReLU derivative of the layer below, with the inverted-dropout
 //!   factor `keep`), or `g = 1`;
@@ -13,7 +13,8 @@ use super::Real;
 use super::gemm::gemm_nn;
 use super::kernel::Epilogue;
 
-/// `out[m x n] = act(inp[m x k] wt[k x n] + bias)`, `act` = ReLU when `relu`, else identity.
+/// `out[m x n] = act(inp[m x k] wt[k x n] + bias) (+ skip[m x n])`, `act` = ReLU when `relu`,
+/// else identity; the skip connection is added after the activation.
 #[allow(clippy::too_many_arguments)]
 pub fn forward<T: Real>(
     m: usize,
@@ -23,12 +24,17 @@ pub fn forward<T: Real>(
     wt: &[T],
     bias: &[T],
     relu: bool,
+    skip: Option<&[T]>,
     out: &mut [T],
 ) {
     assert!(inp.len() >= m * k && wt.len() >= k * n && bias.len() >= n && out.len() >= m * n);
+    if let Some(s) = skip {
+        assert!(s.len() >= m * n, "skip connection smaller than the output");
+    }
     let epilogue = Epilogue {
         bias: Some(bias),
         relu,
+        residual: skip.map(|s| (s, n)),
         ..Epilogue::default()
     };
     if T::fused_product(m, k, n, inp, wt, out, &epilogue) {
@@ -40,6 +46,11 @@ pub fn forward<T: Real>(
             let x = *v + *b;
             // max(x, 0) maps NaN to 0, as the fused kernel's max does.
             *v = if relu { x.max(T::zero()) } else { x };
+        }
+    }
+    if let Some(s) = skip {
+        for (v, x) in out[..m * n].iter_mut().zip(s) {
+            *v += *x;
         }
     }
 }
@@ -112,10 +123,22 @@ mod tests {
                 .zip(b)
                 .all(|(x, y)| (*x as f64 - y).abs() < 1e-5 * (1.0 + y.abs()))
         };
-        for relu in [false, true] {
+        let skip: Vec<f64> = (0..m * n).map(|i| f(i + 6)).collect();
+        for (relu, skipped) in [(false, false), (true, false), (true, true)] {
             let mut o64 = vec![0.0; m * n];
             let mut o32 = vec![0.0f32; m * n];
-            forward(m, k, n, &inp, &wt, &bias, relu, &mut o64);
+            let s32 = to32(&skip);
+            forward(
+                m,
+                k,
+                n,
+                &inp,
+                &wt,
+                &bias,
+                relu,
+                skipped.then_some(&skip[..]),
+                &mut o64,
+            );
             forward(
                 m,
                 k,
@@ -124,10 +147,15 @@ mod tests {
                 &to32(&wt),
                 &to32(&bias),
                 relu,
+                skipped.then_some(&s32[..]),
                 &mut o32,
             );
             assert!(close(&o32, &o64));
-            assert!(!relu || o64.iter().all(|v| *v >= 0.0));
+            if relu {
+                // Without the skip every output is clamped at 0; with it, at the skip's value.
+                let floor = |i: usize| if skipped { skip[i] } else { 0.0 };
+                assert!(o64.iter().enumerate().all(|(i, v)| *v >= floor(i)));
+            }
         }
         // Input gradient through W (n x k here is wt read as W with n = k', k = n').
         for gated in [false, true] {

@@ -28,10 +28,10 @@
 use super::simd::{self, SimdPath};
 
 /// What happens to a tile of `A B` before it is stored into `C`, in this order:
-/// `x = A B (+ C) (+ bias[j])`, `x = max(x, 0)` when `relu`, and `x = gate_scale * x` where
-/// `gate[i, j] > 0`, else `0`, when a gate is given. Fusing these into the kernel saves the
-/// separate passes over the output that a dense layer's bias, ReLU and ReLU-derivative mask
-/// would cost.
+/// `x = A B (+ C) (+ bias[j])`, `x = max(x, 0)` when `relu`, `x = x + residual[i, j]` when a
+/// residual is given, and `x = gate_scale * x` where `gate[i, j] > 0`, else `0`, when a gate is
+/// given. Fusing these into the kernel saves the separate passes over the output that a dense
+/// layer's bias, ReLU, skip connection and ReLU-derivative mask would cost.
 /// Generic over the scalar so that [`crate::engine::Real`] can describe a fused product for any
 /// type; the kernel itself takes `f32`.
 #[derive(Clone, Copy, Debug, Default)]
@@ -42,6 +42,9 @@ pub struct Epilogue<'a, T = f32> {
     pub bias: Option<&'a [T]>,
     /// Clamp below at zero (`x > 0 ? x : 0`, so NaN and `-0` become `+0`).
     pub relu: bool,
+    /// Row-major matrix added after the clamp (a skip connection), with its row stride
+    /// (`residual[i * ld + j]`).
+    pub residual: Option<(&'a [T], usize)>,
     /// Row-major gate matrix with its row stride (`gate[i * ld + j]`).
     pub gate: Option<(&'a [T], usize)>,
     /// Factor of the elements the gate keeps.
@@ -73,6 +76,12 @@ fn check_epilogue(m: usize, n: usize, ep: &Epilogue) {
         assert!(
             gate.len() >= strided_len(m, n, ld),
             "gate smaller than the output"
+        );
+    }
+    if let Some((res, ld)) = ep.residual {
+        assert!(
+            res.len() >= strided_len(m, n, ld),
+            "residual smaller than the output"
         );
     }
 }
@@ -253,6 +262,10 @@ mod avx512 {
 
     /// Columns of `C` per panel: four 16-lane vectors.
     const PANEL: usize = 64;
+    /// Longest `k` whose panels of `B` are packed (a `KPACK x PANEL` buffer on the stack,
+    /// 32 KiB, which fits L1); longer products read `B` in place (packing a panel that does not fit
+    /// L1 measured slower).
+    const KPACK: usize = 128;
 
     /// The part of a [`super::Epilogue`] that one tile sees: raw pointers to its first bias
     /// column and first gate element (null = absent).
@@ -260,6 +273,8 @@ mod avx512 {
         accumulate: bool,
         bias: *const f32,
         relu: bool,
+        res: *const f32,
+        ldr: usize,
         gate: *const f32,
         ldg: usize,
         gate_scale: f32,
@@ -283,6 +298,13 @@ mod avx512 {
         let (gate, ldg) = ep
             .gate
             .map_or((std::ptr::null(), 0), |(g, ld)| (g.as_ptr(), ld));
+        let (res, ldr) = ep
+            .residual
+            .map_or((std::ptr::null(), 0), |(r, ld)| (r.as_ptr(), ld));
+        // The packed copy of one panel of B (see [`pack_panel`]); only its first `k * PANEL`
+        // floats are ever written and read.
+        let mut packed = std::mem::MaybeUninit::<[f32; KPACK * PANEL]>::uninit();
+        let packed = packed.as_mut_ptr().cast::<f32>();
         let mut j0 = 0;
         while j0 < n {
             let w = (n - j0).min(PANEL);
@@ -300,19 +322,37 @@ mod avx512 {
                 3 => 8,
                 _ => 6,
             };
+            // Pack the panel when more than one row tile reads it and it fits the buffer.
+            let (bpanel, ldbp) = if k <= KPACK && m > mr_max {
+                // SAFETY: rows p < k and columns j0 .. j0 + w of B are in the caller's range;
+                // the buffer holds KPACK >= k rows of PANEL >= 16 nv floats.
+                unsafe { pack_panel(k, b.add(j0), ldb, nv, mask, packed) };
+                (packed.cast_const(), PANEL)
+            } else {
+                // SAFETY: column j0 < n of B.
+                (unsafe { b.add(j0) }, ldb)
+            };
             let mut i0 = 0;
             while i0 < m {
                 let mr = (m - i0).min(mr_max);
                 // SAFETY: the tile lies inside the caller's m x n region (and so inside the
-                // epilogue's bias and gate, which the public wrapper checked).
+                // epilogue's bias and gate, which the public wrapper checked); the packed panel
+                // has rows of stride PANEL holding the tile's columns.
                 unsafe {
                     let ap = a.add(i0 * rsa);
-                    let bp = b.add(j0);
+                    let bp = bpanel;
+                    let ldb = ldbp;
                     let cp = c.add(i0 * ldc + j0);
                     let tep = Ep {
                         accumulate: ep.accumulate,
                         bias: ep.bias.map_or(std::ptr::null(), |b| b.as_ptr().add(j0)),
                         relu: ep.relu,
+                        res: if res.is_null() {
+                            res
+                        } else {
+                            res.add(i0 * ldr + j0)
+                        },
+                        ldr,
                         gate: if gate.is_null() {
                             gate
                         } else {
@@ -339,6 +379,39 @@ mod avx512 {
                 i0 += mr;
             }
             j0 += w;
+        }
+    }
+
+    /// Copies `nv` vectors of each row `p < k` of a panel of `B` (row stride `ldb`; the last
+    /// vector masked by `mask`, its other lanes written as zeros) to `dst` with row stride
+    /// [`PANEL`]. A panel read in place has rows `4 ldb` bytes apart, which for `ldb = 128` puts
+    /// all of them in a quarter of L1's sets, so a `128 x 64` panel that would fit L1 thrashes
+    /// it; packed, the rows are contiguous. The values are copied exactly, so the products keep
+    /// their bits.
+    ///
+    /// # Safety
+    /// `b` must be valid for reads of `b[p * ldb + 16 v + l]` for `p < k`, `v < nv` and lanes
+    /// `l` in `mask` for the last vector (all lanes otherwise), `dst` for writes of
+    /// `k * PANEL` floats, and `nv <= PANEL / 16`.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn pack_panel(
+        k: usize,
+        b: *const f32,
+        ldb: usize,
+        nv: usize,
+        mask: __mmask16,
+        dst: *mut f32,
+    ) {
+        for p in 0..k {
+            for v in 0..nv {
+                let m = if v + 1 == nv { mask } else { 0xffff };
+                // SAFETY: forwarded contract.
+                unsafe {
+                    let x = _mm512_maskz_loadu_ps(m, b.add(p * ldb + 16 * v));
+                    _mm512_storeu_ps(dst.add(p * PANEL + 16 * v), x);
+                }
+            }
         }
     }
 
@@ -438,6 +511,12 @@ mod avx512 {
                     if ep.relu {
                         out = _mm512_max_ps(out, zero);
                     }
+                    if !ep.res.is_null() {
+                        out = _mm512_add_ps(
+                            out,
+                            _mm512_maskz_loadu_ps(m, ep.res.add(r * ep.ldr + 16 * v)),
+                        );
+                    }
                     if !ep.gate.is_null() {
                         let g = _mm512_maskz_loadu_ps(m, ep.gate.add(r * ep.ldg + 16 * v));
                         let keep = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(g, zero);
@@ -468,6 +547,8 @@ mod avx2 {
         accumulate: bool,
         bias: *const f32,
         relu: bool,
+        res: *const f32,
+        ldr: usize,
         gate: *const f32,
         ldg: usize,
         gate_scale: f32,
@@ -499,6 +580,9 @@ mod avx2 {
         let (gate, ldg) = ep
             .gate
             .map_or((std::ptr::null(), 0), |(g, ld)| (g.as_ptr(), ld));
+        let (res, ldr) = ep
+            .residual
+            .map_or((std::ptr::null(), 0), |(r, ld)| (r.as_ptr(), ld));
         let mut j0 = 0;
         while j0 < n {
             let w = (n - j0).min(PANEL);
@@ -523,6 +607,12 @@ mod avx2 {
                         accumulate: ep.accumulate,
                         bias: ep.bias.map_or(std::ptr::null(), |b| b.as_ptr().add(j0)),
                         relu: ep.relu,
+                        res: if res.is_null() {
+                            res
+                        } else {
+                            res.add(i0 * ldr + j0)
+                        },
+                        ldr,
                         gate: if gate.is_null() {
                             gate
                         } else {
@@ -651,6 +741,9 @@ mod avx2 {
                     if ep.relu {
                         out = _mm256_max_ps(out, zero);
                     }
+                    if !ep.res.is_null() {
+                        out = _mm256_add_ps(out, load(ep.res.add(r * ep.ldr + 8 * v)));
+                    }
                     if !ep.gate.is_null() {
                         let g = load(ep.gate.add(r * ep.ldg + 8 * v));
                         let keep = _mm256_cmp_ps::<_CMP_GT_OQ>(g, zero);
@@ -765,6 +858,9 @@ mod portable {
                         }
                         if ep.relu {
                             out = if out > 0.0 { out } else { 0.0 };
+                        }
+                        if let Some((res, ldr)) = ep.residual {
+                            out += res[i * ldr + j0 + j];
                         }
                         if let Some((gate, ldg)) = ep.gate {
                             out = if gate[i * ldg + j0 + j] > 0.0 {
@@ -887,8 +983,9 @@ mod tests {
         }
     }
 
-    /// Bias, ReLU and gate in the epilogue equal the same steps done after a plain product, and
-    /// give the same bits on every path (including NaN and signed zeros through the ReLU).
+    /// Bias, ReLU, residual and gate in the epilogue equal the same steps done after a plain
+    /// product, and give the same bits on every path (including NaN and signed zeros through the
+    /// ReLU), with the residual read through a row stride wider than the output.
     #[test]
     fn fused_epilogue_matches_separate_passes_on_every_path() {
         let (m, k, n) = (23, 20, 37);
@@ -902,11 +999,16 @@ mod tests {
         bias[3] = f32::NAN;
         bias[4] = -1e30;
         let gate: Vec<f32> = (0..m * n).map(|i| ((i * 3 % 7) as f32) - 3.0).collect();
+        let ldr = n + 2;
+        let residual: Vec<f32> = (0..m * ldr)
+            .map(|i| ((i * 5 % 9) as f32) * 0.25 - 1.0)
+            .collect();
         let plain =
             |i: usize, j: usize| -> f32 { (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum() };
         let ep = Epilogue {
             bias: Some(&bias),
             relu: true,
+            residual: Some((&residual, ldr)),
             gate: Some((&gate, n)),
             gate_scale: 1.25,
             ..Epilogue::default()
@@ -920,6 +1022,7 @@ mod tests {
                 for j in 0..n {
                     let x = plain(i, j) + bias[j];
                     let x = if x > 0.0 { x } else { 0.0 };
+                    let x = x + residual[i * ldr + j];
                     let want = if gate[i * n + j] > 0.0 { 1.25 * x } else { 0.0 };
                     let got = c[i * n + j];
                     assert_eq!(got.to_bits(), reference[i * n + j].to_bits(), "{path}");

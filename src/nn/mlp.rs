@@ -181,6 +181,10 @@ impl<T: Real> Mlp<T> {
         out.resize(n, fan_out);
         let last = l + 1 == self.n_layers();
         let act = self.config.activation;
+        // The skip connection is fused into the product's epilogue when the activation is
+        // fused there too (ReLU); a smooth activation is applied after the product, so its
+        // skip is added after it.
+        let fused_skip = self.skip(l) && act.is_relu();
         self.with_transposed(l, |wt| {
             dense::forward(
                 n,
@@ -190,6 +194,7 @@ impl<T: Real> Mlp<T> {
                 wt,
                 b,
                 !last && act.is_relu(),
+                fused_skip.then(|| inp.as_slice()),
                 out.as_mut_slice(),
             )
         });
@@ -200,7 +205,7 @@ impl<T: Real> Mlp<T> {
             });
             act.apply(out.as_mut_slice(), slope);
         }
-        if self.skip(l) {
+        if self.skip(l) && !fused_skip {
             for (v, x) in out.as_mut_slice().iter_mut().zip(inp.as_slice()) {
                 *v += *x;
             }

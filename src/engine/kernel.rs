@@ -405,6 +405,10 @@ mod avx512 {
     ) {
         for p in 0..k {
             for v in 0..nv {
+                // An empty `asm!` block per vector: without it LLVM turns the full vectors of a
+                // row into a call to `memcpy` (a call, `vzeroupper` and reloads per row).
+                // SAFETY: an empty assembly block reads and writes no register, memory or flag.
+                unsafe { std::arch::asm!("", options(nomem, nostack, preserves_flags)) };
                 let m = if v + 1 == nv { mask } else { 0xffff };
                 // SAFETY: forwarded contract.
                 unsafe {

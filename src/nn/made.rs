@@ -527,6 +527,7 @@ impl<T: Real> Made<T> {
                 &rest[nl - 1].as_slice()[fan_in * start..fan_in * end],
                 &rest[2 * nl].as_slice()[start..end],
                 true,
+                None,
                 tmp.as_mut_slice(),
             );
             let h = &mut rest[0];
@@ -554,6 +555,7 @@ impl<T: Real> Made<T> {
             &scratch.mats[2 * nl - 2].as_slice()[fan_in * per * step..fan_in * per * (step + 1)],
             &scratch.mats[3 * nl - 1].as_slice()[per * step..per * (step + 1)],
             false,
+            None,
             out.as_mut_slice(),
         );
     }

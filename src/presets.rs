@@ -214,6 +214,7 @@ pub fn build_base(preset: Preset, dim: usize, opts: &PresetOptions) -> BaseSpec 
             components: opts.components,
             order: (0..dim).collect(),
             log_scale_clamp: DEFAULT_LOG_SCALE_CLAMP,
+            dropout: opts.dropout,
         }),
         _ => BaseSpec::StdNormal,
     }

@@ -94,7 +94,8 @@ pub struct TrainOptions {
     pub bound: Option<f64>,
     /// Residual conditioners (default: true for the spline models).
     pub residual: Option<bool>,
-    /// Dropout of the conditioners' hidden units in training (default 0.2 for pq-spline, else 0).
+    /// Dropout of the conditioners' hidden units in training (made-mog: of its MADE's; default
+    /// 0.2 for pq-spline and made-mog, else 0).
     pub dropout: Option<f64>,
     /// Runge-Kutta steps of the flow-matching model's ODE (default 16; `hepflow sample
     /// --ode-steps` overrides it per run).
@@ -561,7 +562,7 @@ impl TrainOptions {
             ("residual", "true for splines", "residual conditioners"),
             (
                 "dropout",
-                "0.2 for pq-spline, else 0",
+                "0.2 for pq-spline and made-mog, else 0",
                 "conditioner (made-mog: MADE) dropout in [0, 0.9), training only",
             ),
             (

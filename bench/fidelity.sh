@@ -6,6 +6,7 @@
 #   bash bench/fidelity.sh [--classes background,signal] [--hepflow default,rq-spline,...]
 #                          [--peers nsf,zuko-nsf,realnvp,glow] [--epochs N] [--patience N]
 #                          [--dropout P] [--seeds 0,1,2] [--repeats 3] [--threads 1]
+#                          [--variants NAME=FILE.toml,NAME2=FILE2.toml]
 #                          [--split-seed 1] [--parallel] [--python PY] [--out bench/out/fidelity]
 #
 # Quick check (a few minutes): bash bench/fidelity.sh --classes background --epochs 3
@@ -19,6 +20,10 @@
 # generated sample, --repeats samples and evaluation seeds, KS, events outside the training range).
 # --seeds trains every model once per seed. --parallel runs the hepflow side and the PyTorch side
 # at the same time (each with --threads threads); wall times are then affected by each other.
+# --variants trains every hepflow model once per variant (instead of once) with `--config FILE` (the same keys as
+# `hepflow train --config`, e.g. `dropout = 0.2`, `weight_decay = 1e-5`, `ensemble = 3`), named
+# hepflow-MODEL-NAME; the options set in the file are recorded in results.jsonl and the table.
+# Without --variants each model trains once with its preset's defaults.
 # PyTorch: --python PY, else bench/.venv (created with torch, nflows, zuko, numpy on first use).
 # Output: OUT/results.jsonl (one line per model and seed), OUT/table.md, logs, environment.txt.
 set -euo pipefail
@@ -29,6 +34,7 @@ cd "$root"
 
 classes="background,signal"
 hf_models="default"
+variants=""
 peers="nsf,zuko-nsf"
 epochs=""
 patience=""
@@ -44,6 +50,7 @@ while [[ $# -gt 0 ]]; do
     case "$1" in
         --classes) classes="$2"; shift 2 ;;
         --hepflow) hf_models="$2"; shift 2 ;;
+        --variants) variants="$2"; shift 2 ;;
         --peers|--nflows) peers="$2"; shift 2 ;;
         --epochs) epochs="$2"; shift 2 ;;
         --patience) patience="$2"; shift 2 ;;
@@ -68,6 +75,12 @@ done
 for v in epochs patience; do
     if [[ -n "${!v}" ]] && ! [[ "${!v}" =~ ^[1-9][0-9]*$ ]]; then
         echo "--$v must be a positive integer" >&2
+        exit 2
+    fi
+done
+for v in ${variants//,/ }; do
+    if ! [[ "$v" =~ ^[A-Za-z0-9_.-]+=.+$ ]] || [[ ! -f "${v#*=}" ]]; then
+        echo "--variants: '$v' is not NAME=FILE with an existing FILE" >&2
         exit 2
     fi
 done
@@ -128,19 +141,27 @@ results="$out/results.jsonl"
     echo "rustc: $(rustc --version)"
     [[ -n "$peers" ]] && echo "python: $("$py" -c 'import sys, torch, numpy; from importlib.metadata import version; print(sys.version.split()[0], "torch", torch.__version__, "nflows", version("nflows"), "zuko", version("zuko"), "numpy", numpy.__version__)')"
     echo "hepflow train defaults: $budget"
+    for v in ${variants//,/ }; do echo "variant ${v%%=*} (${v#*=}): $(grep -v '^ *#' "${v#*=}" | tr '\n' ' ')"; done
     echo "settings: epochs=$epochs patience=$patience dropout(peers)=$dropout lr=$lr batch=$batch clip=$clip schedule=$schedule seeds=$seeds repeats=$repeats threads=$threads split_seed=$split_seed parallel=$parallel"
     echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 } > "$out/environment.txt"
 
 run_hepflow() {
-    local cls m s
+    local cls m s v name cfg
     [[ -z "$hf_models" ]] && return 0
     for cls in ${classes//,/ }; do
         for s in ${seeds//,/ }; do
             for m in ${hf_models//,/ }; do
-                "$bin" --threads "$threads" train --dir "$split" --class "$cls" --preset "$m" \
-                    --epochs "$epochs" --patience "$patience" --seed "$s" --repeats "$repeats" \
-                    --out "$out/$cls/hepflow-$m-seed$s" --json "$results" > /dev/null
+                for v in $(if [[ -n "$variants" ]]; then echo "${variants//,/ }"; else echo "="; fi); do
+                    name="hepflow-$m"
+                    [[ -n "${v%%=*}" ]] && name="$name-${v%%=*}"
+                    cfg=()
+                    [[ -n "${v#*=}" ]] && cfg=(--config "${v#*=}")
+                    "$bin" --threads "$threads" train --dir "$split" --class "$cls" --preset "$m" \
+                        "${cfg[@]}" --name "$name" \
+                        --epochs "$epochs" --patience "$patience" --seed "$s" --repeats "$repeats" \
+                        --out "$out/$cls/$name-seed$s" --json "$results" > /dev/null
+                done
             done
         done
     done

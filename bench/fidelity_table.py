@@ -51,6 +51,7 @@ for (cls, name), rs in sorted(groups.items(), key=lambda kv: (order.get(kv[0][0]
     secs, _ = mean_sd([r.get("train_seconds") for r in rs])
     ep = ", ".join(f"{r.get('epochs_run', '-')} ({r.get('best_epoch', '-')})" for r in rs)
     label = name + (f" ({r['preset']})" if name == "hepflow-default" and (r := rs[0]).get("preset") else "")
+    label += f" [{rs[0]['options']}]" if rs[0].get("options") else ""
     print(f"| {cls} | {label} | {len(rs)} | {nll_txt} | {f(auc)} ± {f(auc_sd)} | "
           f"{f(min(aucs) if aucs else None)}-{f(max(aucs) if aucs else None)} | {f(mc)} | "
           f"{f(None if og is None else 100 * og, 2)} % / {f(None if om is None else 100 * om, 2)} % | {f(ks)} | {ep} | {f(secs, 0)} |")

@@ -786,6 +786,7 @@ fn train(a: &TrainArgs) -> Result<()> {
         seed: Some(a.seed),
         ..TrainOptions::default()
     };
+    let options = set_options(&file)?;
     let settings = file.merged(&over).resolve()?;
     let (preset, opts, cfg, margin) = (
         settings.preset,
@@ -827,7 +828,7 @@ fn train(a: &TrainArgs) -> Result<()> {
             val_t.rows(),
             a.class
         ),
-        ensemble: 1,
+        ensemble: settings.ensemble,
     };
     eprintln!(
         "[{}/{name}] preset {} ({} blocks, hidden {:?}), {} train + {} val events, max {} epochs",
@@ -877,9 +878,27 @@ fn train(a: &TrainArgs) -> Result<()> {
             "n_train": summary.n_train,
             "n_val": summary.n_val,
             "rollbacks": summary.rollbacks,
+            "ensemble": settings.ensemble,
+            "options": options,
         }),
     );
     emit(&line, a.json.as_deref())
+}
+
+/// The options set in the `--config` file (`key = value`, sorted; empty without one), so that a
+/// variant's settings are recorded with its results.
+fn set_options(file: &TrainOptions) -> Result<String> {
+    let v = serde_json::to_value(file)?;
+    let set: Vec<String> = v
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .filter(|(_, v)| !v.is_null() && v.as_array().is_none_or(|a| !a.is_empty()))
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(set.join(" "))
 }
 
 /// The rows of `m` whose values are all finite (CSV output refuses NaN/inf).

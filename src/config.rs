@@ -94,7 +94,8 @@ pub struct TrainOptions {
     pub bound: Option<f64>,
     /// Residual conditioners (default: true for the spline models).
     pub residual: Option<bool>,
-    /// Dropout of the conditioners' hidden units in training (default 0.2 for pq-spline, else 0).
+    /// Dropout of the conditioners' hidden units in training (made-mog: of its MADE's; default
+    /// 0.2 for pq-spline and made-mog, else 0).
     pub dropout: Option<f64>,
     /// Runge-Kutta steps of the flow-matching model's ODE (default 16; `hepflow sample
     /// --ode-steps` overrides it per run).
@@ -418,8 +419,9 @@ impl TrainOptions {
         }
         // Options a model has no use for are refused rather than silently ignored.
         let unused: &[&str] = match preset {
-            // One MADE and (optionally) MAF layers: no splines, residual nets or dropout.
-            Preset::MadeMog => &["bins", "bound", "residual", "dropout"],
+            // One MADE (its dropout applies to the MADE's hidden units) and optionally MAF layers:
+            // no splines or residual nets.
+            Preset::MadeMog => &["bins", "bound", "residual"],
             // One velocity network: no blocks, splines or dropout (its exact divergence assumes
             // the evaluation network).
             Preset::FlowMatching => &["blocks", "bins", "bound", "dropout"],
@@ -431,7 +433,7 @@ impl TrainOptions {
             .find(|(name, v)| v.is_some() && unused.contains(name))
         {
             let hint = match preset {
-                Preset::MadeMog => "one MADE network; set hidden, components and blocks",
+                Preset::MadeMog => "one MADE network; set hidden, components, dropout and blocks",
                 _ => "one velocity network; set hidden, residual and ode_steps",
             };
             return Err(invalid(
@@ -560,8 +562,8 @@ impl TrainOptions {
             ("residual", "true for splines", "residual conditioners"),
             (
                 "dropout",
-                "0.2 for pq-spline, else 0",
-                "conditioner dropout in [0, 0.9)",
+                "0.2 for pq-spline and made-mog, else 0",
+                "conditioner (made-mog: MADE) dropout in [0, 0.9), training only",
             ),
             (
                 "ode_steps",
@@ -817,10 +819,18 @@ mod tests {
             (s.preset_options.components, s.preset_options.blocks),
             (3, 2)
         );
+        // Dropout applies to the MADE's hidden units and reaches the base distribution.
+        let s = opts("model = \"made-mog\"\ndropout = 0.1").unwrap();
+        let base = crate::presets::build_base(s.preset, 18, &s.preset_options);
+        match base {
+            crate::distributions::BaseSpec::MadeMog(c) => assert_eq!(c.dropout, 0.1),
+            other => panic!("{other:?}"),
+        }
         for (text, option) in [
             ("model = \"made-mog\"\ncomponents = 0", "components"),
             ("model = \"made-mog\"\ncomponents = 65", "components"),
-            ("model = \"made-mog\"\ndropout = 0.1", "dropout"),
+            ("model = \"made-mog\"\ndropout = 0.95", "dropout"),
+            ("model = \"made-mog\"\nresidual = true", "residual"),
             ("model = \"made-mog\"\nbins = 4", "bins"),
             ("components = 4", "components"),
             ("blocks = 0", "blocks"),

@@ -11,9 +11,10 @@
 //! - `maf`: [MAF with a MADE conditioner, alternating reversed/random orders] x blocks
 //!   (Papamakarios et al. 2017).
 //! - `made-mog`: no transforms; a MADE-MoG base distribution, an autoregressive mixture of K = 10
-//!   Gaussians per feature whose weights, means and widths come from one MADE (2 x 256)
-//!   (Papamakarios et al. 2017; [`crate::distributions::MadeMog`]). With `blocks` > 0 the base
-//!   sits under that many MAF layers (MAF-MoG).
+//!   Gaussians per feature whose weights, means and widths come from one MADE (2 x 256, dropout
+//!   0.2 of its hidden units in training) (Papamakarios et al. 2017;
+//!   [`crate::distributions::MadeMog`]). With `blocks` > 0 the base sits under that many MAF
+//!   layers (MAF-MoG; the dropout applies to the base's MADE only).
 //! - `flow-matching`: one continuous flow, a velocity MLP (3 x 256, time features) integrated
 //!   with RK4, trained by conditional flow matching on straight paths (Lipman et al. 2023;
 //!   [`crate::flow_matching`]). Not in [`Preset::ALL`] (the maximum-likelihood presets).
@@ -111,6 +112,10 @@ impl Preset {
                 o.blocks = 0;
                 o.hidden = vec![256, 256];
                 o.components = DEFAULT_COMPONENTS;
+                // Measured on the HIGGS fidelity split (3 seeds, docs/FIDELITY.md): dropout 0.2
+                // in the MADE lowers the test NLL by ~0.2-0.25 nats and the C2ST AUC by ~0.02-0.03
+                // (without it the MADE overfits after ~50 epochs).
+                o.dropout = 0.2;
             }
             _ => {}
         }
@@ -214,6 +219,7 @@ pub fn build_base(preset: Preset, dim: usize, opts: &PresetOptions) -> BaseSpec 
             components: opts.components,
             order: (0..dim).collect(),
             log_scale_clamp: DEFAULT_LOG_SCALE_CLAMP,
+            dropout: opts.dropout,
         }),
         _ => BaseSpec::StdNormal,
     }

@@ -240,6 +240,8 @@ impl<T: Real> GradientEngine<T> {
                 // Loss and its gradient at the base space.
                 let z = &ws.acts[nl];
                 let cref = if has_ctx { Some(&ws.ctx) } else { None };
+                // The base's random choices (MADE-MoG dropout) take the stream after the layers'.
+                ws.base_tape.seed = Rng::stream(seed, ((c as u64) << 20) | nl as u64).next_u64();
                 base.log_prob_train(z, cref, &mut ws.base_lp, &mut ws.base_tape);
                 let mut loss = 0.0;
                 ws.dladj.clear();

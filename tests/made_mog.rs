@@ -167,3 +167,31 @@ fn options_that_do_not_apply_are_refused() {
     let err = run(&["--model", "made-mog", "--components", "65"]);
     assert!(err.contains("components"), "{err}");
 }
+
+/// MADE dropout (the preset's 0.2, `dropout` in the config file): training stays reproducible and
+/// independent of the thread count (masks from the step's seed), changes the trained model, and
+/// is recorded in the model file (left out when 0).
+#[test]
+fn dropout_trains_reproducibly_for_any_thread_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = small_csv(dir.path(), 400);
+    let cfg = dir.path().join("no-dropout.toml");
+    std::fs::write(&cfg, "dropout = 0.0\n").unwrap();
+    let params = |name: &str, extra: &[&str]| {
+        let model = dir.path().join(name);
+        train(&data, &model, "3", extra);
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(model.join("model.json")).unwrap()).unwrap();
+        (
+            std::fs::read(model.join("model.safetensors")).unwrap(),
+            json,
+        )
+    };
+    let (a, ja) = params("a", &["--threads", "1"]);
+    let (b, _) = params("b", &["--threads", "2"]);
+    let (c, jc) = params("c", &["--config", s(&cfg), "--threads", "2"]);
+    assert_eq!(a, b, "dropout training depends on the thread count");
+    assert_ne!(a, c, "dropout changed nothing");
+    assert_eq!(ja["base"]["dropout"], 0.2);
+    assert!(jc["base"].get("dropout").is_none(), "{}", jc["base"]);
+}

@@ -30,6 +30,10 @@
 //! Initialisation: the MADE's output layer starts at zero except the means' biases, spread evenly
 //! over `[-2, 2]` (`mu_k = -2 + 4 (k + 1/2) / K`), so the components start apart (identical
 //! components would receive identical gradients forever) with equal weights and unit widths.
+//!
+//! Regularisation: `dropout` drops the MADE's hidden units in the training pass only
+//! ([`crate::nn::Made::set_dropout`]; masks from the training step's seed); the density, its
+//! evaluation and sampling use the whole network.
 
 use super::{BaseSpec, Distribution};
 use crate::engine::{Matrix, Real, Rng, Tape};
@@ -60,6 +64,14 @@ pub struct MadeMogConfig {
     /// Soft-clamp bound `A` of the log-std.
     #[serde(default = "default_clamp")]
     pub log_scale_clamp: f64,
+    /// Dropout probability of the MADE's hidden units in training (0 = none; not written to
+    /// model files when 0, so files without it read as 0).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub dropout: f64,
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }
 
 /// Default soft-clamp bound of the log-std: widths between `e^-5` and `e^5` of the standardised
@@ -88,6 +100,9 @@ impl MadeMogConfig {
                 "log_scale_clamp = {} (must be finite and > 0)",
                 self.log_scale_clamp
             ));
+        }
+        if !(0.0..0.9).contains(&self.dropout) {
+            return Err(format!("dropout = {} (must be in [0, 0.9))", self.dropout));
         }
         self.made_config().validate().map_err(|e| e.to_string())
     }
@@ -156,6 +171,7 @@ impl<T: Real> MadeMog<T> {
     pub fn try_new(config: MadeMogConfig, rng: &mut Rng) -> Result<Self, String> {
         config.validate(config.dim)?;
         let mut net = Made::new(config.made_config(), rng).map_err(|e| e.to_string())?;
+        net.set_dropout(config.dropout);
         let (k, d) = (config.components, config.dim);
         if let Some(bias) = net.params_mut().pop() {
             for j in 0..k {
@@ -176,6 +192,9 @@ impl<T: Real> MadeMog<T> {
             config.components = config.components.clamp(1, MAX_COMPONENTS);
             if !(config.log_scale_clamp.is_finite() && config.log_scale_clamp > 0.0) {
                 config.log_scale_clamp = DEFAULT_LOG_SCALE_CLAMP;
+            }
+            if !(0.0..0.9).contains(&config.dropout) {
+                config.dropout = 0.0;
             }
         }
         match Self::try_new(config, rng) {
@@ -220,21 +239,53 @@ impl<T: Real> MadeMog<T> {
     }
 
     /// Runs the network on `[z, c]`, leaving its input in slot 0 and output in slot 1 of `tape`
-    /// (its own buffers in child 0).
-    fn run_net(&self, z: &Matrix<T>, ctx: Option<&Matrix<T>>, tape: &mut Tape<T>) {
+    /// (its own buffers in child 0). `train`: the training pass (dropout, masks from
+    /// `tape.seed`), else the evaluation pass.
+    fn run_net(&self, z: &Matrix<T>, ctx: Option<&Matrix<T>>, tape: &mut Tape<T>, train: bool) {
         let mut inp = std::mem::take(tape.mat(0, 0, 0));
         let mut h = std::mem::take(tape.mat(1, 0, 0));
         self.net.fill_input(z, ctx, &mut inp);
-        self.net.forward_train(&inp, &mut h, tape.child(0));
+        let seed = tape.seed;
+        let net_tape = tape.child(0);
+        if train {
+            net_tape.seed = seed;
+            self.net.forward_train(&inp, &mut h, net_tape);
+        } else {
+            self.net.forward_reusing(&inp, &mut h, net_tape);
+        }
         *tape.mat(0, 0, 0) = inp;
         *tape.mat(1, 0, 0) = h;
+    }
+
+    /// `log p(z_i | c_i)` of every row into `lp`, by the training (`train`) or evaluation pass
+    /// of the network; `tape` as in [`MadeMog::run_net`].
+    fn log_prob_pass(
+        &self,
+        z: &Matrix<T>,
+        ctx: Option<&Matrix<T>>,
+        lp: &mut Vec<T>,
+        tape: &mut Tape<T>,
+        train: bool,
+    ) {
+        self.run_net(z, ctx, tape, train);
+        let h = &tape.mats[1];
+        let mut t = Terms::new();
+        lp.clear();
+        for i in 0..z.rows() {
+            let (hr, zr) = (h.row(i), z.row(i));
+            let mut acc = T::zero();
+            for (f, &x) in zr.iter().enumerate().take(self.config.dim) {
+                acc += self.terms(hr, f, x, &mut t);
+            }
+            lp.push(acc);
+        }
     }
 
     /// `log p(x_d | x_<d, c)` of every feature: row `i`, column `d` (their sum over `d` is
     /// `log p(x_i | c_i)`).
     pub fn feature_log_probs(&self, z: &Matrix<T>, ctx: Option<&Matrix<T>>) -> Matrix<T> {
         let mut tape = Tape::default();
-        self.run_net(z, ctx, &mut tape);
+        self.run_net(z, ctx, &mut tape, false);
         let d = self.config.dim;
         let mut t = Terms::new();
         Matrix::from_fn(z.rows(), d, |i, f| {
@@ -310,18 +361,18 @@ impl<T: Real> Distribution<T> for MadeMog<T> {
         lp: &mut Vec<T>,
         scratch: &mut Tape<T>,
     ) {
-        self.run_net(z, ctx, scratch);
-        let h = &scratch.mats[1];
-        let mut t = Terms::new();
-        lp.clear();
-        for i in 0..z.rows() {
-            let (hr, zr) = (h.row(i), z.row(i));
-            let mut acc = T::zero();
-            for (f, &x) in zr.iter().enumerate().take(self.config.dim) {
-                acc += self.terms(hr, f, x, &mut t);
-            }
-            lp.push(acc);
-        }
+        self.log_prob_pass(z, ctx, lp, scratch, false);
+    }
+
+    /// As [`Distribution::log_prob_reusing`] with the MADE's training pass (its dropout).
+    fn log_prob_train(
+        &self,
+        z: &Matrix<T>,
+        ctx: Option<&Matrix<T>>,
+        lp: &mut Vec<T>,
+        tape: &mut Tape<T>,
+    ) {
+        self.log_prob_pass(z, ctx, lp, tape, true);
     }
 
     /// Slots 2 and 3 hold `dL/dh` and the network's input gradient, child 1 its scratch.
@@ -431,6 +482,7 @@ mod tests {
             components: k,
             order,
             log_scale_clamp: 3.0,
+            dropout: 0.0,
         }
     }
 
@@ -453,10 +505,21 @@ mod tests {
         lp
     }
 
+    /// Gradients of the training pass against finite differences; with dropout, under the fixed
+    /// mask of one step seed (the evaluation pass, without dropout, then differs).
     #[test]
     fn gradients_match_finite_differences_in_the_bulk_and_the_tails() {
-        for (ctx, order) in [(0, vec![2, 0, 3, 1]), (2, vec![1, 3, 0, 2])] {
-            let mut m = random(config(4, ctx, 3, order), 0.4, 7);
+        for (ctx, order, dropout) in [
+            (0, vec![2, 0, 3, 1], 0.0),
+            (2, vec![1, 3, 0, 2], 0.0),
+            (0, vec![2, 0, 3, 1], 0.25),
+            (2, vec![1, 3, 0, 2], 0.25),
+        ] {
+            let cfg = MadeMogConfig {
+                dropout,
+                ..config(4, ctx, 3, order)
+            };
+            let mut m = random(cfg, 0.4, 7);
             let mut rng = Rng::new(3);
             // Bulk events and far tails (|x| up to ~12, where one component dominates).
             let z = Matrix::from_fn(23, 4, |i, _| {
@@ -464,17 +527,20 @@ mod tests {
             });
             let c = (ctx > 0).then(|| Matrix::from_fn(23, ctx, |_, _| rng.normal()));
             let w: Vec<f64> = (0..23).map(|i| 0.3 + 0.1 * i as f64).collect();
-            // L = sum_i w_i log p(z_i).
+            // L = sum_i w_i log p(z_i), by the training pass of step seed 11.
+            let train_lp = |m: &MadeMog<f64>, z: &Matrix<f64>, tape: &mut Tape<f64>| {
+                tape.seed = 11;
+                let mut lp = Vec::new();
+                m.log_prob_train(z, c.as_ref(), &mut lp, tape);
+                lp
+            };
             let loss = |m: &MadeMog<f64>, z: &Matrix<f64>| -> f64 {
-                log_prob(m, z, c.as_ref())
-                    .iter()
-                    .zip(&w)
-                    .map(|(a, b)| a * b)
-                    .sum()
+                let lp = train_lp(m, z, &mut Tape::default());
+                lp.iter().zip(&w).map(|(a, b)| a * b).sum()
             };
             let mut tape = Tape::default();
-            let mut lp = Vec::new();
-            m.log_prob_train(&z, c.as_ref(), &mut lp, &mut tape);
+            let lp = train_lp(&m, &z, &mut tape);
+            assert_eq!(lp == log_prob(&m, &z, c.as_ref()), dropout == 0.0);
             let mut grads = vec![0.0; m.num_params()];
             let mut dz = Matrix::zeros(0, 0);
             m.backward(&z, c.as_ref(), &mut tape, &w, Some(&mut dz), &mut grads);
@@ -752,6 +818,10 @@ mod tests {
             config(3, 0, 2, vec![0, 1, 1]),
             MadeMogConfig {
                 log_scale_clamp: f64::NAN,
+                ..config(3, 0, 2, vec![0, 1, 2])
+            },
+            MadeMogConfig {
+                dropout: 0.95,
                 ..config(3, 0, 2, vec![0, 1, 2])
             },
         ] {

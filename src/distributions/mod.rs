@@ -176,6 +176,7 @@ mod tests {
             components: 4,
             order: vec![2, 0, 1],
             log_scale_clamp: 5.0,
+            dropout: 0.0,
         });
         let json = serde_json::to_string(&spec).unwrap();
         assert!(json.contains("\"type\":\"made_mog\""), "{json}");

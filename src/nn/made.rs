@@ -22,10 +22,18 @@
 //! weights take (e.g. after an optimizer step or an arbitrary parameter load).
 //!
 //! The output layer starts at zero, so a MAF layer starts as the identity, like [`crate::nn::Mlp`].
+//!
+//! Dropout (off unless [`Made::set_dropout`]): the training pass drops each hidden unit with
+//! probability `p` and scales kept ones by `1 / (1 - p)` after the ReLU,
+//! `h_l = relu(a_l) ⊙ m_l / (1 - p)` (inverted dropout, masks from the tape's seed,
+//! [`crate::nn::dropout`]); the backward pass multiplies the ReLU derivative by the same factor
+//! (dropped units have `h = 0`, so `[h > 0]` already zeroes them). Dropping hidden units keeps
+//! the autoregressive property: it only removes paths. Evaluation passes apply no dropout.
 
 use crate::engine::dense;
 use crate::engine::gemm::{gemm_nn, gemm_tn};
 use crate::engine::{Matrix, Real, Rng, Tape};
+use crate::nn::dropout::DropMask;
 use crate::transforms::Param;
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
@@ -122,6 +130,7 @@ pub struct Made<T> {
     config: MadeConfig,
     params: Vec<Param<T>>, // weight, bias, weight, bias, ...
     masks: Vec<Vec<T>>,    // one 0/1 mask per layer, same shape as the weight
+    dropout: f64,          // of the hidden units in training passes
 }
 
 impl<T: Real> Made<T> {
@@ -198,7 +207,23 @@ impl<T: Real> Made<T> {
             config,
             params,
             masks,
+            dropout: 0.0,
         })
+    }
+
+    /// Sets the dropout probability of the hidden units in training passes
+    /// ([`Made::forward_train`]; `0` = none, the default; clamped to `[0, 0.99]`).
+    pub fn set_dropout(&mut self, p: f64) {
+        self.dropout = if p.is_finite() {
+            p.clamp(0.0, 0.99)
+        } else {
+            0.0
+        };
+    }
+
+    /// The dropout probability of the hidden units in training passes.
+    pub fn dropout(&self) -> f64 {
+        self.dropout
     }
 
     /// The network's shape.
@@ -315,16 +340,23 @@ impl<T: Real> Made<T> {
     }
 
     /// [`Made::forward`] with every buffer kept in `scratch` (allocation-free once warm; the
-    /// same computation, as MADE has no dropout).
+    /// same computation, without dropout).
     pub fn forward_reusing(&self, input: &Matrix<T>, out: &mut Matrix<T>, scratch: &mut Tape<T>) {
-        self.forward_train(input, out, scratch);
+        self.pass(input, out, scratch, 0.0);
     }
 
-    /// Training forward pass: like [`Made::forward`], saving the hidden activations in
-    /// `tape.mats[0..L-1]` and the masked weights in `tape.mats[L-1..2L-1]` (L = number of layers);
-    /// `tape.mats[2L-1]` is scratch for the transposed masked weight of the current layer.
+    /// Training forward pass: like [`Made::forward`] with the dropout of [`Made::set_dropout`]
+    /// (masks from `tape.seed`), saving the hidden activations in `tape.mats[0..L-1]` and the
+    /// masked weights in `tape.mats[L-1..2L-1]` (L = number of layers); `tape.mats[2L-1]` is
+    /// scratch for the transposed masked weight of the current layer.
     pub fn forward_train(&self, input: &Matrix<T>, out: &mut Matrix<T>, tape: &mut Tape<T>) {
+        self.pass(input, out, tape, self.dropout);
+    }
+
+    /// [`Made::forward_train`] with dropout `p` of the hidden units.
+    fn pass(&self, input: &Matrix<T>, out: &mut Matrix<T>, tape: &mut Tape<T>, p: f64) {
         let nl = self.n_layers();
+        let seed = tape.seed;
         let mut wmt = std::mem::take(tape.mat(2 * nl - 1, 0, 0)); // also makes every slot exist
         for l in 0..nl {
             self.masked_weight(l, &mut tape.mats[nl - 1 + l]);
@@ -336,6 +368,7 @@ impl<T: Real> Made<T> {
                 let (done, rest) = tape.mats.split_at_mut(l);
                 let inp = if l == 0 { input } else { &done[l - 1] };
                 self.layer(l, &wmt, inp, &mut rest[0]);
+                DropMask::apply(rest[0].as_mut_slice(), seed, l, p);
             }
         }
         tape.mats[2 * nl - 1] = wmt;
@@ -410,12 +443,16 @@ impl<T: Real> Made<T> {
             if l == 0 {
                 break;
             }
-            // relu' of layer l-1: its output is positive exactly where the pre-activation is.
+            // relu' of layer l-1: its output is positive exactly where the pre-activation is
+            // (and the unit was kept, which carries the dropout factor).
             let h = &tape.mats[l - 1];
+            let keep = T::c(1.0 / (1.0 - self.dropout));
             for (g, hv) in nxt.as_mut_slice().iter_mut().zip(h.as_slice()) {
-                if *hv <= T::zero() {
-                    *g = T::zero();
-                }
+                *g = if *hv <= T::zero() {
+                    T::zero()
+                } else {
+                    *g * keep
+                };
             }
             std::mem::swap(&mut cur, &mut nxt);
         }
@@ -590,9 +627,18 @@ mod tests {
 
     /// Jacobian structure by finite differences: output (b, d) depends on input feature j only if
     /// j precedes d in the order; every allowed dependence is actually realised somewhere; the
-    /// context reaches every output that has a hidden path.
-    fn check_autoregressive(d: usize, c: usize, hidden: Vec<usize>, seed: u64) {
-        let (m, order) = made(d, c, hidden, seed);
+    /// context reaches every output that has a hidden path. With `dropout > 0` the same holds
+    /// for the training pass under one fixed dropout mask.
+    fn check_autoregressive(d: usize, c: usize, hidden: Vec<usize>, seed: u64, dropout: f64) {
+        let (mut m, order) = made(d, c, hidden, seed);
+        m.set_dropout(dropout);
+        let run = |m: &Made<f64>, x: &Matrix<f64>, out: &mut Matrix<f64>| {
+            let mut tape = Tape {
+                seed: 31,
+                ..Tape::default()
+            };
+            m.forward_train(x, out, &mut tape);
+        };
         let mut pos = vec![0; d];
         for (k, &f) in order.iter().enumerate() {
             pos[f] = k;
@@ -601,7 +647,7 @@ mod tests {
         let n = 16;
         let x = Matrix::from_fn(n, d + c, |_, _| rng.normal());
         let mut base = Matrix::zeros(0, 0);
-        m.forward(&x, &mut base);
+        run(&m, &x, &mut base);
         assert_eq!(base.cols(), 2 * d);
         for j in 0..d + c {
             let mut xp = x.clone();
@@ -609,7 +655,7 @@ mod tests {
                 xp.set(i, j, x.get(i, j) + 0.37);
             }
             let mut out = Matrix::zeros(0, 0);
-            m.forward(&xp, &mut out);
+            run(&m, &xp, &mut out);
             for o in 0..2 * d {
                 let f = o % d;
                 let changed = (0..n).any(|i| out.get(i, o) != base.get(i, o));
@@ -630,34 +676,70 @@ mod tests {
 
     #[test]
     fn autoregressive_structure_holds() {
-        check_autoregressive(5, 0, vec![16, 16], 1);
-        check_autoregressive(5, 3, vec![16, 16], 2);
-        check_autoregressive(4, 2, vec![], 3);
-        check_autoregressive(1, 2, vec![8], 4);
+        check_autoregressive(5, 0, vec![16, 16], 1, 0.0);
+        check_autoregressive(5, 3, vec![16, 16], 2, 0.0);
+        check_autoregressive(4, 2, vec![], 3, 0.0);
+        check_autoregressive(1, 2, vec![8], 4, 0.0);
+    }
+
+    /// Dropout removes paths only: the training pass under a fixed mask is still autoregressive.
+    #[test]
+    fn autoregressive_structure_holds_with_dropout() {
+        check_autoregressive(5, 0, vec![32, 32], 1, 0.2);
+        check_autoregressive(5, 3, vec![32, 32], 2, 0.2);
+        check_autoregressive(1, 2, vec![16], 4, 0.2);
     }
 
     #[test]
     fn backward_matches_finite_differences() {
+        check_backward(0.0);
+    }
+
+    /// With dropout, the gradients are those of the training pass under its (fixed) mask; the
+    /// evaluation pass applies none, and another step seed draws another mask.
+    #[test]
+    fn backward_with_dropout_matches_finite_differences_for_a_fixed_mask() {
+        check_backward(0.3);
+    }
+
+    /// Input and parameter gradients of `sum(w ⊙ out)` of the training pass (dropout `p`, tape
+    /// seed fixed, so every evaluation uses the same mask) against central finite differences.
+    fn check_backward(p: f64) {
         let (mut m, _) = made(5, 3, vec![16, 16], 5);
+        m.set_dropout(p);
         let mut rng = Rng::new(9);
         let n = 7;
         let x = Matrix::from_fn(n, 8, |_, _| rng.normal());
         let w = Matrix::from_fn(n, 10, |_, _| rng.normal());
-        let loss = |m: &Made<f64>, x: &Matrix<f64>| -> f64 {
+        let train_pass = |m: &Made<f64>, x: &Matrix<f64>, seed: u64| -> (Matrix<f64>, Tape<f64>) {
+            let mut tape = Tape {
+                seed,
+                ..Tape::default()
+            };
             let mut o = Matrix::zeros(0, 0);
-            m.forward(x, &mut o);
+            m.forward_train(x, &mut o, &mut tape);
+            (o, tape)
+        };
+        let loss = |m: &Made<f64>, x: &Matrix<f64>| -> f64 {
+            let (o, _) = train_pass(m, x, 17);
             o.as_slice()
                 .iter()
                 .zip(w.as_slice())
                 .map(|(a, b)| a * b)
                 .sum()
         };
-        let mut tape = Tape::default();
-        let mut out = Matrix::zeros(0, 0);
-        m.forward_train(&x, &mut out, &mut tape);
+        let (out, tape) = train_pass(&m, &x, 17);
         let mut plain = Matrix::zeros(0, 0);
         m.forward(&x, &mut plain);
-        assert_eq!(out, plain);
+        let mut reused = Matrix::zeros(0, 0);
+        m.forward_reusing(&x, &mut reused, &mut Tape::default());
+        assert_eq!(reused, plain, "evaluation passes apply no dropout");
+        if p == 0.0 {
+            assert_eq!(out, plain);
+        } else {
+            assert_ne!(out, plain, "dropout changed nothing");
+            assert_ne!(out, train_pass(&m, &x, 18).0, "the mask ignores the seed");
+        }
         let mut grads = vec![0.0; m.num_params()];
         let mut dx = Matrix::zeros(0, 0);
         let mut scratch = Tape::default();

@@ -1,6 +1,7 @@
 //! Conditioner networks: the MLP used by coupling layers and the masked MADE used by MAF.
 
 pub mod activation;
+pub mod dropout;
 pub mod made;
 pub mod mlp;
 

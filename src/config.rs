@@ -81,7 +81,7 @@ pub struct TrainOptions {
     /// Value for `Jet_pt[k]` columns in events with fewer than k+1 elements (default: such
     /// events are dropped, and the count is printed).
     pub fill: Option<f32>,
-    /// Architecture: realnvp, glow, pq-spline (default), rq-spline, maf, made-mog or
+    /// Architecture: realnvp, glow, pq-spline, rq-spline, maf, made-mog (default) or
     /// flow-matching.
     pub model: Option<String>,
     /// Number of flow blocks (default 10; made-mog: 0, MAF layers under its mixture base).
@@ -218,7 +218,7 @@ impl TrainOptions {
         self
     }
 
-    /// The architecture named by `model` (default pq-spline).
+    /// The architecture named by `model` (default made-mog).
     pub fn preset(&self) -> Result<Preset, ConfigError> {
         match &self.model {
             None => Ok(Preset::DEFAULT),
@@ -544,7 +544,7 @@ impl TrainOptions {
             ),
             (
                 "model",
-                "pq-spline",
+                "made-mog",
                 "realnvp, glow, pq-spline, rq-spline, maf, made-mog or flow-matching",
             ),
             (
@@ -753,17 +753,17 @@ mod tests {
     #[test]
     fn every_bad_value_names_its_option() {
         let cases = [
-            ("bound = 0.0", "bound"),
-            ("bound = -1.0", "bound"),
+            ("model = \"pq-spline\"\nbound = 0.0", "bound"),
+            ("model = \"pq-spline\"\nbound = -1.0", "bound"),
             ("hidden = [0]", "hidden"),
             ("hidden = []", "hidden"),
-            ("hidden = [100000, 100000]", "hidden"),
+            ("model = \"pq-spline\"\nhidden = [100000, 100000]", "hidden"),
             ("epochs = 0", "epochs"),
             ("clip_grad_norm = -1.0", "clip_grad_norm"),
-            ("bins = 0", "bins"),
-            ("bins = 65", "bins"),
-            ("blocks = 0", "blocks"),
-            ("dropout = 0.95", "dropout"),
+            ("model = \"pq-spline\"\nbins = 0", "bins"),
+            ("model = \"pq-spline\"\nbins = 65", "bins"),
+            ("model = \"pq-spline\"\nblocks = 0", "blocks"),
+            ("model = \"pq-spline\"\ndropout = 0.95", "dropout"),
             ("lr = 0.0", "lr"),
             ("batch_size = 1", "batch_size"),
             ("schedule = \"linear\"", "schedule"),
@@ -832,8 +832,8 @@ mod tests {
             ("model = \"made-mog\"\ndropout = 0.95", "dropout"),
             ("model = \"made-mog\"\nresidual = true", "residual"),
             ("model = \"made-mog\"\nbins = 4", "bins"),
-            ("components = 4", "components"),
-            ("blocks = 0", "blocks"),
+            ("model = \"pq-spline\"\ncomponents = 4", "components"),
+            ("model = \"pq-spline\"\nblocks = 0", "blocks"),
         ] {
             match opts(text) {
                 Err(ConfigError::Invalid { option: o, .. }) => assert_eq!(o, option, "{text}"),
@@ -885,7 +885,11 @@ mod tests {
         .unwrap();
         assert_eq!(j.epochs, Some(7));
         assert_eq!(j.lr, None);
-        let file = TrainOptions::from_toml("epochs = 3\nlr = 0.01\nbins = 4", "f").unwrap();
+        let file = TrainOptions::from_toml(
+            "model = \"pq-spline\"\nepochs = 3\nlr = 0.01\nbins = 4",
+            "f",
+        )
+        .unwrap();
         let m = file.merged(&j);
         assert_eq!((m.epochs, m.lr, m.bins), (Some(7), Some(0.01), Some(4)));
         assert_eq!(m.hidden, Some(vec![16, 16]));

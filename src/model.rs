@@ -946,15 +946,15 @@ mod tests {
         });
         let names: Vec<String> = ["pt", "eta", "m"].map(String::from).to_vec();
         let pre = Preprocessor::fit(&train.cast::<f64>(), &names, &[], 0.05).unwrap();
-        let mut opts = Preset::DEFAULT.default_options();
+        let mut opts = Preset::PqSpline.default_options();
         opts.hidden = vec![16, 16];
         let config = ModelConfig {
             format_version: FORMAT_VERSION,
-            preset: Preset::DEFAULT.name().into(),
+            preset: Preset::PqSpline.name().into(),
             features: names,
             context: Vec::new(),
             preprocessing: Some(pre),
-            layers: build_specs(Preset::DEFAULT, 3, &opts, 2),
+            layers: build_specs(Preset::PqSpline, 3, &opts, 2),
             base: Default::default(),
             training: serde_json::Value::Null,
             members: 1,

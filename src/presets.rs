@@ -4,8 +4,7 @@
 //! - `glow`: [batch norm, LU linear, affine coupling (half split)] x blocks, the seminar's model
 //!   (Kingma & Dhariwal 2018 with batch norm in place of ActNorm).
 //! - `pq-spline`: [LU linear, piecewise-quadratic coupling, K = 8 bins on +-5] x blocks, residual
-//!   conditioners (Mueller et al. 2019) - the default, measured best on held-out HIGGS events
-//!   (docs/FIDELITY.md).
+//!   conditioners (Mueller et al. 2019), the default until 2026-12-04.
 //! - `rq-spline`: [LU linear, rational-quadratic coupling, K = 8 bins, tails at +-5] x blocks,
 //!   residual conditioners (Durkan et al. 2019, Neural Spline Flows).
 //! - `maf`: [MAF with a MADE conditioner, alternating reversed/random orders] x blocks
@@ -38,13 +37,14 @@ pub enum Preset {
     Realnvp,
     /// Batch norm + LU linear + affine coupling (the seminar's model).
     Glow,
-    /// LU linear + piecewise-quadratic coupling (default: the best fidelity on HIGGS).
+    /// LU linear + piecewise-quadratic coupling (the default until 2026-12-04).
     PqSpline,
     /// LU linear + rational-quadratic spline coupling.
     RqSpline,
     /// Masked autoregressive flow.
     Maf,
-    /// Autoregressive mixture of Gaussians (MADE-MoG base, no transforms by default).
+    /// Autoregressive mixture of Gaussians (MADE-MoG base, no transforms by default): the
+    /// default, the best fidelity on HIGGS (docs/FIDELITY.md).
     MadeMog,
     /// Continuous flow trained by flow matching.
     FlowMatching,
@@ -74,7 +74,7 @@ impl Preset {
     ];
 
     /// The preset `hepflow train` uses without `--model`.
-    pub const DEFAULT: Preset = Preset::PqSpline;
+    pub const DEFAULT: Preset = Preset::MadeMog;
 
     /// Command-line name.
     pub fn name(self) -> &'static str {

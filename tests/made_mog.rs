@@ -159,7 +159,7 @@ fn options_that_do_not_apply_are_refused() {
     };
     let err = run(&["--model", "made-mog", "--bins", "4"]);
     assert!(err.contains("bins") && err.contains("made-mog"), "{err}");
-    let err = run(&["--components", "4"]);
+    let err = run(&["--model", "pq-spline", "--components", "4"]);
     assert!(
         err.contains("components") && err.contains("made-mog"),
         "{err}"

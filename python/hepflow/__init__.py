@@ -412,7 +412,7 @@ def load(path: str | os.PathLike[str]) -> Model:
 def train(
     data: Any,
     columns: list[str] | None = None,
-    model: str = "pq-spline",
+    model: str = "made-mog",
     condition: str | list[str] | None = None,
     epochs: int = 200,
     seed: int = 0,
@@ -429,7 +429,8 @@ def train(
             of an event file (.csv[.gz], .tsv, .npy, .parquet, .root).
         columns: feature columns (names, or 0-based indices); default: every column except
             the condition columns and a column named ``label``.
-        model: architecture: pq-spline, rq-spline, realnvp, glow or maf.
+        model: architecture: made-mog (default), pq-spline, rq-spline, realnvp, glow, maf or
+            flow-matching.
         condition: context column(s) of a conditional flow, e.g. ``"label"``.
         epochs: maximum number of epochs (early stopping may end sooner).
         seed: seed of the split, the initialisation and the shuffling.

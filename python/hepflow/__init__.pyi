@@ -49,7 +49,7 @@ def load(path: str | os.PathLike[str]) -> Model: ...
 def train(
     data: Events,
     columns: list[str] | None = None,
-    model: Architecture = "pq-spline",
+    model: Architecture = "made-mog",
     condition: str | list[str] | None = None,
     epochs: int = 200,
     seed: int = 0,

@@ -35,10 +35,10 @@ def test_columns_info_repr(model):
     assert model.columns == COLS
     assert model.context_columns == []
     info = model.info()
-    assert info["architecture"] == "pq-spline"
+    assert info["architecture"] == "made-mog"
     assert info["features"] == COLS and info["parameters"] > 0
     assert info["training"]["n_events"] == 600
-    assert "pq-spline" in repr(model)
+    assert "made-mog" in repr(model)
 
 
 def test_log_prob_every_layout_gives_the_same_values(model, events):
@@ -152,7 +152,7 @@ def test_evaluate_writes_report(model, tmp_path):
 
 def test_help_lists_options_with_defaults():
     text = pydoc.render_doc(hepflow.train, renderer=pydoc.plaintext)
-    for opt in [r"epochs: 'int' = 200", r"model: 'str' = 'pq-spline'", r"seed: 'int' = 0",
+    for opt in [r"epochs: 'int' = 200", r"model: 'str' = 'made-mog'", r"seed: 'int' = 0",
                 r"progress: 'bool' = True", r"batch_size \(default 512\)", r"lr \(default 0.001\)",
                 r"val_fraction \(default 0.2\)", r"schedule \(default cosine\)", r"weight \(default none\)", r"hidden", r"bins"]:
         assert re.search(opt, text), opt

@@ -126,7 +126,7 @@ def test_keyboard_interrupt_stops_training_quickly(tmp_path):
     out = tmp_path / "run"
     fired = interrupt_after(1.5)
     with pytest.raises(KeyboardInterrupt):
-        hepflow.train(x, epochs=10_000, batch_size=256, blocks=2, hidden=[16], out=out, progress=False)
+        hepflow.train(x, model="pq-spline", epochs=10_000, batch_size=256, blocks=2, hidden=[16], out=out, progress=False)
     waited = time.monotonic() - fired[0]
     assert waited < 1.5, f"training took {waited:.2f} s to stop"
     # the interpreter is fine and the library can train again

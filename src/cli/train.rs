@@ -36,7 +36,7 @@ pub struct TrainArgs {
     /// Column of per-event weights (negative weights allowed).
     #[arg(long)]
     pub weight: Option<String>,
-    /// Architecture: glow, realnvp, pq-spline (default), rq-spline, maf, made-mog, flow-matching.
+    /// Architecture: made-mog (default), pq-spline, rq-spline, glow, realnvp, maf, flow-matching.
     #[arg(long)]
     pub model: Option<String>,
     /// RK4 steps of the flow-matching ODE, stored in the model [default: 16].

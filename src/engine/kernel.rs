@@ -303,7 +303,12 @@ mod avx512 {
             .map_or((std::ptr::null(), 0), |(r, ld)| (r.as_ptr(), ld));
         // The packed copy of one panel of B (see [`pack_panel`]); only its first `k * PANEL`
         // floats are ever written and read.
-        let mut packed = std::mem::MaybeUninit::<[f32; KPACK * PANEL]>::uninit();
+        // Aligned to a cache line: unaligned, every vector load of the panel straddles two lines,
+        // and whether it did depended on the caller's stack frame (RealNVP sampling ran 1.7x
+        // slower in one build than in another with the same kernel code).
+        #[repr(C, align(64))]
+        struct Panel([f32; KPACK * PANEL]);
+        let mut packed = std::mem::MaybeUninit::<Panel>::uninit();
         let packed = packed.as_mut_ptr().cast::<f32>();
         let mut j0 = 0;
         while j0 < n {
@@ -462,7 +467,12 @@ mod avx512 {
     }
 
     /// One `MR x 16 NV` tile of `C`; the last of the `NV` vectors is masked by `mask`.
-    #[inline]
+    ///
+    /// Never inlined: inlined, the 42 instantiations made `sgemm` one huge function whose
+    /// register allocation depended on the rest of the build, and in one build it kept several
+    /// accumulators on the stack inside the `k` loop (RealNVP sampling 1.7x slower with the same
+    /// kernel code). A call per tile costs nothing next to its `k` iterations.
+    #[inline(never)]
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
     unsafe fn tile<const MR: usize, const NV: usize>(
@@ -684,8 +694,8 @@ mod avx2 {
 
     /// One `MR x 8 NV` tile of `C`; when `MASKED`, the last of the `NV` vectors is masked by
     /// `mask` (otherwise every vector is full and plain loads and stores are used: AMD CPUs run
-    /// masked stores much slower than plain ones).
-    #[inline]
+    /// masked stores much slower than plain ones). Never inlined, as the AVX-512 tile.
+    #[inline(never)]
     #[target_feature(enable = "avx2,fma")]
     #[allow(clippy::too_many_arguments)]
     unsafe fn tile<const MR: usize, const NV: usize, const MASKED: bool>(

@@ -107,6 +107,15 @@ def test_damaged_model_directories(model_dir, tmp_path):
     assert issubclass(hepflow.ModelError, Exception)
 
 
+@pytest.fixture
+def python_sigint():
+    """Python's own Ctrl-C handler for the test: a process started with SIGINT ignored (a
+    background job of a non-interactive shell) inherits that, and Python then keeps it ignored."""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, old)
+
+
 def interrupt_after(seconds):
     """Sends this process SIGINT (Ctrl-C) after `seconds`; the list gets the time it fired."""
     fired = []
@@ -120,7 +129,7 @@ def interrupt_after(seconds):
     return fired
 
 
-def test_keyboard_interrupt_stops_training_quickly(tmp_path):
+def test_keyboard_interrupt_stops_training_quickly(tmp_path, python_sigint):
     e = make_events(20000, seed=3)
     x = np.column_stack([e[c] for c in COLS]).astype(np.float32)
     out = tmp_path / "run"
@@ -135,7 +144,7 @@ def test_keyboard_interrupt_stops_training_quickly(tmp_path):
 
 
 @pytest.mark.parametrize("threads", [3, 4])
-def test_keyboard_interrupt_stops_sampling_on_any_pool(threads):
+def test_keyboard_interrupt_stops_sampling_on_any_pool(threads, python_sigint):
     # One of 3 and 4 differs from the size of rayon's global pool, so that call samples on a
     # private pool, whose worker threads never run Python's signal handlers themselves.
     e = make_events(2000, seed=4)

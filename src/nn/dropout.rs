@@ -5,7 +5,7 @@
 //! `Rng::stream(seed, layer)`, `seed` being the tape's per-step, per-chunk seed set by the
 //! training engine, so training is reproducible and independent of the thread count. Each 64-bit
 //! draw gives four masks: a unit is dropped when its 16-bit field is below `round(p 2^16)` (`p`
-//! acts in steps of `2^-16`), the same rule as [`crate::nn::Mlp`]'s dropout.
+//! acts in steps of `2^-16`). [`crate::nn::Mlp`]'s dropout draws its masks here too.
 
 use crate::engine::{Real, Rng};
 

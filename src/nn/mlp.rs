@@ -14,6 +14,7 @@
 //! initialisation), which keeps the first training steps stable.
 
 use super::Activation;
+use super::dropout::DropMask;
 use crate::engine::dense;
 use crate::engine::gemm::gemm_tn;
 use crate::engine::matrix::transpose;
@@ -255,28 +256,15 @@ impl<T: Real> Mlp<T> {
             let mut slope = if smooth { slopes.get_mut(l) } else { None };
             self.layer(l, inp, &mut rest[0], slope.as_deref_mut());
             if p > 0.0 {
-                // Inverted dropout on the ReLU branch: r <- r m / (1 - p), m ~ Bernoulli(1 - p).
-                // Each 64-bit draw gives four masks: a unit is dropped when its 16-bit field is
-                // below `round(p 2^16)` (so `p` acts in steps of 2^-16).
-                let mut rng = Rng::stream(tape.seed, l as u64);
-                let threshold = (p * 65536.0).round().min(65536.0) as u64;
-                let (mut word, mut left) = (0u64, 0u32);
-                let mut dropped = move || {
-                    if left == 0 {
-                        word = rng.next_u64();
-                        left = 4;
-                    }
-                    let field = word & 0xFFFF;
-                    word >>= 16;
-                    left -= 1;
-                    field < threshold
-                };
+                // Inverted dropout on the ReLU branch: r <- r m / (1 - p), m ~ Bernoulli(1 - p),
+                // masks from the step seed and the layer (the MADE's masks, `DropMask`).
+                let mut mask = DropMask::new(tape.seed, l, p);
                 let scale = T::c(1.0 / (1.0 - p));
                 let out = rest[0].as_mut_slice();
                 let mut slope = slope.map(|s| s.as_mut_slice());
                 let skip = self.skip(l);
                 for (idx, o) in out.iter_mut().enumerate() {
-                    let drop = dropped();
+                    let drop = mask.dropped();
                     if skip {
                         let x = inp.as_slice()[idx];
                         *o = x + if drop { T::zero() } else { (*o - x) * scale };

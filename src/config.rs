@@ -48,6 +48,19 @@ fn invalid(option: &'static str, value: impl std::fmt::Display, allowed: &str) -
     }
 }
 
+/// Parses the value of a named choice (`key`) that only the flow-matching model takes.
+fn flow_matching_choice<T: std::str::FromStr>(
+    preset: Preset,
+    key: &'static str,
+    value: &str,
+    expected: &str,
+) -> Result<T, ConfigError> {
+    if !preset.is_flow_matching() {
+        return Err(invalid(key, value, "applies only to model = flow-matching"));
+    }
+    value.parse().map_err(|_| invalid(key, value, expected))
+}
+
 /// Largest hidden width of a conditioner.
 pub const MAX_HIDDEN: usize = 1 << 16;
 /// Largest number of spline bins.
@@ -406,16 +419,8 @@ impl TrainOptions {
             o.ode_steps = k;
         }
         if let Some(a) = &self.activation {
-            if !preset.is_flow_matching() {
-                return Err(invalid(
-                    "activation",
-                    a,
-                    "applies only to model = flow-matching",
-                ));
-            }
-            o.activation = a
-                .parse()
-                .map_err(|_| invalid("activation", a, "expected relu, silu or tanh"))?;
+            o.activation =
+                flow_matching_choice(preset, "activation", a, "expected relu, silu or tanh")?;
         }
         // Options a model has no use for are refused rather than silently ignored.
         let unused: &[&str] = match preset {
@@ -500,16 +505,12 @@ impl TrainOptions {
             c.ema_decay = v;
         }
         if let Some(v) = &self.time_sampling {
-            if !preset.is_flow_matching() {
-                return Err(invalid(
-                    "time_sampling",
-                    v,
-                    "applies only to model = flow-matching",
-                ));
-            }
-            c.time_sampling = v
-                .parse()
-                .map_err(|_| invalid("time_sampling", v, "expected uniform or logit-normal"))?;
+            c.time_sampling = flow_matching_choice(
+                preset,
+                "time_sampling",
+                v,
+                "expected uniform or logit-normal",
+            )?;
         }
         c.seed = self.seed.unwrap_or(0);
         Ok(c)

@@ -6,7 +6,7 @@
 #   bash bench/fidelity.sh [--classes background,signal] [--hepflow default,rq-spline,...]
 #                          [--peers nsf,zuko-nsf,realnvp,glow] [--epochs N] [--patience N]
 #                          [--dropout P] [--seeds 0,1,2] [--repeats 3] [--threads 1]
-#                          [--variants NAME=FILE.toml,NAME2=FILE2.toml]
+#                          [--variants NAME=FILE.toml,NAME2=FILE2.toml] [--conditional]
 #                          [--split-seed 1] [--parallel] [--python PY] [--out bench/out/fidelity]
 #
 # Quick check (a few minutes): bash bench/fidelity.sh --classes background --epochs 3
@@ -24,6 +24,9 @@
 # `hepflow train --config`, e.g. `dropout = 0.2`, `weight_decay = 1e-5`, `ensemble = 3`), named
 # hepflow-MODEL-NAME; the options set in the file are recorded in results.jsonl and the table.
 # Without --variants each model trains once with its preset's defaults.
+# --conditional also trains, per hepflow model and seed, one conditional model p(x | label) on
+# both classes' train.csv (label 0 background, 1 signal; early stopping on both val.csv) and
+# scores it on each class's test.csv like the separate models (--classes '' leaves those out).
 # PyTorch: --python PY, else bench/.venv (created with torch, nflows, zuko, numpy on first use).
 # Output: OUT/results.jsonl (one line per model and seed), OUT/table.md, logs, environment.txt.
 set -euo pipefail
@@ -44,6 +47,7 @@ repeats=3
 threads=1
 split_seed=1
 parallel=0
+conditional=0
 py=""
 out="$here/out/fidelity"
 while [[ $# -gt 0 ]]; do
@@ -60,6 +64,7 @@ while [[ $# -gt 0 ]]; do
         --threads) threads="$2"; shift 2 ;;
         --split-seed) split_seed="$2"; shift 2 ;;
         --parallel) parallel=1; shift ;;
+        --conditional) conditional=1; shift ;;
         --python) py="$2"; shift 2 ;;
         --out) out="$2"; shift 2 ;;
         -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
@@ -163,6 +168,15 @@ run_hepflow() {
                         --out "$out/$cls/$name-seed$s" --json "$results" > /dev/null
                 done
             done
+        done
+    done
+    [[ "$conditional" == 1 ]] || return 0
+    for s in ${seeds//,/ }; do
+        for m in ${hf_models//,/ }; do
+            "$bin" --threads "$threads" train --dir "$split" --class both --conditional \
+                --preset "$m" --epochs "$epochs" --patience "$patience" --seed "$s" \
+                --repeats "$repeats" --out "$out/both/hepflow-$m-conditional-seed$s" \
+                --json "$results" > /dev/null
         done
     done
 }

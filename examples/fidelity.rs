@@ -40,7 +40,7 @@ use hepflow::io::{
     Format, Preset as Features, ReadOptions, Table, bundled_higgs_path, read_higgs, read_table,
     write_table,
 };
-use hepflow::model::Model;
+use hepflow::model::{Model, encode_context};
 use hepflow::pipeline::train::{split_indices, take_rows};
 use hepflow::pipeline::{TrainJob, train_model};
 use hepflow::presets::Preset;
@@ -100,6 +100,10 @@ enum Cmd {
         /// Seed of initialisation, shuffling and sampling.
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Train one conditional model `p(x | label)` on both classes (`--class` must be
+        /// `both`; label 0 = background, 1 = signal) and score it on each class's test events.
+        #[arg(long)]
+        conditional: bool,
         /// Name in the results (default: hepflow-PRESET).
         #[arg(long)]
         name: Option<String>,
@@ -266,6 +270,7 @@ fn main() -> Result<()> {
             epochs,
             patience,
             seed,
+            conditional,
             name,
             repeats,
             out,
@@ -278,6 +283,7 @@ fn main() -> Result<()> {
             epochs,
             patience,
             seed,
+            conditional,
             name,
             repeats,
             out,
@@ -408,13 +414,16 @@ fn evaluate_repeats(
         .collect()
 }
 
+/// Fractions of events outside the training range: `(per generated sample, MC)`.
+type Outside = (Vec<f64>, f64);
+
 /// Fraction of events outside the training range (any feature), for each generated sample and
 /// for the test events (the MC's own fraction): `(generated, mc)`.
 fn outside_training_range(
     train: &Matrix<f32>,
     test: &Matrix<f32>,
     samples: &[Matrix<f32>],
-) -> (Vec<f64>, f64) {
+) -> Outside {
     use hepflow::evaluate::metrics::{column_ranges, outside_fractions};
     let d = train.cols();
     let flat = |m: &Matrix<f32>| m.as_slice().iter().map(|&v| v as f64).collect::<Vec<f64>>();
@@ -714,10 +723,58 @@ struct TrainArgs {
     epochs: Option<usize>,
     patience: Option<usize>,
     seed: u64,
+    conditional: bool,
     name: Option<String>,
     repeats: usize,
     out: PathBuf,
     json: Option<PathBuf>,
+}
+
+/// The classes of the split and their label in a conditional model.
+const CLASSES: [(&str, f32); 2] = [("background", 0.0), ("signal", 1.0)];
+
+/// The train, validation and test events of one class of the split.
+struct ClassSplit {
+    train: Table,
+    val: Table,
+    test: Table,
+}
+
+fn read_class(dir: &Path, class: &str) -> Result<ClassSplit> {
+    let cdir = dir.join(class);
+    let c = ClassSplit {
+        train: read_csv(&cdir.join("train.csv"))?,
+        val: read_csv(&cdir.join("val.csv"))?,
+        test: read_csv(&cdir.join("test.csv"))?,
+    };
+    if c.val.columns != c.train.columns || c.test.columns != c.train.columns {
+        bail!("{}: train/val/test columns differ", cdir.display());
+    }
+    Ok(c)
+}
+
+/// `m` with a constant column `value` appended.
+fn with_label(m: &Matrix<f32>, value: f32) -> Matrix<f32> {
+    let d = m.cols();
+    Matrix::from_fn(
+        m.rows(),
+        d + 1,
+        |i, j| if j < d { m.get(i, j) } else { value },
+    )
+}
+
+/// The rows of `parts` (all of the same width), one after the other.
+fn stack(parts: &[Matrix<f32>]) -> Matrix<f32> {
+    let d = parts[0].cols();
+    let mut out = Matrix::zeros(parts.iter().map(|p| p.rows()).sum(), d);
+    let mut r = 0;
+    for p in parts {
+        for i in 0..p.rows() {
+            out.row_mut(r).copy_from_slice(p.row(i));
+            r += 1;
+        }
+    }
+    out
 }
 
 /// Stacks `train` and `val` into one matrix whose rows at the validation indices chosen by
@@ -795,37 +852,45 @@ fn train(a: &TrainArgs) -> Result<()> {
         settings.margin,
     );
 
-    let cdir = a.dir.join(&a.class);
-    let train_t = read_csv(&cdir.join("train.csv"))?;
-    let val_t = read_csv(&cdir.join("val.csv"))?;
-    let test_t = read_csv(&cdir.join("test.csv"))?;
-    if val_t.columns != train_t.columns || test_t.columns != train_t.columns {
-        bail!("{}: train/val/test columns differ", cdir.display());
-    }
-    let (features, val_fraction) = arrange_for_split(&train_t.data, &val_t.data, cfg.seed)?;
-    let name = a
-        .name
-        .clone()
-        .unwrap_or_else(|| format!("hepflow-{}", a.preset));
+    let name = a.name.clone().unwrap_or_else(|| {
+        let kind = if a.conditional { "-conditional" } else { "" };
+        format!("hepflow-{}{kind}", a.preset)
+    });
+    let classes: Vec<(String, Option<f32>, ClassSplit)> = if a.conditional {
+        if a.class != "both" {
+            bail!("--conditional trains one model on both classes: give --class both");
+        }
+        CLASSES
+            .iter()
+            .map(|&(c, v)| Ok((c.to_string(), Some(v), read_class(&a.dir, c)?)))
+            .collect::<Result<_>>()?
+    } else {
+        vec![(a.class.clone(), None, read_class(&a.dir, &a.class)?)]
+    };
+    let data = training_data(&classes, cfg.seed)?;
     let job = TrainJob {
-        feature_names: train_t.columns.clone(),
-        features,
-        context_names: Vec::new(),
-        context: None,
+        feature_names: classes[0].2.train.columns.clone(),
+        features: data.features,
+        context_names: if a.conditional {
+            vec!["label".to_string()]
+        } else {
+            Vec::new()
+        },
+        context: data.context,
         weights: None,
         preset,
         preset_options: opts,
         train: cfg.clone(),
-        val_fraction,
+        val_fraction: data.val_fraction,
         margin,
         discrete: None,
         out_dir: a.out.clone(),
         resume: false,
         data_description: format!(
             "fidelity split {}: {} train + {} val ({})",
-            cdir.display(),
-            train_t.rows(),
-            val_t.rows(),
+            a.dir.display(),
+            data.n_train,
+            data.n_val,
             a.class
         ),
         ensemble: settings.ensemble,
@@ -836,8 +901,8 @@ fn train(a: &TrainArgs) -> Result<()> {
         preset,
         job.preset_options.blocks,
         job.preset_options.hidden,
-        train_t.rows(),
-        val_t.rows(),
+        data.n_train,
+        data.n_val,
         cfg.epochs
     );
     let mut obs = EpochLog {
@@ -845,44 +910,105 @@ fn train(a: &TrainArgs) -> Result<()> {
     };
     let summary = train_model(&job, &mut obs)?;
     let model = Model::load(&a.out)?;
-    let lp = model.log_prob(&test_t.data, None)?;
-    let n_gen = test_t.rows();
+    let extra = serde_json::json!({
+        "preset": preset.name(),
+        "seed": a.seed,
+        "conditional": a.conditional,
+        "epochs_run": summary.epochs_run,
+        "best_epoch": summary.best_epoch,
+        "early_stopped": summary.early_stopped,
+        "best_val_nll": summary.best_val_nll,
+        "num_params": summary.num_params,
+        "n_train": summary.n_train,
+        "n_val": summary.n_val,
+        "rollbacks": summary.rollbacks,
+        "ensemble": settings.ensemble,
+        "options": options,
+    });
+    for (class, label, split) in &classes {
+        let (evs, outside) = score_class(&model, a, class, *label, split)?;
+        let m = &evs[0].metrics;
+        let line = result_line(
+            &name,
+            class,
+            &evs,
+            &outside,
+            m.test_nll,
+            m.test_nll_err,
+            summary.seconds,
+            extra.clone(),
+        );
+        emit(&line, a.json.as_deref())?;
+    }
+    Ok(())
+}
+
+/// What `train` hands to `train_model`: the events (and labels) of the classes' train and val
+/// splits, arranged so that the validation split is exactly the val events.
+struct TrainingData {
+    features: Matrix<f32>,
+    context: Option<Matrix<f32>>,
+    val_fraction: f64,
+    n_train: usize,
+    n_val: usize,
+}
+
+fn training_data(classes: &[(String, Option<f32>, ClassSplit)], seed: u64) -> Result<TrainingData> {
+    let labelled = |pick: fn(&ClassSplit) -> &Table| {
+        let parts: Vec<Matrix<f32>> = classes
+            .iter()
+            .map(|(_, label, s)| with_label(&pick(s).data, label.unwrap_or(0.0)))
+            .collect();
+        stack(&parts)
+    };
+    let (train, val) = (labelled(|s| &s.train), labelled(|s| &s.val));
+    let (n_train, n_val) = (train.rows(), val.rows());
+    let (all, val_fraction) = arrange_for_split(&train, &val, seed)?;
+    let d = all.cols() - 1;
+    let conditional = classes.iter().any(|c| c.1.is_some());
+    Ok(TrainingData {
+        features: Matrix::from_fn(all.rows(), d, |i, j| all.get(i, j)),
+        context: conditional.then(|| Matrix::from_fn(all.rows(), 1, |i, _| all.get(i, d))),
+        val_fraction,
+        n_train,
+        n_val,
+    })
+}
+
+/// Scores `model` on one class's test events (given its label when the model is conditional):
+/// the evaluations of `repeats` generated samples (written to the model directory) and the
+/// outside-range fractions.
+fn score_class(
+    model: &Model,
+    a: &TrainArgs,
+    class: &str,
+    label: Option<f32>,
+    split: &ClassSplit,
+) -> Result<(Vec<Evaluation>, Outside)> {
+    let test = &split.test;
+    let n = test.rows();
+    let ctx = match label {
+        Some(v) => Some(encode_context(
+            &model.config.context,
+            &Matrix::from_fn(n, 1, |_, _| v),
+        )?),
+        None => None,
+    };
+    let lp = model.log_prob(&test.data, ctx.as_ref())?;
     let mut samples = Vec::new();
     for k in 0..a.repeats.max(1) {
         let seed = a.seed.wrapping_add(100 + k as u64);
-        let g = finite_rows(&model.sample_range(0, n_gen, seed, None)?);
-        write_csv(
-            &a.out.join(format!("generated_{k}.csv")),
-            &test_t.columns,
-            &g,
-        )?;
+        let g = finite_rows(&model.sample_range(0, n, seed, ctx.as_ref())?);
+        let file = match label {
+            Some(_) => format!("generated_{class}_{k}.csv"),
+            None => format!("generated_{k}.csv"),
+        };
+        write_csv(&a.out.join(file), &test.columns, &g)?;
         samples.push(g);
     }
-    let evs = evaluate_repeats(&test_t, &samples, Some(&lp))?;
-    let line = result_line(
-        &name,
-        &a.class,
-        &evs,
-        &outside_training_range(&train_t.data, &test_t.data, &samples),
-        evs[0].metrics.test_nll,
-        evs[0].metrics.test_nll_err,
-        summary.seconds,
-        serde_json::json!({
-            "preset": preset.name(),
-            "seed": a.seed,
-            "epochs_run": summary.epochs_run,
-            "best_epoch": summary.best_epoch,
-            "early_stopped": summary.early_stopped,
-            "best_val_nll": summary.best_val_nll,
-            "num_params": summary.num_params,
-            "n_train": summary.n_train,
-            "n_val": summary.n_val,
-            "rollbacks": summary.rollbacks,
-            "ensemble": settings.ensemble,
-            "options": options,
-        }),
-    );
-    emit(&line, a.json.as_deref())
+    let evs = evaluate_repeats(test, &samples, Some(&lp))?;
+    let outside = outside_training_range(&split.train.data, &test.data, &samples);
+    Ok((evs, outside))
 }
 
 /// The options set in the `--config` file (`key = value`, sorted; empty without one), so that a
@@ -932,7 +1058,7 @@ fn result_line(
     name: &str,
     class: &str,
     evs: &[Evaluation],
-    outside: &(Vec<f64>, f64),
+    outside: &Outside,
     test_nll: f64,
     test_nll_err: f64,
     seconds: f64,

@@ -153,28 +153,7 @@ fn conditional_flow_matching_follows_its_context() {
         "12",
         &["--condition", "label", "--lr", "0.003"],
     );
-    let mean_a = |label: &str| {
-        let p = dir.path().join(format!("gen{label}.csv"));
-        ok(&[
-            "sample",
-            "--model",
-            s(&model),
-            "-n",
-            "1500",
-            "--condition",
-            &format!("label={label}"),
-            "--out",
-            s(&p),
-        ]);
-        let (header, rows) = read_csv(&p);
-        assert!(header.starts_with("a,b,c"));
-        rows.iter().map(|r| r[0]).sum::<f64>() / rows.len() as f64
-    };
-    // The data's first feature has mean 0 for label 0 and 2 for label 1.
-    let (m0, m1) = (mean_a("0"), mean_a("1"));
-    assert!(m1 - m0 > 1.0, "context ignored: {m0} vs {m1}");
-    let lp = log_prob_rows(&model, &data, &dir.path().join("lp.csv"));
-    assert!(lp.iter().all(|r| r[0].is_finite()));
+    assert_follows_label_context(dir.path(), &model, &data, "0");
 }
 
 #[test]

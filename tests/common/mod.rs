@@ -91,3 +91,23 @@ pub fn log_prob_rows(model: &Path, data: &Path, out: &Path) -> Vec<Vec<f64>> {
     ]);
     read_csv(out).1
 }
+
+/// Asserts that `model`, trained with `--condition label` on `data` (a `labelled_csv` with shift
+/// 2), follows its context: 1500 events sampled (seed `seed`) for label 1 have a first-feature
+/// mean more than 1 above those for label 0, and every event of `data` has a finite log-density.
+pub fn assert_follows_label_context(dir: &Path, model: &Path, data: &Path, seed: &str) {
+    let mean_a = |label: &str| {
+        let p = dir.join(format!("gen{label}.csv"));
+        let condition = format!("label={label}");
+        let args = ["sample", "--model", s(model), "-n", "1500", "--seed", seed];
+        ok(&[&args[..], &["--condition", &condition, "--out", s(&p)]].concat());
+        let (header, rows) = read_csv(&p);
+        assert!(header.starts_with("a,b,c"), "{header}");
+        rows.iter().map(|r| r[0]).sum::<f64>() / rows.len() as f64
+    };
+    // The data's first feature has mean 0 for label 0 and 2 for label 1.
+    let (m0, m1) = (mean_a("0"), mean_a("1"));
+    assert!(m1 - m0 > 1.0, "context ignored: {m0} vs {m1}");
+    let lp = log_prob_rows(model, data, &dir.join("lp.csv"));
+    assert!(lp.iter().all(|r| r[0].is_finite()));
+}

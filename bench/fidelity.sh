@@ -25,8 +25,9 @@
 # hepflow-MODEL-NAME; the options set in the file are recorded in results.jsonl and the table.
 # Without --variants each model trains once with its preset's defaults.
 # --conditional also trains, per hepflow model and seed, one conditional model p(x | label) on
-# both classes' train.csv (label 0 background, 1 signal; early stopping on both val.csv) and
-# scores it on each class's test.csv like the separate models (--classes '' leaves those out).
+# both classes' train.csv (label 0 background, 1 signal; early stopping on both val.csv), once
+# per variant, and scores it on each class's test.csv like the separate models (--classes ''
+# leaves those out).
 # PyTorch: --python PY, else bench/.venv (created with torch, nflows, zuko, numpy on first use).
 # Output: OUT/results.jsonl (one line per model and seed), OUT/table.md, logs, environment.txt.
 set -euo pipefail
@@ -173,10 +174,16 @@ run_hepflow() {
     [[ "$conditional" == 1 ]] || return 0
     for s in ${seeds//,/ }; do
         for m in ${hf_models//,/ }; do
-            "$bin" --threads "$threads" train --dir "$split" --class both --conditional \
-                --preset "$m" --epochs "$epochs" --patience "$patience" --seed "$s" \
-                --repeats "$repeats" --out "$out/both/hepflow-$m-conditional-seed$s" \
-                --json "$results" > /dev/null
+            for v in $(if [[ -n "$variants" ]]; then echo "${variants//,/ }"; else echo "="; fi); do
+                name="hepflow-$m-conditional"
+                [[ -n "${v%%=*}" ]] && name="$name-${v%%=*}"
+                cfg=()
+                [[ -n "${v#*=}" ]] && cfg=(--config "${v#*=}")
+                "$bin" --threads "$threads" train --dir "$split" --class both --conditional \
+                    --preset "$m" "${cfg[@]}" --name "$name" \
+                    --epochs "$epochs" --patience "$patience" --seed "$s" --repeats "$repeats" \
+                    --out "$out/both/$name-seed$s" --json "$results" > /dev/null
+            done
         done
     done
 }

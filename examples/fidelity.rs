@@ -763,20 +763,6 @@ fn with_label(m: &Matrix<f32>, value: f32) -> Matrix<f32> {
     )
 }
 
-/// The rows of `parts` (all of the same width), one after the other.
-fn stack(parts: &[Matrix<f32>]) -> Matrix<f32> {
-    let d = parts[0].cols();
-    let mut out = Matrix::zeros(parts.iter().map(|p| p.rows()).sum(), d);
-    let mut r = 0;
-    for p in parts {
-        for i in 0..p.rows() {
-            out.row_mut(r).copy_from_slice(p.row(i));
-            r += 1;
-        }
-    }
-    out
-}
-
 /// Stacks `train` and `val` into one matrix whose rows at the validation indices chosen by
 /// [`split_indices`]`(n, n_val / n, seed)` are exactly the `val` events, so that `train_model`
 /// (which draws its validation split from one matrix) validates on the fixed `val.csv` events and
@@ -959,7 +945,7 @@ fn training_data(classes: &[(String, Option<f32>, ClassSplit)], seed: u64) -> Re
             .iter()
             .map(|(_, label, s)| with_label(&pick(s).data, label.unwrap_or(0.0)))
             .collect();
-        stack(&parts)
+        Matrix::stack_rows(&parts.iter().collect::<Vec<_>>())
     };
     let (train, val) = (labelled(|s| &s.train), labelled(|s| &s.val));
     let (n_train, n_val) = (train.rows(), val.rows());

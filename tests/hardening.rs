@@ -593,6 +593,44 @@ fn data_as_physicists_have_it_globs_jagged_columns_and_nameless_files() {
     assert_eq!(std::fs::read_to_string(&lp).unwrap().lines().count(), 51);
 }
 
+/// On the bundled sample the demo trains one conditional model per architecture (context
+/// `label`) and reports it per class; `--separate` trains one model per class, as before.
+#[test]
+fn demo_trains_one_conditional_model_unless_separate() {
+    let dir = tempfile::tempdir().unwrap();
+    for (mode, extra) in [("conditional", None), ("separate", Some("--separate"))] {
+        let out = dir.path().join(mode);
+        let mut args: Vec<&str> = "demo --max-events 600 --models made-mog --epochs 1 --threads 1"
+            .split(' ')
+            .collect();
+        args.extend(["--out", s(&out)].into_iter().chain(extra));
+        let o = hepflow(&args);
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        for class in ["background", "signal"] {
+            let report = out.join(class).join("made-mog/report/metrics.json");
+            assert!(report.exists(), "{mode}: {}", report.display());
+            assert!(
+                text.contains(&format!("[{class}] made-mog: test NLL")),
+                "{text}"
+            );
+        }
+        let shared = out.join("made-mog/model/model.json");
+        let own = out.join("signal/made-mog/model/model.json");
+        if mode == "conditional" {
+            let json = std::fs::read_to_string(&shared).unwrap();
+            assert!(json.contains("\"label\"") && json.contains("\"context_dim\": 2"));
+            assert!(!own.exists());
+            let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+            assert!(html.contains("p(x | label)"), "{html}");
+        } else {
+            assert!(own.exists() && !shared.exists());
+            let json = std::fs::read_to_string(&own).unwrap();
+            assert!(json.contains("\"context_dim\": 0"), "{json}");
+        }
+    }
+}
+
 #[test]
 fn demo_runs_on_the_users_own_file() {
     let dir = tempfile::tempdir().unwrap();

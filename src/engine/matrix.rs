@@ -157,6 +157,22 @@ impl<T: Real> Matrix<T> {
         self
     }
 
+    /// The rows of `parts`, one matrix after the other; panics unless every part has the width
+    /// of the first (an empty list gives a 0 x 0 matrix).
+    pub fn stack_rows(parts: &[&Matrix<T>]) -> Matrix<T> {
+        let cols = parts.first().map_or(0, |p| p.cols);
+        assert!(
+            parts.iter().all(|p| p.cols == cols),
+            "parts of different widths"
+        );
+        let rows = parts.iter().map(|p| p.rows).sum();
+        let mut data = Vec::with_capacity(len_of(rows, cols));
+        for p in parts {
+            data.extend_from_slice(p.as_slice());
+        }
+        Matrix { rows, cols, data }
+    }
+
     /// Rows `start..end` as a new matrix; panics unless `start <= end <= rows`.
     pub fn slice_rows(&self, start: usize, end: usize) -> Matrix<T> {
         assert!(
@@ -237,5 +253,22 @@ mod tests {
             assert!(bad);
         }
         assert!(Matrix::from_vec(usize::MAX, 2, vec![0.0f32; 2]).is_none());
+    }
+
+    /// Stacking copies each part's rows in order and never its spare storage.
+    #[test]
+    fn stack_rows_appends_the_parts_rows() {
+        let a = Matrix::from_fn(2, 3, |i, j| (10 * i + j) as f64);
+        let mut b = Matrix::from_fn(3, 3, |i, j| (100 + 10 * i + j) as f64);
+        b.resize(1, 3);
+        let s = Matrix::stack_rows(&[&a, &b, &a]);
+        assert_eq!((s.rows(), s.cols()), (5, 3));
+        assert_eq!(s.row(1), a.row(1));
+        assert_eq!(s.row(2), &[100.0, 101.0, 102.0]);
+        assert_eq!(s.row(4), a.row(1));
+        assert_eq!(Matrix::<f64>::stack_rows(&[]).rows(), 0);
+        assert!(
+            std::panic::catch_unwind(|| Matrix::stack_rows(&[&a, &Matrix::zeros(1, 2)])).is_err()
+        );
     }
 }

@@ -609,7 +609,7 @@ impl TrainOptions {
             ("ema_decay", "0.0", "weight averaging decay (0 = off)"),
             (
                 "margin",
-                "0.25",
+                "0.5",
                 "largest min-max margin per side (hard edges get far less)",
             ),
             (

@@ -14,7 +14,7 @@
 //! The model's support in physical units is the open box `(lo, hi)`: the inverse
 //! `x = lo + sigmoid(z std + mean) (hi - lo)` can never leave it. The margins are chosen per side
 //! from the training values `x_(1) <= ... <= x_(n)` (with `w = max - min` and `m` the caller's
-//! margin fraction, [`DEFAULT_MARGIN`] = 0.25 by default):
+//! margin fraction, [`DEFAULT_MARGIN`] = 0.5 by default):
 //!
 //! - `m_lo = clamp(2 s (x_(k) - x_(1)), MIN_MARGIN w, m w)` with `k =` [`EDGE_ORDER`] = 10 (and
 //!   the mirror image at the top). The distance from the sample's extreme to the true end of the
@@ -79,7 +79,7 @@ pub const U_CLAMP: f64 = 1e-7;
 
 /// Recommended `margin` for [`Preprocessor::fit`]: the largest margin on each side, as a
 /// fraction of the training range (reached along tails only; hard edges get far less).
-pub const DEFAULT_MARGIN: f64 = 0.25;
+pub const DEFAULT_MARGIN: f64 = 0.5;
 
 /// Smallest margin on each side of a continuous feature, as a fraction of its training range.
 pub const MIN_MARGIN: f64 = 1e-4;

@@ -118,12 +118,9 @@ impl<T: Real> Permutation<T> {
     /// `y_j = x_{perm[j]}` for every row.
     fn apply(&self, x: &Matrix<T>, y: &mut Matrix<T>, idx: &[usize]) {
         y.resize(x.rows(), idx.len());
-        let (dx, dy) = (x.cols(), idx.len());
-        if dx == 0 || dy == 0 {
-            return;
-        }
-        let rows = x.as_slice().chunks_exact(dx);
-        for (xr, yr) in rows.zip(y.as_mut_slice().chunks_exact_mut(dy)) {
+        for i in 0..x.rows() {
+            let xr = x.row(i);
+            let yr = y.row_mut(i);
             for (o, &p) in yr.iter_mut().zip(idx) {
                 *o = xr[p];
             }

@@ -1,5 +1,5 @@
 //! GFLOP/s of the `f32` GEMM kernel ([`hepflow::engine::kernel`]) on the conditioner shapes of
-//! the bench models (chunks of 1024 events), on every SIMD path this CPU supports, per CPU-second
+//! the bench models (chunks of 1024 events, and feature-major slabs of 64), on every SIMD path this CPU supports, per CPU-second
 //! of the process (user + system time from `/proc/self/stat`, so a shared machine's waits do not
 //! count; Linux only). Each figure is the best of 3 runs of about 30 GFLOP.
 //!
@@ -29,6 +29,11 @@ fn main() {
         ("out nvp 128->18", 1024, 128, 18, false),
         ("lu 18->18", 1024, 18, 18, false),
         ("grad 128x512x128", 128, 512, 128, true),
+        // Feature-major slabs of 64 events (`W inp^T`, affine couplings' evaluation passes).
+        ("fm input 9->128", 128, 9, 64, false),
+        ("fm hidden 128->128", 128, 128, 64, false),
+        ("fm out rq 128->207", 207, 128, 64, false),
+        ("fm out nvp 128->18", 18, 128, 64, false),
     ];
     for &(name, m, k, n, transposed) in shapes {
         let a: Vec<f32> = (0..m * k)

@@ -45,6 +45,10 @@ struct EvalScratch<T> {
     tape: Tape<T>,
     /// Base log-densities of the chunk.
     lp: Vec<T>,
+    /// Log-determinants of a sampling pass (not needed, but every layer adds to them).
+    ladj: Vec<T>,
+    /// Event indices of a sampling chunk.
+    indices: Vec<u64>,
 }
 
 impl<T: Real> Default for EvalScratch<T> {
@@ -55,6 +59,8 @@ impl<T: Real> Default for EvalScratch<T> {
             ctx: Matrix::zeros(0, 0),
             tape: Tape::default(),
             lp: Vec::new(),
+            ladj: Vec::new(),
+            indices: Vec::new(),
         }
     }
 }
@@ -399,8 +405,34 @@ impl<T: Real> Flow<T> {
         seed: u64,
         ctx: Option<&Matrix<T>>,
     ) -> Matrix<T> {
-        let z = self.sample_base_range(start, n, seed, ctx);
-        self.events_from_base(&z, ctx)
+        // One parallel pass: each chunk draws its base vectors into the worker's buffer and maps
+        // them to events there, the same chunks and operations as `sample_base_range` followed
+        // by `events_from_base` (so the same bits), without the base sample's own matrix, its
+        // copy into the workers and the events' log-determinant vector.
+        let d = self.dim;
+        let mut out = Matrix::zeros(n, d);
+        out.as_mut_slice()
+            .par_chunks_mut((EVAL_CHUNK_ROWS * d).max(1))
+            .enumerate()
+            .for_each_init(EvalScratch::default, |sc, (c, o)| {
+                let s = c * EVAL_CHUNK_ROWS;
+                let rows = o.len().checked_div(d).unwrap_or(0);
+                let first = start + s as u64;
+                sc.indices.clear();
+                sc.indices.extend(first..first + rows as u64);
+                let mut cm = std::mem::take(&mut sc.ctx);
+                let cref = ctx.map(|m| cm.copy_rows_from(m, s, s + rows));
+                self.base
+                    .sample_reusing(seed, &sc.indices, cref, &mut sc.a, &mut sc.tape);
+                let mut ladj = std::mem::take(&mut sc.ladj);
+                ladj.clear();
+                ladj.resize(rows, T::zero());
+                self.run_layers(sc, cref, Pass::Sample, &mut ladj);
+                sc.ladj = ladj;
+                sc.ctx = cm;
+                o.copy_from_slice(sc.a.as_slice());
+            });
+        out
     }
 
     /// Maps base-space vectors `z` to events, as [`Flow::sample_events`] does for the vectors

@@ -53,6 +53,27 @@ fn every_preset_inverts_to_float_precision() {
     }
 }
 
+/// `Flow::sample_events` draws and maps each chunk in one pass; its events are, bit for bit, the
+/// base vectors of `Flow::sample_base` mapped by `Flow::events_from_base` (the two-pass route),
+/// for every preset, from an offset start and over several chunks with a partial last one.
+#[test]
+fn one_pass_sampling_gives_the_two_pass_events() {
+    for preset in Preset::ALL {
+        let flow: Flow<f32> = random_flow(preset, 6, 0.3, 4);
+        let (start, n, seed) = (7u64, 2100usize, 9u64);
+        let one = flow.sample_events(start, n, seed, None);
+        let indices: Vec<u64> = (start..start + n as u64).collect();
+        let z = flow.sample_base(seed, &indices, None);
+        let two = flow.events_from_base(&z, None);
+        assert_eq!((one.rows(), one.cols()), (n, 6), "{preset}");
+        assert_eq!(one.as_slice(), two.as_slice(), "{preset}");
+        assert!(
+            one.max_abs_diff(&z) > 1e-3,
+            "{preset}: the layers changed nothing"
+        );
+    }
+}
+
 /// Integrates exp(log p) on a grid with the trapezoid rule.
 fn integrate_2d(flow: &Flow<f64>, half_width: f64, n: usize) -> f64 {
     let h = 2.0 * half_width / n as f64;

@@ -27,29 +27,91 @@ pub fn forward<T: Real>(
     skip: Option<&[T]>,
     out: &mut [T],
 ) {
-    assert!(inp.len() >= m * k && wt.len() >= k * n && bias.len() >= n && out.len() >= m * n);
+    affine_product(m, k, n, inp, wt, Bias::PerColumn(bias), relu, skip, out);
+}
+
+/// [`forward`] on feature-major activations (one row per feature, one column per event):
+/// `out_t[n x m] = act(w[n x k] inp_t[k x m] + bias) (+ skip_t[n x m])`, with `w` the layer's
+/// weight as stored (`n x k`, no transposed copy). With the fused kernel every element gets the
+/// same fused multiply-adds in the same order and the same epilogue as in [`forward`], so the
+/// result is the transpose of [`forward`]'s, bit for bit; and an `n`-wide output (e.g. 18
+/// features) fills whole vectors, since the kernel's vectors now run over the events.
+#[allow(clippy::too_many_arguments)]
+pub fn forward_feature_major<T: Real>(
+    m: usize,
+    k: usize,
+    n: usize,
+    inp_t: &[T],
+    w: &[T],
+    bias: &[T],
+    relu: bool,
+    skip_t: Option<&[T]>,
+    out_t: &mut [T],
+) {
+    affine_product(n, k, m, w, inp_t, Bias::PerRow(bias), relu, skip_t, out_t);
+}
+
+/// Where the bias of [`affine_product`] goes.
+#[derive(Clone, Copy)]
+enum Bias<'a, T> {
+    /// `bias[j]` added to column `j`.
+    PerColumn(&'a [T]),
+    /// `bias[i]` added to row `i`.
+    PerRow(&'a [T]),
+}
+
+/// `c[r x q] = act(a[r x k] b[k x q] + bias) (+ skip[r x q])`: the fused kernel where the type
+/// has one, else a product and the same steps in plain loops.
+#[allow(clippy::too_many_arguments)]
+fn affine_product<T: Real>(
+    r: usize,
+    k: usize,
+    q: usize,
+    a: &[T],
+    b: &[T],
+    bias: Bias<T>,
+    relu: bool,
+    skip: Option<&[T]>,
+    c: &mut [T],
+) {
+    let (bias_len, bias_cols) = match bias {
+        Bias::PerColumn(v) => (v.len(), q),
+        Bias::PerRow(v) => (v.len(), r),
+    };
+    assert!(a.len() >= r * k && b.len() >= k * q && bias_len >= bias_cols && c.len() >= r * q);
     if let Some(s) = skip {
-        assert!(s.len() >= m * n, "skip connection smaller than the output");
+        assert!(s.len() >= r * q, "skip connection smaller than the output");
     }
     let epilogue = Epilogue {
-        bias: Some(bias),
+        bias: match bias {
+            Bias::PerColumn(v) => Some(v),
+            Bias::PerRow(_) => None,
+        },
+        row_bias: match bias {
+            Bias::PerRow(v) => Some(v),
+            Bias::PerColumn(_) => None,
+        },
         relu,
-        residual: skip.map(|s| (s, n)),
+        residual: skip.map(|s| (s, q)),
         ..Epilogue::default()
     };
-    if T::fused_product(m, k, n, inp, wt, out, &epilogue) {
+    if T::fused_product(r, k, q, a, b, c, &epilogue) {
         return;
     }
-    gemm_nn(m, k, n, T::one(), inp, wt, T::zero(), out);
-    for row in out[..m * n].chunks_exact_mut(n.max(1)) {
-        for (v, b) in row.iter_mut().zip(bias) {
-            let x = *v + *b;
+    gemm_nn(r, k, q, T::one(), a, b, T::zero(), c);
+    for (i, row) in c[..r * q].chunks_exact_mut(q.max(1)).enumerate() {
+        for (j, v) in row.iter_mut().enumerate() {
+            let x = *v
+                + match bias {
+                    Bias::PerColumn(b) => b[j],
+                    Bias::PerRow(b) => b[i],
+                };
             // max(x, 0) maps NaN to 0, as the fused kernel's max does.
             *v = if relu { x.max(T::zero()) } else { x };
         }
     }
     if let Some(s) = skip {
-        for (v, x) in out[..m * n].iter_mut().zip(s) {
+        for (v, x) in c[..r * q].iter_mut().zip(s) {
             *v += *x;
         }
     }
@@ -196,5 +258,87 @@ mod tests {
         add_col_sums(m, &inp, k, &mut s64[..k]);
         add_col_sums(m, &to32(&inp), k, &mut s32[..k]);
         assert!(close(&s32, &s64));
+    }
+
+    /// The feature-major layer is the transpose of the row-major one: bit for bit in `f32` (the
+    /// fused kernel, on whichever path is active), to rounding in `f64` (plain loops), with and
+    /// without ReLU and skip connection, and with output widths that leave partial vectors.
+    #[test]
+    fn feature_major_layer_is_the_transposed_row_major_layer() {
+        let f = |i: usize| ((i * 7 % 13) as f64) * 0.1 - 0.6;
+        for &(m, k, n) in &[(37, 9, 18), (70, 18, 18), (5, 3, 129)] {
+            let inp: Vec<f64> = (0..m * k).map(f).collect();
+            let w: Vec<f64> = (0..n * k).map(|i| f(i + 3)).collect();
+            let bias: Vec<f64> = (0..n).map(|i| f(i + 5)).collect();
+            let skip: Vec<f64> = (0..m * n).map(|i| f(i + 6)).collect();
+            let mut wt = vec![0.0; k * n];
+            crate::engine::matrix::transpose(&w, n, k, &mut wt);
+            let t = |v: &[f64], r: usize, c: usize| {
+                let mut o = vec![0.0; r * c];
+                crate::engine::matrix::transpose(v, r, c, &mut o);
+                o
+            };
+            let (inp_t, skip_t) = (t(&inp, m, k), t(&skip, m, n));
+            let to32 = |v: &[f64]| v.iter().map(|x| *x as f32).collect::<Vec<f32>>();
+            for (relu, skipped) in [(false, false), (true, false), (true, true)] {
+                let skipped = skipped && k == n;
+                let mut o64 = vec![0.0; m * n];
+                let mut o64_t = vec![0.0; n * m];
+                forward(
+                    m,
+                    k,
+                    n,
+                    &inp,
+                    &wt,
+                    &bias,
+                    relu,
+                    skipped.then_some(&skip[..]),
+                    &mut o64,
+                );
+                forward_feature_major(
+                    m,
+                    k,
+                    n,
+                    &inp_t,
+                    &w,
+                    &bias,
+                    relu,
+                    skipped.then_some(&skip_t[..]),
+                    &mut o64_t,
+                );
+                let back = t(&o64_t, n, m);
+                assert!(o64.iter().zip(&back).all(|(a, b)| (a - b).abs() < 1e-12));
+                let mut o32 = vec![0.0f32; m * n];
+                let mut o32_t = vec![f32::NAN; n * m];
+                let (s32, s32_t) = (to32(&skip), to32(&skip_t));
+                forward(
+                    m,
+                    k,
+                    n,
+                    &to32(&inp),
+                    &to32(&wt),
+                    &to32(&bias),
+                    relu,
+                    skipped.then_some(&s32[..]),
+                    &mut o32,
+                );
+                forward_feature_major(
+                    m,
+                    k,
+                    n,
+                    &to32(&inp_t),
+                    &to32(&w),
+                    &to32(&bias),
+                    relu,
+                    skipped.then_some(&s32_t[..]),
+                    &mut o32_t,
+                );
+                for i in 0..m {
+                    for j in 0..n {
+                        assert_eq!(o32[i * n + j].to_bits(), o32_t[j * m + i].to_bits());
+                    }
+                }
+            }
+        }
     }
 }

@@ -28,7 +28,7 @@
 use super::simd::{self, SimdPath};
 
 /// What happens to a tile of `A B` before it is stored into `C`, in this order:
-/// `x = A B (+ C) (+ bias[j])`, `x = max(x, 0)` when `relu`, `x = x + residual[i, j]` when a
+/// `x = A B (+ C) (+ bias[j]) (+ row_bias[i])`, `x = max(x, 0)` when `relu`, `x = x + residual[i, j]` when a
 /// residual is given, and `x = gate_scale * x` where `gate[i, j] > 0`, else `0`, when a gate is
 /// given. Fusing these into the kernel saves the separate passes over the output that a dense
 /// layer's bias, ReLU, skip connection and ReLU-derivative mask would cost.
@@ -40,6 +40,10 @@ pub struct Epilogue<'a, T = f32> {
     pub accumulate: bool,
     /// Added to every row (length `>= n`).
     pub bias: Option<&'a [T]>,
+    /// `row_bias[i]` added to every element of row `i` (length `>= m`): the bias of a dense
+    /// layer evaluated feature-major, `out^T = W inp^T + b`, where the output features are the
+    /// rows of `C`.
+    pub row_bias: Option<&'a [T]>,
     /// Clamp below at zero (`x > 0 ? x : 0`, so NaN and `-0` become `+0`).
     pub relu: bool,
     /// Row-major matrix added after the clamp (a skip connection), with its row stride
@@ -71,6 +75,12 @@ fn strided_len(rows: usize, cols: usize, ld: usize) -> usize {
 fn check_epilogue(m: usize, n: usize, ep: &Epilogue) {
     if let Some(bias) = ep.bias {
         assert!(bias.len() >= n, "bias shorter than the output width");
+    }
+    if let Some(row_bias) = ep.row_bias {
+        assert!(
+            row_bias.len() >= m,
+            "row bias shorter than the output height"
+        );
     }
     if let Some((gate, ld)) = ep.gate {
         assert!(
@@ -272,6 +282,7 @@ mod avx512 {
     struct Ep {
         accumulate: bool,
         bias: *const f32,
+        row_bias: *const f32,
         relu: bool,
         res: *const f32,
         ldr: usize,
@@ -327,8 +338,10 @@ mod avx512 {
                 3 => 8,
                 _ => 6,
             };
-            // Pack the panel when more than one row tile reads it and it fits the buffer.
-            let (bpanel, ldbp) = if k <= KPACK && m > mr_max {
+            // Pack the panel when more than one row tile reads it, it fits the buffer and its
+            // rows are not already contiguous (`ldb <= PANEL`: a `B` at most one panel wide,
+            // such as the feature-major slabs of a coupling layer, is read in place).
+            let (bpanel, ldbp) = if k <= KPACK && m > mr_max && ldb > PANEL {
                 // SAFETY: rows p < k and columns j0 .. j0 + w of B are in the caller's range;
                 // the buffer holds KPACK >= k rows of PANEL >= 16 nv floats.
                 unsafe { pack_panel(k, b.add(j0), ldb, nv, mask, packed) };
@@ -351,6 +364,7 @@ mod avx512 {
                     let tep = Ep {
                         accumulate: ep.accumulate,
                         bias: ep.bias.map_or(std::ptr::null(), |b| b.as_ptr().add(j0)),
+                        row_bias: ep.row_bias.map_or(std::ptr::null(), |b| b.as_ptr().add(i0)),
                         relu: ep.relu,
                         res: if res.is_null() {
                             res
@@ -522,6 +536,9 @@ mod avx512 {
                     if !ep.bias.is_null() {
                         out = _mm512_add_ps(out, _mm512_maskz_loadu_ps(m, ep.bias.add(16 * v)));
                     }
+                    if !ep.row_bias.is_null() {
+                        out = _mm512_add_ps(out, _mm512_set1_ps(*ep.row_bias.add(r)));
+                    }
                     if ep.relu {
                         out = _mm512_max_ps(out, zero);
                     }
@@ -560,6 +577,7 @@ mod avx2 {
     struct Ep {
         accumulate: bool,
         bias: *const f32,
+        row_bias: *const f32,
         relu: bool,
         res: *const f32,
         ldr: usize,
@@ -620,6 +638,7 @@ mod avx2 {
                     let tep = Ep {
                         accumulate: ep.accumulate,
                         bias: ep.bias.map_or(std::ptr::null(), |b| b.as_ptr().add(j0)),
+                        row_bias: ep.row_bias.map_or(std::ptr::null(), |b| b.as_ptr().add(i0)),
                         relu: ep.relu,
                         res: if res.is_null() {
                             res
@@ -752,6 +771,9 @@ mod avx2 {
                     if !ep.bias.is_null() {
                         out = _mm256_add_ps(out, load(ep.bias.add(8 * v)));
                     }
+                    if !ep.row_bias.is_null() {
+                        out = _mm256_add_ps(out, _mm256_set1_ps(*ep.row_bias.add(r)));
+                    }
                     if ep.relu {
                         out = _mm256_max_ps(out, zero);
                     }
@@ -869,6 +891,9 @@ mod portable {
                         }
                         if let Some(bias) = ep.bias {
                             out += bias[j0 + j];
+                        }
+                        if let Some(row_bias) = ep.row_bias {
+                            out += row_bias[i];
                         }
                         if ep.relu {
                             out = if out > 0.0 { out } else { 0.0 };
@@ -997,8 +1022,8 @@ mod tests {
         }
     }
 
-    /// Bias, ReLU, residual and gate in the epilogue equal the same steps done after a plain
-    /// product, and give the same bits on every path (including NaN and signed zeros through the
+    /// Bias, row bias, ReLU, residual and gate in the epilogue equal the same steps done after a
+    /// plain product, and give the same bits on every path (including NaN and signed zeros through the
     /// ReLU), with the residual read through a row stride wider than the output.
     #[test]
     fn fused_epilogue_matches_separate_passes_on_every_path() {
@@ -1012,6 +1037,7 @@ mod tests {
         let mut bias: Vec<f32> = (0..n).map(|j| (j as f32 * 0.3).sin()).collect();
         bias[3] = f32::NAN;
         bias[4] = -1e30;
+        let row_bias: Vec<f32> = (0..m).map(|i| (i as f32 * 0.7).cos() - 0.2).collect();
         let gate: Vec<f32> = (0..m * n).map(|i| ((i * 3 % 7) as f32) - 3.0).collect();
         let ldr = n + 2;
         let residual: Vec<f32> = (0..m * ldr)
@@ -1021,6 +1047,7 @@ mod tests {
             |i: usize, j: usize| -> f32 { (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum() };
         let ep = Epilogue {
             bias: Some(&bias),
+            row_bias: Some(&row_bias),
             relu: true,
             residual: Some((&residual, ldr)),
             gate: Some((&gate, n)),
@@ -1034,7 +1061,7 @@ mod tests {
             sgemm_rows_on(path, m, k, n, &a, &b, &mut c, &ep);
             for i in 0..m {
                 for j in 0..n {
-                    let x = plain(i, j) + bias[j];
+                    let x = plain(i, j) + bias[j] + row_bias[i];
                     let x = if x > 0.0 { x } else { 0.0 };
                     let x = x + residual[i * ldr + j];
                     let want = if gate[i * n + j] > 0.0 { 1.25 * x } else { 0.0 };

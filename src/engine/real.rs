@@ -26,6 +26,9 @@ pub trait Real:
     /// Converts an `f64` constant into this type.
     fn c(x: f64) -> Self;
 
+    /// Whether [`Real::fused_product`] is implemented (always returns `true`) for this type.
+    const HAS_FUSED_PRODUCT: bool = false;
+
     /// `c[m x n] = epilogue(a[m x k] b[k x n])` on row-major slices in one fused kernel (see
     /// [`super::kernel::Epilogue`]; used by [`super::dense`]); `false` when this type/CPU has
     /// none and the caller must do the product and the epilogue itself.
@@ -124,6 +127,7 @@ pub trait Real:
 }
 
 impl Real for f32 {
+    const HAS_FUSED_PRODUCT: bool = true;
     #[inline(always)]
     fn c(x: f64) -> Self {
         x as f32

@@ -238,6 +238,65 @@ impl<T: Real> Mlp<T> {
         *scratch.mat(1, 0, 0) = b;
     }
 
+    /// Evaluation like [`Mlp::forward_reusing`] on feature-major activations: `input_t` is
+    /// `in_dim x n` (one row per input feature, one column per event) and `out_t` becomes
+    /// `out_dim x n`. Each layer is [`dense::forward_feature_major`], so in `f32` the output is
+    /// the transpose of [`Mlp::forward_reusing`]'s, bit for bit; a narrow output layer (an
+    /// affine coupling's 2 x 9 parameters) then fills whole vectors of the kernel.
+    pub fn forward_feature_major(
+        &self,
+        input_t: &Matrix<T>,
+        out_t: &mut Matrix<T>,
+        scratch: &mut Tape<T>,
+    ) {
+        let nl = self.n_layers();
+        if nl == 1 {
+            self.layer_feature_major(0, input_t, out_t);
+            return;
+        }
+        let mut a = std::mem::take(scratch.mat(0, 0, 0));
+        let mut b = std::mem::take(scratch.mat(1, 0, 0));
+        self.layer_feature_major(0, input_t, &mut a);
+        for l in 1..nl - 1 {
+            self.layer_feature_major(l, &a, &mut b);
+            std::mem::swap(&mut a, &mut b);
+        }
+        self.layer_feature_major(nl - 1, &a, out_t);
+        *scratch.mat(0, 0, 0) = a;
+        *scratch.mat(1, 0, 0) = b;
+    }
+
+    /// [`Mlp::layer`] (evaluation, no slopes) on feature-major activations.
+    fn layer_feature_major(&self, l: usize, inp_t: &Matrix<T>, out_t: &mut Matrix<T>) {
+        let w = &self.params[2 * l];
+        let b = &self.params[2 * l + 1].data;
+        let (fan_out, fan_in) = (w.shape[0], w.shape[1]);
+        let n = inp_t.cols();
+        out_t.resize(fan_out, n);
+        let last = l + 1 == self.n_layers();
+        let act = self.config.activation;
+        let fused_skip = self.skip(l) && act.is_relu();
+        dense::forward_feature_major(
+            n,
+            fan_in,
+            fan_out,
+            inp_t.as_slice(),
+            &w.data,
+            b,
+            !last && act.is_relu(),
+            fused_skip.then(|| inp_t.as_slice()),
+            out_t.as_mut_slice(),
+        );
+        if !last && !act.is_relu() {
+            act.apply(out_t.as_mut_slice(), None);
+        }
+        if self.skip(l) && !fused_skip {
+            for (v, x) in out_t.as_mut_slice().iter_mut().zip(inp_t.as_slice()) {
+                *v += *x;
+            }
+        }
+    }
+
     /// Training forward pass: like [`Mlp::forward`], saving the hidden activations in
     /// `tape.mats[..L]` (`L` hidden layers) and, for a smooth activation, their slopes in
     /// `tape.mats[L..2L]` (see [`Mlp::slopes`]).

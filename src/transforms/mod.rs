@@ -202,6 +202,40 @@ pub fn gather_input<T: Real>(
     }
 }
 
+/// [`gather_input`] feature-major for the rows `rows` of `x`: `out` becomes
+/// `(|cols| + c) x |rows|`, row `k < |cols|` holding feature `cols[k]` of those rows of `x`, then
+/// one row per context feature.
+pub fn gather_input_feature_major<T: Real>(
+    x: &Matrix<T>,
+    rows: std::ops::Range<usize>,
+    cols: &[usize],
+    ctx: Option<&Matrix<T>>,
+    out: &mut Matrix<T>,
+) {
+    let n = rows.len();
+    let c = ctx.map_or(0, |m| m.cols());
+    out.resize(cols.len() + c, n);
+    if n == 0 {
+        return;
+    }
+    let o = out.as_mut_slice();
+    let d = x.cols();
+    let xs = &x.as_slice()[rows.start * d..rows.end * d];
+    for (&j, ok) in cols.iter().zip(o.chunks_exact_mut(n)) {
+        for (v, xr) in ok.iter_mut().zip(xs.chunks_exact(d)) {
+            *v = xr[j];
+        }
+    }
+    if let Some(ctx) = ctx {
+        let cs = &ctx.as_slice()[rows.start * c..rows.end * c];
+        for (q, ok) in o[cols.len() * n..].chunks_exact_mut(n).enumerate() {
+            for (v, cr) in ok.iter_mut().zip(cs.chunks_exact(c)) {
+                *v = cr[q];
+            }
+        }
+    }
+}
+
 /// Feature split of a coupling layer: `mask[d] == true` marks a transformed feature,
 /// `false` an identity feature read by the conditioner.
 pub fn split_mask(mask: &[bool]) -> (Vec<usize>, Vec<usize>) {

@@ -10,6 +10,7 @@
 
 use crate::distributions::{BaseSpec, Distribution, StdNormal};
 use crate::engine::{Matrix, Real, Rng, Tape};
+use crate::transforms::permutation::permute_columns;
 use crate::transforms::{LayerSpec, Param, Transform};
 use rayon::prelude::*;
 
@@ -49,6 +50,11 @@ struct EvalScratch<T> {
     ladj: Vec<T>,
     /// Event indices of a sampling chunk.
     indices: Vec<u64>,
+    /// Where each feature of `a` is stored while layers run in place: feature `j` in column
+    /// `cols[j]` (see [`Flow::run_layers`]).
+    cols: Vec<usize>,
+    /// The previous `cols` while a permutation is composed into it.
+    cols_before: Vec<usize>,
 }
 
 impl<T: Real> Default for EvalScratch<T> {
@@ -61,7 +67,31 @@ impl<T: Real> Default for EvalScratch<T> {
             lp: Vec::new(),
             ladj: Vec::new(),
             indices: Vec::new(),
+            cols: Vec::new(),
+            cols_before: Vec::new(),
         }
+    }
+}
+
+impl<T: Real> EvalScratch<T> {
+    /// Feature `j` of the pass's current state is now column `cols[map[j]]` (a permutation layer
+    /// `out_j = in_{map[j]}`, composed instead of applied).
+    fn compose_columns(&mut self, map: &[usize]) {
+        std::mem::swap(&mut self.cols, &mut self.cols_before);
+        self.cols.clear();
+        self.cols.extend(map.iter().map(|&j| self.cols_before[j]));
+    }
+
+    /// Moves every feature of `a` to its own column (`a_j <- a_{cols[j]}`) unless it is there.
+    fn put_columns_in_order(&mut self) {
+        if self.cols.iter().enumerate().all(|(j, &c)| c == j) {
+            return;
+        }
+        permute_columns(&self.a, &mut self.b, &self.cols);
+        std::mem::swap(&mut self.a, &mut self.b);
+        let d = self.cols.len();
+        self.cols.clear();
+        self.cols.extend(0..d);
     }
 }
 
@@ -249,6 +279,12 @@ impl<T: Real> Flow<T> {
 
     /// Runs every layer (in reverse order and inverted when `inverse`) on `scratch.a`, leaving the
     /// result there and adding the log-determinants to `ladj` (unspecified with `Pass::Sample`).
+    ///
+    /// No data moves for a permutation layer: its map is composed into the column order
+    /// `scratch.cols`, which the next layers read in place ([`Transform::run_in_place`]:
+    /// coupling layers, which also skip their copy of the input that way). The columns are put
+    /// in order before a layer without an in-place form and at the end. Every value goes
+    /// through the same operations as layer by layer, so the bits are the same.
     fn run_layers(
         &self,
         scratch: &mut EvalScratch<T>,
@@ -258,8 +294,20 @@ impl<T: Real> Flow<T> {
     ) {
         let nl = self.layers.len();
         let inverse = matches!(pass, Pass::Inverse | Pass::Sample);
+        scratch.cols.clear();
+        scratch.cols.extend(0..self.dim);
         for step in 0..nl {
             let k = if inverse { nl - 1 - step } else { step };
+            let layer = &self.layers[k];
+            if let Some(map) = layer.column_map(inverse) {
+                scratch.compose_columns(map);
+                continue;
+            }
+            let sc = &mut *scratch;
+            if layer.run_in_place(&mut sc.a, &sc.cols, ctx, inverse, ladj, &mut sc.tape) {
+                continue;
+            }
+            scratch.put_columns_in_order();
             let (layer, tape) = (&self.layers[k], &mut scratch.tape);
             if pass == Pass::Sample {
                 layer.inverse_sample(&scratch.a, ctx, &mut scratch.b, ladj, tape);
@@ -270,6 +318,7 @@ impl<T: Real> Flow<T> {
             }
             std::mem::swap(&mut scratch.a, &mut scratch.b);
         }
+        scratch.put_columns_in_order();
     }
 
     /// Runs the whole chain over fixed chunks of rows in parallel, each worker reusing its own

@@ -16,6 +16,9 @@ pub struct Tape<T> {
     /// Seed of the step's random choices (dropout masks), set by the training engine so that
     /// training stays reproducible and resumable.
     pub seed: u64,
+    /// Column indices an evaluation pass builds per call (reused, so warm passes allocate
+    /// nothing).
+    pub cols: Vec<usize>,
 }
 
 impl<T: Real> Tape<T> {

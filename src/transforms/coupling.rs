@@ -129,7 +129,7 @@ const DH: usize = 2;
 const DINP: usize = 3;
 const CACHE: usize = 4;
 
-/// Events per feature-major slab of an evaluation pass ([`Coupling::run_layout`]): one 64-column
+/// Events per feature-major slab of an evaluation pass ([`Coupling::map_in_place`]): one 64-column
 /// panel of the AVX-512 kernel, so the activations `B` of every product have contiguous rows
 /// (a `128 x 64` slab is 32 KiB, in L1) and need no packing; wider, their rows would be a
 /// multiple of 4 KiB apart and fall into a few L1 sets.
@@ -167,9 +167,8 @@ impl<T: Real, B: Elementwise<T>> Coupling<T, B> {
         &self.bijection
     }
 
-    /// Evaluation pass in either direction, with every buffer from `scratch`: feature-major
-    /// when the scalar type has the fused kernel and the bijection a feature-major form (the
-    /// same bits, see [`Coupling::run_layout`]).
+    /// Evaluation pass in either direction, with every buffer from `scratch`: the input copied
+    /// to `out`, then [`Coupling::map_in_place`] there.
     fn run(
         &self,
         inp: &Matrix<T>,
@@ -179,50 +178,74 @@ impl<T: Real, B: Elementwise<T>> Coupling<T, B> {
         ladj: &mut [T],
         scratch: &mut Tape<T>,
     ) {
-        let feature_major = T::HAS_FUSED_PRODUCT && self.bijection.feature_major();
-        self.run_layout(inp, ctx, inverse, out, ladj, scratch, feature_major);
+        out.copy_from(inp);
+        self.map_in_place(out, None, ctx, inverse, ladj, scratch, self.feature_major());
     }
 
-    /// [`Coupling::run`] with the conditioner's activations row-major (one row per event) or
-    /// feature-major (one row per feature: [`Mlp::forward_feature_major`], whose `f32` output is
-    /// the transpose of the row-major one bit for bit). Feature-major, the kernel's vectors run
+    /// Whether evaluation passes run the conditioner feature-major: when the scalar type has
+    /// the fused kernel and the bijection a feature-major form (the same bits, see
+    /// [`Coupling::map_in_place`]).
+    fn feature_major(&self) -> bool {
+        T::HAS_FUSED_PRODUCT && self.bijection.feature_major()
+    }
+
+    /// The identity and transformed features' columns in `x` when feature `j` is stored in
+    /// column `cols[j]` (`None`: in column `j`), built in `buf` when they are not the layer's own.
+    fn columns<'a>(
+        &'a self,
+        cols: Option<&[usize]>,
+        buf: &'a mut Vec<usize>,
+    ) -> (&'a [usize], &'a [usize]) {
+        let Some(cols) = cols else {
+            return (&self.id, &self.tr);
+        };
+        buf.clear();
+        buf.extend(self.id.iter().chain(&self.tr).map(|&j| cols[j]));
+        buf.split_at(self.id.len())
+    }
+
+    /// The evaluation pass on `x` in place (feature `j` in column `cols[j]`, or `j`): the
+    /// conditioner reads the identity features, then the bijection rewrites the transformed
+    /// ones, with the conditioner's activations row-major (one row per event) or feature-major
+    /// (one row per feature: [`Mlp::forward_feature_major`], whose `f32` output is the
+    /// transpose of the row-major one bit for bit). Feature-major, the kernel's vectors run
     /// over the events, so a conditioner output of `2 x 9` affine parameters fills whole
     /// vectors instead of 18 of 32 lanes.
     #[allow(clippy::too_many_arguments)]
-    fn run_layout(
+    fn map_in_place(
         &self,
-        inp: &Matrix<T>,
+        x: &mut Matrix<T>,
+        cols: Option<&[usize]>,
         ctx: Option<&Matrix<T>>,
         inverse: bool,
-        out: &mut Matrix<T>,
         ladj: &mut [T],
         scratch: &mut Tape<T>,
         feature_major: bool,
     ) {
         let mut net_in = std::mem::take(scratch.mat(NET_IN, 0, 0));
         let mut h = std::mem::take(scratch.mat(H, 0, 0));
+        let mut buf = std::mem::take(&mut scratch.cols);
         scratch.mat(CACHE + CACHE_SLOTS - 1, 0, 0);
+        let (id, tr) = self.columns(cols, &mut buf);
         if feature_major {
-            out.copy_from(inp);
-            let (n, d) = (inp.rows(), self.dim);
+            let (n, d) = (x.rows(), self.dim);
             for r0 in (0..n).step_by(FEATURE_MAJOR_SLAB) {
                 let r1 = (r0 + FEATURE_MAJOR_SLAB).min(n);
-                gather_input_feature_major(inp, r0..r1, &self.id, ctx, &mut net_in);
+                gather_input_feature_major(x, r0..r1, id, ctx, &mut net_in);
                 self.net
                     .forward_feature_major(&net_in, &mut h, scratch.child(0));
-                let y = &mut out.as_mut_slice()[r0 * d..r1 * d];
+                let y = &mut x.as_mut_slice()[r0 * d..r1 * d];
                 self.bijection
-                    .apply_feature_major(&mut h, &self.tr, inverse, y, &mut ladj[r0..r1]);
+                    .apply_feature_major(&mut h, tr, inverse, y, &mut ladj[r0..r1]);
             }
         } else {
-            gather_input(inp, &self.id, ctx, &mut net_in);
+            gather_input(x, id, ctx, &mut net_in);
             self.net.forward_reusing(&net_in, &mut h, scratch.child(0));
-            self.bijection.rescale(&mut h, self.tr.len());
-            out.copy_from(inp);
+            self.bijection.rescale(&mut h, tr.len());
             let cache = &mut scratch.mats[CACHE..CACHE + CACHE_SLOTS];
-            self.bijection
-                .apply(&h, &self.tr, inverse, out, ladj, cache);
+            self.bijection.apply(&h, tr, inverse, x, ladj, cache);
         }
+        scratch.cols = buf;
         *scratch.mat(NET_IN, 0, 0) = net_in;
         *scratch.mat(H, 0, 0) = h;
     }
@@ -277,6 +300,27 @@ impl<T: Real, B: Elementwise<T>> Transform<T> for Coupling<T, B> {
         scratch: &mut Tape<T>,
     ) {
         self.run(y, ctx, true, x, ladj, scratch);
+    }
+
+    fn run_in_place(
+        &self,
+        x: &mut Matrix<T>,
+        cols: &[usize],
+        ctx: Option<&Matrix<T>>,
+        inverse: bool,
+        ladj: &mut [T],
+        scratch: &mut Tape<T>,
+    ) -> bool {
+        self.map_in_place(
+            x,
+            Some(cols),
+            ctx,
+            inverse,
+            ladj,
+            scratch,
+            self.feature_major(),
+        );
+        true
     }
 
     fn forward_train(
@@ -368,6 +412,83 @@ mod tests {
     use crate::transforms::testing::randomize_params;
     use crate::transforms::{alternating_mask, half_mask};
 
+    /// `run_in_place` on a matrix whose columns hold the features in a shuffled order gives the
+    /// bits of the layer on the features in order (affine f32 feature-major, affine f64 and a
+    /// rational-quadratic spline row-major; with a context and a partial slab).
+    #[test]
+    fn in_place_with_a_column_order_has_the_bits_of_the_ordered_input() {
+        use crate::transforms::permutation::permute_columns;
+        use crate::transforms::{SplineCoupling, SplineCouplingConfig, SplineKind};
+        fn check<T: Real>(layer: &dyn Transform<T>, rng: &mut Rng) {
+            let (n, d) = (150, layer.dim());
+            let cols = rng.permutation(d);
+            let stored = Matrix::from_fn(n, d, |_, _| T::c(rng.normal()));
+            let ctx = Matrix::from_fn(n, layer.context_dim(), |_, _| T::c(rng.normal()));
+            let mut x = Matrix::zeros(0, 0);
+            permute_columns(&stored, &mut x, &cols);
+            for inverse in [false, true] {
+                let (mut want, mut want_ladj) = (Matrix::zeros(0, 0), vec![T::c(0.5); n]);
+                if inverse {
+                    layer.inverse(&x, Some(&ctx), &mut want, &mut want_ladj);
+                } else {
+                    layer.forward(&x, Some(&ctx), &mut want, &mut want_ladj);
+                }
+                let (mut y, mut ladj) = (stored.clone(), vec![T::c(0.5); n]);
+                let mut tape = Tape::default();
+                assert!(layer.run_in_place(
+                    &mut y,
+                    &cols,
+                    Some(&ctx),
+                    inverse,
+                    &mut ladj,
+                    &mut tape
+                ));
+                let mut got = Matrix::zeros(0, 0);
+                permute_columns(&y, &mut got, &cols);
+                let same = |a: &[T], b: &[T]| {
+                    a.iter()
+                        .zip(b)
+                        .all(|(p, q)| p.to_f64().map(f64::to_bits) == q.to_f64().map(f64::to_bits))
+                };
+                assert!(same(got.as_slice(), want.as_slice()), "inverse {inverse}");
+                assert!(same(&ladj, &want_ladj), "inverse {inverse}");
+                assert!(
+                    got.max_abs_diff(&x) > T::c(1e-3),
+                    "the layer changed nothing"
+                );
+            }
+        }
+        let mut rng = Rng::new(12);
+        let affine = AffineCouplingConfig {
+            mask: alternating_mask(7, true),
+            hidden: vec![16, 16],
+            context_dim: 2,
+            scale_clamp: 3.0,
+            residual: true,
+            dropout: 0.0,
+        };
+        let mut a32 = AffineCoupling::<f32>::new(affine.clone(), &mut rng);
+        randomize_params(&mut a32, 0.7, &mut rng);
+        assert!(Elementwise::<f32>::feature_major(a32.bijection()));
+        check(&a32, &mut rng);
+        let mut a64 = AffineCoupling::<f64>::new(affine, &mut rng);
+        randomize_params(&mut a64, 0.7, &mut rng);
+        check(&a64, &mut rng);
+        let spline = SplineCouplingConfig {
+            kind: SplineKind::RationalQuadratic,
+            mask: half_mask(7, false),
+            hidden: vec![16, 16],
+            context_dim: 2,
+            bins: 5,
+            bound: 4.0,
+            residual: false,
+            dropout: 0.0,
+        };
+        let mut s32 = SplineCoupling::<f32>::new(spline, &mut rng);
+        randomize_params(&mut s32, 0.5, &mut rng);
+        check(&s32, &mut rng);
+    }
+
     /// In `f32` the feature-major evaluation of an affine coupling gives the row-major one's
     /// bits in both directions (events and log-determinants), with and without a context and
     /// residual blocks, for a chunk that leaves a partial slab and partial vectors; the layer's own evaluation
@@ -399,10 +520,10 @@ mod tests {
             for inverse in [false, true] {
                 let mut outs = Vec::new();
                 for fm in [false, true] {
-                    let mut y = Matrix::zeros(0, 0);
+                    let mut y = x.clone();
                     let mut ladj = vec![0.25f32; n];
                     let mut tape = Tape::default();
-                    layer.run_layout(&x, ctx, inverse, &mut y, &mut ladj, &mut tape, fm);
+                    layer.map_in_place(&mut y, None, ctx, inverse, &mut ladj, &mut tape, fm);
                     outs.push((y, ladj));
                 }
                 let mut own = Matrix::zeros(0, 0);

@@ -118,6 +118,33 @@ pub trait Transform<T: Real>: Send + Sync {
         self.forward(x, ctx, y, ladj);
     }
 
+    /// For a layer that only reorders the features: the column each output column comes from in
+    /// the given direction (`out_j = in_{map[j]}`). An evaluation pass then moves no data for
+    /// the layer; it composes the map into the column order that [`Transform::run_in_place`]
+    /// reads (see [`crate::flow::Flow`]). `None` (the default) for every other layer.
+    fn column_map(&self, _inverse: bool) -> Option<&[usize]> {
+        None
+    }
+
+    /// Evaluation pass (forward, or inverse when `inverse`) on `x` in place, where feature `j`
+    /// of the layer's input is column `cols[j]` of `x` and the output's feature `j` is written
+    /// to the same column: the bits of [`Transform::forward_reusing`] /
+    /// [`Transform::inverse_reusing`] on the input with its columns in order, in a different
+    /// place. Returns `false`, having touched nothing, for a layer without an in-place form
+    /// (the default); coupling layers have one, since they rewrite only their transformed
+    /// features.
+    fn run_in_place(
+        &self,
+        _x: &mut Matrix<T>,
+        _cols: &[usize],
+        _ctx: Option<&Matrix<T>>,
+        _inverse: bool,
+        _ladj: &mut [T],
+        _scratch: &mut Tape<T>,
+    ) -> bool {
+        false
+    }
+
     /// [`Transform::inverse`] that may keep intermediate buffers in `scratch` between calls.
     fn inverse_reusing(
         &self,

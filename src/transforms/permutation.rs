@@ -115,15 +115,22 @@ impl<T: Real> Permutation<T> {
         }
     }
 
-    /// `y_j = x_{perm[j]}` for every row.
+    /// `y_j = x_{idx[j]}` for every row.
     fn apply(&self, x: &Matrix<T>, y: &mut Matrix<T>, idx: &[usize]) {
-        y.resize(x.rows(), idx.len());
-        for i in 0..x.rows() {
-            let xr = x.row(i);
-            let yr = y.row_mut(i);
-            for (o, &p) in yr.iter_mut().zip(idx) {
-                *o = xr[p];
-            }
+        permute_columns(x, y, idx);
+    }
+}
+
+/// `y_j = x_{idx[j]}` for every row (`y` resized to `x.rows() x idx.len()`): the permutation
+/// layer's map, and how an evaluation pass puts columns back in order after running layers in
+/// place ([`Transform::run_in_place`]).
+pub fn permute_columns<T: Real>(x: &Matrix<T>, y: &mut Matrix<T>, idx: &[usize]) {
+    y.resize(x.rows(), idx.len());
+    for i in 0..x.rows() {
+        let xr = x.row(i);
+        let yr = y.row_mut(i);
+        for (o, &p) in yr.iter_mut().zip(idx) {
+            *o = xr[p];
         }
     }
 }
@@ -143,6 +150,14 @@ impl<T: Real> Transform<T> for Permutation<T> {
 
     fn params_mut(&mut self) -> Vec<&mut Param<T>> {
         Vec::new()
+    }
+
+    fn column_map(&self, inverse: bool) -> Option<&[usize]> {
+        Some(if inverse {
+            &self.inv
+        } else {
+            &self.config.perm
+        })
     }
 
     fn forward(&self, x: &Matrix<T>, _ctx: Option<&Matrix<T>>, y: &mut Matrix<T>, _ladj: &mut [T]) {

@@ -82,6 +82,12 @@ impl<T: Real> EvalScratch<T> {
         self.cols.extend(map.iter().map(|&j| self.cols_before[j]));
     }
 
+    /// Every one of `d` features in its own column.
+    fn reset_columns(&mut self, d: usize) {
+        self.cols.clear();
+        self.cols.extend(0..d);
+    }
+
     /// Moves every feature of `a` to its own column (`a_j <- a_{cols[j]}`) unless it is there.
     fn put_columns_in_order(&mut self) {
         if self.cols.iter().enumerate().all(|(j, &c)| c == j) {
@@ -89,9 +95,7 @@ impl<T: Real> EvalScratch<T> {
         }
         permute_columns(&self.a, &mut self.b, &self.cols);
         std::mem::swap(&mut self.a, &mut self.b);
-        let d = self.cols.len();
-        self.cols.clear();
-        self.cols.extend(0..d);
+        self.reset_columns(self.cols.len());
     }
 }
 
@@ -294,8 +298,7 @@ impl<T: Real> Flow<T> {
     ) {
         let nl = self.layers.len();
         let inverse = matches!(pass, Pass::Inverse | Pass::Sample);
-        scratch.cols.clear();
-        scratch.cols.extend(0..self.dim);
+        scratch.reset_columns(self.dim);
         for step in 0..nl {
             let k = if inverse { nl - 1 - step } else { step };
             let layer = &self.layers[k];
@@ -308,7 +311,7 @@ impl<T: Real> Flow<T> {
                 continue;
             }
             scratch.put_columns_in_order();
-            let (layer, tape) = (&self.layers[k], &mut scratch.tape);
+            let tape = &mut scratch.tape;
             if pass == Pass::Sample {
                 layer.inverse_sample(&scratch.a, ctx, &mut scratch.b, ladj, tape);
             } else if inverse {

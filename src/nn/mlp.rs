@@ -68,6 +68,15 @@ impl<T: Clone> Clone for Mlp<T> {
     }
 }
 
+/// How an evaluation pass lays out its activations.
+#[derive(Clone, Copy)]
+enum Layout {
+    /// One row per event (`n x width`).
+    EventMajor,
+    /// One row per feature (`width x n`): the kernel's vectors run over the events.
+    FeatureMajor,
+}
+
 impl<T: Real> Mlp<T> {
     /// A network with PyTorch's default uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)) initialisation,
     /// except the output layer, which starts at zero.
@@ -175,33 +184,60 @@ impl<T: Real> Mlp<T> {
     /// One dense layer `out = act(inp W^T + b) (+ inp if skip)`; for a hidden layer with a smooth
     /// activation, `slope` (when given) receives `act'(inp W^T + b)`.
     fn layer(&self, l: usize, inp: &Matrix<T>, out: &mut Matrix<T>, slope: Option<&mut Matrix<T>>) {
+        self.layer_in(Layout::EventMajor, l, inp, out, slope);
+    }
+
+    /// [`Mlp::layer`] with the activations in `layout`. The product differs between the layouts
+    /// (the transposed weight on the right, or the weight as stored on the left); the
+    /// activation and the skip connection are elementwise, the same code for both.
+    fn layer_in(
+        &self,
+        layout: Layout,
+        l: usize,
+        inp: &Matrix<T>,
+        out: &mut Matrix<T>,
+        slope: Option<&mut Matrix<T>>,
+    ) {
         let w = &self.params[2 * l];
         let b = &self.params[2 * l + 1].data;
         let (fan_out, fan_in) = (w.shape[0], w.shape[1]);
-        let n = inp.rows();
-        out.resize(n, fan_out);
         let last = l + 1 == self.n_layers();
         let act = self.config.activation;
         // The skip connection is fused into the product's epilogue when the activation is
         // fused there too (ReLU); a smooth activation is applied after the product, so its
         // skip is added after it.
         let fused_skip = self.skip(l) && act.is_relu();
-        self.with_transposed(l, |wt| {
-            dense::forward(
-                n,
-                fan_in,
-                fan_out,
-                inp.as_slice(),
-                wt,
-                b,
-                !last && act.is_relu(),
-                fused_skip.then(|| inp.as_slice()),
-                out.as_mut_slice(),
-            )
-        });
+        let relu = !last && act.is_relu();
+        let skip = fused_skip.then(|| inp.as_slice());
+        match layout {
+            Layout::EventMajor => {
+                let n = inp.rows();
+                out.resize(n, fan_out);
+                self.with_transposed(l, |wt| {
+                    let o = out.as_mut_slice();
+                    dense::forward(n, fan_in, fan_out, inp.as_slice(), wt, b, relu, skip, o)
+                });
+            }
+            Layout::FeatureMajor => {
+                let n = inp.cols();
+                out.resize(fan_out, n);
+                let o = out.as_mut_slice();
+                dense::forward_feature_major(
+                    n,
+                    fan_in,
+                    fan_out,
+                    inp.as_slice(),
+                    &w.data,
+                    b,
+                    relu,
+                    skip,
+                    o,
+                );
+            }
+        }
         if !last && !act.is_relu() {
             let slope = slope.map(|s| {
-                s.resize(n, fan_out);
+                s.resize(out.rows(), out.cols());
                 s.as_mut_slice()
             });
             act.apply(out.as_mut_slice(), slope);
@@ -221,21 +257,7 @@ impl<T: Real> Mlp<T> {
     /// Evaluation like [`Mlp::forward`], keeping the hidden activations in `scratch` (slots 0
     /// and 1) so that repeated calls do not allocate.
     pub fn forward_reusing(&self, input: &Matrix<T>, out: &mut Matrix<T>, scratch: &mut Tape<T>) {
-        let nl = self.n_layers();
-        if nl == 1 {
-            self.layer(0, input, out, None);
-            return;
-        }
-        let mut a = std::mem::take(scratch.mat(0, 0, 0));
-        let mut b = std::mem::take(scratch.mat(1, 0, 0));
-        self.layer(0, input, &mut a, None);
-        for l in 1..nl - 1 {
-            self.layer(l, &a, &mut b, None);
-            std::mem::swap(&mut a, &mut b);
-        }
-        self.layer(nl - 1, &a, out, None);
-        *scratch.mat(0, 0, 0) = a;
-        *scratch.mat(1, 0, 0) = b;
+        self.forward_in(Layout::EventMajor, input, out, scratch);
     }
 
     /// Evaluation like [`Mlp::forward_reusing`] on feature-major activations: `input_t` is
@@ -249,52 +271,33 @@ impl<T: Real> Mlp<T> {
         out_t: &mut Matrix<T>,
         scratch: &mut Tape<T>,
     ) {
+        self.forward_in(Layout::FeatureMajor, input_t, out_t, scratch);
+    }
+
+    /// The evaluation pass with the activations in `layout`, hidden ones in `scratch` slots 0
+    /// and 1.
+    fn forward_in(
+        &self,
+        layout: Layout,
+        input: &Matrix<T>,
+        out: &mut Matrix<T>,
+        scratch: &mut Tape<T>,
+    ) {
         let nl = self.n_layers();
         if nl == 1 {
-            self.layer_feature_major(0, input_t, out_t);
+            self.layer_in(layout, 0, input, out, None);
             return;
         }
         let mut a = std::mem::take(scratch.mat(0, 0, 0));
         let mut b = std::mem::take(scratch.mat(1, 0, 0));
-        self.layer_feature_major(0, input_t, &mut a);
+        self.layer_in(layout, 0, input, &mut a, None);
         for l in 1..nl - 1 {
-            self.layer_feature_major(l, &a, &mut b);
+            self.layer_in(layout, l, &a, &mut b, None);
             std::mem::swap(&mut a, &mut b);
         }
-        self.layer_feature_major(nl - 1, &a, out_t);
+        self.layer_in(layout, nl - 1, &a, out, None);
         *scratch.mat(0, 0, 0) = a;
         *scratch.mat(1, 0, 0) = b;
-    }
-
-    /// [`Mlp::layer`] (evaluation, no slopes) on feature-major activations.
-    fn layer_feature_major(&self, l: usize, inp_t: &Matrix<T>, out_t: &mut Matrix<T>) {
-        let w = &self.params[2 * l];
-        let b = &self.params[2 * l + 1].data;
-        let (fan_out, fan_in) = (w.shape[0], w.shape[1]);
-        let n = inp_t.cols();
-        out_t.resize(fan_out, n);
-        let last = l + 1 == self.n_layers();
-        let act = self.config.activation;
-        let fused_skip = self.skip(l) && act.is_relu();
-        dense::forward_feature_major(
-            n,
-            fan_in,
-            fan_out,
-            inp_t.as_slice(),
-            &w.data,
-            b,
-            !last && act.is_relu(),
-            fused_skip.then(|| inp_t.as_slice()),
-            out_t.as_mut_slice(),
-        );
-        if !last && !act.is_relu() {
-            act.apply(out_t.as_mut_slice(), None);
-        }
-        if self.skip(l) && !fused_skip {
-            for (v, x) in out_t.as_mut_slice().iter_mut().zip(inp_t.as_slice()) {
-                *v += *x;
-            }
-        }
     }
 
     /// Training forward pass: like [`Mlp::forward`], saving the hidden activations in

@@ -43,6 +43,13 @@ impl Affine {
         (z - t) * (-s).exp()
     }
 
+    /// [`Affine::forward`] (or [`Affine::inverse`] when `inverse`) with `e = exp(s)` (or
+    /// `exp(-s)`) already computed: `x e + t`, or `(z - t) e`.
+    #[inline]
+    fn map_scaled<T: Real>(v: T, e: T, t: T, inverse: bool) -> T {
+        if inverse { (v - t) * e } else { v * e + t }
+    }
+
     /// `ds/dr = 1 - (s / a)^2` at the clamped log-scale `s`.
     #[inline]
     pub fn dlog_scale<T: Real>(&self, s: T) -> T {
@@ -86,11 +93,7 @@ impl<T: Real> Elementwise<T> for Affine {
             let o = y.row_mut(i);
             let mut acc = T::zero();
             for (j, &d) in tr.iter().enumerate() {
-                o[d] = if inverse {
-                    (o[d] - t[j]) * er[j]
-                } else {
-                    o[d] * er[j] + t[j]
-                };
+                o[d] = Affine::map_scaled(o[d], er[j], t[j], inverse);
                 acc += sr[j];
             }
             if inverse {
@@ -148,11 +151,7 @@ impl<T: Real> Elementwise<T> for Affine {
         let d = y.len() / n;
         for ((&c, ej), tj) in tr.iter().zip(s.chunks_exact(n)).zip(t.chunks_exact(n)) {
             for ((o, e), t) in y.chunks_exact_mut(d).zip(ej).zip(tj) {
-                o[c] = if inverse {
-                    (o[c] - *t) * *e
-                } else {
-                    o[c] * *e + *t
-                };
+                o[c] = Affine::map_scaled(o[c], *e, *t, inverse);
             }
         }
     }

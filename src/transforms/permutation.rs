@@ -114,11 +114,6 @@ impl<T: Real> Permutation<T> {
             _marker: std::marker::PhantomData,
         }
     }
-
-    /// `y_j = x_{idx[j]}` for every row.
-    fn apply(&self, x: &Matrix<T>, y: &mut Matrix<T>, idx: &[usize]) {
-        permute_columns(x, y, idx);
-    }
 }
 
 /// `y_j = x_{idx[j]}` for every row (`y` resized to `x.rows() x idx.len()`): the permutation
@@ -161,12 +156,12 @@ impl<T: Real> Transform<T> for Permutation<T> {
     }
 
     fn forward(&self, x: &Matrix<T>, _ctx: Option<&Matrix<T>>, y: &mut Matrix<T>, _ladj: &mut [T]) {
-        self.apply(x, y, &self.config.perm);
+        permute_columns(x, y, &self.config.perm);
     }
 
     fn inverse(&self, y: &Matrix<T>, _ctx: Option<&Matrix<T>>, x: &mut Matrix<T>, _ladj: &mut [T]) {
         // x_k = y_{inv[k]} since x_{perm[j]} = y_j.
-        self.apply(y, x, &self.inv);
+        permute_columns(y, x, &self.inv);
     }
 
     fn forward_train(
@@ -192,7 +187,7 @@ impl<T: Real> Transform<T> for Permutation<T> {
         _grads: &mut [T],
     ) {
         // dL/dx_{perm[j]} = dL/dy_j, i.e. dx_k = dy_{inv[k]}.
-        self.apply(dy, dx, &self.inv);
+        permute_columns(dy, dx, &self.inv);
     }
 }
 

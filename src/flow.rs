@@ -11,7 +11,7 @@
 use crate::distributions::{BaseSpec, Distribution, StdNormal};
 use crate::engine::{Matrix, Real, Rng, Tape};
 use crate::transforms::permutation::permute_columns;
-use crate::transforms::{LayerSpec, Param, Transform};
+use crate::transforms::{Direction, LayerSpec, Param, Transform};
 use rayon::prelude::*;
 
 /// Rows per parallel work item in evaluation passes (log-prob, sampling).
@@ -297,7 +297,12 @@ impl<T: Real> Flow<T> {
         ladj: &mut [T],
     ) {
         let nl = self.layers.len();
-        let inverse = matches!(pass, Pass::Inverse | Pass::Sample);
+        let dir = match pass {
+            Pass::Forward | Pass::LogProb => Direction::Forward,
+            Pass::Inverse => Direction::Inverse,
+            Pass::Sample => Direction::Sample,
+        };
+        let inverse = dir.inverse();
         scratch.reset_columns(self.dim);
         for step in 0..nl {
             let k = if inverse { nl - 1 - step } else { step };
@@ -307,7 +312,7 @@ impl<T: Real> Flow<T> {
                 continue;
             }
             let sc = &mut *scratch;
-            if layer.run_in_place(&mut sc.a, &sc.cols, ctx, inverse, ladj, &mut sc.tape) {
+            if layer.run_in_place(&mut sc.a, &sc.cols, ctx, dir, ladj, &mut sc.tape) {
                 continue;
             }
             scratch.put_columns_in_order();

@@ -12,6 +12,7 @@
 //! In a coupling layer ([`super::coupling`]) the conditioner output of a chunk is laid out as all
 //! raw log-scales first, then all shifts (`h = [r_1..r_B, t_1..t_B]`), as in the model files.
 
+use super::Direction;
 use super::coupling::Elementwise;
 use crate::engine::{Matrix, Real};
 
@@ -67,11 +68,12 @@ impl<T: Real> Elementwise<T> for Affine {
         &self,
         h: &Matrix<T>,
         tr: &[usize],
-        inverse: bool,
+        dir: Direction,
         y: &mut Matrix<T>,
         ladj: &mut [T],
         cache: &mut [Matrix<T>],
     ) {
+        let inverse = dir.inverse();
         let (n, ntr) = (h.rows(), tr.len());
         let [s, es] = cache else {
             unreachable!("the coupling layer passes two cache slots")
@@ -115,10 +117,11 @@ impl<T: Real> Elementwise<T> for Affine {
         &self,
         h: &mut Matrix<T>,
         tr: &[usize],
-        inverse: bool,
+        dir: Direction,
         y: &mut [T],
         ladj: &mut [T],
     ) {
+        let inverse = dir.inverse();
         let (n, ntr) = (h.cols(), tr.len());
         if n == 0 {
             return;

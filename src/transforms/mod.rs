@@ -38,6 +38,39 @@ pub use spline_coupling::{SplineCoupling, SplineCouplingConfig, SplineKind};
 
 use crate::engine::{Matrix, Real, Tape};
 
+/// The direction of an evaluation pass, and whether it needs its log-determinants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// Data -> base, with log-determinants.
+    Forward,
+    /// Base -> data, with log-determinants.
+    Inverse,
+    /// Base -> data for sampling: the log-determinants are not needed, and a layer may leave
+    /// `ladj` unspecified (the mapped values are those of [`Direction::Inverse`], bit for bit).
+    Sample,
+}
+
+impl Direction {
+    /// Whether the pass maps base -> data.
+    pub fn inverse(self) -> bool {
+        self != Self::Forward
+    }
+
+    /// Whether the pass needs its log-determinants.
+    pub fn needs_ladj(self) -> bool {
+        self != Self::Sample
+    }
+
+    /// [`Direction::Inverse`] when `inverse`, else [`Direction::Forward`].
+    pub fn of(inverse: bool) -> Self {
+        if inverse {
+            Self::Inverse
+        } else {
+            Self::Forward
+        }
+    }
+}
+
 /// A named parameter (or buffer) tensor, stored row-major.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Param<T> {
@@ -126,10 +159,11 @@ pub trait Transform<T: Real>: Send + Sync {
         None
     }
 
-    /// Evaluation pass (forward, or inverse when `inverse`) on `x` in place, where feature `j`
+    /// Evaluation pass in direction `dir` on `x` in place, where feature `j`
     /// of the layer's input is column `cols[j]` of `x` and the output's feature `j` is written
     /// to the same column: the bits of [`Transform::forward_reusing`] /
-    /// [`Transform::inverse_reusing`] on the input with its columns in order, in a different
+    /// [`Transform::inverse_reusing`] / [`Transform::inverse_sample`] on the input with its
+    /// columns in order, in a different
     /// place. Returns `false`, having touched nothing, for a layer without an in-place form
     /// (the default); coupling layers have one, since they rewrite only their transformed
     /// features.
@@ -138,7 +172,7 @@ pub trait Transform<T: Real>: Send + Sync {
         _x: &mut Matrix<T>,
         _cols: &[usize],
         _ctx: Option<&Matrix<T>>,
-        _inverse: bool,
+        _dir: Direction,
         _ladj: &mut [T],
         _scratch: &mut Tape<T>,
     ) -> bool {

@@ -13,10 +13,10 @@
 //! the configuration (the `spline_coupling` entry of a model file), the bijection's dispatch to
 //! the spline families of [`super::spline`], and the tests.
 
-use super::LayerSpec;
 use super::coupling::{ConditionerShape, Coupling, Elementwise};
 use super::spline::lanes::{self, ChunkShape, LANE_MAX_BINS, LaneSpline};
 use super::spline::{Linear, MAX_BINS, Quadratic, RationalQuadratic, Spline1d};
+use super::{Direction, LayerSpec};
 use crate::engine::{Matrix, Real, Rng};
 use serde::{Deserialize, Serialize};
 use std::any::TypeId;
@@ -127,7 +127,7 @@ impl SplineBijection {
         tr: &[usize],
         y: &mut Matrix<T>,
         ladj: &mut [T],
-        inverse: bool,
+        dir: Direction,
     ) -> bool {
         let n = y.rows();
         if let Some(shape) = self.lane_shape::<T>(tr, y.cols())
@@ -137,7 +137,7 @@ impl SplineBijection {
                 as_f32_mut(&mut ladj[..n]),
             )
         {
-            lanes::apply::<S>(&shape, hf, inverse, yf, lf);
+            lanes::apply::<S>(&shape, hf, dir, yf, lf);
             return true;
         }
         false
@@ -267,24 +267,25 @@ impl<T: Real> Elementwise<T> for SplineBijection {
         &self,
         h: &Matrix<T>,
         tr: &[usize],
-        inverse: bool,
+        dir: Direction,
         y: &mut Matrix<T>,
         ladj: &mut [T],
         _cache: &mut [Matrix<T>],
     ) {
+        let inverse = dir.inverse();
         match self.kind {
             SplineKind::Linear => {
-                if !self.apply_lanes::<T, Linear>(h, tr, y, ladj, inverse) {
+                if !self.apply_lanes::<T, Linear>(h, tr, y, ladj, dir) {
                     self.apply_with::<T, Linear>(h, tr, y, ladj, inverse);
                 }
             }
             SplineKind::Quadratic => {
-                if !self.apply_lanes::<T, Quadratic>(h, tr, y, ladj, inverse) {
+                if !self.apply_lanes::<T, Quadratic>(h, tr, y, ladj, dir) {
                     self.apply_with::<T, Quadratic>(h, tr, y, ladj, inverse);
                 }
             }
             SplineKind::RationalQuadratic => {
-                if !self.apply_lanes::<T, RationalQuadratic>(h, tr, y, ladj, inverse) {
+                if !self.apply_lanes::<T, RationalQuadratic>(h, tr, y, ladj, dir) {
                     self.apply_with::<T, RationalQuadratic>(h, tr, y, ladj, inverse);
                 }
             }

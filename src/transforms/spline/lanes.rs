@@ -23,6 +23,7 @@
 
 use super::{STACK, Spline1d};
 use crate::engine::simd::{self, SimdPath};
+use crate::transforms::Direction;
 
 /// Events per group.
 pub const LANES: usize = 16;
@@ -36,16 +37,40 @@ const MAX_PARAMS: usize = 3 * LANE_MAX_BINS;
 pub(crate) type Knots = [Lane; STACK];
 
 /// A spline evaluated on [`LANES`] events at once. `th` holds `n_params(bins)` lanes of
-/// unnormalised parameters; `bins <= LANE_MAX_BINS` and `bound` finite and positive.
+/// unnormalised parameters; `bins <= LANE_MAX_BINS` and `bound` finite and positive. `kn` is
+/// the kernel's scratch for one group's knots, which each call rebuilds (as far as `bins`
+/// needs) before reading: the chunk loops keep one per chunk, so no group zeroes or copies it.
 pub trait LaneSpline: Spline1d {
+    /// The knot arrays of one group.
+    type Knots: Default;
     /// `y = f(x)` and `ld = log f'(x)` per lane (identity and 0 outside `[-B, B]`).
-    fn forward_lanes(th: &[Lane], bins: usize, bound: f32, x: &Lane, y: &mut Lane, ld: &mut Lane);
-    /// `x = f^{-1}(y)` and `ld = -log f'(x)` per lane.
-    fn inverse_lanes(th: &[Lane], bins: usize, bound: f32, y: &Lane, x: &mut Lane, ld: &mut Lane);
+    #[allow(clippy::too_many_arguments)]
+    fn forward_lanes(
+        kn: &mut Self::Knots,
+        th: &[Lane],
+        bins: usize,
+        bound: f32,
+        x: &Lane,
+        y: &mut Lane,
+        ld: &mut Lane,
+    );
+    /// `x = f^{-1}(y)` and, when `ld` is given, `ld = -log f'(x)` per lane (sampling needs no
+    /// log-derivatives; `x` has the same bits either way).
+    #[allow(clippy::too_many_arguments)]
+    fn inverse_lanes(
+        kn: &mut Self::Knots,
+        th: &[Lane],
+        bins: usize,
+        bound: f32,
+        y: &Lane,
+        x: &mut Lane,
+        ld: Option<&mut Lane>,
+    );
     /// Backward of `forward_lanes` at `x` for `gy = dL/dy`, `gl = dL/d log f'`: writes `dL/dx`
     /// to `gx` and `dL/dtheta` to `gth` (`n_params(bins)` lanes, overwritten).
     #[allow(clippy::too_many_arguments)]
     fn backward_lanes(
+        kn: &mut Self::Knots,
         th: &[Lane],
         bins: usize,
         bound: f32,
@@ -72,18 +97,19 @@ pub struct ChunkShape<'a> {
 }
 
 /// Applies the spline (or its inverse) to the columns `shape.tr` of the `n x cols` matrix `y`
-/// (`n = ladj.len()`) in place, adding the log-derivatives to `ladj`, on the active SIMD path.
+/// (`n = ladj.len()`) in place, adding the log-derivatives to `ladj` (left as it is with
+/// [`Direction::Sample`]), on the active SIMD path.
 ///
 /// # Panics
 /// If `shape.bins` is not in `1..=LANE_MAX_BINS`, or the slices are shorter than the shapes.
 pub fn apply<S: LaneSpline>(
     shape: &ChunkShape,
     h: &[f32],
-    inverse: bool,
+    dir: Direction,
     y: &mut [f32],
     ladj: &mut [f32],
 ) {
-    apply_on::<S>(simd::active(), shape, h, inverse, y, ladj);
+    apply_on::<S>(simd::active(), shape, h, dir, y, ladj);
 }
 
 /// [`apply`] on a given path (which must be supported; panics otherwise).
@@ -91,7 +117,7 @@ pub fn apply_on<S: LaneSpline>(
     path: SimdPath,
     shape: &ChunkShape,
     h: &[f32],
-    inverse: bool,
+    dir: Direction,
     y: &mut [f32],
     ladj: &mut [f32],
 ) {
@@ -99,20 +125,20 @@ pub fn apply_on<S: LaneSpline>(
     match path {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: AVX-512F is present (checked above).
-        SimdPath::Avx512 => unsafe { avx512::apply::<S>(shape, h, inverse, y, ladj) },
+        SimdPath::Avx512 => unsafe { avx512::apply::<S>(shape, h, dir, y, ladj) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: AVX2 and FMA are present (checked above).
-        SimdPath::Avx2 => unsafe { avx2::apply::<S>(shape, h, inverse, y, ladj) },
+        SimdPath::Avx2 => unsafe { avx2::apply::<S>(shape, h, dir, y, ladj) },
         _ => {
             #[cfg(target_arch = "x86_64")]
             {
                 if std::arch::is_x86_feature_detected!("fma") {
                     // SAFETY: FMA is present.
-                    unsafe { fma::apply::<S>(shape, h, inverse, y, ladj) };
+                    unsafe { fma::apply::<S>(shape, h, dir, y, ladj) };
                     return;
                 }
             }
-            apply_chunk::<S>(shape, h, inverse, y, ladj);
+            apply_chunk::<S>(shape, h, dir, y, ladj);
         }
     }
 }
@@ -240,7 +266,7 @@ fn gather(
 fn apply_chunk<S: LaneSpline>(
     shape: &ChunkShape,
     h: &[f32],
-    inverse: bool,
+    dir: Direction,
     y: &mut [f32],
     ladj: &mut [f32],
 ) {
@@ -249,6 +275,7 @@ fn apply_chunk<S: LaneSpline>(
     let hcols = p * shape.tr.len();
     let n = ladj.len();
     let mut th = [[0f32; LANES]; MAX_PARAMS];
+    let mut kn = S::Knots::default();
     let (mut vin, mut out, mut ld) = ([0f32; LANES], [0f32; LANES], [0f32; LANES]);
     for i0 in (0..n).step_by(LANES) {
         let m = (n - i0).min(LANES);
@@ -265,18 +292,29 @@ fn apply_chunk<S: LaneSpline>(
                 (cols, d),
                 &mut vin,
             );
-            if inverse {
-                S::inverse_lanes(&th[..p], bins, bound, &vin, &mut out, &mut ld);
-            } else {
-                S::forward_lanes(&th[..p], bins, bound, &vin, &mut out, &mut ld);
+            let th = &th[..p];
+            match dir {
+                Direction::Forward => {
+                    S::forward_lanes(&mut kn, th, bins, bound, &vin, &mut out, &mut ld)
+                }
+                Direction::Inverse => {
+                    S::inverse_lanes(&mut kn, th, bins, bound, &vin, &mut out, Some(&mut ld));
+                }
+                Direction::Sample => {
+                    S::inverse_lanes(&mut kn, th, bins, bound, &vin, &mut out, None)
+                }
             }
             for l in 0..m {
                 y[(i0 + l) * cols + d] = out[l];
+            }
+            for l in 0..LANES {
                 acc[l] += ld[l];
             }
         }
-        for (a, &s) in ladj[i0..i0 + m].iter_mut().zip(&acc) {
-            *a += s;
+        if dir.needs_ladj() {
+            for (a, &s) in ladj[i0..i0 + m].iter_mut().zip(&acc) {
+                *a += s;
+            }
         }
     }
 }
@@ -297,6 +335,7 @@ fn backward_chunk<S: LaneSpline>(
     let n = dladj.len();
     let mut th = [[0f32; LANES]; MAX_PARAMS];
     let mut gth = [[0f32; LANES]; MAX_PARAMS];
+    let mut kn = S::Knots::default();
     let (mut xin, mut gy, mut gl, mut gx) =
         ([0f32; LANES], [0f32; LANES], [0f32; LANES], [0f32; LANES]);
     for i0 in (0..n).step_by(LANES) {
@@ -320,6 +359,7 @@ fn backward_chunk<S: LaneSpline>(
                 gy[l] = dy[(i0 + l.min(m - 1)) * cols + d];
             }
             S::backward_lanes(
+                &mut kn,
                 &th[..p],
                 bins,
                 bound,
@@ -346,17 +386,17 @@ macro_rules! lane_path {
     ($name:ident, $features:literal) => {
         #[cfg(target_arch = "x86_64")]
         mod $name {
-            use super::{ChunkShape, LaneSpline};
+            use super::{ChunkShape, Direction, LaneSpline};
 
             #[target_feature(enable = $features)]
             pub(super) unsafe fn apply<S: LaneSpline>(
                 shape: &ChunkShape,
                 h: &[f32],
-                inverse: bool,
+                dir: Direction,
                 y: &mut [f32],
                 ladj: &mut [f32],
             ) {
-                super::apply_chunk::<S>(shape, h, inverse, y, ladj);
+                super::apply_chunk::<S>(shape, h, dir, y, ladj);
             }
 
             #[target_feature(enable = $features)]
@@ -518,10 +558,21 @@ pub(crate) mod tests {
         let run = |path: SimdPath| {
             let mut y = x.clone();
             let mut ly = vec![0.25f32; n];
-            apply_on::<S>(path, &shape, &h, false, &mut y, &mut ly);
+            apply_on::<S>(path, &shape, &h, Direction::Forward, &mut y, &mut ly);
             let mut back = y.clone();
             let mut lb = vec![0f32; n];
-            apply_on::<S>(path, &shape, &h, true, &mut back, &mut lb);
+            apply_on::<S>(path, &shape, &h, Direction::Inverse, &mut back, &mut lb);
+            // Sampling skips the log-derivatives and leaves `ladj` alone, with the same events.
+            let mut sampled = y.clone();
+            let mut ls = vec![0.5f32; n];
+            apply_on::<S>(path, &shape, &h, Direction::Sample, &mut sampled, &mut ls);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(
+                bits(&sampled),
+                bits(&back),
+                "{path}: sampling differs from the inverse"
+            );
+            assert!(ls.iter().all(|&l| l == 0.5), "{path}: sampling wrote ladj");
             let mut dx = dy.clone();
             let mut dh = vec![f32::NAN; h.len()];
             backward_on::<S>(path, &shape, &x, &h, &dy, &dl, &mut dx, &mut dh);

@@ -13,7 +13,7 @@
 //! Outside `[-B, B]` the map is the identity with log-derivative 0 and no parameter gradient.
 
 use super::lanes::{self, LANES, Lane, LaneSpline, select};
-use super::{Buf, MIN_BIN_HEIGHT, STACK, Spline1d};
+use super::{Buf, MIN_BIN_HEIGHT, Spline1d};
 use crate::engine::Real;
 use crate::engine::vmath::ln;
 
@@ -165,7 +165,8 @@ impl Spline1d for Linear {
 
 /// The knots of [`LANES`] splines (softmax `p`, masses `h`, cumulative masses `cum`), built as
 /// [`Knots::new`] does per event.
-struct LaneKnots {
+#[derive(Default)]
+pub struct LaneKnots {
     p: lanes::Knots,
     h: lanes::Knots,
     cum: lanes::Knots,
@@ -173,12 +174,11 @@ struct LaneKnots {
 
 impl LaneKnots {
     #[inline(always)]
-    fn new(th: &[Lane], bins: usize) -> Self {
+    fn build(&mut self, th: &[Lane], bins: usize) {
         let m = min_mass(bins);
         let scale = (1.0 - m * bins as f64) as f32;
         let m = m as f32;
-        let z = [[0f32; LANES]; STACK];
-        let mut kn = Self { p: z, h: z, cum: z };
+        let kn = self;
         lanes::softmax_lanes(&th[..bins], &mut kn.p[..bins]);
         let mut acc = [0f32; LANES];
         for k in 0..bins {
@@ -189,7 +189,6 @@ impl LaneKnots {
             }
         }
         kn.cum[bins] = [1.0; LANES];
-        kn
     }
 
     /// Per lane, the bin `b` (as `f32`) whose `key` is the last one `<= v` among `key(1..K)`
@@ -227,10 +226,20 @@ fn locate_lane(x: f32, bins: usize, bound: f32) -> (f32, f32, bool) {
 // `Float::max`) instead of staying NaN, and `clamp` would check `lo <= hi` on every call.
 #[allow(clippy::manual_clamp)]
 impl LaneSpline for Linear {
+    type Knots = LaneKnots;
+
     /// [`Spline1d::forward`] per lane.
     #[inline(always)]
-    fn forward_lanes(th: &[Lane], bins: usize, bound: f32, x: &Lane, y: &mut Lane, ld: &mut Lane) {
-        let kn = LaneKnots::new(th, bins);
+    fn forward_lanes(
+        kn: &mut LaneKnots,
+        th: &[Lane],
+        bins: usize,
+        bound: f32,
+        x: &Lane,
+        y: &mut Lane,
+        ld: &mut Lane,
+    ) {
+        kn.build(th, bins);
         let (mut bf, mut alpha, mut inside) = ([0f32; LANES], [0f32; LANES], [false; LANES]);
         for l in 0..LANES {
             (bf[l], alpha[l], inside[l]) = locate_lane(x[l], bins, bound);
@@ -247,8 +256,16 @@ impl LaneSpline for Linear {
 
     /// [`Spline1d::inverse`] per lane.
     #[inline(always)]
-    fn inverse_lanes(th: &[Lane], bins: usize, bound: f32, y: &Lane, x: &mut Lane, ld: &mut Lane) {
-        let kn = LaneKnots::new(th, bins);
+    fn inverse_lanes(
+        kn: &mut LaneKnots,
+        th: &[Lane],
+        bins: usize,
+        bound: f32,
+        y: &Lane,
+        x: &mut Lane,
+        ld: Option<&mut Lane>,
+    ) {
+        kn.build(th, bins);
         let two_b = bound + bound;
         let mut c = [0f32; LANES];
         for l in 0..LANES {
@@ -261,13 +278,19 @@ impl LaneSpline for Linear {
             let u = (b[l] + alpha) / bins as f32;
             let xv = (two_b * u - bound).max(-bound).min(bound);
             x[l] = select(inside, xv, y[l]);
-            ld[l] = select(inside, -ln(bins as f32 * h[l]), 0.0);
+        }
+        if let Some(ld) = ld {
+            for l in 0..LANES {
+                let inside = y[l] >= -bound && y[l] <= bound;
+                ld[l] = select(inside, -ln(bins as f32 * h[l]), 0.0);
+            }
         }
     }
 
     /// [`Spline1d::backward`] per lane.
     #[inline(always)]
     fn backward_lanes(
+        kn: &mut LaneKnots,
         th: &[Lane],
         bins: usize,
         bound: f32,
@@ -277,7 +300,7 @@ impl LaneSpline for Linear {
         gth: &mut [Lane],
         gx: &mut Lane,
     ) {
-        let kn = LaneKnots::new(th, bins);
+        kn.build(th, bins);
         let (mut bf, mut alpha, mut inside) = ([0f32; LANES], [0f32; LANES], [false; LANES]);
         for l in 0..LANES {
             (bf[l], alpha[l], inside[l]) = locate_lane(x[l], bins, bound);

@@ -18,7 +18,7 @@
 //! identity with log-derivative 0 and no parameter gradient.
 
 use super::lanes::{self, LANES, Lane, LaneSpline, select};
-use super::{Buf, MIN_BIN_WIDTH, STACK, Spline1d};
+use super::{Buf, MIN_BIN_WIDTH, Spline1d};
 use crate::engine::Real;
 use crate::engine::vmath::ln;
 
@@ -276,13 +276,18 @@ impl Spline1d for Quadratic {
     }
 }
 
-/// The knots of [`LANES`] splines (see [`Knots`]), built as [`Knots::new`] does per event.
-struct LaneKnots {
+/// The knots of [`LANES`] splines (see [`Knots`]), built as [`Knots::new`] does per event, and
+/// the scratch of their vertex heights and of the backward pass's knot gradients.
+#[derive(Default)]
+pub struct LaneKnots {
     p: lanes::Knots,
     w: lanes::Knots,
     v: lanes::Knots,
     x: lanes::Knots,
     s: lanes::Knots,
+    vh: lanes::Knots,
+    gw: lanes::Knots,
+    gv: lanes::Knots,
     area: Lane,
 }
 
@@ -300,21 +305,14 @@ struct LaneBin {
 
 impl LaneKnots {
     #[inline(always)]
-    fn new(th: &[Lane], bins: usize) -> Self {
+    fn build(&mut self, th: &[Lane], bins: usize) {
         let m = min_width(bins);
         let scale = (1.0 - m * bins as f64) as f32;
         let m = m as f32;
-        let z = [[0f32; LANES]; STACK];
-        let mut kn = Self {
-            p: z,
-            w: z,
-            v: z,
-            x: z,
-            s: z,
-            area: [0.0; LANES],
-        };
+        let kn = self;
+        kn.area = [0.0; LANES];
         lanes::softmax_lanes(&th[..bins], &mut kn.p[..bins]);
-        let mut vh = z;
+        let vh = &mut kn.vh;
         lanes::softplus_lanes(
             &th[bins..=2 * bins],
             0.0,
@@ -345,7 +343,6 @@ impl LaneKnots {
             }
         }
         kn.s[bins] = [1.0; LANES];
-        kn
     }
 
     /// The bin of `t` among the knots `by` (`x` or `s`), per lane: the last `k` in `1..K` with
@@ -393,10 +390,20 @@ fn to_unit(x: f32, bound: f32) -> (f32, bool) {
 // `Float::max`) instead of staying NaN, and `clamp` would check `lo <= hi` on every call.
 #[allow(clippy::manual_clamp)]
 impl LaneSpline for Quadratic {
+    type Knots = LaneKnots;
+
     /// [`Spline1d::forward`] per lane.
     #[inline(always)]
-    fn forward_lanes(th: &[Lane], bins: usize, bound: f32, x: &Lane, y: &mut Lane, ld: &mut Lane) {
-        let kn = LaneKnots::new(th, bins);
+    fn forward_lanes(
+        kn: &mut LaneKnots,
+        th: &[Lane],
+        bins: usize,
+        bound: f32,
+        x: &Lane,
+        y: &mut Lane,
+        ld: &mut Lane,
+    ) {
+        kn.build(th, bins);
         let mut u = [0f32; LANES];
         for l in 0..LANES {
             u[l] = to_unit(x[l], bound).0;
@@ -418,14 +425,23 @@ impl LaneSpline for Quadratic {
 
     /// [`Spline1d::inverse`] per lane.
     #[inline(always)]
-    fn inverse_lanes(th: &[Lane], bins: usize, bound: f32, y: &Lane, x: &mut Lane, ld: &mut Lane) {
-        let kn = LaneKnots::new(th, bins);
+    fn inverse_lanes(
+        kn: &mut LaneKnots,
+        th: &[Lane],
+        bins: usize,
+        bound: f32,
+        y: &Lane,
+        x: &mut Lane,
+        ld: Option<&mut Lane>,
+    ) {
+        kn.build(th, bins);
         let mut c = [0f32; LANES];
         for l in 0..LANES {
             c[l] = to_unit(y[l], bound).0;
         }
         let b = kn.bin(bins, true, &c);
         let two_b = bound + bound;
+        let mut q = [0f32; LANES];
         for l in 0..LANES {
             let (_, inside) = to_unit(y[l], bound);
             let f = ((c[l] - b.s0[l]) / (b.s1[l] - b.s0[l])).max(0.0).min(1.0);
@@ -434,15 +450,21 @@ impl LaneSpline for Quadratic {
             let alpha = (f * (v0 + v1) / (v0 + disc.sqrt())).max(0.0).min(1.0);
             let u = b.x0[l] * (1.0 - alpha) + b.x1[l] * alpha;
             let xv = (two_b * u - bound).max(-bound).min(bound);
-            let q = v0 * (1.0 - alpha) + v1 * alpha;
+            q[l] = v0 * (1.0 - alpha) + v1 * alpha;
             x[l] = select(inside, xv, y[l]);
-            ld[l] = select(inside, -ln(q), 0.0);
+        }
+        if let Some(ld) = ld {
+            for l in 0..LANES {
+                let (_, inside) = to_unit(y[l], bound);
+                ld[l] = select(inside, -ln(q[l]), 0.0);
+            }
         }
     }
 
     /// [`Spline1d::backward`] per lane; the bins below `b` are those whose upper knot is `<= u`.
     #[inline(always)]
     fn backward_lanes(
+        kn: &mut LaneKnots,
         th: &[Lane],
         bins: usize,
         bound: f32,
@@ -452,7 +474,7 @@ impl LaneSpline for Quadratic {
         gth: &mut [Lane],
         gx: &mut Lane,
     ) {
-        let kn = LaneKnots::new(th, bins);
+        kn.build(th, bins);
         let two_b = bound + bound;
         let half = 0.5f32;
         let mut u = [0f32; LANES];
@@ -481,8 +503,8 @@ impl LaneSpline for Quadratic {
             gx[l] = select(inside[l], dxv, gy[l]);
             shift[l] = -gq[l] * d[l] / b.w[l];
         }
-        let mut gw = [[0f32; LANES]; STACK];
-        let mut gv = [[0f32; LANES]; STACK];
+        let (gw, gv) = (&mut kn.gw, &mut kn.gv);
+        gv[..=bins].fill([0.0; LANES]);
         for j in 0..bins {
             for l in 0..LANES {
                 let below = j + 1 < bins && kn.x[j + 1][l] <= u[l];

@@ -23,8 +23,8 @@
 
 use super::lanes::{self, LANES, Lane, LaneSpline, select};
 use super::{
-    MAX_BINS, MAX_KNOTS, MIN_BIN_HEIGHT, MIN_BIN_WIDTH, MIN_DERIVATIVE, STACK, Spline1d,
-    search_bin, softmax, softmax_backward, softplus, softplus_grad,
+    MAX_BINS, MAX_KNOTS, MIN_BIN_HEIGHT, MIN_BIN_WIDTH, MIN_DERIVATIVE, Spline1d, search_bin,
+    softmax, softmax_backward, softplus, softplus_grad,
 };
 use crate::engine::vmath::ln;
 
@@ -282,13 +282,18 @@ impl Spline1d for RationalQuadratic {
     }
 }
 
-/// The knots of [`LANES`] splines, built as [`Knots::new`] does per event.
-struct LaneKnots {
+/// The knots of [`LANES`] splines, built as [`Knots::new`] does per event, without the
+/// interior derivatives: a bin needs only its two ([`LaneKnots::bin`]), so the kernels take the
+/// softplus of 2 parameters per lane instead of `K - 1`, with the same bits. Also the scratch of
+/// the backward pass's knot gradients.
+#[derive(Default)]
+pub struct LaneKnots {
     pw: lanes::Knots,
     ph: lanes::Knots,
     xs: lanes::Knots,
     ys: lanes::Knots,
-    ds: lanes::Knots,
+    gw: lanes::Knots,
+    gh: lanes::Knots,
 }
 
 /// [`cumulate`] per lane.
@@ -308,53 +313,53 @@ fn cumulate_lanes(p: &[Lane], min: f32, bound: f32, out: &mut [Lane]) {
     out[k] = [bound; LANES];
 }
 
+/// `d = d_min + softplus(u + c)` per lane (the interior knot derivative of parameter `u`).
+#[inline(always)]
+fn derivative_lanes(u: &Lane) -> Lane {
+    let mut d = [0f32; LANES];
+    lanes::softplus_lanes(
+        std::slice::from_ref(u),
+        DERIVATIVE_SHIFT as f32,
+        MIN_DERIVATIVE as f32,
+        std::slice::from_mut(&mut d),
+    );
+    d
+}
+
 impl LaneKnots {
+    /// Builds the widths, heights and knots of `th` (the first `bins + 1` of each array).
     #[inline(always)]
-    fn new(th: &[Lane], bins: usize, bound: f32) -> Self {
-        let z = [[0f32; LANES]; STACK];
-        let mut s = Self {
-            pw: z,
-            ph: z,
-            xs: z,
-            ys: z,
-            ds: z,
-        };
-        lanes::softmax_lanes(&th[..bins], &mut s.pw[..bins]);
-        lanes::softmax_lanes(&th[bins..2 * bins], &mut s.ph[..bins]);
+    fn build(&mut self, th: &[Lane], bins: usize, bound: f32) {
+        lanes::softmax_lanes(&th[..bins], &mut self.pw[..bins]);
+        lanes::softmax_lanes(&th[bins..2 * bins], &mut self.ph[..bins]);
         cumulate_lanes(
-            &s.pw[..bins],
+            &self.pw[..bins],
             MIN_BIN_WIDTH as f32,
             bound,
-            &mut s.xs[..=bins],
+            &mut self.xs[..=bins],
         );
         cumulate_lanes(
-            &s.ph[..bins],
+            &self.ph[..bins],
             MIN_BIN_HEIGHT as f32,
             bound,
-            &mut s.ys[..=bins],
+            &mut self.ys[..=bins],
         );
-        let md = MIN_DERIVATIVE as f32;
-        s.ds[0] = [1.0; LANES];
-        s.ds[bins] = [1.0; LANES];
-        lanes::softplus_lanes(
-            &th[2 * bins..3 * bins - 1],
-            DERIVATIVE_SHIFT as f32,
-            md,
-            &mut s.ds[1..bins],
-        );
-        s
     }
 
     /// The bin of `v` among the knots `by` (`xs` or `ys`) per lane (as [`search_bin`]: the
     /// number of interior knots `<= v`), and the bin's knots and derivatives
-    /// `(x0, y0, w, h, d0, d1)`.
+    /// `(x0, y0, w, h, d0, d1)`: `d_k = d_min + softplus(u^d_{k-1} + c)` from the derivative
+    /// parameters `th[2K..]` of the bin's two knots, 1 at `d_0` and `d_K`.
     #[inline(always)]
-    fn bin(&self, bins: usize, by_y: bool, v: &Lane) -> ([u32; LANES], [Lane; 6]) {
+    fn bin(&self, th: &[Lane], bins: usize, by_y: bool, v: &Lane) -> ([u32; LANES], [Lane; 6]) {
         let by = if by_y { &self.ys } else { &self.xs };
+        let ud = &th[2 * bins..3 * bins - 1];
         let mut k = [0u32; LANES];
         let (mut x0, mut x1, mut y0, mut y1) = (self.xs[0], self.xs[1], self.ys[0], self.ys[1]);
-        let (mut d0, mut d1) = (self.ds[0], self.ds[1]);
+        // The derivative parameters of knots k and k + 1 (unused where the knot is an end).
+        let (mut u0, mut u1) = ([0f32; LANES], *ud.first().unwrap_or(&[0f32; LANES]));
         for j in 1..bins {
+            let next = &ud[j.min(bins - 2)];
             for l in 0..LANES {
                 let c = by[j][l] <= v[l];
                 k[l] += c as u32;
@@ -362,14 +367,18 @@ impl LaneKnots {
                 x1[l] = select(c, self.xs[j + 1][l], x1[l]);
                 y0[l] = select(c, self.ys[j][l], y0[l]);
                 y1[l] = select(c, self.ys[j + 1][l], y1[l]);
-                d0[l] = select(c, self.ds[j][l], d0[l]);
-                d1[l] = select(c, self.ds[j + 1][l], d1[l]);
+                u0[l] = select(c, ud[j - 1][l], u0[l]);
+                u1[l] = select(c, next[l], u1[l]);
             }
         }
-        let (mut w, mut h) = ([0f32; LANES], [0f32; LANES]);
+        let (s0, s1) = (derivative_lanes(&u0), derivative_lanes(&u1));
+        let (mut w, mut h, mut d0, mut d1) = ([0f32; LANES], [0f32; LANES], s0, s1);
+        let last = bins as u32 - 1;
         for l in 0..LANES {
             w[l] = x1[l] - x0[l];
             h[l] = y1[l] - y0[l];
+            d0[l] = select(k[l] == 0, 1.0, s0[l]);
+            d1[l] = select(k[l] == last, 1.0, s1[l]);
         }
         (k, [x0, y0, w, h, d0, d1])
     }
@@ -391,15 +400,25 @@ fn eval_lane(xi: f32, h: f32, s: f32, d0: f32, d1: f32) -> (f32, f32) {
 // `Float::max`) instead of staying NaN, and `clamp` would check `lo <= hi` on every call.
 #[allow(clippy::manual_clamp)]
 impl LaneSpline for RationalQuadratic {
+    type Knots = LaneKnots;
+
     /// [`Spline1d::forward`] per lane.
     #[inline(always)]
-    fn forward_lanes(th: &[Lane], bins: usize, bound: f32, x: &Lane, y: &mut Lane, ld: &mut Lane) {
-        let kn = LaneKnots::new(th, bins, bound);
+    fn forward_lanes(
+        kn: &mut LaneKnots,
+        th: &[Lane],
+        bins: usize,
+        bound: f32,
+        x: &Lane,
+        y: &mut Lane,
+        ld: &mut Lane,
+    ) {
+        kn.build(th, bins, bound);
         let mut xc = [0f32; LANES];
         for l in 0..LANES {
             xc[l] = x[l].max(-bound).min(bound);
         }
-        let (_, [x0, y0, w, h, d0, d1]) = kn.bin(bins, false, &xc);
+        let (_, [x0, y0, w, h, d0, d1]) = kn.bin(th, bins, false, &xc);
         for l in 0..LANES {
             let inside = x[l] >= -bound && x[l] <= bound;
             let xi = ((xc[l] - x0[l]) / w[l]).max(0.0).min(1.0);
@@ -411,13 +430,22 @@ impl LaneSpline for RationalQuadratic {
 
     /// [`Spline1d::inverse`] per lane (both roots computed, the cancellation-free one selected).
     #[inline(always)]
-    fn inverse_lanes(th: &[Lane], bins: usize, bound: f32, y: &Lane, x: &mut Lane, ld: &mut Lane) {
-        let kn = LaneKnots::new(th, bins, bound);
+    fn inverse_lanes(
+        kn: &mut LaneKnots,
+        th: &[Lane],
+        bins: usize,
+        bound: f32,
+        y: &Lane,
+        x: &mut Lane,
+        ld: Option<&mut Lane>,
+    ) {
+        kn.build(th, bins, bound);
         let mut yc = [0f32; LANES];
         for l in 0..LANES {
             yc[l] = y[l].max(-bound).min(bound);
         }
-        let (_, [x0, y0, w, h, d0, d1]) = kn.bin(bins, true, &yc);
+        let (_, [x0, y0, w, h, d0, d1]) = kn.bin(th, bins, true, &yc);
+        let mut xis = [0f32; LANES];
         for l in 0..LANES {
             let inside = y[l] >= -bound && y[l] <= bound;
             let (h, d0, d1) = (h[l], d0[l], d1[l]);
@@ -433,15 +461,22 @@ impl LaneSpline for RationalQuadratic {
             let first = select(den < 0.0, (c + c) / den, 0.0);
             let second = select(a > 0.0, (sq - bb) / (a + a), 1.0);
             let xi = select(bb >= 0.0, first, second).max(0.0).min(1.0);
-            let (_, logd) = eval_lane(xi, h, s, d0, d1);
             x[l] = select(inside, x0[l] + xi * w[l], y[l]);
-            ld[l] = select(inside, -logd, 0.0);
+            xis[l] = xi;
+        }
+        if let Some(ld) = ld {
+            for l in 0..LANES {
+                let inside = y[l] >= -bound && y[l] <= bound;
+                let (_, logd) = eval_lane(xis[l], h[l], h[l] / w[l], d0[l], d1[l]);
+                ld[l] = select(inside, -logd, 0.0);
+            }
         }
     }
 
     /// [`Spline1d::backward`] per lane; the knot gradients live at the bin's two knots only.
     #[inline(always)]
     fn backward_lanes(
+        kn: &mut LaneKnots,
         th: &[Lane],
         bins: usize,
         bound: f32,
@@ -451,12 +486,12 @@ impl LaneSpline for RationalQuadratic {
         gth: &mut [Lane],
         gx_out: &mut Lane,
     ) {
-        let kn = LaneKnots::new(th, bins, bound);
+        kn.build(th, bins, bound);
         let mut xc = [0f32; LANES];
         for l in 0..LANES {
             xc[l] = x[l].max(-bound).min(bound);
         }
-        let (k, [x0, _, w, h, d0, d1]) = kn.bin(bins, false, &xc);
+        let (k, [x0, _, w, h, d0, d1]) = kn.bin(th, bins, false, &xc);
         let two_b = bound + bound;
         // Per lane: the knot gradients at x_k, x_{k+1}, y_k, y_{k+1}, and dL/dd0, dL/dd1.
         let z = [0f32; LANES];
@@ -506,8 +541,7 @@ impl LaneSpline for RationalQuadratic {
         // dL/dw_i = 2B sum_{i<j<K} dL/dx_j (x_K = B is constant), where dL/dx_j is gx0 at j = k
         // and gx1 at j = k + 1; likewise for the heights.
         let (mut ax, mut ay) = (z, z);
-        let mut gw = [[0f32; LANES]; STACK];
-        let mut gh = [[0f32; LANES]; STACK];
+        let (gw, gh) = (&mut kn.gw, &mut kn.gh);
         for i in (0..bins).rev() {
             if i + 1 < bins {
                 let j = (i + 1) as u32;

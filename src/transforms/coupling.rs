@@ -492,17 +492,79 @@ mod tests {
         check(&s32, &mut rng);
     }
 
-    /// In `f32` the feature-major evaluation of an affine coupling gives the row-major one's
-    /// bits in both directions (events and log-determinants), with and without a context and
-    /// residual blocks, for a chunk that leaves a partial slab and partial vectors; the layer's own evaluation
-    /// passes take the feature-major route.
+    /// `layer`'s feature-major evaluation gives the row-major one's bits in both directions
+    /// (events and log-determinants), and sampling the same events, on a chunk of 150 events
+    /// (two full slabs and a partial one, partial vectors); the layer's own evaluation passes
+    /// take the feature-major route.
+    fn assert_feature_major_has_the_row_major_bits<B: Elementwise<f32>>(
+        layer: &Coupling<f32, B>,
+        spread: f64,
+        rng: &mut Rng,
+    ) {
+        assert!(layer.bijection().feature_major() && layer.feature_major());
+        let n = 150;
+        let x = Matrix::from_fn(n, layer.dim, |_, _| (spread * rng.normal()) as f32);
+        let c = Matrix::from_fn(n, layer.context_dim, |_, _| rng.normal() as f32);
+        let ctx = (layer.context_dim > 0).then_some(&c);
+        let bits = |(y, l): &(Matrix<f32>, Vec<f32>)| {
+            let mut v: Vec<u32> = y.as_slice().iter().map(|v| v.to_bits()).collect();
+            v.extend(l.iter().map(|v| v.to_bits()));
+            v
+        };
+        for inverse in [false, true] {
+            let mut outs = Vec::new();
+            for fm in [false, true] {
+                let mut y = x.clone();
+                let mut ladj = vec![0.25f32; n];
+                let mut tape = Tape::default();
+                let dir = Direction::of(inverse);
+                layer.map_in_place(&mut y, None, ctx, dir, &mut ladj, &mut tape, fm);
+                outs.push((y, ladj));
+            }
+            let mut own = Matrix::zeros(0, 0);
+            let mut own_ladj = vec![0.25f32; n];
+            if inverse {
+                layer.inverse(&x, ctx, &mut own, &mut own_ladj);
+            } else {
+                layer.forward(&x, ctx, &mut own, &mut own_ladj);
+            }
+            outs.push((own, own_ladj));
+            assert_eq!(bits(&outs[0]), bits(&outs[1]), "inverse {inverse}");
+            assert_eq!(bits(&outs[0]), bits(&outs[2]), "inverse {inverse}");
+            // The layer really transformed something.
+            assert!(outs[0].0.max_abs_diff(&x) > 1e-3);
+            if inverse {
+                let (mut y, mut ladj) = (x.clone(), vec![0.25f32; n]);
+                let mut tape = Tape::default();
+                layer.map_in_place(
+                    &mut y,
+                    None,
+                    ctx,
+                    Direction::Sample,
+                    &mut ladj,
+                    &mut tape,
+                    true,
+                );
+                assert_eq!(
+                    bits(&(y, vec![])),
+                    bits(&(outs[0].0.clone(), vec![])),
+                    "sampling"
+                );
+            }
+        }
+    }
+
+    /// In `f32` the feature-major evaluation of affine couplings and of every spline coupling
+    /// (with its logit rescaling) gives the row-major one's bits, with and without a context and
+    /// residual blocks.
     #[test]
-    fn feature_major_affine_coupling_has_the_row_major_bits() {
+    fn feature_major_couplings_have_the_row_major_bits() {
+        use crate::transforms::{SplineCoupling, SplineCouplingConfig, SplineKind};
+        let mut rng = Rng::new(5);
         for (mask, ctx_dim, residual) in [
             (alternating_mask(18, false), 0, false),
             (half_mask(7, true), 3, true),
         ] {
-            let mut rng = Rng::new(5);
             let mut layer = AffineCoupling::<f32>::new(
                 AffineCouplingConfig {
                     mask: mask.clone(),
@@ -515,39 +577,29 @@ mod tests {
                 &mut rng,
             );
             randomize_params(&mut layer, 0.7, &mut rng);
-            assert!(Elementwise::<f32>::feature_major(layer.bijection()));
-            let n = 150; // two full slabs and a partial one
-            let x = Matrix::from_fn(n, mask.len(), |_, _| rng.normal() as f32);
-            let c = Matrix::from_fn(n, ctx_dim, |_, _| rng.normal() as f32);
-            let ctx = (ctx_dim > 0).then_some(&c);
-            for inverse in [false, true] {
-                let mut outs = Vec::new();
-                for fm in [false, true] {
-                    let mut y = x.clone();
-                    let mut ladj = vec![0.25f32; n];
-                    let mut tape = Tape::default();
-                    let dir = Direction::of(inverse);
-                    layer.map_in_place(&mut y, None, ctx, dir, &mut ladj, &mut tape, fm);
-                    outs.push((y, ladj));
-                }
-                let mut own = Matrix::zeros(0, 0);
-                let mut own_ladj = vec![0.25f32; n];
-                if inverse {
-                    layer.inverse(&x, ctx, &mut own, &mut own_ladj);
-                } else {
-                    layer.forward(&x, ctx, &mut own, &mut own_ladj);
-                }
-                outs.push((own, own_ladj));
-                let bits = |(y, l): &(Matrix<f32>, Vec<f32>)| {
-                    let mut v: Vec<u32> = y.as_slice().iter().map(|v| v.to_bits()).collect();
-                    v.extend(l.iter().map(|v| v.to_bits()));
-                    v
-                };
-                assert_eq!(bits(&outs[0]), bits(&outs[1]), "inverse {inverse}");
-                assert_eq!(bits(&outs[0]), bits(&outs[2]), "inverse {inverse}");
-                // The layer really transformed something.
-                assert!(outs[0].0.max_abs_diff(&x) > 1e-3);
-            }
+            assert_feature_major_has_the_row_major_bits(&layer, 1.0, &mut rng);
+        }
+        for (kind, bins, ctx_dim, residual) in [
+            (SplineKind::RationalQuadratic, 8, 3, true),
+            (SplineKind::Quadratic, 5, 0, false),
+            (SplineKind::Linear, 16, 2, true),
+        ] {
+            let mut layer = SplineCoupling::<f32>::new(
+                SplineCouplingConfig {
+                    mask: half_mask(9, false),
+                    hidden: vec![20, 20],
+                    context_dim: ctx_dim,
+                    residual,
+                    dropout: 0.0,
+                    kind,
+                    bins,
+                    bound: 3.0,
+                },
+                &mut rng,
+            );
+            randomize_params(&mut layer, 0.7, &mut rng);
+            // Inputs spread so that some fall in the identity tails beyond the bound.
+            assert_feature_major_has_the_row_major_bits(&layer, 2.0, &mut rng);
         }
     }
 }

@@ -14,10 +14,10 @@
 //! the spline families of [`super::spline`], and the tests.
 
 use super::coupling::{ConditionerShape, Coupling, Elementwise};
-use super::spline::lanes::{self, ChunkShape, LANE_MAX_BINS, LaneSpline};
+use super::spline::lanes::{self, ChunkShape, LANE_MAX_BINS, LaneSpline, Params};
 use super::spline::{Linear, MAX_BINS, Quadratic, RationalQuadratic, Spline1d};
 use super::{Direction, LayerSpec};
-use crate::engine::{Matrix, Real, Rng};
+use crate::engine::{Matrix, Real, Rng, simd};
 use serde::{Deserialize, Serialize};
 use std::any::TypeId;
 
@@ -143,6 +143,17 @@ impl SplineBijection {
         false
     }
 
+    /// The leading parameters of each feature that [`Elementwise::rescale`] multiplies: the
+    /// bin-width and bin-height (vertex) logits.
+    fn rescaled_params(&self) -> usize {
+        let k = self.bins;
+        match self.kind {
+            SplineKind::Linear => k,
+            SplineKind::Quadratic => 2 * k + 1,
+            SplineKind::RationalQuadratic => 2 * k,
+        }
+    }
+
     /// The scalar evaluation, one event and feature at a time.
     fn apply_with<T: Real, S: Spline1d>(
         &self,
@@ -246,13 +257,8 @@ impl<T: Real> Elementwise<T> for SplineBijection {
     /// spline.
     fn rescale(&self, h: &mut Matrix<T>, ntr: usize) {
         let c = T::c(self.logit_scale);
-        let k = self.bins;
-        let n_bin = match self.kind {
-            SplineKind::Linear => k,
-            SplineKind::Quadratic => 2 * k + 1,
-            SplineKind::RationalQuadratic => 2 * k,
-        };
-        let p = self.kind.n_params(k);
+        let n_bin = self.rescaled_params();
+        let p = self.kind.n_params(self.bins);
         for i in 0..h.rows() {
             let row = h.row_mut(i);
             for j in 0..ntr {
@@ -288,6 +294,52 @@ impl<T: Real> Elementwise<T> for SplineBijection {
                 if !self.apply_lanes::<T, RationalQuadratic>(h, tr, y, ladj, dir) {
                     self.apply_with::<T, RationalQuadratic>(h, tr, y, ladj, inverse);
                 }
+            }
+        }
+    }
+
+    fn feature_major(&self) -> bool {
+        self.lane_shape::<T>(&[], 1).is_some()
+    }
+
+    /// The lane kernels read the feature-major `h` in place (one contiguous load per parameter
+    /// and group of events instead of a strided gather), multiplying the bin logits by the
+    /// rescaling factor as they read them: the bits of [`Elementwise::apply`] after
+    /// [`Elementwise::rescale`].
+    fn apply_feature_major(
+        &self,
+        h: &mut Matrix<T>,
+        tr: &[usize],
+        dir: Direction,
+        y: &mut [T],
+        ladj: &mut [T],
+    ) {
+        let n = h.cols();
+        if n == 0 {
+            return;
+        }
+        let (Some(shape), Some(hf), Some(yf), Some(lf)) = (
+            self.lane_shape::<T>(tr, y.len() / n),
+            as_f32(h.as_slice()),
+            as_f32_mut(y),
+            as_f32_mut(&mut ladj[..n]),
+        ) else {
+            unreachable!("feature-major evaluation of a spline the lane kernels do not take")
+        };
+        let params = Params::FeatureMajor {
+            h: hf,
+            n,
+            scaled: self.rescaled_params(),
+            scale: self.logit_scale as f32,
+        };
+        let path = simd::active();
+        match self.kind {
+            SplineKind::Linear => lanes::apply_on::<Linear>(path, &shape, params, dir, yf, lf),
+            SplineKind::Quadratic => {
+                lanes::apply_on::<Quadratic>(path, &shape, params, dir, yf, lf);
+            }
+            SplineKind::RationalQuadratic => {
+                lanes::apply_on::<RationalQuadratic>(path, &shape, params, dir, yf, lf);
             }
         }
     }

@@ -96,9 +96,42 @@ pub struct ChunkShape<'a> {
     pub bound: f32,
 }
 
+/// Where a chunk's conditioner output lies: the `P` parameters of transformed feature `j` of
+/// event `i`, parameter `k` at
+/// - `RowMajor`: `h[i (P |tr|) + j P + k]` (one row per event), as the training passes keep it;
+/// - `FeatureMajor`: `h[(j P + k) n + i]` (one row per parameter, `n` events), as a coupling's
+///   feature-major evaluation leaves it. The first `scaled` parameters of each feature are
+///   multiplied by `scale` as they are read: the bijection's fixed rescaling
+///   ([`crate::transforms::Elementwise::rescale`]), the same multiplication as a separate pass.
+#[derive(Clone, Copy, Debug)]
+pub enum Params<'a> {
+    /// Row-major, already rescaled.
+    RowMajor(&'a [f32]),
+    /// Feature-major, rescaled as read.
+    FeatureMajor {
+        /// The `P |tr| x n` output.
+        h: &'a [f32],
+        /// Events (row length of `h`).
+        n: usize,
+        /// Leading parameters of each feature that are rescaled.
+        scaled: usize,
+        /// Their factor.
+        scale: f32,
+    },
+}
+
+impl Params<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Params::RowMajor(h) | Params::FeatureMajor { h, .. } => h.len(),
+        }
+    }
+}
+
 /// Applies the spline (or its inverse) to the columns `shape.tr` of the `n x cols` matrix `y`
-/// (`n = ladj.len()`) in place, adding the log-derivatives to `ladj` (left as it is with
-/// [`Direction::Sample`]), on the active SIMD path.
+/// (`n = ladj.len()`) in place, with the row-major parameters `h` (see [`Params`]), adding the
+/// log-derivatives to `ladj` (left as it is with [`Direction::Sample`]), on the active SIMD
+/// path.
 ///
 /// # Panics
 /// If `shape.bins` is not in `1..=LANE_MAX_BINS`, or the slices are shorter than the shapes.
@@ -109,36 +142,50 @@ pub fn apply<S: LaneSpline>(
     y: &mut [f32],
     ladj: &mut [f32],
 ) {
-    apply_on::<S>(simd::active(), shape, h, dir, y, ladj);
+    apply_on::<S>(simd::active(), shape, Params::RowMajor(h), dir, y, ladj);
 }
 
-/// [`apply`] on a given path (which must be supported; panics otherwise).
+/// [`apply`] with parameters in either layout, on a given path (which must be supported;
+/// panics otherwise). The layout changes no bit of the results.
+///
+/// # Panics
+/// As [`apply`], and if a feature-major `h` is not `P |tr| x n` with `n = ladj.len()`.
 pub fn apply_on<S: LaneSpline>(
     path: SimdPath,
     shape: &ChunkShape,
-    h: &[f32],
+    params: Params,
     dir: Direction,
     y: &mut [f32],
     ladj: &mut [f32],
 ) {
-    check::<S>(path, shape, h, y, ladj.len());
+    let n = ladj.len();
+    check::<S>(path, shape, params.len(), y, n);
+    if let Params::FeatureMajor {
+        n: cols, scaled, ..
+    } = params
+    {
+        assert!(
+            cols == n && scaled <= S::n_params(shape.bins),
+            "spline lanes: feature-major parameters of another shape"
+        );
+    }
     match path {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: AVX-512F is present (checked above).
-        SimdPath::Avx512 => unsafe { avx512::apply::<S>(shape, h, dir, y, ladj) },
+        SimdPath::Avx512 => unsafe { avx512::apply::<S>(shape, params, dir, y, ladj) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: AVX2 and FMA are present (checked above).
-        SimdPath::Avx2 => unsafe { avx2::apply::<S>(shape, h, dir, y, ladj) },
+        SimdPath::Avx2 => unsafe { avx2::apply::<S>(shape, params, dir, y, ladj) },
         _ => {
             #[cfg(target_arch = "x86_64")]
             {
                 if std::arch::is_x86_feature_detected!("fma") {
                     // SAFETY: FMA is present.
-                    unsafe { fma::apply::<S>(shape, h, dir, y, ladj) };
+                    unsafe { fma::apply::<S>(shape, params, dir, y, ladj) };
                     return;
                 }
             }
-            apply_chunk::<S>(shape, h, dir, y, ladj);
+            apply_chunk::<S>(shape, params, dir, y, ladj);
         }
     }
 }
@@ -175,8 +222,8 @@ pub fn backward_on<S: LaneSpline>(
     dh: &mut [f32],
 ) {
     let n = dladj.len();
-    check::<S>(path, shape, h, x, n);
-    check::<S>(path, shape, dh, dx, n);
+    check::<S>(path, shape, h.len(), x, n);
+    check::<S>(path, shape, dh.len(), dx, n);
     assert!(dy.len() >= n * shape.cols, "spline lanes: dy too short");
     match path {
         #[cfg(target_arch = "x86_64")]
@@ -199,7 +246,7 @@ pub fn backward_on<S: LaneSpline>(
     }
 }
 
-fn check<S: LaneSpline>(path: SimdPath, shape: &ChunkShape, h: &[f32], y: &[f32], n: usize) {
+fn check<S: LaneSpline>(path: SimdPath, shape: &ChunkShape, h_len: usize, y: &[f32], n: usize) {
     assert!(
         path.supported(),
         "the {path} SIMD path is not supported here"
@@ -217,26 +264,15 @@ fn check<S: LaneSpline>(path: SimdPath, shape: &ChunkShape, h: &[f32], y: &[f32]
         "spline lanes: column out of range"
     );
     assert!(
-        y.len() >= n * shape.cols && h.len() >= n * shape.tr.len() * S::n_params(shape.bins),
+        y.len() >= n * shape.cols && h_len >= n * shape.tr.len() * S::n_params(shape.bins),
         "spline lanes: slices shorter than the chunk"
     );
 }
 
-/// Transposes the parameters of feature `j` of events `i0..i0 + m` into `th` (padding with the
-/// last event), and their column `d` of `src` into `v`.
+/// Transposes the row-major parameters of feature `j` of events `i0..i0 + m` into `th`
+/// (padding with the last event).
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn gather(
-    h: &[f32],
-    hcols: usize,
-    p: usize,
-    j: usize,
-    (i0, m): (usize, usize),
-    th: &mut [Lane],
-    src: &[f32],
-    (cols, d): (usize, usize),
-    v: &mut Lane,
-) {
+fn gather(h: &[f32], hcols: usize, p: usize, j: usize, (i0, m): (usize, usize), th: &mut [Lane]) {
     if m == LANES {
         // A full group: parameter k of the 16 events is a strided column (one gather each).
         let base = i0 * hcols + j * p;
@@ -246,10 +282,6 @@ fn gather(
                 *tl = block[l * hcols + k];
             }
         }
-        let block = &src[i0 * cols + d..(i0 + LANES - 1) * cols + d + 1];
-        for (l, vl) in v.iter_mut().enumerate() {
-            *vl = block[l * cols];
-        }
         return;
     }
     for l in 0..LANES {
@@ -258,14 +290,60 @@ fn gather(
         for (t, &r) in th.iter_mut().zip(row) {
             t[l] = r;
         }
-        v[l] = src[i * cols + d];
+    }
+}
+
+/// The feature-major parameters of feature `j` of events `i0..i0 + m` into `th` (padding with
+/// the last event; see [`Params::FeatureMajor`]): one contiguous load per parameter, the first
+/// `scaled` multiplied by `scale`.
+#[inline(always)]
+fn gather_feature_major(
+    h: &[f32],
+    n: usize,
+    (scaled, scale): (usize, f32),
+    (p, j): (usize, usize),
+    (i0, m): (usize, usize),
+    th: &mut [Lane],
+) {
+    for (k, t) in th.iter_mut().enumerate() {
+        let row = &h[(j * p + k) * n..(j * p + k + 1) * n];
+        if m == LANES {
+            let src = &row[i0..i0 + LANES];
+            if k < scaled {
+                for (tl, &v) in t.iter_mut().zip(src) {
+                    *tl = v * scale;
+                }
+            } else {
+                t.copy_from_slice(src);
+            }
+        } else {
+            for (l, tl) in t.iter_mut().enumerate() {
+                let v = row[i0 + l.min(m - 1)];
+                *tl = if k < scaled { v * scale } else { v };
+            }
+        }
+    }
+}
+
+/// Column `d` of the `cols`-wide rows `i0..i0 + m` of `src` into `v` (padding with the last).
+#[inline(always)]
+fn gather_column(src: &[f32], (cols, d): (usize, usize), (i0, m): (usize, usize), v: &mut Lane) {
+    if m == LANES {
+        let block = &src[i0 * cols + d..(i0 + LANES - 1) * cols + d + 1];
+        for (l, vl) in v.iter_mut().enumerate() {
+            *vl = block[l * cols];
+        }
+        return;
+    }
+    for (l, vl) in v.iter_mut().enumerate() {
+        *vl = src[(i0 + l.min(m - 1)) * cols + d];
     }
 }
 
 #[inline(always)]
 fn apply_chunk<S: LaneSpline>(
     shape: &ChunkShape,
-    h: &[f32],
+    params: Params,
     dir: Direction,
     y: &mut [f32],
     ladj: &mut [f32],
@@ -281,17 +359,18 @@ fn apply_chunk<S: LaneSpline>(
         let m = (n - i0).min(LANES);
         let mut acc = [0f32; LANES];
         for (j, &d) in shape.tr.iter().enumerate() {
-            gather(
-                h,
-                hcols,
-                p,
-                j,
-                (i0, m),
-                &mut th[..p],
-                y,
-                (cols, d),
-                &mut vin,
-            );
+            match params {
+                Params::RowMajor(h) => gather(h, hcols, p, j, (i0, m), &mut th[..p]),
+                Params::FeatureMajor {
+                    h,
+                    n,
+                    scaled,
+                    scale,
+                } => {
+                    gather_feature_major(h, n, (scaled, scale), (p, j), (i0, m), &mut th[..p]);
+                }
+            }
+            gather_column(y, (cols, d), (i0, m), &mut vin);
             let th = &th[..p];
             match dir {
                 Direction::Forward => {
@@ -344,17 +423,8 @@ fn backward_chunk<S: LaneSpline>(
             gl[l] = dladj[i0 + l.min(m - 1)];
         }
         for (j, &d) in shape.tr.iter().enumerate() {
-            gather(
-                h,
-                hcols,
-                p,
-                j,
-                (i0, m),
-                &mut th[..p],
-                x,
-                (cols, d),
-                &mut xin,
-            );
+            gather(h, hcols, p, j, (i0, m), &mut th[..p]);
+            gather_column(x, (cols, d), (i0, m), &mut xin);
             for l in 0..LANES {
                 gy[l] = dy[(i0 + l.min(m - 1)) * cols + d];
             }
@@ -386,17 +456,17 @@ macro_rules! lane_path {
     ($name:ident, $features:literal) => {
         #[cfg(target_arch = "x86_64")]
         mod $name {
-            use super::{ChunkShape, Direction, LaneSpline};
+            use super::{ChunkShape, Direction, LaneSpline, Params};
 
             #[target_feature(enable = $features)]
             pub(super) unsafe fn apply<S: LaneSpline>(
                 shape: &ChunkShape,
-                h: &[f32],
+                params: Params,
                 dir: Direction,
                 y: &mut [f32],
                 ladj: &mut [f32],
             ) {
-                super::apply_chunk::<S>(shape, h, dir, y, ladj);
+                super::apply_chunk::<S>(shape, params, dir, y, ladj);
             }
 
             #[target_feature(enable = $features)]
@@ -558,14 +628,35 @@ pub(crate) mod tests {
         let run = |path: SimdPath| {
             let mut y = x.clone();
             let mut ly = vec![0.25f32; n];
-            apply_on::<S>(path, &shape, &h, Direction::Forward, &mut y, &mut ly);
+            apply_on::<S>(
+                path,
+                &shape,
+                Params::RowMajor(&h),
+                Direction::Forward,
+                &mut y,
+                &mut ly,
+            );
             let mut back = y.clone();
             let mut lb = vec![0f32; n];
-            apply_on::<S>(path, &shape, &h, Direction::Inverse, &mut back, &mut lb);
+            apply_on::<S>(
+                path,
+                &shape,
+                Params::RowMajor(&h),
+                Direction::Inverse,
+                &mut back,
+                &mut lb,
+            );
             // Sampling skips the log-derivatives and leaves `ladj` alone, with the same events.
             let mut sampled = y.clone();
             let mut ls = vec![0.5f32; n];
-            apply_on::<S>(path, &shape, &h, Direction::Sample, &mut sampled, &mut ls);
+            apply_on::<S>(
+                path,
+                &shape,
+                Params::RowMajor(&h),
+                Direction::Sample,
+                &mut sampled,
+                &mut ls,
+            );
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(
                 bits(&sampled),

@@ -4,10 +4,12 @@
 //! A chunk of `n` events is cut into groups of [`LANES`] consecutive events (the last group is
 //! padded with copies of its last event, whose results are dropped). For each group and
 //! transformed feature the `P` spline parameters of the 16 events are transposed into `P` lanes
-//! (`th[k][l]` = parameter `k` of event `l`), and a [`LaneSpline`] kernel computes the knots, the
+//! (`th[k][l]` = parameter `k` of event `l`; from a feature-major conditioner output, one
+//! contiguous load per parameter, see [`Params`]), and a [`LaneSpline`] kernel computes the knots, the
 //! bin search (a running select over the sorted knots: the last knot `<= v` wins, which is the
 //! `partition_point` of the scalar code), the map, its log-derivative and, in training, the
 //! gradients, every step as a loop over the 16 lanes without branches (selects instead).
+//! Sampling ([`Direction::Sample`]) skips the log-derivatives.
 //!
 //! The kernels are plain Rust over `[f32; 16]` arrays, with `exp` and `ln` from
 //! [`crate::engine::vmath`]; they are compiled once per path (AVX-512F, AVX2 + FMA, and FMA or
@@ -17,7 +19,8 @@
 //! path computes the same IEEE-754 operations per element and gives the same bits. Events are
 //! independent, so results do not depend on an event's position in its chunk either.
 //!
-//! All scratch is a few KiB of fixed arrays on the stack: the passes allocate nothing. The lane
+//! All scratch is a few KiB of fixed arrays on the stack, built once per chunk (the knots of a
+//! group are rebuilt in place, see [`LaneSpline`]): the passes allocate nothing. The lane
 //! kernels take up to [`LANE_MAX_BINS`] bins; the scalar [`super::Spline1d`] code (and every `f64`
 //! evaluation, which the gradient checks use) covers the rest.
 

@@ -163,8 +163,8 @@ impl Spline1d for Linear {
     }
 }
 
-/// The knots of [`LANES`] splines (softmax `p`, masses `h`, cumulative masses `cum`), built as
-/// [`Knots::new`] does per event.
+/// The knots of 16 splines (softmax `p`, masses `h`, cumulative masses `cum`), built as
+/// `Knots::new` does per event.
 #[derive(Default)]
 pub struct LaneKnots {
     p: lanes::Knots,

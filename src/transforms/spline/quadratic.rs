@@ -276,7 +276,7 @@ impl Spline1d for Quadratic {
     }
 }
 
-/// The knots of [`LANES`] splines (see [`Knots`]), built as [`Knots::new`] does per event, and
+/// The knots of 16 splines (see `Knots`), built as `Knots::new` does per event, and
 /// the scratch of their vertex heights and of the backward pass's knot gradients.
 #[derive(Default)]
 pub struct LaneKnots {

@@ -282,8 +282,8 @@ impl Spline1d for RationalQuadratic {
     }
 }
 
-/// The knots of [`LANES`] splines, built as [`Knots::new`] does per event, without the
-/// interior derivatives: a bin needs only its two ([`LaneKnots::bin`]), so the kernels take the
+/// The knots of 16 splines, built as `Knots::new` does per event, without the
+/// interior derivatives: a bin needs only its two (`LaneKnots::bin`), so the kernels take the
 /// softplus of 2 parameters per lane instead of `K - 1`, with the same bits. Also the scratch of
 /// the backward pass's knot gradients.
 #[derive(Default)]

@@ -316,13 +316,11 @@ impl<T: Real> Flow<T> {
                 continue;
             }
             scratch.put_columns_in_order();
-            let tape = &mut scratch.tape;
-            if pass == Pass::Sample {
-                layer.inverse_sample(&scratch.a, ctx, &mut scratch.b, ladj, tape);
-            } else if inverse {
-                layer.inverse_reusing(&scratch.a, ctx, &mut scratch.b, ladj, tape);
-            } else {
-                layer.forward_reusing(&scratch.a, ctx, &mut scratch.b, ladj, tape);
+            let (a, b, tape) = (&scratch.a, &mut scratch.b, &mut scratch.tape);
+            match dir {
+                Direction::Forward => layer.forward_reusing(a, ctx, b, ladj, tape),
+                Direction::Inverse => layer.inverse_reusing(a, ctx, b, ladj, tape),
+                Direction::Sample => layer.inverse_sample(a, ctx, b, ladj, tape),
             }
             std::mem::swap(&mut scratch.a, &mut scratch.b);
         }

@@ -279,7 +279,6 @@ pub fn transpose<T: Copy>(src: &[T], rows: usize, cols: usize, dst: &mut [T]) {
 mod tests {
     use super::*;
 
-    /// Accessors never reach the spare storage a shrunk matrix keeps.
     /// Storage from `zeros` and a growing `resize` starts on a 64-byte boundary; the padding
     /// is invisible to every accessor, to equality and to `into_vec`.
     #[test]
@@ -310,6 +309,7 @@ mod tests {
         check::<f64>();
     }
 
+    /// Accessors never reach the spare storage a shrunk matrix keeps.
     #[test]
     fn accessors_are_bounded_by_the_shape_not_the_storage() {
         let mut m = Matrix::<f32>::zeros(4, 3);

@@ -159,11 +159,10 @@ pub trait Transform<T: Real>: Send + Sync {
         None
     }
 
-    /// Evaluation pass in direction `dir` on `x` in place, where feature `j`
-    /// of the layer's input is column `cols[j]` of `x` and the output's feature `j` is written
-    /// to the same column: the bits of [`Transform::forward_reusing`] /
-    /// [`Transform::inverse_reusing`] / [`Transform::inverse_sample`] on the input with its
-    /// columns in order, in a different
+    /// Evaluation pass in direction `dir` on `x` in place, where feature `j` of the layer's
+    /// input is column `cols[j]` of `x` and the output's feature `j` is written to the same
+    /// column: the bits of [`Transform::forward_reusing`] / [`Transform::inverse_reusing`] /
+    /// [`Transform::inverse_sample`] on the input with its columns in order, in a different
     /// place. Returns `false`, having touched nothing, for a layer without an in-place form
     /// (the default); coupling layers have one, since they rewrite only their transformed
     /// features.

@@ -21,6 +21,26 @@ use crate::engine::{Matrix, Real, Rng, simd};
 use serde::{Deserialize, Serialize};
 use std::any::TypeId;
 
+/// Evaluates `$body` with the type `$S` naming the spline family of `$kind` (a [`SplineKind`]).
+macro_rules! with_spline {
+    ($kind:expr, $S:ident => $body:expr) => {
+        match $kind {
+            SplineKind::Linear => {
+                type $S = Linear;
+                $body
+            }
+            SplineKind::Quadratic => {
+                type $S = Quadratic;
+                $body
+            }
+            SplineKind::RationalQuadratic => {
+                type $S = RationalQuadratic;
+                $body
+            }
+        }
+    };
+}
+
 /// `s` as `&[f32]` when `T` is `f32`.
 fn as_f32<T: Real>(s: &[T]) -> Option<&[f32]> {
     if TypeId::of::<T>() == TypeId::of::<f32>() {
@@ -278,24 +298,11 @@ impl<T: Real> Elementwise<T> for SplineBijection {
         ladj: &mut [T],
         _cache: &mut [Matrix<T>],
     ) {
-        let inverse = dir.inverse();
-        match self.kind {
-            SplineKind::Linear => {
-                if !self.apply_lanes::<T, Linear>(h, tr, y, ladj, dir) {
-                    self.apply_with::<T, Linear>(h, tr, y, ladj, inverse);
-                }
+        with_spline!(self.kind, S => {
+            if !self.apply_lanes::<T, S>(h, tr, y, ladj, dir) {
+                self.apply_with::<T, S>(h, tr, y, ladj, dir.inverse());
             }
-            SplineKind::Quadratic => {
-                if !self.apply_lanes::<T, Quadratic>(h, tr, y, ladj, dir) {
-                    self.apply_with::<T, Quadratic>(h, tr, y, ladj, inverse);
-                }
-            }
-            SplineKind::RationalQuadratic => {
-                if !self.apply_lanes::<T, RationalQuadratic>(h, tr, y, ladj, dir) {
-                    self.apply_with::<T, RationalQuadratic>(h, tr, y, ladj, inverse);
-                }
-            }
-        }
+        });
     }
 
     fn feature_major(&self) -> bool {
@@ -333,15 +340,7 @@ impl<T: Real> Elementwise<T> for SplineBijection {
             scale: self.logit_scale as f32,
         };
         let path = simd::active();
-        match self.kind {
-            SplineKind::Linear => lanes::apply_on::<Linear>(path, &shape, params, dir, yf, lf),
-            SplineKind::Quadratic => {
-                lanes::apply_on::<Quadratic>(path, &shape, params, dir, yf, lf);
-            }
-            SplineKind::RationalQuadratic => {
-                lanes::apply_on::<RationalQuadratic>(path, &shape, params, dir, yf, lf);
-            }
-        }
+        with_spline!(self.kind, S => lanes::apply_on::<S>(path, &shape, params, dir, yf, lf));
     }
 
     fn backward(
@@ -355,23 +354,11 @@ impl<T: Real> Elementwise<T> for SplineBijection {
         dx: &mut Matrix<T>,
         dh: &mut Matrix<T>,
     ) {
-        match self.kind {
-            SplineKind::Linear => {
-                if !self.backward_lanes::<T, Linear>(x, h, tr, dy, dladj, dx, dh) {
-                    self.backward_with::<T, Linear>(x, h, tr, dy, dladj, dx, dh);
-                }
+        with_spline!(self.kind, S => {
+            if !self.backward_lanes::<T, S>(x, h, tr, dy, dladj, dx, dh) {
+                self.backward_with::<T, S>(x, h, tr, dy, dladj, dx, dh);
             }
-            SplineKind::Quadratic => {
-                if !self.backward_lanes::<T, Quadratic>(x, h, tr, dy, dladj, dx, dh) {
-                    self.backward_with::<T, Quadratic>(x, h, tr, dy, dladj, dx, dh);
-                }
-            }
-            SplineKind::RationalQuadratic => {
-                if !self.backward_lanes::<T, RationalQuadratic>(x, h, tr, dy, dladj, dx, dh) {
-                    self.backward_with::<T, RationalQuadratic>(x, h, tr, dy, dladj, dx, dh);
-                }
-            }
-        }
+        });
     }
 }
 

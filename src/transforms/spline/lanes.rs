@@ -389,8 +389,10 @@ fn apply_chunk<S: LaneSpline>(
             for l in 0..m {
                 y[(i0 + l) * cols + d] = out[l];
             }
-            for l in 0..LANES {
-                acc[l] += ld[l];
+            if dir.needs_ladj() {
+                for l in 0..LANES {
+                    acc[l] += ld[l];
+                }
             }
         }
         if dir.needs_ladj() {

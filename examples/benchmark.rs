@@ -543,14 +543,8 @@ fn bench_sampling(seed: u64, model: BenchModel, n_sample: usize) -> Result<Sampl
 
     // Sampling sections: base draws alone, and the sampling pass alone on pre-drawn z.
     let t0 = Instant::now();
-    let mut z = Matrix::<f32>::zeros(n_sample, DIM);
-    {
-        use rayon::prelude::*;
-        z.as_mut_slice()
-            .par_chunks_mut(DIM)
-            .enumerate()
-            .for_each(|(i, row)| hepflow::flow::base_sample(11, i as u64, row));
-    }
+    let indices: Vec<u64> = (0..n_sample as u64).collect();
+    let z = flow.sample_base(11, &indices, None);
     let draw_s = t0.elapsed().as_secs_f64();
     let t0 = Instant::now();
     let xi = flow.events_from_base(&z, None);

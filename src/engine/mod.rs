@@ -9,6 +9,7 @@
 //! `f64` (the gradient checks) uses `matrixmultiply` and plain loops.
 
 pub mod adam;
+pub mod box_muller;
 pub mod dense;
 pub mod gemm;
 pub mod kernel;

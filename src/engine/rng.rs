@@ -5,6 +5,8 @@
 //! generators from `(seed, index)`, so event `i` of a sample can be drawn without drawing events
 //! `0..i` first (which is what makes sharded generation possible).
 
+use super::box_muller;
+
 /// xoshiro256++ pseudo-random generator.
 #[derive(Clone, Debug)]
 pub struct Rng {
@@ -79,18 +81,25 @@ impl Rng {
         ((self.next_u64() as u128 * n as u128) >> 64) as usize
     }
 
-    /// Standard normal N(0, 1) by the Box-Muller transform.
+    /// Standard normal N(0, 1) by the Box-Muller transform ([`box_muller::pair`] of
+    /// `u1 = 1 - uniform()` and `u2 = uniform()`, the same bits on every machine): the pair's
+    /// first value, then its second on the next call.
     #[inline]
     pub fn normal(&mut self) -> f64 {
         if let Some(v) = self.spare_normal.take() {
             return v;
         }
-        let u1 = 1.0 - self.uniform(); // (0, 1]
-        let u2 = self.uniform();
-        let r = (-2.0 * u1.ln()).sqrt();
-        let (s, c) = (std::f64::consts::TAU * u2).sin_cos();
-        self.spare_normal = Some(r * s);
-        r * c
+        let (u1, u2) = self.box_muller_uniforms();
+        let (z0, z1) = box_muller::pair(u1, u2);
+        self.spare_normal = Some(z1);
+        z0
+    }
+
+    /// The two uniforms of the next Box-Muller pair: `u1` in `(0, 1]`, `u2` in `[0, 1)`.
+    #[inline]
+    pub fn box_muller_uniforms(&mut self) -> (f64, f64) {
+        let u1 = 1.0 - self.uniform();
+        (u1, self.uniform())
     }
 
     /// Fisher-Yates shuffle.

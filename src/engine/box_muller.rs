@@ -89,6 +89,8 @@ vector_path!(avx2, "avx2,fma");
 const TWO52: f64 = 4_503_599_627_370_496.0;
 
 /// Natural logarithm of a positive, normal, finite `x` (see the module documentation).
+// fdlibm's constants as it prints them (21 digits, which round to the intended doubles).
+#[allow(clippy::excessive_precision)]
 #[inline(always)]
 pub fn ln(x: f64) -> f64 {
     const LN2_HI: f64 = 6.931_471_803_691_238_164_90e-01;
@@ -140,6 +142,8 @@ pub fn sin_cos_turns(u: f64) -> (f64, f64) {
 }
 
 /// `sin(a)` for `|a| <= pi/4` (fdlibm's `__kernel_sin` with no tail).
+// fdlibm's constants as it prints them (21 digits, which round to the intended doubles).
+#[allow(clippy::excessive_precision)]
 #[inline(always)]
 fn kernel_sin(a: f64) -> f64 {
     const S1: f64 = -1.666_666_666_666_663_243_48e-01;
@@ -157,6 +161,8 @@ fn kernel_sin(a: f64) -> f64 {
 /// `cos(a)` for `|a| <= pi/4` (fdlibm's `__kernel_cos` with no tail: `1 - (z/2 - z R(z))`
 /// below `|a| = 0.3`, above it the split `(1 - q) - ((z/2 - q) - z R(z))` with `q = a^2/4`'s
 /// leading 21 bits or `0.28125`, which keeps the subtraction exact).
+// fdlibm's constants as it prints them (21 digits, which round to the intended doubles).
+#[allow(clippy::excessive_precision)]
 #[inline(always)]
 fn kernel_cos(a: f64) -> f64 {
     const C1: f64 = 4.166_666_666_666_660_190_37e-02;

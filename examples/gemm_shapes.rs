@@ -1,22 +1,33 @@
 //! GFLOP/s of the `f32` GEMM kernel ([`hepflow::engine::kernel`]) on the conditioner shapes of
 //! the bench models (chunks of 1024 events, and feature-major slabs of 64), on every SIMD path this CPU supports, per CPU-second
-//! of the process (user + system time from `/proc/self/stat`, so a shared machine's waits do not
+//! of the process (user + system time, `CLOCK_PROCESS_CPUTIME_ID`, so a shared machine's waits do not
 //! count; Linux only). Each figure is the best of 3 runs of about 30 GFLOP.
 //!
 //! ```text
 //! cargo run --release --example gemm_shapes
 //! ```
 
+use hepflow::engine::Matrix;
 use hepflow::engine::kernel::{Epilogue, sgemm_on};
 use hepflow::engine::simd::supported_paths;
 
-/// CPU seconds of this process (user + system), from `/proc/self/stat` (clock ticks of 1/100 s).
+/// CPU seconds (user + system, all threads) this process has used so far:
+/// `clock_gettime(CLOCK_PROCESS_CPUTIME_ID)`, the clock Python's `time.process_time()` reads on
+/// the peers' side (exact; `/proc/self/stat`'s 10 ms ticks quantised a 0.6 s sampling run by
+/// 1.6 %). Time the process spent waiting for a core on a shared machine does not count.
+fn cpu_seconds_opt() -> Option<f64> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable `timespec`, the only memory the call writes.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    (rc == 0).then_some(ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9)
+}
+
+/// [`cpu_seconds_opt`], which cannot fail on Linux.
 fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").expect("reading /proc/self/stat");
-    let rest = &stat[stat.rfind(')').expect("stat format") + 1..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let tick = |i: usize| f[i].parse::<f64>().expect("stat format");
-    (tick(11) + tick(12)) / 100.0
+    cpu_seconds_opt().expect("clock_gettime(CLOCK_PROCESS_CPUTIME_ID)")
 }
 
 fn main() {
@@ -35,15 +46,18 @@ fn main() {
         ("fm out rq 128->207", 207, 128, 64, false),
         ("fm out nvp 128->18", 18, 128, 64, false),
     ];
+    // Optional filter: only the shapes whose name contains the first argument.
+    let only = std::env::args().nth(1);
     for &(name, m, k, n, transposed) in shapes {
-        let a: Vec<f32> = (0..m * k)
-            .map(|i| ((i * 7 % 13) as f32) * 0.1 - 0.6)
-            .collect();
-        let b: Vec<f32> = (0..k * n)
-            .map(|i| ((i * 5 % 11) as f32) * 0.1 - 0.5)
-            .collect();
+        if only.as_deref().is_some_and(|o| !name.contains(o)) {
+            continue;
+        }
+        // Operands in `Matrix` storage, which starts on a cache line as in the flows' passes.
+        let a = Matrix::<f32>::from_fn(m, k, |i, j| (((i * k + j) * 7 % 13) as f32) * 0.1 - 0.6);
+        let b = Matrix::<f32>::from_fn(k, n, |i, j| (((i * n + j) * 5 % 11) as f32) * 0.1 - 0.5);
+        let (a, b) = (aligned(&a), aligned(&b));
         let bias = vec![0.1f32; n];
-        let mut c = vec![0f32; m * n];
+        let mut c = Matrix::<f32>::zeros(m, n);
         let ep = Epilogue {
             bias: Some(&bias),
             relu: true,
@@ -66,12 +80,12 @@ fn main() {
                             m,
                             k,
                             n,
-                            a.as_ptr(),
+                            a.as_slice().as_ptr(),
                             rsa,
                             csa,
-                            b.as_ptr(),
+                            b.as_slice().as_ptr(),
                             n,
-                            c.as_mut_ptr(),
+                            c.as_mut_slice().as_mut_ptr(),
                             n,
                             &ep,
                         )
@@ -83,4 +97,11 @@ fn main() {
         }
         println!("{line}");
     }
+}
+
+/// A copy of `x` in storage from [`Matrix::zeros`] (64-byte aligned; `from_fn` makes no promise).
+fn aligned(x: &Matrix<f32>) -> Matrix<f32> {
+    let mut y = Matrix::zeros(x.rows(), x.cols());
+    y.as_mut_slice().copy_from_slice(x.as_slice());
+    y
 }

@@ -502,34 +502,39 @@ mod avx512 {
         ep: &Ep,
     ) {
         let mut acc = [[_mm512_setzero_ps(); NV]; MR];
+        let lanes = |v: usize| if v + 1 == NV { mask } else { 0xffff };
+        // Index loops with constant bounds throughout (LLVM unrolls them before it splits the
+        // array into registers; with slice iterators it kept `acc` on the stack, zeroed it with
+        // `memset` and reloaded it around the loop over `p`).
         // SAFETY (whole body): every pointer stays inside the tile's rows/columns of A, B and C;
         // masked loads and stores do not touch (or fault on) the masked-out lanes.
+        #[allow(clippy::needless_range_loop)]
         unsafe {
             for p in 0..k {
                 let bp = b.add(p * ldb);
                 let mut bv = [_mm512_setzero_ps(); NV];
-                for (v, x) in bv.iter_mut().enumerate() {
-                    *x = if v + 1 == NV {
+                for v in 0..NV {
+                    bv[v] = if v + 1 == NV {
                         _mm512_maskz_loadu_ps(mask, bp.add(16 * v))
                     } else {
                         _mm512_loadu_ps(bp.add(16 * v))
                     };
                 }
                 let ap = a.add(p * csa);
-                for (r, row) in acc.iter_mut().enumerate() {
+                for r in 0..MR {
                     let av = _mm512_set1_ps(*ap.add(r * rsa));
-                    for (x, bx) in row.iter_mut().zip(&bv) {
-                        *x = _mm512_fmadd_ps(av, *bx, *x);
+                    for v in 0..NV {
+                        acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);
                     }
                 }
             }
             let zero = _mm512_setzero_ps();
             let scale = _mm512_set1_ps(ep.gate_scale);
-            for (r, row) in acc.iter().enumerate() {
-                for (v, x) in row.iter().enumerate() {
+            for r in 0..MR {
+                for v in 0..NV {
                     let cp = c.add(r * ldc + 16 * v);
-                    let m = if v + 1 == NV { mask } else { 0xffff };
-                    let mut out = *x;
+                    let m = lanes(v);
+                    let mut out = acc[r][v];
                     if ep.accumulate {
                         out = _mm512_add_ps(out, _mm512_maskz_loadu_ps(m, cp));
                     }
@@ -730,31 +735,33 @@ mod avx2 {
         ep: &Ep,
     ) {
         let mut acc = [[_mm256_setzero_ps(); NV]; MR];
+        // Index loops with constant bounds, as in the AVX-512 tile.
         // SAFETY (whole body): every pointer stays inside the tile's rows/columns of A, B and C;
         // masked loads and stores do not touch (or fault on) the masked-out lanes.
+        #[allow(clippy::needless_range_loop)]
         unsafe {
             for p in 0..k {
                 let bp = b.add(p * ldb);
                 let mut bv = [_mm256_setzero_ps(); NV];
-                for (v, x) in bv.iter_mut().enumerate() {
-                    *x = if MASKED && v + 1 == NV {
+                for v in 0..NV {
+                    bv[v] = if MASKED && v + 1 == NV {
                         _mm256_maskload_ps(bp.add(8 * v), mask)
                     } else {
                         _mm256_loadu_ps(bp.add(8 * v))
                     };
                 }
                 let ap = a.add(p * csa);
-                for (r, row) in acc.iter_mut().enumerate() {
+                for r in 0..MR {
                     let av = _mm256_set1_ps(*ap.add(r * rsa));
-                    for (x, bx) in row.iter_mut().zip(&bv) {
-                        *x = _mm256_fmadd_ps(av, *bx, *x);
+                    for v in 0..NV {
+                        acc[r][v] = _mm256_fmadd_ps(av, bv[v], acc[r][v]);
                     }
                 }
             }
             let zero = _mm256_setzero_ps();
             let scale = _mm256_set1_ps(ep.gate_scale);
-            for (r, row) in acc.iter().enumerate() {
-                for (v, x) in row.iter().enumerate() {
+            for r in 0..MR {
+                for v in 0..NV {
                     let cp = c.add(r * ldc + 8 * v);
                     let masked = MASKED && v + 1 == NV;
                     let load = |p: *const f32| {
@@ -764,7 +771,7 @@ mod avx2 {
                             _mm256_loadu_ps(p)
                         }
                     };
-                    let mut out = *x;
+                    let mut out = acc[r][v];
                     if ep.accumulate {
                         out = _mm256_add_ps(out, load(cp));
                     }

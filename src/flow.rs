@@ -28,12 +28,11 @@ pub fn std_normal_log_prob<T: Real>(z: &[T]) -> T {
     -T::c(0.5) * acc - half_log_2pi * T::c(z.len() as f64)
 }
 
-/// Draws the base-space vector of event `index` for sample seed `seed` (reproducible per event).
+/// Draws the base-space vector of event `index` for sample seed `seed` (reproducible per event):
+/// `out[d] = Rng::stream(seed, index).normal()` for `d = 0, 1, ...` in turn, computed as the
+/// standard-normal base does for a whole chunk ([`crate::distributions::std_normal`]).
 pub fn base_sample<T: Real>(seed: u64, index: u64, out: &mut [T]) {
-    let mut rng = Rng::stream(seed, index);
-    for v in out.iter_mut() {
-        *v = T::c(rng.normal());
-    }
+    crate::distributions::std_normal::draw_into(seed, &[index], out.len(), out);
 }
 
 /// Reusable buffers of one evaluation worker: ping-pong activations and one scratch tape that

@@ -76,11 +76,12 @@ impl<T: Real> Distribution<T> for StdNormal {
 /// Box-Muller pairs per batch of [`draw_into`] (two 2 KiB buffers on the stack).
 const BATCH_PAIRS: usize = 256;
 
-/// The base vectors of events `indices` into the `dim`-wide rows of `out`, with the bits of
-/// [`crate::flow::base_sample`] per row: each event's uniforms are drawn from its stream in turn, and their
-/// Box-Muller pairs computed a batch at a time on the SIMD path
-/// ([`box_muller::pairs_in_place`]) instead of one `normal()` call per value.
-fn draw_into<T: Real>(seed: u64, indices: &[u64], dim: usize, out: &mut [T]) {
+/// The base vectors of events `indices` into the `dim`-wide rows of `out`: row `r` holds
+/// `Rng::stream(seed, indices[r]).normal()` called `dim` times, with the same bits. Each event's
+/// uniforms are drawn from its stream in turn, and their Box-Muller pairs computed a batch at a
+/// time on the SIMD path ([`box_muller::pairs_in_place`]) instead of one `normal()` call per
+/// value.
+pub(crate) fn draw_into<T: Real>(seed: u64, indices: &[u64], dim: usize, out: &mut [T]) {
     let pairs = dim.div_ceil(2);
     if pairs == 0 {
         return;
@@ -133,15 +134,20 @@ mod tests {
 
     /// The batched draws give every event the bits of its own stream's `normal()` calls, for
     /// even and odd widths, batches that split an event, and a final partial one (on the active
-    /// path; `box_muller`'s tests show every path gives the scalar bits).
+    /// path; `box_muller`'s tests show every path gives the scalar bits); `base_sample` gives one
+    /// event's.
     #[test]
-    fn batched_draws_have_the_bits_of_base_sample() {
+    fn batched_draws_have_the_bits_of_sequential_normal_calls() {
         for dim in [1, 2, 7, 18, 600] {
             let indices: Vec<u64> = (0..300).map(|i| 5 * i + 3).collect();
             let mut want = Matrix::<f64>::zeros(indices.len(), dim);
             for (r, &i) in indices.iter().enumerate() {
-                base_sample(11, i, want.row_mut(r));
+                let mut rng = Rng::stream(11, i);
+                want.row_mut(r).iter_mut().for_each(|v| *v = rng.normal());
             }
+            let mut one = vec![0f64; dim];
+            base_sample(11, indices[7], &mut one);
+            assert_eq!(one.as_slice(), want.row(7), "base_sample, dim {dim}");
             let mut got = Matrix::<f64>::zeros(0, 0);
             let base = StdNormal::new(dim);
             Distribution::<f64>::sample_reusing(

@@ -159,8 +159,8 @@ fn kernel_sin(a: f64) -> f64 {
 }
 
 /// `cos(a)` for `|a| <= pi/4` (fdlibm's `__kernel_cos` with no tail: `1 - (z/2 - z R(z))`
-/// below `|a| = 0.3`, above it the split `(1 - q) - ((z/2 - q) - z R(z))` with `q = a^2/4`'s
-/// leading 21 bits or `0.28125`, which keeps the subtraction exact).
+/// below `|a| = 0.3`, above it the split `(1 - q) - ((z/2 - q) - z R(z))` with `q = |a|/4` cut
+/// to its leading 21 bits, or `0.28125` above `|a| = 0.78125`, which keeps `1 - q` exact).
 // fdlibm's constants as it prints them (21 digits, which round to the intended doubles).
 #[allow(clippy::excessive_precision)]
 #[inline(always)]

@@ -287,7 +287,7 @@ struct Sections {
     grad: f64,
     norm: f64,
     adam: f64,
-    params: f64,
+    end_step: f64,
 }
 
 /// The training objective of `flow`: flow matching for the flow-matching preset, maximum
@@ -301,14 +301,13 @@ fn objective(model: BenchModel, flow: &Flow<f32>, chunk: usize) -> Result<Box<dy
     })
 }
 
-/// One training step as `hepflow::train::fit` does it (without the roll-back and EMA branches),
-/// reusing the parameter buffer `params`: step seed (dropout masks, flow-matching paths), loss
-/// and gradient, global gradient norm, Adam on the flat parameter vector, write-back.
+/// One training step as `hepflow::train::fit` does it (without the roll-back and EMA branches):
+/// step seed (dropout masks, flow-matching paths), loss and gradient, global gradient norm,
+/// Adam on the flow's parameter tensors in place.
 fn train_step(
     flow: &mut Flow<f32>,
     objective: &mut dyn Objective,
     adam: &mut Adam,
-    params: &mut Vec<f32>,
     (step, xb): (usize, &Matrix<f32>),
     sec: &mut Sections,
 ) -> f64 {
@@ -319,17 +318,14 @@ fn train_step(
     let grads = objective.grads();
     let norm2 = objective.grad_norm_sq();
     let t2 = Instant::now();
-    flow.copy_params_into(params);
+    adam.step_parts(flow.param_slices_mut(), grads, 1.0, LR);
     let t3 = Instant::now();
-    adam.step(params, grads, LR);
-    let t4 = Instant::now();
-    flow.set_param_vector(params);
     objective.end_step(flow, xb.rows());
-    let t5 = Instant::now();
+    let t4 = Instant::now();
     sec.grad += (t1 - t0).as_secs_f64();
     sec.norm += (t2 - t1).as_secs_f64();
-    sec.params += (t3 - t2).as_secs_f64() + (t5 - t4).as_secs_f64();
-    sec.adam += (t4 - t3).as_secs_f64();
+    sec.adam += (t3 - t2).as_secs_f64();
+    sec.end_step += (t4 - t3).as_secs_f64();
     if !norm2.is_finite() {
         return f64::NAN;
     }
@@ -421,7 +417,6 @@ fn bench_training(args: &Args, batches: &[Matrix<f32>]) -> Result<TrainResult> {
         let mut flow = build_flow(args.seed, args.model);
         let mut engine = objective(args.model, &flow, chunk)?;
         let mut adam = Adam::new(flow.num_params(), AdamConfig::default());
-        let mut params = Vec::with_capacity(flow.num_params());
         let mut k = 0;
         let mut sec = Sections::default();
         for _ in 0..WARMUP_STEPS {
@@ -429,7 +424,6 @@ fn bench_training(args: &Args, batches: &[Matrix<f32>]) -> Result<TrainResult> {
                 &mut flow,
                 engine.as_mut(),
                 &mut adam,
-                &mut params,
                 (k, &batches[k % n_batches]),
                 &mut sec,
             );
@@ -447,7 +441,6 @@ fn bench_training(args: &Args, batches: &[Matrix<f32>]) -> Result<TrainResult> {
                     &mut flow,
                     engine.as_mut(),
                     &mut adam,
-                    &mut params,
                     (k, &batches[k % n_batches]),
                     &mut sec,
                 );
@@ -467,7 +460,7 @@ fn bench_training(args: &Args, batches: &[Matrix<f32>]) -> Result<TrainResult> {
                    "train_step_repeats_s": times, "train_events_per_s": args.batch as f64 / step, "last_loss": loss,
                    "train_step_cpu_s": cpu_step, "train_step_cpu_repeats_s": cpu_times,
                    "sections_s_per_step": {"loss_and_grad": sec.grad / total, "grad_norm": sec.norm / total,
-                                           "adam": sec.adam / total, "param_copies_and_end_step": sec.params / total}})
+                                           "adam": sec.adam / total, "end_step": sec.end_step / total}})
         );
         if !loss.is_finite() {
             bail!("non-finite loss with chunk_rows {chunk}");

@@ -231,6 +231,23 @@ impl<T: Real> Flow<T> {
         }
     }
 
+    /// Every trainable parameter tensor's values in gradient order (what
+    /// [`Flow::param_vector`] concatenates).
+    pub fn param_slices(&self) -> impl Iterator<Item = &[T]> {
+        self.all_params().map(|p| p.data.as_slice())
+    }
+
+    /// Every trainable parameter tensor's values in gradient order, mutable (for an optimizer
+    /// step in place: [`crate::engine::Adam::step_parts`]). Taking them marks cached copies of
+    /// the weights (transposes) stale, as [`Flow::set_param_vector`] does.
+    pub fn param_slices_mut(&mut self) -> Vec<&mut [T]> {
+        let layers = self.layers.iter_mut().flat_map(|l| l.params_mut());
+        layers
+            .chain(self.base.params_mut())
+            .map(|p| p.data.as_mut_slice())
+            .collect()
+    }
+
     /// Overwrites all trainable parameters from a vector laid out like [`Flow::param_vector`].
     pub fn set_param_vector(&mut self, v: &[T]) {
         let mut off = 0;

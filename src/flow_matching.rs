@@ -273,7 +273,7 @@ impl Objective for FlowMatchingObjective {
     }
 
     fn grad_norm_sq(&self) -> f64 {
-        self.grads.iter().map(|g| (*g as f64) * (*g as f64)).sum()
+        crate::train::grad_norm_sq(&self.grads)
     }
 
     fn validation_loss(&self, flow: &Flow<f32>, val: Events<'_>) -> f64 {

@@ -121,6 +121,46 @@ impl Default for TrainConfig {
 /// Parameters per parallel work item when reducing gradients (fixed, for reproducibility).
 const PARAM_BLOCK: usize = 8192;
 
+/// Squared L2 norm of a gradient, in `f64`: each fixed block of [`PARAM_BLOCK`] elements is
+/// summed in [`NORM_LANES`] interleaved partial sums (element `i` into sum `i % NORM_LANES`)
+/// combined pairwise, the blocks in parallel and then added in block order. The order of the
+/// additions is fixed, so the value is the same for any thread count and SIMD path; the
+/// partial sums keep the additions independent (one sequential sum waited on each addition's
+/// latency: 1.6 ms a step for the NSF-shaped model's 944k parameters).
+pub fn grad_norm_sq<T: Real>(grads: &[T]) -> f64 {
+    let partial: Vec<f64> = grads.par_chunks(PARAM_BLOCK).map(sum_squares).collect();
+    partial.iter().sum()
+}
+
+/// Partial sums of [`grad_norm_sq`].
+const NORM_LANES: usize = 8;
+
+/// One block of [`grad_norm_sq`].
+fn sum_squares<T: Real>(g: &[T]) -> f64 {
+    let mut acc = [0f64; NORM_LANES];
+    let square = |v: &T| {
+        let x = v.to_f64().unwrap_or(f64::NAN);
+        x * x
+    };
+    let mut chunks = g.chunks_exact(NORM_LANES);
+    for c in &mut chunks {
+        for (a, v) in acc.iter_mut().zip(c) {
+            *a += square(v);
+        }
+    }
+    for (a, v) in acc.iter_mut().zip(chunks.remainder()) {
+        *a += square(v);
+    }
+    let mut width = NORM_LANES;
+    while width > 1 {
+        width /= 2;
+        for l in 0..width {
+            acc[l] += acc[l + width];
+        }
+    }
+    acc[0]
+}
+
 /// Reusable memory of one chunk of a training step.
 #[derive(Default)]
 struct ChunkWorkspace<T> {
@@ -283,8 +323,9 @@ impl<T: Real> GradientEngine<T> {
                     std::mem::swap(&mut ws.dy, &mut ws.dx);
                 }
             });
-        // Deterministic reduction in chunk order (parallel over fixed blocks of parameters).
-        self.grads.clear();
+        // Deterministic reduction in chunk order, `((0 + g_0) + g_1) + ...` (parallel over fixed
+        // blocks of parameters); the first chunk's pass writes every element, so the vector is
+        // not zeroed first.
         self.grads.resize(total, T::zero());
         let workspaces = &self.workspaces[..n_chunks];
         self.grads
@@ -292,7 +333,14 @@ impl<T: Real> GradientEngine<T> {
             .enumerate()
             .for_each(|(b, g)| {
                 let (off, len) = (b * PARAM_BLOCK, g.len());
-                for ws in workspaces {
+                let Some((first, rest)) = workspaces.split_first() else {
+                    g.fill(T::zero());
+                    return;
+                };
+                for (x, v) in g.iter_mut().zip(&first.grads[off..off + len]) {
+                    *x = T::zero() + *v;
+                }
+                for ws in rest {
                     for (x, v) in g.iter_mut().zip(&ws.grads[off..off + len]) {
                         *x += *v;
                     }
@@ -302,22 +350,9 @@ impl<T: Real> GradientEngine<T> {
         loss / n as f64
     }
 
-    /// Squared global L2 norm of the last gradient, summed in f64 over fixed blocks of
-    /// parameters in parallel and then in block order (the same value for any thread count).
+    /// Squared global L2 norm of the last gradient ([`grad_norm_sq`]).
     pub fn grad_norm_sq(&self) -> f64 {
-        let partial: Vec<f64> = self
-            .grads
-            .par_chunks(PARAM_BLOCK)
-            .map(|g| {
-                g.iter()
-                    .map(|v| {
-                        let x = v.to_f64().unwrap_or(f64::NAN);
-                        x * x
-                    })
-                    .sum()
-            })
-            .collect();
-        partial.iter().sum()
+        grad_norm_sq(&self.grads)
     }
 
     /// Hands the tapes of the last step to layers that keep running statistics.
@@ -717,7 +752,6 @@ pub fn fit_objective(
         ctx: Matrix::zeros(batch, train.ctx.map_or(0, |c| c.cols())),
         w: Vec::with_capacity(batch),
     };
-    let mut params = Vec::with_capacity(flow.num_params());
     if state.epoch == 0 && state.step == 0 {
         data_init(flow, train, batch);
         state.best_params = flow.param_vector();
@@ -772,15 +806,14 @@ pub fn fit_objective(
                 1.0
             };
             let lr = lr_now(&state);
-            flow.copy_params_into(&mut params);
             state
                 .adam
-                .step_scaled(&mut params, engine.grads(), scale, lr);
-            flow.set_param_vector(&params);
+                .step_parts(flow.param_slices_mut(), engine.grads(), scale, lr);
             engine.end_step(flow, batch);
             if cfg.ema_decay > 0.0 {
                 let a = cfg.ema_decay as f32;
-                for (e, p) in state.ema_params.iter_mut().zip(&params) {
+                let params = flow.param_slices().flatten();
+                for (e, p) in state.ema_params.iter_mut().zip(params) {
                     *e = a * *e + (1.0 - a) * *p;
                 }
             }
@@ -879,4 +912,57 @@ fn validate(
         state.stopped = true;
     }
     (val_nll, rolled_back)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gradient_norm_sums_every_square_in_a_fixed_order() {
+        // Sizes around the block and lane widths; values over 20 decades.
+        for n in [
+            0,
+            1,
+            7,
+            8,
+            9,
+            PARAM_BLOCK - 1,
+            PARAM_BLOCK + 3,
+            3 * PARAM_BLOCK + 5,
+        ] {
+            let mut rng = Rng::new(n as u64);
+            let g: Vec<f32> = (0..n)
+                .map(|_| (rng.normal() * 10f64.powf(rng.uniform_range(-10.0, 10.0))) as f32)
+                .collect();
+            let exact: f64 = g.iter().map(|&x| (x as f64) * (x as f64)).sum();
+            let got = grad_norm_sq(&g);
+            assert!(
+                (got - exact).abs() <= 1e-14 * exact,
+                "n={n}: {got} vs {exact}"
+            );
+            // The lane order, written out: element i into partial sum i % 8, blocks in order.
+            let by_hand: f64 = g
+                .chunks(PARAM_BLOCK)
+                .map(|b| {
+                    let mut acc = [0f64; 8];
+                    for (i, &x) in b.iter().enumerate() {
+                        acc[i % 8] += (x as f64) * (x as f64);
+                    }
+                    ((acc[0] + acc[4]) + (acc[2] + acc[6]))
+                        + ((acc[1] + acc[5]) + (acc[3] + acc[7]))
+                })
+                .sum();
+            assert_eq!(got.to_bits(), by_hand.to_bits(), "n={n}");
+        }
+    }
+
+    #[test]
+    fn gradient_norm_is_not_finite_for_a_non_finite_gradient() {
+        let mut g = vec![0.5f32; 3 * PARAM_BLOCK];
+        g[PARAM_BLOCK + 17] = f32::NAN;
+        assert!(grad_norm_sq(&g).is_nan());
+        g[PARAM_BLOCK + 17] = f32::INFINITY;
+        assert_eq!(grad_norm_sq(&g), f64::INFINITY);
+    }
 }

@@ -10,7 +10,7 @@
 //!
 //! The [`Spline1d`] functions evaluate one event and feature at a time (the `f64` gradient checks
 //! and the reference); the couplings evaluate `f32` chunks with the lane kernels of `lanes`
-//! (16 events at a time, one SIMD instruction per step, the same bits on every SIMD path), which
+//! (32 events at a time, whole SIMD instructions per step, the same bits on every SIMD path), which
 //! each family implements next to its scalar code and which are tested against it.
 
 pub(crate) mod lanes;

@@ -386,6 +386,8 @@ fn main() -> Result<()> {
             summary["sample_events_per_cpu_s"] = json!(args.samples as f64 / c);
         }
         summary["sample_s"] = json!(r.seconds);
+        summary["sample_repeats_s"] = json!(r.repeats);
+        summary["sample_cpu_repeats_s"] = json!(r.cpu_repeats);
         summary["sample_events_per_s"] = json!(args.samples as f64 / r.seconds);
         summary["sample_finite"] = json!(r.finite);
         summary["sample_sections_s"] = json!({"base_draws": r.draw_s, "sampling_pass": r.pass_s});
@@ -491,10 +493,14 @@ struct TrainResult {
 
 /// What `bench_sampling` measured.
 struct SampleResult {
-    /// Seconds of the timed `flow.sample(n)`.
+    /// Median seconds of the timed `flow.sample(n)` calls.
     seconds: f64,
-    /// CPU seconds of it (Linux).
+    /// Seconds of each call.
+    repeats: Vec<f64>,
+    /// Median CPU seconds of them (Linux).
     cpu: Option<f64>,
+    /// CPU seconds of each call (Linux).
+    cpu_repeats: Vec<f64>,
     /// Whether every sampled value is finite.
     finite: bool,
     /// Seconds to draw the base vectors alone.
@@ -513,16 +519,24 @@ fn bench_sampling(seed: u64, model: BenchModel, n_sample: usize) -> Result<Sampl
     if warm.rows() != N_SAMPLE_WARMUP {
         bail!("warm-up sample has {} rows", warm.rows());
     }
-    let c0 = cpu_seconds();
-    let t0 = Instant::now();
-    let x = flow.sample(n_sample, 11, None);
-    let seconds = t0.elapsed().as_secs_f64();
-    let cpu = c0.zip(cpu_seconds()).map(|(a, b)| b - a);
-    if x.rows() != n_sample || x.cols() != DIM {
-        bail!("sample has shape {} x {}", x.rows(), x.cols());
+    // The median of REPEATS timed draws (the same seed each time, so the same work), as for
+    // the peers in bench/torch_flows.py.
+    let (mut times, mut cpu_times, mut finite) = (Vec::new(), Vec::new(), true);
+    for _ in 0..REPEATS {
+        let c0 = cpu_seconds();
+        let t0 = Instant::now();
+        let x = flow.sample(n_sample, 11, None);
+        times.push(t0.elapsed().as_secs_f64());
+        if let (Some(a), Some(b)) = (c0, cpu_seconds()) {
+            cpu_times.push(b - a);
+        }
+        if x.rows() != n_sample || x.cols() != DIM {
+            bail!("sample has shape {} x {}", x.rows(), x.cols());
+        }
+        finite &= x.all_finite();
     }
-    let finite = x.all_finite();
-    drop(x);
+    let seconds = median(&times);
+    let cpu = (!cpu_times.is_empty()).then(|| median(&cpu_times));
 
     // Sampling sections: base draws alone, and the sampling pass alone on pre-drawn z.
     let t0 = Instant::now();
@@ -536,7 +550,9 @@ fn bench_sampling(seed: u64, model: BenchModel, n_sample: usize) -> Result<Sampl
     let by_kind = pass_by_kind(&flow, z, Direction::Sample);
     Ok(SampleResult {
         seconds,
+        repeats: times,
         cpu,
+        cpu_repeats: cpu_times,
         finite,
         draw_s,
         pass_s,

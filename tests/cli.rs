@@ -255,6 +255,72 @@ fn training_is_reproducible_and_resume_equals_uninterrupted() {
 }
 
 #[test]
+fn resume_rejects_a_checkpoint_whose_optimizer_state_does_not_fit_the_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = small_csv(dir.path(), 300);
+    let out = dir.path().join("m");
+    let o = hepflow(&[
+        "train",
+        "--data",
+        s(&data),
+        "--columns",
+        "a,b,c",
+        "--model",
+        "realnvp",
+        "--blocks",
+        "2",
+        "--hidden",
+        "16,16",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "64",
+        "--seed",
+        "7",
+        "--out",
+        s(&out),
+        "--stop-after",
+        "1",
+    ]);
+    assert!(!o.status.success());
+    // One second moment fewer than the model has parameters (a damaged or edited checkpoint whose
+    // checksums still match).
+    let state = out.join("checkpoint").join("state.json");
+    let mut ck: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    let v = ck["state"]["adam"]["v"].as_array_mut().unwrap();
+    v.pop();
+    std::fs::write(&state, serde_json::to_vec(&ck).unwrap()).unwrap();
+    let err = fails(&[
+        "train",
+        "--data",
+        s(&data),
+        "--columns",
+        "a,b,c",
+        "--model",
+        "realnvp",
+        "--blocks",
+        "2",
+        "--hidden",
+        "16,16",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "64",
+        "--seed",
+        "7",
+        "--out",
+        s(&out),
+        "--resume",
+    ]);
+    assert!(
+        err.contains("state.json") && err.contains("second moments") && err.contains("--resume"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
 fn sampling_is_reproducible_across_threads_and_shards() {
     let dir = tempfile::tempdir().unwrap();
     let data = small_csv(dir.path(), 400);

@@ -414,6 +414,15 @@ fn train_single(
                 ck_dir.display()
             )));
         }
+        let n_buffers = model.flow.buffer_vector().len();
+        ck.state
+            .check_sizes(model.flow.num_params(), n_buffers)
+            .map_err(|message| {
+                ModelError::Input(format!(
+                    "{}: {message}; remove the checkpoint or drop --resume",
+                    p.display()
+                ))
+            })?;
         let wp = ck_dir.join("weights.safetensors");
         let bytes = std::fs::read(&wp).map_err(|e| ModelError::Io {
             path: wp.clone(),

@@ -564,21 +564,21 @@ fn lr_at(cfg: &TrainConfig, state: &TrainState, step: u64, total_steps: u64) -> 
 }
 
 impl TrainState {
-    /// Checks that the state's vectors fit a model with `num_params` parameters and
-    /// `num_buffers` buffer values, as a state read back from a checkpoint must before training
-    /// resumes from it (the optimizer updates the model's tensors with them in place). The first
-    /// mismatch, as a message.
-    pub fn check_sizes(&self, num_params: usize, num_buffers: usize) -> Result<(), String> {
-        let ema = if self.ema_params.is_empty() {
-            0
-        } else {
-            num_params
-        };
+    /// Checks that the state's vectors fit `flow` trained with `cfg`, as a state read back from
+    /// a checkpoint must before training resumes from it (the optimizer updates the model's
+    /// tensors with them in place). The first mismatch, as a message.
+    pub fn check_sizes(&self, flow: &Flow<f32>, cfg: &TrainConfig) -> Result<(), String> {
+        let num_params = flow.num_params();
+        let ema = if cfg.ema_decay > 0.0 { num_params } else { 0 };
         let sizes = [
             ("Adam's first moments", self.adam.m.len(), num_params),
             ("Adam's second moments", self.adam.v.len(), num_params),
             ("the best parameters", self.best_params.len(), num_params),
-            ("the best buffers", self.best_buffers.len(), num_buffers),
+            (
+                "the best buffers",
+                self.best_buffers.len(),
+                flow.buffer_vector().len(),
+            ),
             ("the EMA parameters", self.ema_params.len(), ema),
         ];
         for (what, got, want) in sizes {

@@ -128,6 +128,11 @@ impl Adam {
             self.m.len(),
             "gradient length differs from the state's"
         );
+        assert_eq!(
+            self.v.len(),
+            self.m.len(),
+            "Adam state: moments of different lengths"
+        );
         self.t += 1;
         let c = &self.config;
         let t = self.t.min(i32::MAX as u64) as i32;

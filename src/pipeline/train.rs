@@ -414,9 +414,8 @@ fn train_single(
                 ck_dir.display()
             )));
         }
-        let n_buffers = model.flow.buffer_vector().len();
         ck.state
-            .check_sizes(model.flow.num_params(), n_buffers)
+            .check_sizes(&model.flow, &job.train)
             .map_err(|message| {
                 ModelError::Input(format!(
                     "{}: {message}; remove the checkpoint or drop --resume",

@@ -316,8 +316,8 @@ fn gather_feature_major(
     if m == LANES {
         // One bounds check for all rows (each is `n` long), and the scaled rows apart from the
         // others, so the loops carry no test per row. Copy, then scale in place: LLVM
-        // vectorises this form (one load, multiply and store per parameter), but compiled the
-        // fused `t[l] = src[l] * scale` loop into 16 scalar multiplies.
+        // vectorises this form (one load, multiply and store per parameter vector), but
+        // compiled the fused `t[l] = src[l] * scale` loop into one scalar multiply per lane.
         assert!(
             i0 + LANES <= n,
             "spline lanes: event block outside the chunk"
@@ -542,8 +542,8 @@ pub(crate) fn softmax_lanes(logits: &[Lane], out: &mut [Lane]) {
         }
     }
     // One division per lane, then a multiplication per bin (as the scalar softmax): a vector
-    // division costs about ten times a multiplication, and the bins' divisions were 17 % of
-    // the rational-quadratic sampling kernel.
+    // division costs about ten times a multiplication. Measured, the rational-quadratic
+    // kernel's share of NSF-shaped sampling fell from 12.9 % to 12.2 %.
     let mut inv = [0f32; LANES];
     for l in 0..LANES {
         inv[l] = 1.0 / sum[l];

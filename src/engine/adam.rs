@@ -76,18 +76,6 @@ impl Adam {
         self.step_parts(vec![params], grads, grad_scale, lr);
     }
 
-    /// [`Adam::step_scaled`] on a given SIMD path (which must be supported; panics otherwise).
-    pub fn step_scaled_on<T: Real>(
-        &mut self,
-        path: SimdPath,
-        params: &mut [T],
-        grads: &[T],
-        grad_scale: f64,
-        lr: f64,
-    ) {
-        self.step_parts_on(path, vec![params], grads, grad_scale, lr);
-    }
-
     /// [`Adam::step_scaled`] on parameters held in several slices (a flow's tensors, in
     /// gradient order) that together are laid out like `grads`, so that the trainer updates the
     /// model in place instead of copying it into one vector and back. The update runs in
@@ -332,7 +320,7 @@ mod tests {
         let mut flat = p0.clone();
         let mut reference = Adam::new(n, config());
         for g in &gs {
-            reference.step_scaled_on(SimdPath::Portable, &mut flat, g, 0.7, 2e-3);
+            reference.step_parts_on(SimdPath::Portable, vec![flat.as_mut_slice()], g, 0.7, 2e-3);
         }
         for path in supported_paths() {
             let mut p = p0.clone();
